@@ -1,0 +1,65 @@
+"""Rank, local rank, world size and barrier. Works with no process group at all (the process is alone).
+
+Ranks come from `torch.distributed` when a process group is initialised; otherwise from the launcher's
+environment variables (torchrun and accelerate both set RANK / LOCAL_RANK / WORLD_SIZE), which is what a dataset
+built *before* `init_process_group` sees. Without a process group there is no barrier to reach.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _group():
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return None
+    if dist.is_available() and dist.is_initialized():
+        return dist
+    return None
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_global_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_local_main(self) -> bool:
+        return self.local_rank == 0
+
+
+def process_info() -> ProcessInfo:
+    dist = _group()
+    if dist is not None:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local = _env_int("LOCAL_RANK", rank if world == _env_int("LOCAL_WORLD_SIZE", world) else 0)
+        return ProcessInfo(rank=rank, local_rank=local, world_size=world)
+    return ProcessInfo(
+        rank=_env_int("RANK", 0), local_rank=_env_int("LOCAL_RANK", 0), world_size=_env_int("WORLD_SIZE", 1)
+    )
+
+
+def has_process_group() -> bool:
+    return _group() is not None
+
+
+def barrier() -> None:
+    """Wait for every rank when a process group exists; a no-op otherwise."""
+    dist = _group()
+    if dist is not None and dist.get_world_size() > 1:
+        dist.barrier()

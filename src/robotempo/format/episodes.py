@@ -1,0 +1,59 @@
+"""`EpisodeTable`: every episode of a dataset as columnar numpy arrays, one row per episode.
+
+Both format readers (v2.1, v3.0) produce this one shape, so nothing above `format/` knows the version.
+Rows are sorted by `episode_index`. File columns are integer codes into the table's path lists, so a
+million-episode table stays a handful of arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class VideoLocation:
+    """Where one camera's frames of each episode live: MP4 file (code into `files`) and time offset in it."""
+
+    file: np.ndarray  # int32, code into `files`
+    from_timestamp: np.ndarray  # float64 seconds; video time of a row = from_timestamp + row timestamp
+    files: list[str]  # paths relative to the dataset root
+
+
+@dataclass
+class EpisodeTable:
+    episode_index: np.ndarray  # int64, sorted, unique
+    length: np.ndarray  # int64 frames
+    task_index: np.ndarray  # int64 task of the episode per metadata (first task); -1 if the table lacks it
+    dataset_from_index: np.ndarray  # int64 global `index` of the first row (half-open range)
+    dataset_to_index: np.ndarray
+    data_file: np.ndarray  # int32 code into `data_files`
+    data_row_from: np.ndarray  # int64 row offset of the episode inside its data file (derived from metadata)
+    data_files: list[str]  # relative to the dataset root
+    videos: dict[str, VideoLocation] = field(default_factory=dict)
+    tasks: list[list[str]] | None = None  # the metadata's task strings per episode, if the format stores them
+
+    def __post_init__(self) -> None:
+        n = len(self.episode_index)
+        for name in ("length", "task_index", "dataset_from_index", "dataset_to_index", "data_file", "data_row_from"):
+            assert len(getattr(self, name)) == n, name
+
+    def __len__(self) -> int:
+        return len(self.episode_index)
+
+    def positions(self, episodes: np.ndarray) -> np.ndarray:
+        """Row positions of the given episode indices (which must exist: callers validate first)."""
+        return np.searchsorted(self.episode_index, episodes)
+
+    def take(self, positions: np.ndarray) -> EpisodeTable:
+        """A sub-table of the given rows (sorted positions); path lists are shared, not copied."""
+        return EpisodeTable(
+            episode_index=self.episode_index[positions], length=self.length[positions],
+            task_index=self.task_index[positions], dataset_from_index=self.dataset_from_index[positions],
+            dataset_to_index=self.dataset_to_index[positions], data_file=self.data_file[positions],
+            data_row_from=self.data_row_from[positions], data_files=self.data_files,
+            videos={k: VideoLocation(v.file[positions], v.from_timestamp[positions], v.files)
+                    for k, v in self.videos.items()},
+            tasks=None if self.tasks is None else [self.tasks[i] for i in positions],
+        )

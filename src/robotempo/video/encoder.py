@@ -1,0 +1,91 @@
+"""Encode uint8 RGB frames into MP4 with PyAV. Used by the writer; appends episode after episode to one file.
+
+The file is written under a unique temp name and renamed into place by `close()`, so a reader never sees a
+half-written MP4. Frame `i` of the file has pts `i` in time base `1/fps`, i.e. presentation time `i / fps`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from robotempo.errors import WriterError
+from robotempo.io import temp_path_for
+
+# (encoder name, options) per codec; the LeRobot default is AV1 (libsvtav1) with a GOP of 2.
+CODECS = {
+    "h264": ("libx264", {"crf": "23", "preset": "veryfast", "g": "2"}),
+    "av1": ("libsvtav1", {"crf": "30", "g": "2", "preset": "11"}),
+}
+
+
+def available_codecs() -> list[str]:
+    return [name for name, (enc, _) in CODECS.items() if enc in av.codecs_available]
+
+
+class VideoEncoder:
+    def __init__(self, path: str | Path, fps: int | float, width: int, height: int, codec: str = "h264"):
+        if codec not in CODECS:
+            raise WriterError(f"video codec {codec!r} is not supported; use one of {sorted(CODECS)}")
+        encoder, options = CODECS[codec]
+        if encoder not in av.codecs_available:
+            raise WriterError(
+                f"the FFmpeg bundled with PyAV has no {encoder} encoder for {codec!r}; use one of {available_codecs()}"
+            )
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = temp_path_for(self.path)
+        self.width, self.height, self.codec = width, height, codec
+        self.frames_written = 0
+        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        rate = Fraction(fps).limit_denominator(1000)
+        self._stream = self._container.add_stream(encoder, rate=rate, options=dict(options))
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.time_base = 1 / rate
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append frames `(T, H, W, 3)` uint8."""
+        if frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
+            raise WriterError(
+                f"{self.path}: video frames must be uint8 (T, {self.height}, {self.width}, 3), "
+                f"got {frames.dtype} {frames.shape}"
+            )
+        for img in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts = self.frames_written
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+            self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush, finish the file and move it into place atomically."""
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            os.replace(self._tmp, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._container.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+
+def encode_video(path: str | Path, frames: np.ndarray, fps: int | float, codec: str = "h264") -> None:
+    enc = VideoEncoder(path, fps, width=frames.shape[2], height=frames.shape[1], codec=codec)
+    try:
+        enc.write(frames)
+    except BaseException:
+        enc.abort()
+        raise
+    enc.close()
