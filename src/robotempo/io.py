@@ -75,7 +75,9 @@ def read_jsonl(path: str | Path, what: str, fix: str) -> list[tuple[int, dict]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DatasetFormatError(path, f"invalid JSON line ({e.msg}): {line[:80]!r}", fix, line=lineno) from None
+            raise DatasetFormatError(
+                path, f"invalid JSON line ({e.msg}): {line[:80]!r}", fix, line=lineno
+            ) from None
         if not isinstance(obj, dict):
             raise DatasetFormatError(path, f"expected a JSON object, got {line[:80]!r}", fix, line=lineno)
         rows.append((lineno, obj))

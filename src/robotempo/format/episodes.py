@@ -36,7 +36,14 @@ class EpisodeTable:
 
     def __post_init__(self) -> None:
         n = len(self.episode_index)
-        for name in ("length", "task_index", "dataset_from_index", "dataset_to_index", "data_file", "data_row_from"):
+        for name in (
+            "length",
+            "task_index",
+            "dataset_from_index",
+            "dataset_to_index",
+            "data_file",
+            "data_row_from",
+        ):
             assert len(getattr(self, name)) == n, name
 
     def __len__(self) -> int:
@@ -49,11 +56,17 @@ class EpisodeTable:
     def take(self, positions: np.ndarray) -> EpisodeTable:
         """A sub-table of the given rows (sorted positions); path lists are shared, not copied."""
         return EpisodeTable(
-            episode_index=self.episode_index[positions], length=self.length[positions],
-            task_index=self.task_index[positions], dataset_from_index=self.dataset_from_index[positions],
-            dataset_to_index=self.dataset_to_index[positions], data_file=self.data_file[positions],
-            data_row_from=self.data_row_from[positions], data_files=self.data_files,
-            videos={k: VideoLocation(v.file[positions], v.from_timestamp[positions], v.files)
-                    for k, v in self.videos.items()},
+            episode_index=self.episode_index[positions],
+            length=self.length[positions],
+            task_index=self.task_index[positions],
+            dataset_from_index=self.dataset_from_index[positions],
+            dataset_to_index=self.dataset_to_index[positions],
+            data_file=self.data_file[positions],
+            data_row_from=self.data_row_from[positions],
+            data_files=self.data_files,
+            videos={
+                k: VideoLocation(v.file[positions], v.from_timestamp[positions], v.files)
+                for k, v in self.videos.items()
+            },
             tasks=None if self.tasks is None else [self.tasks[i] for i in positions],
         )

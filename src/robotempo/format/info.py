@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,9 @@ V30_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 V30_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 V30_EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 
-INFO_FIX = "repair meta/info.json (see the LeRobot format description in docs/formats.md) or re-export the dataset"
+INFO_FIX = (
+    "repair meta/info.json (see the LeRobot format description in docs/formats.md) or re-export the dataset"
+)
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,20 @@ class FeatureSpec:
                 np.dtype(dtype)
             except TypeError:
                 raise DatasetFormatError(
-                    path, f"feature {name!r} has unknown dtype {dtype!r}", "use a numpy dtype, 'image', 'video' or 'string'"
+                    path,
+                    f"feature {name!r} has unknown dtype {dtype!r}",
+                    "use a numpy dtype, 'image', 'video' or 'string'",
                 ) from None
         try:
             shape = tuple(int(s) for s in d["shape"])
         except (TypeError, ValueError):
-            raise DatasetFormatError(path, f"feature {name!r} has a bad shape {d['shape']!r}", INFO_FIX) from None
+            raise DatasetFormatError(
+                path, f"feature {name!r} has a bad shape {d['shape']!r}", INFO_FIX
+            ) from None
         if "/" in name:
-            raise DatasetFormatError(path, f"feature name {name!r} contains '/'", "rename the feature without '/'")
+            raise DatasetFormatError(
+                path, f"feature name {name!r} contains '/'", "rename the feature without '/'"
+            )
         return cls(name=name, dtype=dtype, shape=shape, names=d.get("names"), info=d.get("info"))
 
     def to_dict(self) -> dict:
@@ -86,7 +93,8 @@ def _check_template(path: Path, key: str, template: str, fields: dict) -> None:
     except (KeyError, IndexError, ValueError) as e:
         names = sorted(fields)
         raise DatasetFormatError(
-            path, f"{key} template {template!r} does not format ({type(e).__name__}: {e})",
+            path,
+            f"{key} template {template!r} does not format ({type(e).__name__}: {e})",
             f"use only the fields {names} in {key}",
         ) from None
 
@@ -130,7 +138,9 @@ class DatasetInfo:
 
     def video_file(self, video_key: str, **fields: int) -> str:
         if self.video_path is None:
-            raise DatasetFormatError(self.path, f"video feature {video_key!r} but video_path is null", INFO_FIX)
+            raise DatasetFormatError(
+                self.path, f"video feature {video_key!r} but video_path is null", INFO_FIX
+            )
         return self.video_path.format(video_key=video_key, **fields)
 
     @classmethod
@@ -140,7 +150,8 @@ class DatasetInfo:
         version = d.get("codebase_version")
         if version not in SUPPORTED_VERSIONS:
             raise UnsupportedVersionError(
-                path, f"codebase_version {version!r} is not supported (robotempo reads {', '.join(SUPPORTED_VERSIONS)})",
+                path,
+                f"codebase_version {version!r} is not supported (robotempo reads {', '.join(SUPPORTED_VERSIONS)})",
                 "convert the dataset with LeRobot's conversion script to v2.1 or v3.0",
             )
         for key in ("fps", "features", "data_path"):
@@ -150,13 +161,18 @@ class DatasetInfo:
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
             raise DatasetFormatError(path, f"fps must be a positive number, got {fps!r}", INFO_FIX)
         if not isinstance(d["features"], dict) or not d["features"]:
-            raise DatasetFormatError(path, f"features must be a non-empty object, got {d['features']!r}", INFO_FIX)
+            raise DatasetFormatError(
+                path, f"features must be a non-empty object, got {d['features']!r}", INFO_FIX
+            )
         features = {k: FeatureSpec.from_dict(k, v, path) for k, v in d["features"].items()}
         known = {f.name for f in cls.__dataclass_fields__.values()} - {"extra", "path", "features"}
         info = cls(
-            codebase_version=version, fps=float(fps) if not float(fps).is_integer() else int(fps),
-            features=features, extra={k: v for k, v in d.items() if k not in known and k != "features"},
-            path=path, **{k: d[k] for k in known if k in d and k not in ("codebase_version", "fps")},
+            codebase_version=version,
+            fps=float(fps) if not float(fps).is_integer() else int(fps),
+            features=features,
+            extra={k: v for k, v in d.items() if k not in known and k != "features"},
+            path=path,
+            **{k: d[k] for k in known if k in d and k not in ("codebase_version", "fps")},
         )
         info._validate()
         return info
@@ -168,21 +184,34 @@ class DatasetInfo:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise DatasetFormatError(p, f"{key} must be a non-negative integer, got {v!r}", INFO_FIX)
         if self.chunks_size == 0:
-            raise DatasetFormatError(p, "chunks_size is 0", "set chunks_size to a positive integer (default 1000)")
-        fields = {"chunk_index": 0, "file_index": 0} if self.is_v3 else {"episode_chunk": 0, "episode_index": 0}
+            raise DatasetFormatError(
+                p, "chunks_size is 0", "set chunks_size to a positive integer (default 1000)"
+            )
+        fields = (
+            {"chunk_index": 0, "file_index": 0} if self.is_v3 else {"episode_chunk": 0, "episode_index": 0}
+        )
         _check_template(p, "data_path", str(self.data_path), fields)
         if self.video_keys:
             if not self.video_path:
-                raise DatasetFormatError(p, f"video features {self.video_keys} but video_path is {self.video_path!r}",
-                                         "set video_path to the MP4 path template")
+                raise DatasetFormatError(
+                    p,
+                    f"video features {self.video_keys} but video_path is {self.video_path!r}",
+                    "set video_path to the MP4 path template",
+                )
             _check_template(p, "video_path", self.video_path, {**fields, "video_key": self.video_keys[0]})
 
     def to_dict(self) -> dict:
         d = {
-            "codebase_version": self.codebase_version, "robot_type": self.robot_type,
-            "total_episodes": self.total_episodes, "total_frames": self.total_frames,
-            "total_tasks": self.total_tasks, "chunks_size": self.chunks_size, "fps": self.fps,
-            "splits": self.splits, "data_path": self.data_path, "video_path": self.video_path,
+            "codebase_version": self.codebase_version,
+            "robot_type": self.robot_type,
+            "total_episodes": self.total_episodes,
+            "total_frames": self.total_frames,
+            "total_tasks": self.total_tasks,
+            "chunks_size": self.chunks_size,
+            "fps": self.fps,
+            "splits": self.splits,
+            "data_path": self.data_path,
+            "video_path": self.video_path,
             "features": {k: f.to_dict() for k, f in self.features.items()},
         }
         d.update(self.extra)

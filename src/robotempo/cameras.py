@@ -1,0 +1,40 @@
+"""Camera frames: decode embedded images, and convert uint8 HWC frames to the item layout."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from robotempo.errors import DatasetFormatError
+
+
+def decode_image(value, path: Path, key: str) -> np.ndarray:
+    """An embedded image cell (`{"bytes": ..., "path": ...}`) as uint8 (H, W, 3)."""
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not data:
+        raise DatasetFormatError(
+            path,
+            f"image column {key!r} has an empty cell ({value!r:.80})",
+            "re-export the dataset with the images embedded",
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise DatasetFormatError(
+            path,
+            f"image column {key!r} holds bytes that do not decode ({e})",
+            "re-export the dataset; the image bytes are corrupt",
+        ) from None
+
+
+def to_item_layout(frames: np.ndarray, return_uint8: bool) -> torch.Tensor:
+    """uint8 (..., H, W, C) -> (..., C, H, W): float32 in [0, 1], or uint8 when asked."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3)
+    if return_uint8:
+        return t.contiguous()
+    return t.to(torch.float32).div_(255.0)

@@ -1,0 +1,290 @@
+"""`LeRobotDataset`: a map-style torch Dataset over a LeRobot v2.1 / v3.0 dataset, read in place.
+
+A drop-in for LeRobot's class of the same name: the same constructor arguments and item keys (every parquet
+feature and the five default columns as tensors, camera frames as float32 (C, H, W) in [0, 1], `task`, and
+`<key>_is_pad` for each key with deltas), plus `speed` / `speed_is_pad`. Nothing is written except the speed
+percentile file when it is absent; memory holds only the selected rows' numeric columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robotempo.cameras import decode_image, to_item_layout
+from robotempo.errors import MissingFileError
+from robotempo.format import DatasetMeta, read_metadata
+from robotempo.selection import select_episodes
+from robotempo.store.frames import FrameTable
+from robotempo.temporal import check_timestamps, plan_deltas, query_rows
+
+logger = logging.getLogger(__name__)
+
+
+def default_root(repo_id: str) -> Path:
+    home = os.environ.get("HF_LEROBOT_HOME") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "lerobot"
+    )
+    return Path(home) / repo_id
+
+
+class ItemBatch(Sequence):
+    """What `__getitems__` returns: a sequence of item dicts that holds the batch already stacked.
+
+    Items are split out of the stacked tensors only when first indexed, so a DataLoader using `collate`
+    never pays for per-item tensors; torch's `default_collate` (or any code that indexes) still sees items.
+    """
+
+    def __init__(self, stacked: dict, n: int, items: list[dict] | None = None):
+        self.stacked = stacked
+        self._n = n
+        self._items = items
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if self._items is None:
+            self._items = _split(self.stacked, self._n)
+        return self._items[i]
+
+
+def collate(samples):
+    """A DataLoader `collate_fn`: the pre-stacked batch from `__getitems__` without re-stacking, else torch's."""
+    if isinstance(samples, ItemBatch):
+        return samples.stacked
+    return torch.utils.data.default_collate(samples)
+
+
+class LeRobotDataset(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        repo_id: str,
+        root: str | Path | None = None,
+        episodes: Sequence[int] | None = None,
+        image_transforms: Callable | None = None,
+        delta_timestamps: dict[str, list[float]] | None = None,
+        tolerance_s: float = 1e-4,
+        revision: str | None = None,
+        force_cache_sync: bool = False,
+        download_videos: bool = True,
+        video_backend: str | None = None,
+        *,
+        excluded_episodes: Sequence[int] | None = None,
+        return_uint8: bool = False,
+        check_timestamps: bool = True,
+        speed_labels: bool = True,
+        speed_dropout: float = 0.0,
+        seed: int = 0,
+        speed_cache_dir: str | Path | None = None,
+        heavy_cache_mb: float | None = None,
+        video_cache_size: int | None = None,
+    ):
+        super().__init__()
+        self.repo_id = repo_id
+        self.root = Path(root) if root is not None else default_root(repo_id)
+        if not (self.root / "meta" / "info.json").is_file():
+            raise MissingFileError(
+                self.root / "meta" / "info.json",
+                f"the dataset {repo_id!r}",
+                "pass root= pointing at a local copy (robotempo never downloads while loading; fetch it first, "
+                "e.g. with huggingface_hub.snapshot_download(repo_id, repo_type='dataset', local_dir=...))",
+            )
+        if video_backend not in (None, "pyav"):
+            logger.info("video_backend=%r ignored: robotempo decodes video with PyAV", video_backend)
+        self.image_transforms = image_transforms
+        self.tolerance_s = tolerance_s
+        self.return_uint8 = return_uint8
+        self.meta: DatasetMeta = read_metadata(self.root)
+        info = self.meta.info
+        positions = select_episodes(self.meta.episodes, episodes, excluded_episodes, self.root)
+        self._selected = self.meta.episodes.take(positions)
+        self.episodes = self._selected.episode_index.tolist()
+        self.frames = FrameTable(self.root, info, self._selected, heavy_cache_mb=heavy_cache_mb)
+        self.image_keys = [k for k in info.image_keys if k in self.frames.heavy_keys]
+        self.video_keys = info.video_keys
+        self.camera_keys = self.image_keys + self.video_keys
+        self.delta_timestamps = delta_timestamps
+        self._deltas = plan_deltas(
+            delta_timestamps, info.fps, list(self.frames.columns) + self.camera_keys, tolerance_s
+        )
+        self.delta_indices = {k: v.tolist() for k, v in self._deltas.items()} or None
+        if check_timestamps:
+            self._check_timestamps()
+        self._video_from = {k: self._snapped_offsets(k) for k in self.video_keys}
+        self._fetcher = None
+        self._video_cache_size = video_cache_size
+        self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
+        self._speed_dropout = _make_dropout(speed_dropout, seed)
+
+    # -- LeRobot-compatible attributes -------------------------------------------------------------------
+    @property
+    def fps(self) -> float:
+        return self.meta.info.fps
+
+    @property
+    def features(self) -> dict:
+        return {k: f.to_dict() for k, f in self.meta.info.features.items()}
+
+    @property
+    def num_frames(self) -> int:
+        return self.frames.num_rows
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def episode_data_index(self) -> dict[str, torch.Tensor]:
+        return {
+            "from": torch.from_numpy(self.frames.ep_from.copy()),
+            "to": torch.from_numpy(self.frames.ep_to.copy()),
+        }
+
+    def __len__(self) -> int:
+        return self.frames.num_rows
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(repo_id={self.repo_id!r}, root={str(self.root)!r}, version="
+            f"{self.meta.info.codebase_version}, episodes={self.num_episodes}, frames={self.num_frames}, "
+            f"cameras={self.camera_keys})"
+        )
+
+    # -- open-time work ----------------------------------------------------------------------------------
+    def _where(self, row: int) -> tuple[Path, str]:
+        e = int(self.frames.episode_of(np.array([row]))[0])
+        path = self.root / self._selected.data_files[int(self._selected.data_file[e])]
+        return path, f"episode {self._selected.episode_index[e]} frame {row - self.frames.ep_from[e]}"
+
+    def _check_timestamps(self) -> None:
+        cols = self.frames.columns
+        check_timestamps(
+            cols["timestamp"],
+            cols["frame_index"],
+            self.frames.ep_from,
+            self.frames.ep_to,
+            self.fps,
+            self.tolerance_s,
+            self._where,
+        )
+
+    def _snapped_offsets(self, key: str) -> np.ndarray:
+        """`from_timestamp` per episode, snapped onto the 1/fps grid when it is within a tenth of a frame of it.
+
+        Merged datasets carry offsets that drift off the grid by float error; the frames themselves are on it.
+        """
+        raw = self._selected.videos[key].from_timestamp
+        grid = np.round(raw * self.fps) / self.fps
+        return np.where(np.abs(raw - grid) <= 0.1 / self.fps, grid, raw)
+
+    def _speed_labels(self, enabled: bool, cache_dir) -> tuple[np.ndarray, bool]:
+        n = len(self.episodes)
+        if not enabled:
+            return np.full(n, 50, dtype=np.int64), True
+        from robotempo.speed.dataset_labels import selected_speed_labels
+
+        first_rows = self.frames.ep_from
+        labels = selected_speed_labels(
+            self.meta, self._selected, self.frames.columns["task_index"][first_rows], cache_dir=cache_dir
+        )
+        return labels, False
+
+    # -- items -------------------------------------------------------------------------------------------
+    def __getitem__(self, idx: int) -> dict:
+        return self.__getitems__([idx])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> ItemBatch:
+        rows = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            bad = int(rows[(rows < 0) | (rows >= len(self))][0])
+            raise IndexError(f"index {bad} is out of range for a dataset of {len(self)} frames")
+        frames = self.frames
+        ep = frames.episode_of(rows)
+        ep_from, ep_to = frames.ep_from[ep], frames.ep_to[ep]
+        stacked: dict = {}
+        for key, column in frames.columns.items():
+            offsets = self._deltas.get(key)
+            if offsets is None:
+                stacked[key] = torch.from_numpy(column[rows])
+            else:
+                where, pad = query_rows(rows, offsets, ep_from, ep_to)
+                stacked[key] = torch.from_numpy(column[where])
+                stacked[f"{key}_is_pad"] = torch.from_numpy(pad)
+        for key in self.camera_keys:
+            offsets = self._deltas.get(key)
+            if offsets is None:
+                where, pad = rows[:, None], None
+            else:
+                where, pad = query_rows(rows, offsets, ep_from, ep_to)
+            images = self._camera(key, where, ep if offsets is None else np.repeat(ep, len(offsets)))
+            images = images.reshape(*where.shape, *images.shape[1:])
+            stacked[key] = to_item_layout(images[:, 0] if offsets is None else images, self.return_uint8)
+            if pad is not None:
+                stacked[f"{key}_is_pad"] = torch.from_numpy(pad)
+        task_index = frames.columns["task_index"][rows]
+        stacked["task"] = [self.meta.tasks.get(int(t), "") for t in task_index]
+        stacked["speed"] = torch.from_numpy(self._speed[ep])
+        drop = self._speed_dropout(rows)
+        stacked["speed_is_pad"] = torch.from_numpy(drop | self._speed_is_pad)
+        if self.image_transforms is None or not self.camera_keys:
+            return ItemBatch(stacked, len(rows))
+        items = _split(stacked, len(rows))
+        for item in items:
+            for key in self.camera_keys:
+                item[key] = self.image_transforms(item[key])
+        return ItemBatch(torch.utils.data.default_collate(items) if items else stacked, len(items), items)
+
+    def _camera(self, key: str, where: np.ndarray, ep: np.ndarray) -> np.ndarray:
+        """uint8 frames (n, H, W, 3) of camera `key` at table rows `where` (episodes `ep`), flattened."""
+        rows = where.reshape(-1)
+        if key in self.image_keys:
+            path = self.root
+            return np.stack([decode_image(v, path, key) for v in self.frames.read_heavy(key, rows)])
+        loc = self._selected.videos[key]
+        times = self._video_from[key][ep] + self.frames.columns["timestamp"][rows].astype(np.float64)
+        files = loc.file[ep]
+        requests, slots = [], []
+        for code in np.unique(files):
+            sel = np.flatnonzero(files == code)
+            requests.append((self.root / loc.files[int(code)], times[sel]))
+            slots.append(sel)
+        results = self._video().fetch(requests, self.tolerance_s)
+        out = None
+        for sel, frames in zip(slots, results):
+            if out is None:
+                out = np.empty((len(rows), *frames.shape[1:]), dtype=np.uint8)
+            out[sel] = frames
+        return out
+
+    def _video(self):
+        if self._fetcher is None:
+            from robotempo.video.decoder import FrameFetcher
+
+            self._fetcher = FrameFetcher(cache_size=self._video_cache_size)
+        return self._fetcher
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fetcher"] = None  # decoders and threads never cross a process boundary
+        return state
+
+
+def _split(stacked: dict, n: int) -> list[dict]:
+    columns = {k: (v if isinstance(v, list) else v.unbind(0)) for k, v in stacked.items()}
+    keys = list(columns)
+    return [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))] if n else []
+
+
+def _make_dropout(p: float, seed: int):
+    if not p:
+        return lambda rows: np.zeros(len(rows), dtype=bool)
+    from robotempo.prompt import SpeedDropout
+
+    dropout = SpeedDropout(p, seed)
+    return dropout.mask

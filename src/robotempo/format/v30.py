@@ -1,0 +1,167 @@
+"""Read v3.0 metadata (`meta/episodes/*/*.parquet`, `meta/tasks.parquet`) into an `EpisodeTable`.
+
+Many episodes per data/video file. Only the columns the table needs are read (the per-episode stats columns
+stay on disk until asked for). The in-file row offset of an episode is not stored in v3.0; the table holds
+the metadata's guess (`dataset_from_index` minus the smallest `dataset_from_index` in the same file) and the
+frame store re-derives it from the file's own first `index` before trusting it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from robotempo.errors import DatasetFormatError, MissingFileError
+from robotempo.format.episodes import EpisodeTable, VideoLocation
+from robotempo.format.info import DatasetInfo
+
+logger = logging.getLogger(__name__)
+
+EPISODES_DIR = "meta/episodes"
+REQUIRED = (
+    "episode_index",
+    "length",
+    "data/chunk_index",
+    "data/file_index",
+    "dataset_from_index",
+    "dataset_to_index",
+)
+META_FIX = "re-export the dataset with LeRobot >= 0.4 (format v3.0) or repair the episode metadata parquet"
+
+
+def _read_parquet(path: Path, columns: list[str] | None, what: str, fix: str) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except FileNotFoundError:
+        raise MissingFileError(path, what, fix) from None
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DatasetFormatError(path, f"cannot read {what} ({e})", fix) from None
+
+
+def read_tasks_v30(root: Path) -> dict[int, str]:
+    path = root / "meta" / "tasks.parquet"
+    fix = "meta/tasks.parquet must hold the task strings (index or column 'task') and a 'task_index' column"
+    table = _read_parquet(path, None, "the task table meta/tasks.parquet", fix)
+    names = table.column_names
+    task_col = "task" if "task" in names else ("__index_level_0__" if "__index_level_0__" in names else None)
+    if task_col is None or "task_index" not in names:
+        raise DatasetFormatError(path, f"columns {names} lack the task strings or 'task_index'", fix)
+    tasks = table.column(task_col).to_pylist()
+    indices = table.column("task_index").to_pylist()
+    out: dict[int, str] = {}
+    for row, (idx, task) in enumerate(zip(indices, tasks)):
+        if not isinstance(idx, int) or not isinstance(task, str) or idx in out:
+            raise DatasetFormatError(
+                path, f"row {row}: bad or duplicate task_index {idx!r} / task {task!r}", fix
+            )
+        out[idx] = task
+    return out
+
+
+def episode_metadata_files(root: Path) -> list[Path]:
+    """The episode-metadata parquet files in (chunk, file) order."""
+    base = root / EPISODES_DIR
+    files = sorted(base.glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise MissingFileError(base / "chunk-000/file-000.parquet", "the v3.0 episode metadata", META_FIX)
+    return files
+
+
+def _codes(chunk: np.ndarray, file: np.ndarray, fmt, key: str | None = None) -> tuple[np.ndarray, list[str]]:
+    pairs, inverse = np.unique(np.stack([chunk, file], axis=1), axis=0, return_inverse=True)
+    files = [fmt(chunk_index=int(c), file_index=int(f)) for c, f in pairs]
+    return inverse.reshape(-1).astype(np.int32), files
+
+
+def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
+    parts = []
+    video_cols = [
+        f"videos/{k}/{c}" for k in info.video_keys for c in ("chunk_index", "file_index", "from_timestamp")
+    ]
+    for path in episode_metadata_files(root):
+        schema = pq.read_schema(path)
+        missing = [c for c in REQUIRED + tuple(video_cols) if c not in schema.names]
+        if missing:
+            raise DatasetFormatError(path, f"columns {missing} are missing", META_FIX)
+        cols = list(REQUIRED) + video_cols + (["tasks"] if "tasks" in schema.names else [])
+        parts.append(_read_parquet(path, cols, "the v3.0 episode metadata", META_FIX))
+    table = pa.concat_tables(parts, promote_options="permissive")
+    first = episode_metadata_files(root)[0]
+
+    def col(name: str, dtype=np.int64) -> np.ndarray:
+        c = table.column(name)
+        if c.null_count:
+            raise DatasetFormatError(
+                first.parent.parent, f"column {name!r} has {c.null_count} null values", META_FIX
+            )
+        return c.to_numpy().astype(dtype, copy=False)
+
+    episode_index = col("episode_index")
+    order = np.argsort(episode_index, kind="stable")
+    if not np.all(order == np.arange(len(order))):
+        table = table.take(pa.array(order))
+        episode_index = episode_index[order]
+    if len(episode_index) and np.any(np.diff(episode_index) == 0):
+        ep = int(episode_index[np.flatnonzero(np.diff(episode_index) == 0)[0]])
+        raise DatasetFormatError(root / EPISODES_DIR, f"episode_index {ep} appears twice", META_FIX)
+    length = col("length")
+    from_index, to_index = col("dataset_from_index"), col("dataset_to_index")
+    bad = np.flatnonzero((to_index - from_index != length) | (length < 1))
+    if len(bad):
+        i = bad[0]
+        raise DatasetFormatError(
+            root / EPISODES_DIR,
+            f"episode {episode_index[i]}: length {length[i]} but dataset_from_index "
+            f"{from_index[i]} / dataset_to_index {to_index[i]}",
+            META_FIX,
+        )
+    if len(episode_index) != info.total_episodes:
+        logger.warning(
+            "%s lists %d episodes but %s says total_episodes=%d; using the episode metadata",
+            root / EPISODES_DIR,
+            len(episode_index),
+            info.path,
+            info.total_episodes,
+        )
+
+    data_file, data_files = _codes(col("data/chunk_index"), col("data/file_index"), info.data_file)
+    # Metadata's guess of the in-file row offset; verified against the file's own `index` column on read.
+    file_start = np.full(len(data_files), np.iinfo(np.int64).max)
+    np.minimum.at(file_start, data_file, from_index)
+    data_row_from = from_index - file_start[data_file]
+
+    videos = {}
+    for key in info.video_keys:
+        code, files = _codes(
+            col(f"videos/{key}/chunk_index"),
+            col(f"videos/{key}/file_index"),
+            lambda k=key, **f: info.video_file(k, **f),
+        )
+        videos[key] = VideoLocation(
+            file=code, from_timestamp=col(f"videos/{key}/from_timestamp", np.float64), files=files
+        )
+
+    task_index = np.full(len(episode_index), -1, dtype=np.int64)
+    if "tasks" in table.column_names and tasks:
+        first_task = pc.list_element(table.column("tasks"), 0)
+        names = pa.array([tasks[i] for i in sorted(tasks)])
+        pos = pc.index_in(first_task, value_set=names).fill_null(-1).to_numpy().astype(np.int64)
+        known = pos >= 0
+        task_index[known] = np.array(sorted(tasks), dtype=np.int64)[pos[known]]
+    return EpisodeTable(
+        episode_index=episode_index,
+        length=length,
+        task_index=task_index,
+        dataset_from_index=from_index,
+        dataset_to_index=to_index,
+        data_file=data_file,
+        data_row_from=data_row_from,
+        data_files=data_files,
+        videos=videos,
+        tasks=None,
+    )

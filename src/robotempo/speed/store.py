@@ -1,0 +1,424 @@
+"""`meta/speed_percentiles.jsonl`: strict reading, atomic writing, staleness, and the read-only fallback.
+
+One JSON object per task, sorted by `task_index`, no header line::
+
+    {"task_index": 0, "task": "pick", "n_episodes": 47, "percentiles": [10 floats] | null,
+     "version": 1, "fingerprint": "9f2c..."}
+
+The first four keys are OpenTau's, so files written by either tool are read by the other; other keys are
+kept. `fingerprint` hashes the task's `(episode_index, length)` pairs as the *metadata* sees them, so
+staleness is checked from metadata alone: opening a dataset reads no frame data when the file is present and
+complete.
+
+Distributed runs need no barrier and no collective: every rank resolves the same inputs to the same numbers
+(reading one file, or computing deterministically), only local rank 0 writes (atomically, so concurrent nodes
+on a shared filesystem and ranks reading while another writes are safe), and only global rank 0 warns. With no
+collective there is no code path on which one rank can leave the others waiting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from robotempo.distributed import process_info
+from robotempo.errors import SpeedLabelError
+from robotempo.io import atomic_write_jsonl
+from robotempo.speed.labels import (
+    SPARSE_TASK_BUCKET,
+    SPEED_PERCENTILES,
+    compute_percentiles_by_task,
+    label_episodes,
+)
+
+log = logging.getLogger(__name__)
+
+SPEED_PERCENTILES_FILE = "meta/speed_percentiles.jsonl"
+SCHEMA_VERSION = 1
+_REQUIRED_KEYS = ("task_index", "task", "n_episodes", "percentiles")
+_EMPTY_FINGERPRINT = hashlib.blake2b(b"", digest_size=8).hexdigest()
+
+Source = Literal["file", "cache", "computed"]
+
+
+class Warner:
+    """Logs each distinct warning once, and only where `enabled` (by default: on global rank 0).
+
+    One instance belongs to one dataset (or one call), so deduplication never leaks between datasets or tests.
+    `messages` keeps every distinct warning raised, logged or not.
+    """
+
+    def __init__(self, enabled: bool | None = None, logger: logging.Logger | None = None):
+        self.enabled = process_info().is_global_main if enabled is None else enabled
+        self._logger = logger or log
+        self._seen: set[Hashable] = set()
+        self._lock = threading.Lock()
+        self.messages: list[str] = []
+
+    def warn(self, key: Hashable, msg: str, *args: Any) -> None:
+        with self._lock:
+            if key in self._seen:
+                return
+            self._seen.add(key)
+            self.messages.append(msg % args if args else msg)
+        if self.enabled:
+            self._logger.warning(msg, *args)
+
+
+def _int_array(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64).reshape(-1)
+
+
+@dataclass
+class _EpisodeArrays:
+    episode_index: np.ndarray
+    length: np.ndarray
+    task_index: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.episode_index = _int_array(self.episode_index)
+        self.length = _int_array(self.length)
+        self.task_index = _int_array(self.task_index)
+        n = len(self.episode_index)
+        if len(self.length) != n or len(self.task_index) != n:
+            raise ValueError(
+                f"episode_index, length and task_index must have one entry per episode, got "
+                f"{n}, {len(self.length)}, {len(self.task_index)}"
+            )
+
+
+@dataclass
+class SpeedPopulation(_EpisodeArrays):
+    """Every episode of the dataset (whatever a load selects), with `task_index` from the frame data."""
+
+
+@dataclass
+class MetadataView(_EpisodeArrays):
+    """Every episode as the metadata describes it (first task mapped through the task table; -1 if unknown).
+
+    Cheap to build, used only to detect a stale file, never to decide which task an episode belongs to.
+    """
+
+
+@dataclass(frozen=True)
+class PercentileRow:
+    task_index: int
+    task: str
+    n_episodes: int
+    percentiles: list[float] | None
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. version, fingerprint; unknown keys kept
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.extra.get("fingerprint")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_index": self.task_index, "task": self.task, "n_episodes": self.n_episodes,
+            "percentiles": self.percentiles, **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class PercentilesFile:
+    path: Path
+    rows: tuple[PercentileRow, ...]  # in file order
+
+    @property
+    def by_task(self) -> dict[int, list[float] | None]:
+        return {r.task_index: r.percentiles for r in self.rows}
+
+
+def _fix(path: Path, root: Path | None) -> str:
+    if root is None and path.parent.name == "meta":
+        root = path.parent.parent
+    return f"delete {path} or run `robotempo speed {root if root is not None else 'ROOT'} --recompute`"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _row_problem(obj: dict[str, Any]) -> str | None:
+    """What is wrong with one parsed row, or None if it is valid."""
+    missing = [k for k in _REQUIRED_KEYS if k not in obj]
+    if missing:
+        return f"missing key(s) {missing} in {json.dumps(obj)[:120]}"
+    if not _is_int(obj["task_index"]) or obj["task_index"] < 0:
+        return f"'task_index' must be an int >= 0, got {obj['task_index']!r}"
+    if not isinstance(obj["task"], str):
+        return f"'task' must be a string, got {obj['task']!r}"
+    if not _is_int(obj["n_episodes"]) or obj["n_episodes"] < 0:
+        return f"'n_episodes' must be an int >= 0, got {obj['n_episodes']!r}"
+    if "version" in obj and not (_is_int(obj["version"]) and 1 <= obj["version"] <= SCHEMA_VERSION):
+        return f"'version' {obj['version']!r} is not one this robotempo reads (<= {SCHEMA_VERSION})"
+    if "fingerprint" in obj and not isinstance(obj["fingerprint"], str):
+        return f"'fingerprint' must be a string, got {obj['fingerprint']!r}"
+    p = obj["percentiles"]
+    if p is None:
+        return None
+    if not isinstance(p, list) or len(p) != len(SPEED_PERCENTILES):
+        n = len(SPEED_PERCENTILES)
+        return f"'percentiles' must be null or a list of {n} boundaries (p5..p95), got {p!r}"
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in p):
+        return f"'percentiles' must be finite numbers, got {p!r}"
+    if any(x < 0 for x in p):
+        return f"'percentiles' must not be negative, got {p!r}"
+    if any(b < a for a, b in zip(p[:-1], p[1:], strict=True)):
+        return f"'percentiles' must be sorted ascending, got {p!r}"
+    return None
+
+
+def read_percentiles_file(path: str | Path, root: str | Path | None = None) -> PercentilesFile:
+    """Parse and validate the whole file; `FileNotFoundError` if absent, `SpeedLabelError` if malformed.
+
+    Rows may come in any order (OpenTau appends rows for new tasks at the end); a task may appear only once.
+    """
+    path = Path(path)
+    fix = _fix(path, None if root is None else Path(root))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpeedLabelError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
+    rows: list[PercentileRow] = []
+    seen: dict[int, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SpeedLabelError(path, f"invalid JSON ({e.msg}): {line[:80]!r}", fix, line=lineno) from None
+        if not isinstance(obj, dict):
+            raise SpeedLabelError(path, f"expected a JSON object, got {line[:80]!r}", fix, line=lineno)
+        problem = _row_problem(obj)
+        if problem is not None:
+            raise SpeedLabelError(path, problem, fix, line=lineno)
+        ti = obj["task_index"]
+        if ti in seen:
+            raise SpeedLabelError(path, f"task_index {ti} appears twice (lines {seen[ti]} and {lineno})", fix,
+                                  line=lineno)
+        seen[ti] = lineno
+        p = obj["percentiles"]
+        extra = {k: v for k, v in obj.items() if k not in _REQUIRED_KEYS}
+        rows.append(PercentileRow(ti, obj["task"], obj["n_episodes"],
+                                  None if p is None else [float(x) for x in p], extra))
+    return PercentilesFile(path, tuple(rows))
+
+
+def write_percentiles_file(path: str | Path, rows: Iterable[PercentileRow]) -> None:
+    """Write `rows` sorted by task_index, atomically (unique temp file in the same folder + os.replace)."""
+    atomic_write_jsonl(path, [r.to_dict() for r in sorted(rows, key=lambda r: r.task_index)])
+
+
+def fingerprints_by_task(view: MetadataView) -> dict[int, str]:
+    """Per task (>= 0) of the view: a hash of its `(episode_index, length)` pairs in episode order."""
+    keep = view.task_index >= 0
+    tasks, episodes, lengths = view.task_index[keep], view.episode_index[keep], view.length[keep]
+    if len(tasks) == 0:
+        return {}
+    if not np.all(episodes[1:] > episodes[:-1]):  # metadata tables are usually sorted already
+        by_episode = np.argsort(episodes, kind="stable")
+        tasks, episodes, lengths = tasks[by_episode], episodes[by_episode], lengths[by_episode]
+    order = np.argsort(tasks, kind="stable")
+    tasks = tasks[order]
+    pairs = np.stack([episodes[order], lengths[order]], axis=1).astype("<i8")
+    starts = np.flatnonzero(np.r_[True, tasks[1:] != tasks[:-1]])
+    ends = np.append(starts[1:], len(tasks))
+    return {
+        int(tasks[s]): hashlib.blake2b(pairs[s:e].tobytes(), digest_size=8).hexdigest()
+        for s, e in zip(starts, ends, strict=True)
+    }
+
+
+def default_cache_dir() -> Path:
+    """`$ROBOTEMPO_CACHE`, else `$XDG_CACHE_HOME/robotempo`, else `~/.cache/robotempo`."""
+    if os.environ.get("ROBOTEMPO_CACHE"):
+        return Path(os.environ["ROBOTEMPO_CACHE"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "robotempo"
+    try:
+        return Path.home() / ".cache" / "robotempo"
+    except RuntimeError:  # no home directory (some containers)
+        return Path(tempfile.gettempdir()) / "robotempo-cache"
+
+
+def cache_file_for(root: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Where the copy for a read-only `root` lives: `<cache>/speed/<hash of resolved root>/...jsonl`."""
+    key = hashlib.blake2b(str(Path(root).resolve()).encode(), digest_size=8).hexdigest()
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return base / "speed" / key / Path(SPEED_PERCENTILES_FILE).name
+
+
+@dataclass
+class SpeedPercentiles:
+    """Boundaries per task for one dataset, and where they came from (for the CLI and logs)."""
+
+    root: Path
+    by_task: dict[int, list[float] | None]
+    task_names: Mapping[int, str]
+    source: Source  # "file": meta/speed_percentiles.jsonl; "cache": the user-cache copy; "computed": now
+    path: Path | None  # the file read, or the file written; None if computed and nothing could be written
+    warner: Warner
+    stale_tasks: tuple[int, ...] = ()  # rows that no longer match the metadata (used as they are)
+    computed_tasks: tuple[int, ...] = ()  # tasks the file lacks, computed in memory for this run
+
+    def labels(self, task_index: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """int64 label per episode; tasks without boundaries (unknown, sparse, not in the file) get 50."""
+        task_index = _int_array(task_index)
+        present = np.unique(task_index).tolist()
+        _warn_unknown_tasks(self.warner, self.root, [t for t in present if t not in self.task_names])
+        for t in present:
+            if t in self.task_names and t not in self.by_task:
+                self.warner.warn(
+                    ("uncovered", t),
+                    "%s has no row for task_index %d; its episodes get speed %d. Refresh it with "
+                    "`robotempo speed %s --recompute`.", self.path, t, SPARSE_TASK_BUCKET, self.root,
+                )
+        return label_episodes(task_index, lengths, self.by_task)
+
+
+def _warn_unknown_tasks(warner: Warner, root: Path, unknown: Iterable[int]) -> None:
+    for t in unknown:
+        warner.warn(
+            ("unknown-task", int(t)),
+            "Frame data of %s references task_index %d, which the task table (meta/tasks.*) does not define; "
+            "its episodes get speed %d. Fix the dataset's task table.", root, int(t), SPARSE_TASK_BUCKET,
+        )
+
+
+def _short(tasks: list[int]) -> str:
+    return str(tasks) if len(tasks) <= 10 else f"{tasks[:10]} and {len(tasks) - 10} more"
+
+
+def _compare_with_metadata(file: PercentilesFile, view: MetadataView) -> tuple[list[int], list[int]]:
+    """(tasks whose row no longer matches the metadata, tasks the metadata has but the file lacks)."""
+    view_tasks, counts = np.unique(view.task_index[view.task_index >= 0], return_counts=True)
+    count = dict(zip(view_tasks.tolist(), counts.tolist(), strict=True))
+    fingerprints = fingerprints_by_task(view) if any(r.fingerprint for r in file.rows) else {}
+    changed = [
+        r.task_index for r in file.rows
+        if (r.fingerprint != fingerprints.get(r.task_index, _EMPTY_FINGERPRINT) if r.fingerprint
+            else r.n_episodes != count.get(r.task_index, 0))
+    ]
+    in_file = {r.task_index for r in file.rows}
+    return sorted(changed), [t for t in view_tasks.tolist() if t not in in_file]
+
+
+def _known(population: SpeedPopulation, task_names: Mapping[int, str], warner: Warner, root: Path):
+    known = np.isin(population.task_index, np.fromiter(task_names, dtype=np.int64, count=len(task_names)))
+    _warn_unknown_tasks(warner, root, np.unique(population.task_index[~known]).tolist())
+    return known
+
+
+def _from_file(
+    file: PercentilesFile, source: Source, root: Path, task_names: Mapping[int, str],
+    population: Callable[[], SpeedPopulation], view: MetadataView, warner: Warner,
+) -> SpeedPercentiles:
+    changed, missing = _compare_with_metadata(file, view)
+    by_task = file.by_task
+    if missing:
+        pop = population()
+        wanted = _known(pop, task_names, warner, root) & np.isin(pop.task_index, missing)
+        by_task.update(compute_percentiles_by_task(pop.task_index[wanted], pop.length[wanted]))
+    if changed or missing:
+        parts = []
+        if changed:
+            parts.append(f"the episodes of task_index {_short(changed)} changed since it was written")
+        if missing:
+            parts.append(f"task_index {_short(missing)} have no row (computed in memory for this run)")
+        warner.warn(
+            "stale", "%s is stale: %s. Using it as it is; refresh it with `robotempo speed %s --recompute`.",
+            file.path, "; ".join(parts), root,
+        )
+    log.info("speed percentiles of %d task(s) read from %s", len(file.rows), file.path)
+    return SpeedPercentiles(
+        root, by_task, task_names, source, file.path, warner, tuple(changed), tuple(missing)
+    )
+
+
+def _write_somewhere(
+    path: Path, cache: Path, rows: list[PercentileRow], warner: Warner, root: Path
+) -> Path | None:
+    """Write to the dataset, else to the user cache; the path written, or None if neither is writable."""
+    try:
+        write_percentiles_file(path, rows)
+        log.info("wrote speed percentiles of %d task(s) to %s", len(rows), path)
+        return path
+    except OSError as root_error:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_percentiles_file(cache, rows)
+        except OSError as cache_error:
+            warner.warn(
+                "read-only",
+                "Cannot write %s (%s) nor the cache copy %s (%s): speed percentiles are computed in memory "
+                "and will be recomputed on every load. Set ROBOTEMPO_CACHE to a writable folder.",
+                path, root_error, cache, cache_error,
+            )
+            return None
+        warner.warn(
+            "read-only",
+            "Cannot write %s (%s): speed percentiles of %s were computed in memory; a copy is kept in %s and "
+            "read on the next load.", path, root_error, root, cache,
+        )
+        return cache
+
+
+def load_or_compute_percentiles(
+    root: str | Path,
+    task_names: Mapping[int, str],
+    population: Callable[[], SpeedPopulation],
+    metadata_view: MetadataView,
+    *,
+    recompute: bool = False,
+    cache_dir: str | Path | None = None,
+    warner: Warner | None = None,
+) -> SpeedPercentiles:
+    """The dataset's per-task boundaries: read the file if there is one (else the cache copy), else compute.
+
+    `population()` (which may read every data file) is called only to compute: file and cache absent,
+    `recompute=True`, or tasks missing from the file. A malformed file raises `SpeedLabelError` on every rank.
+    Only local rank 0 writes; if the root is not writable the copy goes to the user cache.
+    """
+    root = Path(root)
+    warner = warner if warner is not None else Warner()
+    path = root / SPEED_PERCENTILES_FILE
+    cache = cache_file_for(root, cache_dir)
+    if not recompute:
+        try:
+            return _from_file(read_percentiles_file(path, root), "file", root, task_names, population,
+                              metadata_view, warner)
+        except FileNotFoundError:
+            pass
+        try:
+            cached = read_percentiles_file(cache, root)
+        except OSError as e:  # absent, or an unusable cache folder: compute
+            log.debug("no usable cached speed percentiles at %s (%s)", cache, e)
+        else:
+            return _from_file(cached, "cache", root, task_names, population, metadata_view, warner)
+
+    pop = population()
+    known = _known(pop, task_names, warner, root)
+    by_task = compute_percentiles_by_task(pop.task_index[known], pop.length[known])
+    tasks, counts = np.unique(pop.task_index[known], return_counts=True)
+    n_episodes = dict(zip(tasks.tolist(), counts.tolist(), strict=True))
+    fingerprints = fingerprints_by_task(metadata_view)
+    rows = [
+        PercentileRow(t, task_names[t], n_episodes[t], p,
+                      {"version": SCHEMA_VERSION, "fingerprint": fingerprints.get(t, _EMPTY_FINGERPRINT)})
+        for t, p in sorted(by_task.items())
+    ]
+    written = _write_somewhere(path, cache, rows, warner, root) if process_info().is_local_main else None
+    return SpeedPercentiles(root, by_task, task_names, "computed", written, warner)

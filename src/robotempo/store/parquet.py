@@ -1,0 +1,129 @@
+"""Parquet access: a bounded, fork-safe cache of open files, and arrow -> numpy conversion of fixed-shape columns."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from robotempo.errors import DatasetFormatError, MissingFileError
+
+DEFAULT_HANDLES = 64
+READ_FIX = "re-download or re-export this file; the dataset's metadata refers to it"
+
+
+def _env_size(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+class ParquetFiles:
+    """Open `pq.ParquetFile`s by path, at most `max_open` at a time (LRU), never shared across a fork."""
+
+    def __init__(self, max_open: int | None = None):
+        self.max_open = max_open or _env_size("ROBOTEMPO_PARQUET_HANDLES", DEFAULT_HANDLES)
+        self._open: OrderedDict[Path, pq.ParquetFile] = OrderedDict()
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict:
+        return {"max_open": self.max_open}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["max_open"])
+
+    def get(self, path: Path) -> pq.ParquetFile:
+        if self._pid != os.getpid():  # forked child: the parent's handles are not ours to use or close
+            self._open = OrderedDict()
+            self._pid = os.getpid()
+        pf = self._open.get(path)
+        if pf is not None:
+            self._open.move_to_end(path)
+            return pf
+        try:
+            pf = pq.ParquetFile(path)
+        except FileNotFoundError:
+            raise MissingFileError(path, "the data file", READ_FIX) from None
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DatasetFormatError(path, f"not a readable parquet file ({e})", READ_FIX) from None
+        self._open[path] = pf
+        if len(self._open) > self.max_open:
+            _, old = self._open.popitem(last=False)
+            old.close()
+        return pf
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for pf in self._open.values():
+                pf.close()
+        self._open.clear()
+
+
+def row_group_offsets(pf: pq.ParquetFile) -> np.ndarray:
+    """Start row of each row group, plus the total row count at the end."""
+    md = pf.metadata
+    return np.concatenate(
+        [[0], np.cumsum([md.row_group(i).num_rows for i in range(md.num_row_groups)])]
+    ).astype(np.int64)
+
+
+def first_value(pf: pq.ParquetFile, column: str) -> int | None:
+    """The first value of an integer column from row-group statistics (footer only), else by reading rows."""
+    md = pf.metadata
+    if md.num_row_groups == 0 or md.num_rows == 0:
+        return None
+    names = pf.schema_arrow.names
+    if column not in names:
+        return None
+    rg = md.row_group(0)
+    stats = rg.column(names.index(column)).statistics
+    if stats is not None and stats.has_min_max and rg.num_rows and stats.min == stats.max - rg.num_rows + 1:
+        return int(stats.min)  # contiguous run starting at min: the first row holds min
+    return int(pf.read_row_group(0, columns=[column]).column(0)[0].as_py())
+
+
+def is_fixed_shape(type_: pa.DataType) -> bool:
+    while pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+        type_ = type_.value_type
+    return pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_)
+
+
+def item_ndim(type_: pa.DataType) -> int:
+    n = 0
+    while pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+        type_, n = type_.value_type, n + 1
+    return n
+
+
+def to_numpy(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], path: Path, name: str) -> np.ndarray:
+    """A numeric (possibly nested-list) column as an array `(rows, *shape)`; `shape` is () for scalar columns."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(arr)
+    if isinstance(arr.type, pa.ExtensionType):
+        arr = arr.storage
+    while (
+        pa.types.is_list(arr.type)
+        or pa.types.is_large_list(arr.type)
+        or pa.types.is_fixed_size_list(arr.type)
+    ):
+        arr = arr.flatten()
+    if arr.null_count:
+        raise DatasetFormatError(
+            path,
+            f"column {name!r} has {arr.null_count} null values",
+            "fill the missing values; robotempo reads dense numeric columns",
+        )
+    values = arr.to_numpy(zero_copy_only=False)
+    expected = n * int(np.prod(shape, dtype=np.int64))
+    if values.size != expected:
+        raise DatasetFormatError(
+            path,
+            f"column {name!r} holds {values.size} values for {n} rows, expected shape {shape} per row",
+            "make info.json's feature shape match the data",
+        )
+    return values.reshape((n, *shape))

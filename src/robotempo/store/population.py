@@ -1,0 +1,72 @@
+"""The task of every episode from the frame data (authoritative), for speed labels over the whole dataset.
+
+Reads as little as possible: per data file only the `episode_index` and `task_index` columns, and where the
+footer's row-group statistics already say min == max for an episode's row group, not even that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from robotempo.errors import RowAlignmentError
+from robotempo.format.episodes import EpisodeTable
+from robotempo.store.parquet import ParquetFiles, first_value, row_group_offsets
+
+ProgressFn = Callable[[int, int], None]
+
+
+def _stats_task(pf, group: int) -> int | None:
+    names = pf.schema_arrow.names
+    if "task_index" not in names:
+        return None
+    stats = pf.metadata.row_group(group).column(names.index("task_index")).statistics
+    if stats is not None and stats.has_min_max and stats.min == stats.max:
+        return int(stats.min)
+    return None
+
+
+def episode_task_index(
+    root: Path, table: EpisodeTable, progress: ProgressFn | None = None, files: ParquetFiles | None = None
+) -> np.ndarray:
+    """`task_index` of the first frame of every episode in `table`, read from the data files."""
+    files = files or ParquetFiles(max_open=4)
+    out = np.full(len(table), -1, dtype=np.int64)
+    order = np.argsort(table.data_file, kind="stable")
+    codes, starts = np.unique(table.data_file[order], return_index=True)
+    bounds = list(starts[1:]) + [len(order)]
+    for done, (code, lo, hi) in enumerate(zip(codes, starts, bounds)):
+        path = root / table.data_files[int(code)]
+        pf = files.get(path)
+        positions = order[lo:hi]
+        offsets = row_group_offsets(pf)
+        first_index = first_value(pf, "index")
+        if first_index is None:
+            raise RowAlignmentError(path, "the data file holds no rows", "re-export the dataset")
+        rows = table.dataset_from_index[positions] - first_index
+        groups = np.searchsorted(offsets, rows, side="right") - 1
+        exact = (groups >= 0) & (rows < offsets[-1]) & (offsets[np.clip(groups, 0, None)] == rows)
+        pending = []
+        for p, g, at_start in zip(positions, groups, exact):
+            value = _stats_task(pf, int(g)) if at_start else None
+            if value is None:
+                pending.append(p)
+            else:
+                out[p] = value
+        if pending:
+            cols = pf.read(columns=["index", "task_index"], use_threads=False)
+            index = cols.column("index").to_numpy()
+            task = cols.column("task_index").to_numpy()
+            where = np.searchsorted(index, table.dataset_from_index[pending])
+            where = np.clip(where, 0, len(index) - 1)
+            if not np.array_equal(index[where], table.dataset_from_index[pending]):
+                raise RowAlignmentError(
+                    path, "episodes listed for this file are not in it", "re-export the dataset"
+                )
+            out[pending] = task[where]
+        if progress is not None:
+            progress(done + 1, len(codes))
+    files.close()
+    return out

@@ -1,0 +1,99 @@
+"""`delta_timestamps` -> row offsets; clamped row indices and `<key>_is_pad` masks, vectorised over a batch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robotempo.errors import DeltaTimestampsError, TimestampError
+
+
+def plan_deltas(
+    delta_timestamps: dict | None, fps: float, keys: list[str], tolerance_s: float
+) -> dict[str, np.ndarray]:
+    """Validate `delta_timestamps` and turn each key's offsets (seconds) into row offsets (int64)."""
+    if not delta_timestamps:
+        return {}
+    if not isinstance(delta_timestamps, dict):
+        raise DeltaTimestampsError(
+            f"delta_timestamps must be a dict {{key: [seconds, ...]}}, got {delta_timestamps!r}"
+        )
+    plan = {}
+    for key, deltas in delta_timestamps.items():
+        if key not in keys:
+            raise DeltaTimestampsError(
+                f"delta_timestamps has key {key!r}, which is not a feature of this dataset; use one of {sorted(keys)}"
+            )
+        try:
+            values = np.asarray(list(deltas), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DeltaTimestampsError(
+                f"delta_timestamps[{key!r}] must be a list of numbers (seconds), got {deltas!r}"
+            ) from None
+        if values.ndim != 1 or len(values) == 0 or not np.all(np.isfinite(values)):
+            raise DeltaTimestampsError(
+                f"delta_timestamps[{key!r}] must be a non-empty list of finite seconds, got {deltas!r}"
+            )
+        rows = np.round(values * fps)
+        off = np.abs(values - rows / fps)
+        bad = np.flatnonzero(off > tolerance_s)
+        if len(bad):
+            v = values[bad[0]]
+            raise DeltaTimestampsError(
+                f"delta_timestamps[{key!r}] has {v!r} s, which is {off[bad[0]]:.2g} s off the 1/{fps:g} s frame "
+                f"grid (tolerance_s={tolerance_s:g}); use multiples of 1/fps, e.g. {rows[bad[0]] / fps!r}"
+            )
+        plan[key] = rows.astype(np.int64)
+    return plan
+
+
+def query_rows(
+    rows: np.ndarray, offsets: np.ndarray, ep_from: np.ndarray, ep_to: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows `rows[:, None] + offsets` clamped into each row's episode `[ep_from, ep_to)`, and the pad mask."""
+    target = rows[:, None] + offsets[None, :]
+    lo, hi = ep_from[:, None], ep_to[:, None] - 1
+    is_pad = (target < lo) | (target > hi)
+    return np.clip(target, lo, hi), is_pad
+
+
+def check_timestamps(
+    timestamp: np.ndarray,
+    frame_index: np.ndarray,
+    ep_from: np.ndarray,
+    ep_to: np.ndarray,
+    fps: float,
+    tolerance_s: float,
+    where,
+) -> None:
+    """Every episode's frame_index runs 0..n-1 and consecutive timestamps are 1/fps apart (within tolerance).
+
+    `where(row) -> (path, description)` names the file of a bad row. Raises `TimestampError` at the first one.
+    """
+    n = len(timestamp)
+    if n == 0:
+        return
+    episode = np.repeat(np.arange(len(ep_from)), ep_to - ep_from)
+    expected_frame = np.arange(n) - ep_from[episode]
+    bad = np.flatnonzero(frame_index != expected_frame)
+    if len(bad):
+        row = int(bad[0])
+        path, what = where(row)
+        raise TimestampError(
+            path,
+            f"{what}: frame_index is {frame_index[row]}, expected {expected_frame[row]}",
+            "frame_index must count 0, 1, 2, ... inside each episode; re-export the dataset",
+        )
+    diffs = np.diff(timestamp.astype(np.float64))
+    starts = ep_from[1:] - 1  # diff positions that cross an episode boundary
+    ok = np.abs(diffs - 1.0 / fps) <= tolerance_s
+    ok[starts[starts >= 0]] = True
+    bad = np.flatnonzero(~ok)
+    if len(bad):
+        row = int(bad[0]) + 1
+        path, what = where(row)
+        raise TimestampError(
+            path,
+            f"{what}: timestamp {timestamp[row]:.6f} s follows {timestamp[row - 1]:.6f} s, not 1/{fps:g} s "
+            f"later (tolerance_s={tolerance_s:g})",
+            "fix the timestamps, raise tolerance_s, or pass check_timestamps=False to skip this check",
+        )

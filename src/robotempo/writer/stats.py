@@ -1,0 +1,84 @@
+"""Per-episode feature stats (min, max, mean, std, count) and their running aggregate, vectorised with numpy.
+
+Vectors get stats of shape `(D,)`; cameras get per-channel stats of shape `(3, 1, 1)` over pixels scaled to
+[0, 1], computed exactly from a 256-bin histogram per channel; `count` is `[frames]`. `std` is the population
+standard deviation, as LeRobot computes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from robotempo.format.info import FeatureSpec
+
+STAT_NAMES = ("min", "max", "mean", "std", "count")
+Stats = dict[str, np.ndarray]
+
+
+def numeric_stats(values: np.ndarray) -> Stats:
+    v = values.reshape(len(values), -1).astype(np.float64)
+    return {
+        "min": v.min(axis=0), "max": v.max(axis=0), "mean": v.mean(axis=0), "std": v.std(axis=0),
+        "count": np.array([len(values)], dtype=np.int64),
+    }
+
+
+def camera_stats(frames: np.ndarray) -> Stats:
+    """Stats of uint8 frames `(T, H, W, C)` in [0, 1], shape `(C, 1, 1)`."""
+    channels = frames.shape[-1]
+    pixels = frames.reshape(-1, channels).astype(np.int32) + np.arange(channels, dtype=np.int32) * 256
+    hist = np.bincount(pixels.ravel(), minlength=256 * channels).reshape(channels, 256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    n = hist.sum(axis=1)
+    mean = hist @ levels / n
+    var = np.maximum(hist @ (levels**2) / n - mean**2, 0.0)
+    nonzero = hist > 0
+    lo = np.argmax(nonzero, axis=1)
+    hi = 255 - np.argmax(nonzero[:, ::-1], axis=1)
+    shape = (channels, 1, 1)
+    return {
+        "min": levels[lo].reshape(shape), "max": levels[hi].reshape(shape), "mean": mean.reshape(shape),
+        "std": np.sqrt(var).reshape(shape), "count": np.array([len(frames)], dtype=np.int64),
+    }
+
+
+def episode_stats(specs: Mapping[str, FeatureSpec], values: Mapping[str, np.ndarray]) -> dict[str, Stats]:
+    return {k: camera_stats(values[k]) if spec.is_camera else numeric_stats(values[k]) for k, spec in specs.items()}
+
+
+def stats_to_json(stats: Mapping[str, Stats]) -> dict:
+    return {k: {s: v.tolist() for s, v in feature.items()} for k, feature in stats.items()}
+
+
+class RunningStats:
+    """The aggregate of many episodes' stats, merged one episode at a time (Chan et al.'s parallel update)."""
+
+    def __init__(self) -> None:
+        self._agg: dict[str, dict[str, np.ndarray]] = {}
+
+    def add(self, stats: Mapping[str, Stats]) -> None:
+        for k, s in stats.items():
+            n_b = float(s["count"][0])
+            var_b = s["std"] ** 2
+            a = self._agg.get(k)
+            if a is None:
+                self._agg[k] = {"min": s["min"].copy(), "max": s["max"].copy(), "mean": s["mean"].copy(),
+                                "m2": var_b * n_b, "n": np.array(n_b)}
+                continue
+            n_a = float(a["n"])
+            n = n_a + n_b
+            delta = s["mean"] - a["mean"]
+            a["mean"] = a["mean"] + delta * (n_b / n)
+            a["m2"] = a["m2"] + var_b * n_b + delta**2 * (n_a * n_b / n)
+            a["n"] = np.array(n)
+            a["min"] = np.minimum(a["min"], s["min"])
+            a["max"] = np.maximum(a["max"], s["max"])
+
+    def result(self) -> dict[str, Stats]:
+        return {
+            k: {"min": a["min"], "max": a["max"], "mean": a["mean"], "std": np.sqrt(np.maximum(a["m2"] / a["n"], 0)),
+                "count": np.array([int(a["n"])], dtype=np.int64)}
+            for k, a in self._agg.items()
+        }
