@@ -121,6 +121,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._video_cache_size = video_cache_size
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
         self._speed_dropout = _make_dropout(speed_dropout, seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the seeded speed-label dropout uses (call it like `DistributedSampler.set_epoch`)."""
+        self.epoch = int(epoch)
 
     # -- LeRobot-compatible attributes -------------------------------------------------------------------
     @property
@@ -230,8 +235,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
         task_index = frames.columns["task_index"][rows]
         stacked["task"] = [self.meta.tasks.get(int(t), "") for t in task_index]
         stacked["speed"] = torch.from_numpy(self._speed[ep])
-        drop = self._speed_dropout(rows)
-        stacked["speed_is_pad"] = torch.from_numpy(drop | self._speed_is_pad)
+        if self._speed_dropout is None:
+            drop = np.full(len(rows), self._speed_is_pad)
+        else:
+            drop = self._speed_dropout.drop_many(rows, self.epoch) | self._speed_is_pad
+        stacked["speed_is_pad"] = torch.from_numpy(drop)
         if self.image_transforms is None or not self.camera_keys:
             return ItemBatch(stacked, len(rows))
         items = _split(stacked, len(rows))
@@ -282,9 +290,6 @@ def _split(stacked: dict, n: int) -> list[dict]:
 
 
 def _make_dropout(p: float, seed: int):
-    if not p:
-        return lambda rows: np.zeros(len(rows), dtype=bool)
     from robotempo.prompt import SpeedDropout
 
-    dropout = SpeedDropout(p, seed)
-    return dropout.mask
+    return SpeedDropout(p, seed) if p else None

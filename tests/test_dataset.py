@@ -1,0 +1,241 @@
+"""LeRobotDataset on datasets written by our writer: selection, row alignment, deltas, batching, loaders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from robotempo.dataset import LeRobotDataset, collate
+from robotempo.errors import DeltaTimestampsError, RowAlignmentError, SelectionError, TimestampError
+from robotempo.format import read_metadata
+from robotempo.synth import decode_frame_identity, write_synthetic
+
+FPS = 10
+DELTAS = {"observation.state": [-0.1, 0.0], "action": [i / FPS for i in range(8)]}
+
+
+def oracle(root):
+    """Every row of the dataset, straight from the parquet files with pyarrow, keyed by global `index`."""
+    meta = read_metadata(root)
+    tables = [pq.read_table(root / f) for f in meta.episodes.data_files]
+    table = pa.concat_tables(tables, promote_options="permissive")
+    order = np.argsort(table.column("index").to_numpy())
+    return {name: table.column(name).take(pa.array(order)) for name in table.column_names}
+
+
+def value_at(column: pa.ChunkedArray, row: int) -> np.ndarray:
+    return np.asarray(column[row].as_py())
+
+
+@pytest.fixture(scope="module", params=["v2.1", "v3.0"])
+def tabular(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"tab-{request.param}") / "ds"
+    write_synthetic(root, version=request.param, n_episodes=12, n_tasks=3, camera=None, fps=FPS, seed=3,
+                    state_dim=4, action_dim=3, data_files_size_in_mb=0.001)
+    return root
+
+
+@pytest.fixture(scope="module")
+def imaged(tmp_path_factory):
+    root = tmp_path_factory.mktemp("img") / "ds"
+    write_synthetic(root, version="v3.0", n_episodes=6, n_tasks=2, camera="image", image_size=(32, 32), fps=FPS,
+                    seed=4, state_dim=4, action_dim=3)
+    return root
+
+
+def test_items_equal_the_parquet_rows(tabular):
+    ds = LeRobotDataset("t", root=tabular, speed_labels=False)
+    rows = oracle(tabular)
+    assert len(ds) == len(rows["index"]) == ds.num_frames
+    for i in range(0, len(ds), 7):
+        item = ds[i]
+        for key in ("observation.state", "action", "timestamp", "frame_index", "episode_index", "index",
+                    "task_index"):
+            np.testing.assert_array_equal(item[key].numpy(), value_at(rows[key], i), err_msg=key)
+        assert item["task"] == ds.meta.tasks[int(item["task_index"])]
+    assert ds[0]["observation.state"].dtype == torch.float32 and ds[0]["index"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("episodes", [[5, 2, 8], [3, 7], [11], None])
+def test_selection_is_sorted_and_rows_align(tabular, episodes):
+    ds = LeRobotDataset("t", root=tabular, episodes=episodes, speed_labels=False)
+    expected = sorted(episodes) if episodes is not None else list(range(12))
+    assert ds.episodes == expected
+    edi = ds.episode_data_index
+    lengths = read_metadata(tabular).episodes.length
+    for pos, ep in enumerate(expected):
+        lo, hi = int(edi["from"][pos]), int(edi["to"][pos])
+        assert hi - lo == lengths[ep]
+        got = ds.__getitems__(list(range(lo, hi))).stacked
+        assert (got["episode_index"] == ep).all()
+        assert got["frame_index"].tolist() == list(range(hi - lo))
+
+
+def test_excluded_episodes_win_over_inclusion(tabular):
+    ds = LeRobotDataset("t", root=tabular, episodes=[1, 2, 3], excluded_episodes=[2], speed_labels=False)
+    assert ds.episodes == [1, 3]
+    ds = LeRobotDataset("t", root=tabular, excluded_episodes=[0, 11], speed_labels=False)
+    assert ds.episodes == list(range(1, 11))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"episodes": [1, 1]}, "more than once"),
+        ({"episodes": [99]}, "does not contain"),
+        ({"episodes": [-1]}, "does not contain"),
+        ({"episodes": [True]}, "integer"),
+        ({"episodes": "3"}, "list of episode indices"),
+        ({"excluded_episodes": [42]}, "does not contain"),
+        ({"episodes": [2], "excluded_episodes": [2]}, "leaves no episode"),
+    ],
+)
+def test_bad_selection_is_a_typed_error(tabular, kwargs, match):
+    with pytest.raises(SelectionError, match=match):
+        LeRobotDataset("t", root=tabular, speed_labels=False, **kwargs)
+
+
+def test_deltas_pad_at_both_episode_ends(tabular):
+    ds = LeRobotDataset("t", root=tabular, episodes=[4], delta_timestamps=DELTAS, speed_labels=False)
+    n = len(ds)
+    first, last = ds[0], ds[n - 1]
+    assert first["observation.state_is_pad"].tolist() == [True, False]
+    np.testing.assert_array_equal(first["observation.state"][0], first["observation.state"][1])  # clamped
+    assert first["action_is_pad"].tolist() == [False] * 8
+    assert last["action_is_pad"].tolist() == [False] + [True] * 7
+    assert (last["action"][1:] == last["action"][0]).all()
+    mid = ds[3]
+    plain = LeRobotDataset("t", root=tabular, episodes=[4], speed_labels=False)
+    np.testing.assert_array_equal(mid["observation.state"][0], plain[2]["observation.state"])
+    np.testing.assert_array_equal(mid["action"][5], plain[8]["action"])
+    assert mid["action"].shape == (8, 3) and mid["observation.state"].shape == (2, 4)
+
+
+def test_getitems_equals_getitem(tabular):
+    ds = LeRobotDataset("t", root=tabular, delta_timestamps=DELTAS, speed_labels=False)
+    idx = np.random.default_rng(0).integers(0, len(ds), 40).tolist()
+    batch = ds.__getitems__(idx)
+    assert len(batch) == len(idx)
+    for j, i in enumerate(idx):
+        single = ds[i]
+        assert single.keys() == batch[j].keys()
+        for key, value in single.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, batch[j][key]), key
+                assert torch.equal(value, batch.stacked[key][j]), key
+            else:
+                assert value == batch[j][key] == batch.stacked[key][j]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataloader_workers_give_the_same_batches(tabular, workers):
+    ds = LeRobotDataset("t", root=tabular, delta_timestamps=DELTAS, speed_labels=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=workers, collate_fn=collate,
+                                         multiprocessing_context="fork" if workers else None)
+    default = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=0)
+    count = 0
+    for a, b in zip(loader, default, strict=True):
+        for key, value in b.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(a[key], value), key
+            else:
+                assert list(a[key]) == list(value)
+        count += len(b["index"])
+    assert count == len(ds)
+
+
+def test_image_camera_frames_are_the_right_ones(imaged):
+    ds = LeRobotDataset("i", root=imaged, delta_timestamps={"observation.images.top": [-0.1, 0.0]},
+                        speed_labels=False, heavy_cache_mb=0.01)
+    key = "observation.images.top"
+    assert key in ds.camera_keys and key not in ds.frames.columns  # images are not held in memory
+    for i in list(range(0, len(ds), 5)) + [len(ds) - 1]:
+        item = ds[i]
+        frames = item[key]
+        assert frames.shape == (2, 3, 32, 32) and frames.dtype == torch.float32
+        assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0
+        ep, fr = int(item["episode_index"]), int(item["frame_index"])
+        assert decode_frame_identity(frames[1]) == (ep, fr)
+        assert decode_frame_identity(frames[0]) == (ep, max(fr - 1, 0))
+        assert item[f"{key}_is_pad"].tolist() == [fr == 0, False]
+    assert ds.frames._heavy_cache.nbytes <= 0.01 * 2**20 + 200_000  # bound + the one entry kept
+
+
+def test_image_transforms_and_uint8(imaged):
+    key = "observation.images.top"
+    ds = LeRobotDataset("i", root=imaged, speed_labels=False, image_transforms=lambda t: t.flip(-1))
+    plain = LeRobotDataset("i", root=imaged, speed_labels=False, return_uint8=True)
+    a, b = ds[3][key], plain[3][key]
+    assert b.dtype == torch.uint8
+    torch.testing.assert_close(a, b.flip(-1).float() / 255)
+    stacked = ds.__getitems__([3, 4]).stacked
+    assert torch.equal(stacked[key][0], a)
+
+
+def test_delta_timestamps_validation(tabular):
+    with pytest.raises(DeltaTimestampsError, match="not a feature"):
+        LeRobotDataset("t", root=tabular, delta_timestamps={"nope": [0.0]}, speed_labels=False)
+    with pytest.raises(DeltaTimestampsError, match="frame"):
+        LeRobotDataset("t", root=tabular, delta_timestamps={"action": [0.05]}, speed_labels=False)
+    with pytest.raises(DeltaTimestampsError, match="non-empty"):
+        LeRobotDataset("t", root=tabular, delta_timestamps={"action": []}, speed_labels=False)
+
+
+def test_index_out_of_range(tabular):
+    ds = LeRobotDataset("t", root=tabular, episodes=[0], speed_labels=False)
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, -1])
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_metadata_lengths_that_lie_are_caught(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=4, n_tasks=1, camera=None, fps=FPS, seed=1)
+    path = root / "meta" / "episodes.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[2]["length"] += 1
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    LeRobotDataset("t", root=root, episodes=[0, 1], speed_labels=False)  # untouched episodes still open
+    with pytest.raises(RowAlignmentError, match="episode_000002"):
+        LeRobotDataset("t", root=root, episodes=[2], speed_labels=False)
+
+
+def test_v30_episode_missing_from_its_file_is_caught(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v3.0", n_episodes=5, n_tasks=1, camera=None, fps=FPS, seed=2)
+    [meta_file] = sorted((root / "meta" / "episodes").rglob("*.parquet"))
+    table = pq.read_table(meta_file)
+    shifted = pa.array(table.column("dataset_from_index").to_numpy() + 1)
+    table = table.set_column(table.column_names.index("dataset_from_index"), "dataset_from_index", shifted)
+    shifted_to = pa.array(table.column("dataset_to_index").to_numpy() + 1)
+    table = table.set_column(table.column_names.index("dataset_to_index"), "dataset_to_index", shifted_to)
+    pq.write_table(table, meta_file)
+    with pytest.raises(RowAlignmentError, match="file-000.parquet"):
+        LeRobotDataset("t", root=root, speed_labels=False)
+
+
+def test_bad_timestamps_are_reported_with_the_row(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=3, n_tasks=1, camera=None, fps=FPS, seed=5)
+    path = root / read_metadata(root).episodes.data_files[1]
+    table = pq.read_table(path)
+    ts = table.column("timestamp").to_numpy().copy()
+    ts[4] += 0.03
+    table = table.set_column(table.column_names.index("timestamp"), "timestamp", pa.array(ts))
+    pq.write_table(table, path)
+    with pytest.raises(TimestampError, match="episode 1 frame 4"):
+        LeRobotDataset("t", root=root, speed_labels=False)
+    LeRobotDataset("t", root=root, speed_labels=False, check_timestamps=False)
