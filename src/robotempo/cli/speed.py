@@ -1,0 +1,91 @@
+"""`robotempo speed ROOT [--recompute] [--plot FILE.png]`: per-task speed labels, their file, and a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from robotempo.cli.progress import progress_callback
+from robotempo.format import read_metadata
+from robotempo.speed import SPEED_BUCKET_LABELS
+from robotempo.speed.dataset_labels import dataset_percentiles
+from robotempo.store.population import episode_task_index
+
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def _histogram(labels: np.ndarray) -> str:
+    counts = np.array([(labels == b).sum() for b in SPEED_BUCKET_LABELS])
+    if counts.max() == 0:
+        return ""
+    return "".join(BARS[int(round(c / counts.max() * (len(BARS) - 1)))] for c in counts)
+
+
+def run_speed(args, console: Console) -> None:
+    meta = read_metadata(args.root)
+    with progress_callback(console, "reading task_index from the frame data") as progress:
+        percentiles = dataset_percentiles(meta, recompute=args.recompute, progress=progress)
+        task_of_episode = episode_task_index(meta.root, meta.episodes, progress=progress)
+    labels = percentiles.labels(task_of_episode, meta.episodes.length)
+    console.print(f"speed percentiles: [bold]{percentiles.source}[/] ({percentiles.path})")
+    table = Table(title="per-task speed labels (label histogram over 0, 10, ..., 100)", title_justify="left")
+    for col, justify in (
+        ("task", "right"),
+        ("description", "left"),
+        ("episodes", "right"),
+        ("length min..max", "right"),
+        ("p5 · p45 · p95", "left"),
+        ("labels", "left"),
+    ):
+        table.add_column(col, justify=justify)
+    for t, name in sorted(meta.tasks.items()):
+        mine = task_of_episode == t
+        lengths = meta.episodes.length[mine]
+        bounds = percentiles.by_task.get(t)
+        text = "sparse (all 50)" if bounds is None else f"{bounds[0]:.1f} · {bounds[4]:.1f} · {bounds[9]:.1f}"
+        span = f"{lengths.min()}..{lengths.max()}" if len(lengths) else "-"
+        table.add_row(str(t), name[:40], str(int(mine.sum())), span, text, _histogram(labels[mine]))
+    console.print(table)
+    if args.plot:
+        path = plot_lengths(meta.tasks, task_of_episode, meta.episodes.length, percentiles.by_task, args.plot)
+        console.print(f"plot written to [bold]{path}[/]")
+
+
+def plot_lengths(
+    tasks: dict[int, str],
+    task_of_episode: np.ndarray,
+    lengths: np.ndarray,
+    by_task: dict[int, list[float] | None],
+    out: str | Path,
+) -> Path:
+    """One panel per task: the episode-length histogram with its p5..p95 boundaries."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = sorted(tasks)[:24]
+    cols = min(3, max(1, len(shown)))
+    rows = int(np.ceil(len(shown) / cols)) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
+    for ax, t in zip(axes.flat, shown):
+        mine = lengths[task_of_episode == t]
+        if len(mine):
+            ax.hist(mine, bins=min(40, max(5, len(np.unique(mine)))), color="#4c72b0", alpha=0.8)
+        bounds = by_task.get(t)
+        for b in bounds or []:
+            ax.axvline(b, color="#dd8452", lw=1)
+        note = "sparse: all 50" if bounds is None else "orange: p5, p15, ..., p95"
+        ax.set_title(f"task {t}: {tasks[t][:40]}\n{len(mine)} episodes, {note}", fontsize=9)
+        ax.set_xlabel("episode length (frames)")
+    for ax in list(axes.flat)[len(shown) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
