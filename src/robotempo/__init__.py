@@ -1,3 +1,16 @@
 """robotempo: LeRobot-format robot datasets (v2.1, v3.0) served to PyTorch in place, with per-task speed labels."""
 
+from robotempo.dataset import ItemBatch, LeRobotDataset, collate
+from robotempo.errors import RobotempoError
+from robotempo.prompt import SpeedDropout, format_speed_prompt, validate_speed_setting
+
 __version__ = "0.1.0"
+__all__ = [
+    "ItemBatch",
+    "LeRobotDataset",
+    "RobotempoError",
+    "SpeedDropout",
+    "collate",
+    "format_speed_prompt",
+    "validate_speed_setting",
+]

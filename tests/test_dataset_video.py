@@ -1,0 +1,105 @@
+"""Video cameras through LeRobotDataset: every frame is the right one, in v2.1 and v3.0, with deltas/padding."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from robotempo.dataset import LeRobotDataset, collate
+from robotempo.errors import FrameTimestampError, MissingFileError, VideoDecodeError
+from robotempo.synth import decode_frame_identity, write_synthetic
+from robotempo.video.encoder import available_codecs, encode_video
+
+KEY = "observation.images.top"
+FPS = 10
+CASES = [(v, c) for v in ("v2.1", "v3.0") for c in available_codecs()]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{v}-{c}" for v, c in CASES])
+def video_root(request, tmp_path_factory):
+    version, codec = request.param
+    root = tmp_path_factory.mktemp(f"vid-{version}-{codec}") / "ds"
+    # Small size limits force several episodes per MP4 and several MP4 and data files (v3.0).
+    write_synthetic(root, version=version, n_episodes=7, n_tasks=2, camera="video", image_size=(64, 64), fps=FPS,
+                    codec=codec, seed=11, video_files_size_in_mb=0.12, data_files_size_in_mb=0.05)
+    return root
+
+
+def identity(frame: torch.Tensor) -> tuple[int, int]:
+    return decode_frame_identity(frame)
+
+
+def test_every_frame_is_the_right_one(video_root):
+    ds = LeRobotDataset("v", root=video_root, delta_timestamps={KEY: [-0.2, -0.1, 0.0, 0.1]})
+    if ds.meta.info.is_v3:
+        files = ds.meta.episodes.videos[KEY].files
+        assert len(files) > 1 and len(files) < ds.num_episodes  # several files, several episodes per file
+    batch = ds.__getitems__(list(range(len(ds)))).stacked
+    frames, pad = batch[KEY], batch[f"{KEY}_is_pad"]
+    assert frames.shape == (len(ds), 4, 3, 64, 64) and frames.dtype == torch.float32
+    edi = ds.episode_data_index
+    for i in range(len(ds)):
+        ep, fr = int(batch["episode_index"][i]), int(batch["frame_index"][i])
+        n = int(edi["to"][ds.episodes.index(ep)] - edi["from"][ds.episodes.index(ep)])
+        for j, off in enumerate((-2, -1, 0, 1)):
+            want = min(max(fr + off, 0), n - 1)
+            assert identity(frames[i, j]) == (ep, want), (i, j)
+            assert bool(pad[i, j]) == (not 0 <= fr + off < n)
+
+
+def test_single_items_and_loader_match_the_batch(video_root):
+    ds = LeRobotDataset("v", root=video_root, episodes=[5, 1], return_uint8=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=9, shuffle=True, num_workers=2, collate_fn=collate,
+                                         multiprocessing_context="spawn",
+                                         generator=torch.Generator().manual_seed(0))
+    seen = 0
+    for batch in loader:
+        for j in range(len(batch["index"])):
+            single = ds[_local(ds, int(batch["episode_index"][j]), int(batch["frame_index"][j]))]
+            assert torch.equal(single[KEY], batch[KEY][j])
+            assert identity(batch[KEY][j]) == (int(batch["episode_index"][j]), int(batch["frame_index"][j]))
+        seen += len(batch["index"])
+    assert seen == len(ds) and batch[KEY].dtype == torch.uint8
+
+
+def _local(ds, ep, frame):
+    return int(ds.episode_data_index["from"][ds.episodes.index(ep)]) + frame
+
+
+def test_missing_video_file_is_a_typed_error(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=2, n_tasks=1, camera="video", image_size=(32, 32), fps=FPS)
+    ds = LeRobotDataset("v", root=root)
+    os.remove(root / ds.meta.episodes.videos[KEY].files[1])
+    ds = LeRobotDataset("v", root=root)
+    ds[0]
+    with pytest.raises((VideoDecodeError, MissingFileError), match="episode_000001.mp4"):
+        ds[len(ds) - 1]
+
+
+def test_video_shorter_than_its_episode_is_a_typed_error(tmp_path):
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=1, n_tasks=1, camera="video", image_size=(32, 32), fps=FPS)
+    ds = LeRobotDataset("v", root=root)
+    path = root / ds.meta.episodes.videos[KEY].files[0]
+    short = np.zeros((len(ds) - 3, 32, 32, 3), dtype=np.uint8)
+    encode_video(path, short, FPS, codec=available_codecs()[0])
+    ds = LeRobotDataset("v", root=root)
+    ds[0]
+    with pytest.raises((FrameTimestampError, VideoDecodeError), match="episode_000000.mp4"):
+        ds[len(ds) - 1]
+
+
+def test_off_grid_from_timestamp_is_snapped(video_root):
+    ds = LeRobotDataset("v", root=video_root)
+    if not ds.meta.info.is_v3:
+        pytest.skip("v2.1 videos start at 0")
+    loc = ds._selected.videos[KEY]
+    loc.from_timestamp[:] = loc.from_timestamp + 3e-4  # merged-dataset float drift, 3x the tolerance
+    ds._video_from[KEY] = ds._snapped_offsets(KEY)
+    for i in (0, len(ds) // 2, len(ds) - 1):
+        item = ds[i]
+        assert identity(item[KEY]) == (int(item["episode_index"]), int(item["frame_index"]))
