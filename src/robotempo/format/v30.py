@@ -84,7 +84,10 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
         f"videos/{k}/{c}" for k in info.video_keys for c in ("chunk_index", "file_index", "from_timestamp")
     ]
     for path in episode_metadata_files(root):
-        schema = pq.read_schema(path)
+        try:
+            schema = pq.read_schema(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DatasetFormatError(path, f"cannot read the v3.0 episode metadata ({e})", META_FIX) from None
         missing = [c for c in REQUIRED + tuple(video_cols) if c not in schema.names]
         if missing:
             raise DatasetFormatError(path, f"columns {missing} are missing", META_FIX)

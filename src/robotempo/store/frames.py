@@ -173,7 +173,8 @@ class FrameTable:
         first_rg = np.searchsorted(offsets, row_from, side="right") - 1
         last_rg = np.searchsorted(offsets, row_to - 1, side="right") - 1
         groups = sorted({g for a, b in zip(first_rg, last_rg) for g in range(int(a), int(b) + 1)})
-        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        names = set(pf.schema_arrow.names)
+        missing = [c for c in columns if c not in names]
         if missing:
             raise RowAlignmentError(
                 path, f"columns {missing} are missing (other data files have them)", ALIGN_FIX

@@ -72,19 +72,38 @@ def row_group_offsets(pf: pq.ParquetFile) -> np.ndarray:
     ).astype(np.int64)
 
 
+def leaf_index(pf: pq.ParquetFile, column: str) -> int | None:
+    """Position of a top-level primitive column among the file's leaf columns (what row-group statistics use)."""
+    schema = pf.metadata.schema
+    for i in range(len(schema)):
+        if schema.column(i).path == column:
+            return i
+    return None
+
+
+def column_stats(pf: pq.ParquetFile, group: int, column: str):
+    """Min/max statistics of a primitive column in one row group, or None when the file has none."""
+    leaf = leaf_index(pf, column)
+    if leaf is None:
+        return None
+    stats = pf.metadata.row_group(group).column(leaf).statistics
+    return stats if stats is not None and stats.has_min_max else None
+
+
 def first_value(pf: pq.ParquetFile, column: str) -> int | None:
     """The first value of an integer column from row-group statistics (footer only), else by reading rows."""
     md = pf.metadata
-    if md.num_row_groups == 0 or md.num_rows == 0:
+    if md.num_row_groups == 0 or md.num_rows == 0 or column not in pf.schema_arrow.names:
         return None
-    names = pf.schema_arrow.names
-    if column not in names:
-        return None
-    rg = md.row_group(0)
-    stats = rg.column(names.index(column)).statistics
-    if stats is not None and stats.has_min_max and rg.num_rows and stats.min == stats.max - rg.num_rows + 1:
-        return int(stats.min)  # contiguous run starting at min: the first row holds min
+    stats = column_stats(pf, 0, column)
+    rows = md.row_group(0).num_rows
+    if stats is not None and rows and stats.min == stats.max - rows + 1:
+        return int(stats.min)  # a contiguous run of `rows` values starting at min: the first row holds min
     return int(pf.read_row_group(0, columns=[column]).column(0)[0].as_py())
+
+
+def is_list_type(type_: pa.DataType) -> bool:
+    return pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_)
 
 
 def is_fixed_shape(type_: pa.DataType) -> bool:
@@ -106,18 +125,16 @@ def to_numpy(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], path: P
     n = len(arr)
     if isinstance(arr.type, pa.ExtensionType):
         arr = arr.storage
-    while (
-        pa.types.is_list(arr.type)
-        or pa.types.is_large_list(arr.type)
-        or pa.types.is_fixed_size_list(arr.type)
-    ):
+    while True:
+        if arr.null_count:
+            raise DatasetFormatError(
+                path,
+                f"column {name!r} has {arr.null_count} null values",
+                "fill the missing values; robotempo reads dense numeric columns",
+            )
+        if not (is_list_type(arr.type)):
+            break
         arr = arr.flatten()
-    if arr.null_count:
-        raise DatasetFormatError(
-            path,
-            f"column {name!r} has {arr.null_count} null values",
-            "fill the missing values; robotempo reads dense numeric columns",
-        )
     values = arr.to_numpy(zero_copy_only=False)
     expected = n * int(np.prod(shape, dtype=np.int64))
     if values.size != expected:

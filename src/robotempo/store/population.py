@@ -13,19 +13,14 @@ import numpy as np
 
 from robotempo.errors import RowAlignmentError
 from robotempo.format.episodes import EpisodeTable
-from robotempo.store.parquet import ParquetFiles, first_value, row_group_offsets
+from robotempo.store.parquet import ParquetFiles, column_stats, first_value, row_group_offsets
 
 ProgressFn = Callable[[int, int], None]
 
 
 def _stats_task(pf, group: int) -> int | None:
-    names = pf.schema_arrow.names
-    if "task_index" not in names:
-        return None
-    stats = pf.metadata.row_group(group).column(names.index("task_index")).statistics
-    if stats is not None and stats.has_min_max and stats.min == stats.max:
-        return int(stats.min)
-    return None
+    stats = column_stats(pf, group, "task_index")
+    return int(stats.min) if stats is not None and stats.min == stats.max else None
 
 
 def episode_task_index(
