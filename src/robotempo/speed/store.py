@@ -66,14 +66,14 @@ class Warner:
         self._lock = threading.Lock()
         self.messages: list[str] = []
 
-    def warn(self, key: Hashable, msg: str, *args: Any) -> None:
+    def warn(self, key: Hashable, message: str) -> None:
         with self._lock:
             if key in self._seen:
                 return
             self._seen.add(key)
-            self.messages.append(msg % args if args else msg)
+            self.messages.append(message)
         if self.enabled:
-            self._logger.warning(msg, *args)
+            self._logger.warning("%s", message)
 
 
 def _int_array(values: Any) -> np.ndarray:
@@ -124,10 +124,7 @@ class PercentileRow:
         return self.extra.get("fingerprint")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "task_index": self.task_index, "task": self.task, "n_episodes": self.n_episodes,
-            "percentiles": self.percentiles, **self.extra,
-        }
+        return {**{key: getattr(self, key) for key in _REQUIRED_KEYS}, **self.extra}
 
 
 @dataclass(frozen=True)
@@ -207,13 +204,13 @@ def read_percentiles_file(path: str | Path, root: str | Path | None = None) -> P
             raise SpeedLabelError(path, problem, fix, line=lineno)
         ti = obj["task_index"]
         if ti in seen:
-            raise SpeedLabelError(path, f"task_index {ti} appears twice (lines {seen[ti]} and {lineno})", fix,
-                                  line=lineno)
+            raise SpeedLabelError(
+                path, f"task_index {ti} appears twice (lines {seen[ti]} and {lineno})", fix, line=lineno
+            )
         seen[ti] = lineno
-        p = obj["percentiles"]
+        p = None if obj["percentiles"] is None else [float(x) for x in obj["percentiles"]]
         extra = {k: v for k, v in obj.items() if k not in _REQUIRED_KEYS}
-        rows.append(PercentileRow(ti, obj["task"], obj["n_episodes"],
-                                  None if p is None else [float(x) for x in p], extra))
+        rows.append(PercentileRow(ti, obj["task"], obj["n_episodes"], p, extra))
     return PercentilesFile(path, tuple(rows))
 
 
@@ -283,8 +280,8 @@ class SpeedPercentiles:
             if t in self.task_names and t not in self.by_task:
                 self.warner.warn(
                     ("uncovered", t),
-                    "%s has no row for task_index %d; its episodes get speed %d. Refresh it with "
-                    "`robotempo speed %s --recompute`.", self.path, t, SPARSE_TASK_BUCKET, self.root,
+                    f"{self.path} has no row for task_index {t}; its episodes get speed "
+                    f"{SPARSE_TASK_BUCKET}. Refresh it with `robotempo speed {self.root} --recompute`.",
                 )
         return label_episodes(task_index, lengths, self.by_task)
 
@@ -293,8 +290,8 @@ def _warn_unknown_tasks(warner: Warner, root: Path, unknown: Iterable[int]) -> N
     for t in unknown:
         warner.warn(
             ("unknown-task", int(t)),
-            "Frame data of %s references task_index %d, which the task table (meta/tasks.*) does not define; "
-            "its episodes get speed %d. Fix the dataset's task table.", root, int(t), SPARSE_TASK_BUCKET,
+            f"Frame data of {root} references task_index {t}, which the task table (meta/tasks.*) does not "
+            f"define; its episodes get speed {SPARSE_TASK_BUCKET}. Fix the dataset's task table.",
         )
 
 
@@ -303,77 +300,119 @@ def _short(tasks: list[int]) -> str:
 
 
 def _compare_with_metadata(file: PercentilesFile, view: MetadataView) -> tuple[list[int], list[int]]:
-    """(tasks whose row no longer matches the metadata, tasks the metadata has but the file lacks)."""
+    """(tasks whose row no longer matches the metadata, tasks the metadata has but the file lacks).
+
+    A row with a fingerprint is compared by fingerprint; one without (OpenTau's) by its episode count.
+    """
     view_tasks, counts = np.unique(view.task_index[view.task_index >= 0], return_counts=True)
     count = dict(zip(view_tasks.tolist(), counts.tolist(), strict=True))
     fingerprints = fingerprints_by_task(view) if any(r.fingerprint for r in file.rows) else {}
-    changed = [
-        r.task_index for r in file.rows
-        if (r.fingerprint != fingerprints.get(r.task_index, _EMPTY_FINGERPRINT) if r.fingerprint
-            else r.n_episodes != count.get(r.task_index, 0))
-    ]
+
+    def differs(row: PercentileRow) -> bool:
+        if row.fingerprint:
+            return row.fingerprint != fingerprints.get(row.task_index, _EMPTY_FINGERPRINT)
+        return row.n_episodes != count.get(row.task_index, 0)
+
+    changed = sorted(r.task_index for r in file.rows if differs(r))
     in_file = {r.task_index for r in file.rows}
-    return sorted(changed), [t for t in view_tasks.tolist() if t not in in_file]
+    return changed, [t for t in view_tasks.tolist() if t not in in_file]
 
 
-def _known(population: SpeedPopulation, task_names: Mapping[int, str], warner: Warner, root: Path):
-    known = np.isin(population.task_index, np.fromiter(task_names, dtype=np.int64, count=len(task_names)))
-    _warn_unknown_tasks(warner, root, np.unique(population.task_index[~known]).tolist())
-    return known
+@dataclass
+class _Request:
+    """One call of `load_or_compute_percentiles`: what it was given."""
 
+    root: Path
+    task_names: Mapping[int, str]
+    population: Callable[[], SpeedPopulation]
+    view: MetadataView
+    warner: Warner
 
-def _from_file(
-    file: PercentilesFile, source: Source, root: Path, task_names: Mapping[int, str],
-    population: Callable[[], SpeedPopulation], view: MetadataView, warner: Warner,
-) -> SpeedPercentiles:
-    changed, missing = _compare_with_metadata(file, view)
-    by_task = file.by_task
-    if missing:
-        pop = population()
-        wanted = _known(pop, task_names, warner, root) & np.isin(pop.task_index, missing)
-        by_task.update(compute_percentiles_by_task(pop.task_index[wanted], pop.length[wanted]))
-    if changed or missing:
-        parts = []
-        if changed:
-            parts.append(f"the episodes of task_index {_short(changed)} changed since it was written")
+    def known_population(self) -> tuple[np.ndarray, np.ndarray]:
+        """(task_index, length) of episodes whose task the table defines; the others are warned about."""
+        pop = self.population()
+        names = np.fromiter(self.task_names, dtype=np.int64, count=len(self.task_names))
+        known = np.isin(pop.task_index, names)
+        _warn_unknown_tasks(self.warner, self.root, np.unique(pop.task_index[~known]).tolist())
+        return pop.task_index[known], pop.length[known]
+
+    def from_file(self, file: PercentilesFile, source: Source) -> SpeedPercentiles:
+        changed, missing = _compare_with_metadata(file, self.view)
+        by_task = file.by_task
         if missing:
-            parts.append(f"task_index {_short(missing)} have no row (computed in memory for this run)")
-        warner.warn(
-            "stale", "%s is stale: %s. Using it as it is; refresh it with `robotempo speed %s --recompute`.",
-            file.path, "; ".join(parts), root,
+            task, length = self.known_population()
+            wanted = np.isin(task, missing)
+            by_task.update(compute_percentiles_by_task(task[wanted], length[wanted]))
+        parts = (
+            [f"the episodes of task_index {_short(changed)} changed since it was written"] if changed else []
         )
-    log.info("speed percentiles of %d task(s) read from %s", len(file.rows), file.path)
-    return SpeedPercentiles(
-        root, by_task, task_names, source, file.path, warner, tuple(changed), tuple(missing)
-    )
-
-
-def _write_somewhere(
-    path: Path, cache: Path, rows: list[PercentileRow], warner: Warner, root: Path
-) -> Path | None:
-    """Write to the dataset, else to the user cache; the path written, or None if neither is writable."""
-    try:
-        write_percentiles_file(path, rows)
-        log.info("wrote speed percentiles of %d task(s) to %s", len(rows), path)
-        return path
-    except OSError as root_error:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            write_percentiles_file(cache, rows)
-        except OSError as cache_error:
-            warner.warn(
-                "read-only",
-                "Cannot write %s (%s) nor the cache copy %s (%s): speed percentiles are computed in memory "
-                "and will be recomputed on every load. Set ROBOTEMPO_CACHE to a writable folder.",
-                path, root_error, cache, cache_error,
+        parts += (
+            [f"task_index {_short(missing)} have no row (computed in memory for this run)"] if missing else []
+        )
+        if parts:
+            self.warner.warn(
+                "stale",
+                f"{file.path} is stale: {'; '.join(parts)}. Using it as it is; refresh it with "
+                f"`robotempo speed {self.root} --recompute`.",
             )
-            return None
-        warner.warn(
-            "read-only",
-            "Cannot write %s (%s): speed percentiles of %s were computed in memory; a copy is kept in %s and "
-            "read on the next load.", path, root_error, root, cache,
-        )
-        return cache
+        log.info("speed percentiles of %d task(s) read from %s", len(file.rows), file.path)
+        return self.result(by_task, source, file.path, tuple(changed), tuple(missing))
+
+    def result(
+        self, by_task: dict, source: Source, path: Path | None, *tasks: tuple[int, ...]
+    ) -> SpeedPercentiles:
+        return SpeedPercentiles(self.root, by_task, self.task_names, source, path, self.warner, *tasks)
+
+    def compute(self) -> tuple[dict[int, list[float] | None], list[PercentileRow]]:
+        task, length = self.known_population()
+        by_task = compute_percentiles_by_task(task, length)
+        tasks, counts = np.unique(task, return_counts=True)
+        n_episodes = dict(zip(tasks.tolist(), counts.tolist(), strict=True))
+        fingerprints = fingerprints_by_task(self.view)
+        extra = {t: {"version": SCHEMA_VERSION, "fingerprint": fingerprints.get(t, _EMPTY_FINGERPRINT)}
+                 for t in by_task}  # fmt: skip
+        rows = [
+            PercentileRow(t, self.task_names[t], n_episodes[t], p, extra[t])
+            for t, p in sorted(by_task.items())
+        ]
+        return by_task, rows
+
+    def write(self, path: Path, cache: Path, rows: list[PercentileRow]) -> Path | None:
+        """Write to the dataset, else to the user cache; the path written, or None if neither is writable."""
+        try:
+            write_percentiles_file(path, rows)
+            log.info("wrote speed percentiles of %d task(s) to %s", len(rows), path)
+            return path
+        except OSError as root_error:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                write_percentiles_file(cache, rows)
+            except OSError as cache_error:
+                self.warner.warn(
+                    "read-only",
+                    f"Cannot write {path} ({root_error}) nor the cache copy {cache} ({cache_error}): speed "
+                    "percentiles are computed in memory and will be recomputed on every load. Set "
+                    "ROBOTEMPO_CACHE to a writable folder.",
+                )
+                return None
+            self.warner.warn(
+                "read-only",
+                f"Cannot write {path} ({root_error}): speed percentiles of {self.root} were computed in "
+                f"memory; a copy is kept in {cache} and read on the next load.",
+            )
+            return cache
+
+
+def _read_if_present(path: Path, root: Path, *, cache: bool) -> PercentilesFile | None:
+    try:
+        return read_percentiles_file(path, root)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if not cache:
+            raise
+        log.debug("no usable cached speed percentiles at %s (%s)", path, e)  # an unusable cache folder
+        return None
 
 
 def load_or_compute_percentiles(
@@ -392,33 +431,16 @@ def load_or_compute_percentiles(
     `recompute=True`, or tasks missing from the file. A malformed file raises `SpeedLabelError` on every rank.
     Only local rank 0 writes; if the root is not writable the copy goes to the user cache.
     """
-    root = Path(root)
-    warner = warner if warner is not None else Warner()
-    path = root / SPEED_PERCENTILES_FILE
-    cache = cache_file_for(root, cache_dir)
+    request = _Request(
+        Path(root), task_names, population, metadata_view, warner if warner is not None else Warner()
+    )
+    path = request.root / SPEED_PERCENTILES_FILE
+    cache = cache_file_for(request.root, cache_dir)
     if not recompute:
-        try:
-            return _from_file(read_percentiles_file(path, root), "file", root, task_names, population,
-                              metadata_view, warner)
-        except FileNotFoundError:
-            pass
-        try:
-            cached = read_percentiles_file(cache, root)
-        except OSError as e:  # absent, or an unusable cache folder: compute
-            log.debug("no usable cached speed percentiles at %s (%s)", cache, e)
-        else:
-            return _from_file(cached, "cache", root, task_names, population, metadata_view, warner)
-
-    pop = population()
-    known = _known(pop, task_names, warner, root)
-    by_task = compute_percentiles_by_task(pop.task_index[known], pop.length[known])
-    tasks, counts = np.unique(pop.task_index[known], return_counts=True)
-    n_episodes = dict(zip(tasks.tolist(), counts.tolist(), strict=True))
-    fingerprints = fingerprints_by_task(metadata_view)
-    rows = [
-        PercentileRow(t, task_names[t], n_episodes[t], p,
-                      {"version": SCHEMA_VERSION, "fingerprint": fingerprints.get(t, _EMPTY_FINGERPRINT)})
-        for t, p in sorted(by_task.items())
-    ]
-    written = _write_somewhere(path, cache, rows, warner, root) if process_info().is_local_main else None
-    return SpeedPercentiles(root, by_task, task_names, "computed", written, warner)
+        for candidate, source in ((path, "file"), (cache, "cache")):
+            file = _read_if_present(candidate, request.root, cache=source == "cache")
+            if file is not None:
+                return request.from_file(file, source)
+    by_task, rows = request.compute()
+    written = request.write(path, cache, rows) if process_info().is_local_main else None
+    return request.result(by_task, "computed", written)
