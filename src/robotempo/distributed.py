@@ -49,8 +49,11 @@ def process_info() -> ProcessInfo:
         rank, world = dist.get_rank(), dist.get_world_size()
         local = _env_int("LOCAL_RANK", rank if world == _env_int("LOCAL_WORLD_SIZE", world) else 0)
         return ProcessInfo(rank=rank, local_rank=local, world_size=world)
+    # torchrun / accelerate set RANK, LOCAL_RANK, WORLD_SIZE; a bare `srun` sets only the SLURM_* ones.
     return ProcessInfo(
-        rank=_env_int("RANK", 0), local_rank=_env_int("LOCAL_RANK", 0), world_size=_env_int("WORLD_SIZE", 1)
+        rank=_env_int("RANK", _env_int("SLURM_PROCID", 0)),
+        local_rank=_env_int("LOCAL_RANK", _env_int("SLURM_LOCALID", 0)),
+        world_size=_env_int("WORLD_SIZE", _env_int("SLURM_NTASKS", 1)),
     )
 
 
