@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from robotempo.format.episodes import EpisodeTable, VideoLocation
@@ -29,6 +29,7 @@ class DatasetMeta:
     info: DatasetInfo
     tasks: dict[int, str]
     episodes: EpisodeTable
+    _stats: dict | None = field(default=None, repr=False)
 
     @property
     def fps(self) -> float:
@@ -41,6 +42,39 @@ class DatasetMeta:
     @property
     def total_frames(self) -> int:
         return int(self.episodes.length.sum())
+
+    @property
+    def total_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def features(self) -> dict:
+        return {k: f.to_dict() for k, f in self.info.features.items()}
+
+    @property
+    def camera_keys(self) -> list[str]:
+        return self.info.camera_keys
+
+    @property
+    def video_keys(self) -> list[str]:
+        return self.info.video_keys
+
+    @property
+    def image_keys(self) -> list[str]:
+        return self.info.image_keys
+
+    @property
+    def robot_type(self) -> str | None:
+        return self.info.robot_type
+
+    @property
+    def stats(self):
+        """Feature statistics for normalisation (`robotempo.stats.read_stats`), read on first use."""
+        if self._stats is None:
+            from robotempo.stats import read_stats
+
+            self._stats = read_stats(self.root, self.info.is_v3)
+        return self._stats
 
 
 def read_metadata(root: str | Path) -> DatasetMeta:
