@@ -23,8 +23,19 @@ def video_root(request, tmp_path_factory):
     version, codec = request.param
     root = tmp_path_factory.mktemp(f"vid-{version}-{codec}") / "ds"
     # Small size limits force several episodes per MP4 and several MP4 and data files (v3.0).
-    write_synthetic(root, version=version, n_episodes=7, n_tasks=2, camera="video", image_size=(64, 64), fps=FPS,
-                    codec=codec, seed=11, video_files_size_in_mb=0.12, data_files_size_in_mb=0.05)
+    write_synthetic(
+        root,
+        version=version,
+        n_episodes=7,
+        n_tasks=2,
+        camera="video",
+        image_size=(64, 64),
+        fps=FPS,
+        codec=codec,
+        seed=11,
+        video_files_size_in_mb=0.12,
+        data_files_size_in_mb=0.05,
+    )
     return root
 
 
@@ -52,9 +63,15 @@ def test_every_frame_is_the_right_one(video_root):
 
 def test_single_items_and_loader_match_the_batch(video_root):
     ds = LeRobotDataset("v", root=video_root, episodes=[5, 1], return_uint8=True)
-    loader = torch.utils.data.DataLoader(ds, batch_size=9, shuffle=True, num_workers=2, collate_fn=collate,
-                                         multiprocessing_context="spawn",
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=9,
+        shuffle=True,
+        num_workers=2,
+        collate_fn=collate,
+        multiprocessing_context="spawn",
+        generator=torch.Generator().manual_seed(0),
+    )
     seen = 0
     for batch in loader:
         for j in range(len(batch["index"])):
@@ -71,7 +88,9 @@ def _local(ds, ep, frame):
 
 def test_missing_video_file_is_a_typed_error(tmp_path):
     root = tmp_path / "ds"
-    write_synthetic(root, version="v2.1", n_episodes=2, n_tasks=1, camera="video", image_size=(32, 32), fps=FPS)
+    write_synthetic(
+        root, version="v2.1", n_episodes=2, n_tasks=1, camera="video", image_size=(32, 32), fps=FPS
+    )
     ds = LeRobotDataset("v", root=root)
     os.remove(root / ds.meta.episodes.videos[KEY].files[1])
     ds = LeRobotDataset("v", root=root)
@@ -82,7 +101,9 @@ def test_missing_video_file_is_a_typed_error(tmp_path):
 
 def test_video_shorter_than_its_episode_is_a_typed_error(tmp_path):
     root = tmp_path / "ds"
-    write_synthetic(root, version="v2.1", n_episodes=1, n_tasks=1, camera="video", image_size=(32, 32), fps=FPS)
+    write_synthetic(
+        root, version="v2.1", n_episodes=1, n_tasks=1, camera="video", image_size=(32, 32), fps=FPS
+    )
     ds = LeRobotDataset("v", root=root)
     path = root / ds.meta.episodes.videos[KEY].files[0]
     short = np.zeros((len(ds) - 3, 32, 32, 3), dtype=np.uint8)

@@ -38,7 +38,9 @@ def _check_feature(name: str, d: Any) -> FeatureSpec:
     if name in DEFAULT_COLUMNS:
         raise _fail(name, "this column is written by the writer itself", "remove it from features")
     if not isinstance(d, Mapping) or "dtype" not in d or "shape" not in d:
-        raise _fail(name, f"expected a dict with 'dtype' and 'shape', got {d!r}", "give {'dtype':..., 'shape':...}")
+        raise _fail(
+            name, f"expected a dict with 'dtype' and 'shape', got {d!r}", "give {'dtype':..., 'shape':...}"
+        )
     dtype, names = d["dtype"], d.get("names")
     try:
         shape = tuple(int(s) for s in d["shape"])
@@ -48,7 +50,9 @@ def _check_feature(name: str, d: Any) -> FeatureSpec:
         raise _fail(name, f"bad shape {list(shape)}", "use a non-empty list of positive ints")
     if dtype in ("image", "video"):
         if len(shape) != 3 or shape[2] != 3:
-            raise _fail(name, f"camera shape must be [height, width, 3], got {list(shape)}", "store RGB frames HWC")
+            raise _fail(
+                name, f"camera shape must be [height, width, 3], got {list(shape)}", "store RGB frames HWC"
+            )
         return FeatureSpec(name, dtype, shape, names if names is not None else list(CAMERA_NAMES))
     try:
         np_dtype = np.dtype(dtype)
@@ -130,8 +134,11 @@ class FeatureSet:
             if length is None:
                 length = len(arr)
             elif len(arr) != length:
-                raise _fail(k, f"has {len(arr)} frames but {next(iter(self.specs))!r} has {length}",
-                            "give every feature the same number of frames")
+                raise _fail(
+                    k,
+                    f"has {len(arr)} frames but {next(iter(self.specs))!r} has {length}",
+                    "give every feature the same number of frames",
+                )
             out[k] = arr
         if not length:
             raise WriterError("the episode has 0 frames. Fix: add at least one frame per episode")
@@ -142,8 +149,12 @@ class FeatureSet:
         arr = np.asarray(value)
         if spec.is_camera:
             if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != spec.shape:
-                raise _fail(k, f"expected uint8 frames (T, {', '.join(map(str, spec.shape))}), "
-                               f"got {arr.dtype} {arr.shape}", "pass RGB frames as a uint8 array (T, H, W, 3)")
+                raise _fail(
+                    k,
+                    f"expected uint8 frames (T, {', '.join(map(str, spec.shape))}), "
+                    f"got {arr.dtype} {arr.shape}",
+                    "pass RGB frames as a uint8 array (T, H, W, 3)",
+                )
             return arr
         target = np.dtype(spec.dtype)
         if spec.shape == (1,) and arr.ndim == 2 and arr.shape[1] == 1:
@@ -154,22 +165,29 @@ class FeatureSet:
             raise _fail(k, f"expected shape {shape}, got {arr.shape}", "pass one row per frame")
         if arr.dtype != target:
             if not np.can_cast(arr.dtype, target, casting="same_kind"):
-                raise _fail(k, f"dtype {arr.dtype} cannot be stored as {target}",
-                            f"pass {target} values (same-kind casts such as float64 -> float32 are accepted)")
+                raise _fail(
+                    k,
+                    f"dtype {arr.dtype} cannot be stored as {target}",
+                    f"pass {target} values (same-kind casts such as float64 -> float32 are accepted)",
+                )
             arr = arr.astype(target)
         return arr
 
-    def episode_table(self, arrays: Mapping[str, np.ndarray], defaults: Mapping[str, np.ndarray],
-                      png_level: int) -> pa.Table:
+    def episode_table(
+        self, arrays: Mapping[str, np.ndarray], defaults: Mapping[str, np.ndarray], png_level: int
+    ) -> pa.Table:
         """One episode's rows (video features excluded) in the writer's schema."""
         columns = []
         for k in self.column_keys:
             spec, arr = self.specs[k], arrays[k]
             if spec.is_image:
                 paths = [f"frame_{i:06d}.png" for i in range(len(arr))]
-                columns.append(pa.StructArray.from_arrays(
-                    [pa.array(encode_png(arr, png_level), pa.binary()), pa.array(paths, pa.string())],
-                    fields=list(IMAGE_TYPE)))
+                columns.append(
+                    pa.StructArray.from_arrays(
+                        [pa.array(encode_png(arr, png_level), pa.binary()), pa.array(paths, pa.string())],
+                        fields=list(IMAGE_TYPE),
+                    )
+                )
             elif spec.shape == (1,):
                 columns.append(pa.array(arr))
             else:
@@ -179,8 +197,9 @@ class FeatureSet:
         return pa.Table.from_arrays(columns, schema=self.schema)
 
     @staticmethod
-    def default_values(length: int, *, episode_index: int, first_index: int, task_index: int,
-                       fps: float) -> dict[str, np.ndarray]:
+    def default_values(
+        length: int, *, episode_index: int, first_index: int, task_index: int, fps: float
+    ) -> dict[str, np.ndarray]:
         """The five default columns of one episode; `timestamp` is float32 `frame_index / fps`."""
         frame_index = np.arange(length, dtype=np.int64)
         return {

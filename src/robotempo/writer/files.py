@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,7 +35,9 @@ def open_parquet(final: Path, schema: pa.Schema) -> tuple[pq.ParquetWriter, Path
     heavy = {f.name for f in schema if pa.types.is_struct(f.type) or pa.types.is_binary(f.type)}
     light = [f.name for f in schema if f.name not in heavy]
     # Dictionaries and min/max statistics of PNG bytes cost time and footer space for nothing.
-    writer = pq.ParquetWriter(staged, schema, compression="snappy", use_dictionary=light, write_statistics=light)
+    writer = pq.ParquetWriter(
+        staged, schema, compression="snappy", use_dictionary=light, write_statistics=light
+    )
     return writer, staged
 
 
@@ -58,17 +61,35 @@ def write_table_file(path: Path, table: pa.Table) -> None:
     atomic_write(path, lambda f: pq.write_table(table, f, compression="snappy"))
 
 
+class _CountingMuxer:
+    """Stands in for a VideoEncoder's container and counts the bytes of the packets muxed through it.
+
+    The MP4 muxer buffers 256 KiB before it writes, so the temp file's size is no measure of a small file.
+    """
+
+    def __init__(self, container: Any):
+        self._container = container
+        self.bytes = 0
+
+    def mux(self, packet: Any) -> None:
+        self.bytes += packet.size
+        self._container.mux(packet)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+
 def open_video(final: Path, fps: float, spec: FeatureSpec, codec: str) -> VideoEncoder:
     """A VideoEncoder whose finished file lands on a staged name for `final` (published at the commit)."""
     height, width, _ = spec.shape
-    return VideoEncoder(temp_path_for(final), fps, width=width, height=height, codec=codec)
+    encoder = VideoEncoder(temp_path_for(final), fps, width=width, height=height, codec=codec)
+    encoder._container = _CountingMuxer(encoder._container)
+    return encoder
 
 
 def encoder_bytes(encoder: VideoEncoder) -> int:
-    """Bytes muxed so far into the encoder's temp file."""
-    with contextlib.suppress(FileNotFoundError):
-        return os.stat(encoder._tmp).st_size
-    return 0
+    """Bytes of the packets muxed so far (the encoder's lookahead frames are not counted yet)."""
+    return encoder._container.bytes
 
 
 class Staging:

@@ -20,7 +20,10 @@ Stats = dict[str, np.ndarray]
 def numeric_stats(values: np.ndarray) -> Stats:
     v = values.reshape(len(values), -1).astype(np.float64)
     return {
-        "min": v.min(axis=0), "max": v.max(axis=0), "mean": v.mean(axis=0), "std": v.std(axis=0),
+        "min": v.min(axis=0),
+        "max": v.max(axis=0),
+        "mean": v.mean(axis=0),
+        "std": v.std(axis=0),
         "count": np.array([len(values)], dtype=np.int64),
     }
 
@@ -28,8 +31,8 @@ def numeric_stats(values: np.ndarray) -> Stats:
 def camera_stats(frames: np.ndarray) -> Stats:
     """Stats of uint8 frames `(T, H, W, C)` in [0, 1], shape `(C, 1, 1)`."""
     channels = frames.shape[-1]
-    pixels = frames.reshape(-1, channels).astype(np.int32) + np.arange(channels, dtype=np.int32) * 256
-    hist = np.bincount(pixels.ravel(), minlength=256 * channels).reshape(channels, 256).astype(np.float64)
+    hist = np.stack([np.bincount(frames[..., c].ravel(), minlength=256) for c in range(channels)])
+    hist = hist.astype(np.float64)
     levels = np.arange(256, dtype=np.float64) / 255.0
     n = hist.sum(axis=1)
     mean = hist @ levels / n
@@ -39,13 +42,19 @@ def camera_stats(frames: np.ndarray) -> Stats:
     hi = 255 - np.argmax(nonzero[:, ::-1], axis=1)
     shape = (channels, 1, 1)
     return {
-        "min": levels[lo].reshape(shape), "max": levels[hi].reshape(shape), "mean": mean.reshape(shape),
-        "std": np.sqrt(var).reshape(shape), "count": np.array([len(frames)], dtype=np.int64),
+        "min": levels[lo].reshape(shape),
+        "max": levels[hi].reshape(shape),
+        "mean": mean.reshape(shape),
+        "std": np.sqrt(var).reshape(shape),
+        "count": np.array([len(frames)], dtype=np.int64),
     }
 
 
 def episode_stats(specs: Mapping[str, FeatureSpec], values: Mapping[str, np.ndarray]) -> dict[str, Stats]:
-    return {k: camera_stats(values[k]) if spec.is_camera else numeric_stats(values[k]) for k, spec in specs.items()}
+    return {
+        k: camera_stats(values[k]) if spec.is_camera else numeric_stats(values[k])
+        for k, spec in specs.items()
+    }
 
 
 def stats_to_json(stats: Mapping[str, Stats]) -> dict:
@@ -64,8 +73,13 @@ class RunningStats:
             var_b = s["std"] ** 2
             a = self._agg.get(k)
             if a is None:
-                self._agg[k] = {"min": s["min"].copy(), "max": s["max"].copy(), "mean": s["mean"].copy(),
-                                "m2": var_b * n_b, "n": np.array(n_b)}
+                self._agg[k] = {
+                    "min": s["min"].copy(),
+                    "max": s["max"].copy(),
+                    "mean": s["mean"].copy(),
+                    "m2": var_b * n_b,
+                    "n": np.array(n_b),
+                }
                 continue
             n_a = float(a["n"])
             n = n_a + n_b
@@ -78,7 +92,12 @@ class RunningStats:
 
     def result(self) -> dict[str, Stats]:
         return {
-            k: {"min": a["min"], "max": a["max"], "mean": a["mean"], "std": np.sqrt(np.maximum(a["m2"] / a["n"], 0)),
-                "count": np.array([int(a["n"])], dtype=np.int64)}
+            k: {
+                "min": a["min"],
+                "max": a["max"],
+                "mean": a["mean"],
+                "std": np.sqrt(np.maximum(a["m2"] / a["n"], 0)),
+                "count": np.array([int(a["n"])], dtype=np.int64),
+            }
             for k, a in self._agg.items()
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pyarrow as pa
 
@@ -50,7 +51,8 @@ class V21Layout:
     def write_episodes(self, records: list[EpisodeRecord]) -> None:
         for rec in records:
             self._episode_lines.append(
-                json.dumps({"episode_index": rec.episode_index, "tasks": rec.tasks, "length": rec.length}) + "\n"
+                json.dumps({"episode_index": rec.episode_index, "tasks": rec.tasks, "length": rec.length})
+                + "\n"
             )
             self._stats_lines.append(
                 json.dumps({"episode_index": rec.episode_index, "stats": stats_to_json(rec.stats)}) + "\n"
@@ -58,6 +60,13 @@ class V21Layout:
         meta = self.cfg.root / "meta"
         atomic_write_bytes(meta / "episodes_stats.jsonl", "".join(self._stats_lines).encode())
         atomic_write_bytes(meta / "episodes.jsonl", "".join(self._episode_lines).encode())
+
+    def restore(self, rows: list[dict]) -> None:
+        """Take over the episodes of an existing dataset (rows as `resume.read_existing` gives them)."""
+        for row in rows:
+            self._episode_lines.append(json.dumps({k: v for k, v in row.items() if k != "stats"}) + "\n")
+            stats = {"episode_index": row["episode_index"], "stats": stats_to_json(row["stats"])}
+            self._stats_lines.append(json.dumps(stats) + "\n")
 
     def info_extra(self, total_episodes: int) -> dict:
         chunks = (total_episodes - 1) // self.cfg.chunks_size + 1 if total_episodes else 0

@@ -1,7 +1,8 @@
 """The v3.0 layout: many episodes per data parquet and per MP4, parquet metadata.
 
-The data file and each camera's MP4 are separate rolling sequences `chunk-CCC/file-FFF`: a file is closed after
-the episode that takes it past its size limit, and `file_index` wraps at `chunks_size` into the next chunk.
+The data file and each camera's MP4 are separate rolling sequences `chunk-CCC/file-FFF`: a file is closed
+after the episode that takes it past its size limit, and `file_index` wraps at `chunks_size` into the next
+chunk.
 Every file is staged (hidden temp name) until the commit that publishes it with the metadata describing it.
 """
 
@@ -28,12 +29,30 @@ MB = 1024 * 1024
 # meta/tasks.parquet with `pd.read_parquet`, which restores the "task" index from this.
 _TASKS_PANDAS_METADATA = {
     "index_columns": ["task"],
-    "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
-                        "metadata": {"encoding": "UTF-8"}}],
+    "column_indexes": [
+        {
+            "name": None,
+            "field_name": None,
+            "pandas_type": "unicode",
+            "numpy_type": "object",
+            "metadata": {"encoding": "UTF-8"},
+        }
+    ],
     "columns": [
-        {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
-         "metadata": None},
-        {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+        {
+            "name": "task_index",
+            "field_name": "task_index",
+            "pandas_type": "int64",
+            "numpy_type": "int64",
+            "metadata": None,
+        },
+        {
+            "name": "task",
+            "field_name": "task",
+            "pandas_type": "unicode",
+            "numpy_type": "object",
+            "metadata": None,
+        },
     ],
     "attributes": {},
     "creator": {"library": "pyarrow", "version": pa.__version__},
@@ -52,6 +71,10 @@ class _Sequence:
     def fields(self) -> dict[str, int]:
         return {"chunk_index": self.chunk_index, "file_index": self.file_index}
 
+    def resume_after(self, chunk_index: int, file_index: int) -> None:
+        self.chunk_index, self.file_index = chunk_index, file_index
+        self.advance()
+
     def advance(self) -> None:
         self.file_index += 1
         if self.file_index >= self.chunks_size:
@@ -60,12 +83,22 @@ class _Sequence:
 
 def episodes_schema(cfg: LayoutConfig) -> pa.Schema:
     i64, f64 = pa.int64(), pa.float64()
-    fields = [("episode_index", i64), ("tasks", pa.list_(pa.string())), ("length", i64),
-              ("data/chunk_index", i64), ("data/file_index", i64), ("dataset_from_index", i64),
-              ("dataset_to_index", i64)]
+    fields = [
+        ("episode_index", i64),
+        ("tasks", pa.list_(pa.string())),
+        ("length", i64),
+        ("data/chunk_index", i64),
+        ("data/file_index", i64),
+        ("dataset_from_index", i64),
+        ("dataset_to_index", i64),
+    ]
     for key in cfg.features.video_keys:
-        fields += [(f"videos/{key}/chunk_index", i64), (f"videos/{key}/file_index", i64),
-                   (f"videos/{key}/from_timestamp", f64), (f"videos/{key}/to_timestamp", f64)]
+        fields += [
+            (f"videos/{key}/chunk_index", i64),
+            (f"videos/{key}/file_index", i64),
+            (f"videos/{key}/from_timestamp", f64),
+            (f"videos/{key}/to_timestamp", f64),
+        ]
     for key, spec in cfg.features.stats_specs().items():
         value = pa.list_(pa.list_(pa.list_(f64))) if spec.is_camera else pa.list_(f64)
         fields += [(f"stats/{key}/{s}", pa.list_(i64) if s == "count" else value) for s in STAT_NAMES]
@@ -93,7 +126,9 @@ class V30Layout:
             final = cfg.root / cfg.data_path.format(**self._data.fields())
             self._data_file = (*open_parquet(final, table.schema), final)
         self._data_file[0].write_table(table, row_group_size=len(table))  # one row group per episode
-        rec.location.update({"data/chunk_index": self._data.chunk_index, "data/file_index": self._data.file_index})
+        rec.location.update(
+            {"data/chunk_index": self._data.chunk_index, "data/file_index": self._data.file_index}
+        )
         for key, frames in videos.items():
             self._write_video(rec, key, frames)
         if os.stat(self._data_file[1]).st_size >= cfg.data_files_size_in_mb * MB:
@@ -105,16 +140,23 @@ class V30Layout:
         cfg, seq = self.cfg, self._videos[key]
         if key not in self._encoders:
             final = cfg.root / cfg.video_path.format(video_key=key, **seq.fields())
-            self._encoders[key] = (open_video(final, cfg.fps, cfg.features.specs[key], cfg.video_codec), final)
+            self._encoders[key] = (
+                open_video(final, cfg.fps, cfg.features.specs[key], cfg.video_codec),
+                final,
+            )
             self._frames_in_file[key] = 0
         encoder = self._encoders[key][0]
         start = self._frames_in_file[key]
         encoder.write(frames)
         self._frames_in_file[key] = start + len(frames)
-        rec.location.update({
-            f"videos/{key}/chunk_index": seq.chunk_index, f"videos/{key}/file_index": seq.file_index,
-            f"videos/{key}/from_timestamp": start / cfg.fps, f"videos/{key}/to_timestamp": (start + len(frames)) / cfg.fps,
-        })
+        rec.location.update(
+            {
+                f"videos/{key}/chunk_index": seq.chunk_index,
+                f"videos/{key}/file_index": seq.file_index,
+                f"videos/{key}/from_timestamp": start / cfg.fps,
+                f"videos/{key}/to_timestamp": (start + len(frames)) / cfg.fps,
+            }
+        )
         if encoder_bytes(encoder) >= cfg.video_files_size_in_mb * MB:
             self._close_video(key)
 
@@ -140,8 +182,12 @@ class V30Layout:
         self._staging.publish()
 
     def write_tasks(self, tasks: dict[str, int]) -> None:
-        table = pa.table({"task_index": pa.array(list(tasks.values()), pa.int64()),
-                          "task": pa.array(list(tasks), pa.string())})
+        table = pa.table(
+            {
+                "task_index": pa.array(list(tasks.values()), pa.int64()),
+                "task": pa.array(list(tasks), pa.string()),
+            }
+        )
         table = table.replace_schema_metadata({b"pandas": json.dumps(_TASKS_PANDAS_METADATA).encode()})
         write_table_file(self.cfg.root / "meta" / "tasks.parquet", table)
 
@@ -149,11 +195,20 @@ class V30Layout:
         """Rewrite the current episode-metadata file with the new rows; roll it over once it is large."""
         if not records:
             return
-        meta = {"meta/episodes/chunk_index": self._meta.chunk_index, "meta/episodes/file_index": self._meta.file_index}
+        meta = {
+            "meta/episodes/chunk_index": self._meta.chunk_index,
+            "meta/episodes/file_index": self._meta.file_index,
+        }
         for rec in records:
-            row = {"episode_index": rec.episode_index, "tasks": rec.tasks, "length": rec.length,
-                   "dataset_from_index": rec.dataset_from_index, "dataset_to_index": rec.dataset_to_index,
-                   **rec.location, **meta}
+            row = {
+                "episode_index": rec.episode_index,
+                "tasks": rec.tasks,
+                "length": rec.length,
+                "dataset_from_index": rec.dataset_from_index,
+                "dataset_to_index": rec.dataset_to_index,
+                **rec.location,
+                **meta,
+            }
             for key, stats in rec.stats.items():
                 row.update({f"stats/{key}/{s}": v.tolist() for s, v in stats.items()})
             self._meta_rows.append(row)
@@ -163,9 +218,21 @@ class V30Layout:
             self._meta.advance()
             self._meta_rows = []
 
+    def restore(self, rows: list[dict]) -> None:
+        """Continue after an existing dataset's last episode: every sequence starts its next file."""
+        if not rows:
+            return
+        last = rows[-1]
+        self._data.resume_after(last["data/chunk_index"], last["data/file_index"])
+        for key, seq in self._videos.items():
+            seq.resume_after(last[f"videos/{key}/chunk_index"], last[f"videos/{key}/file_index"])
+        self._meta.resume_after(last["meta/episodes/chunk_index"], last["meta/episodes/file_index"])
+
     def info_extra(self, total_episodes: int) -> dict:
-        return {"data_files_size_in_mb": self.cfg.data_files_size_in_mb,
-                "video_files_size_in_mb": self.cfg.video_files_size_in_mb}
+        return {
+            "data_files_size_in_mb": self.cfg.data_files_size_in_mb,
+            "video_files_size_in_mb": self.cfg.video_files_size_in_mb,
+        }
 
     def abort(self) -> None:
         if self._data_file is not None:

@@ -1,0 +1,445 @@
+"""The writer, checked on real files read back with pyarrow and PyAV (never through robotempo's reader)."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import (
+    SYNTH_SPECS,
+    check_consistent,
+    check_video_identity,
+    data_file,
+    episode_rows,
+    hidden_files,
+    read_dataset,
+    video_file,
+    visible_files_are_complete,
+)
+from PIL import Image
+
+from robotempo.errors import WriterError
+from robotempo.synth import SynthSpec, decode_frame_identity
+from robotempo.writer import DatasetWriter
+
+CAMERA = "observation.images.top"
+FEATURES = {
+    "observation.state": {"dtype": "float32", "shape": [3], "names": None},
+    "reward": {"dtype": "float32", "shape": [1], "names": None},
+    "cam": {"dtype": "image", "shape": [8, 8, 3], "names": None},
+}
+
+
+def episode(length: int = 5, value: float = 0.0) -> dict:
+    return {
+        "observation.state": np.full((length, 3), value, np.float32),
+        "reward": np.arange(length, dtype=np.float32),
+        "cam": np.full((length, 8, 8, 3), 7, np.uint8),
+    }
+
+
+@pytest.mark.parametrize("name", ["v21_dataset", "v30_dataset", "v21_video_dataset", "v30_video_dataset"])
+def test_fixture_datasets_are_consistent_and_clean(name, request):
+    root = request.getfixturevalue(name)
+    assert check_consistent(root, SYNTH_SPECS[name]) == SYNTH_SPECS[name].n_episodes
+    assert hidden_files(root) == []
+
+
+@pytest.mark.parametrize("name", ["v21_dataset", "v30_dataset"])
+def test_rows_schema_images_and_hf_features(name, request):
+    root, spec = request.getfixturevalue(name), SYNTH_SPECS[name]
+    info, episodes, _ = read_dataset(root)
+    assert list(info["features"])[-5:] == ["timestamp", "frame_index", "episode_index", "index", "task_index"]
+    for row in episodes[:3]:
+        rows = episode_rows(root, info, row)
+        expected, _ = spec.episode(row["episode_index"])
+        ts = rows.column("timestamp").to_numpy()
+        assert ts.dtype == np.float32
+        np.testing.assert_array_equal(ts, (np.arange(row["length"]) / spec.fps).astype(np.float32))
+        action = np.stack(rows.column("action").to_numpy(zero_copy_only=False))
+        np.testing.assert_array_equal(action, expected["action"])
+        for i, cell in enumerate(rows.column(CAMERA).to_pylist()):
+            img = np.asarray(Image.open(io.BytesIO(cell["bytes"])))
+            np.testing.assert_array_equal(img, expected[CAMERA][i])  # PNG is lossless
+            assert decode_frame_identity(img) == (row["episode_index"], i)
+    path = root / data_file(info, episodes[0])
+    schema = pq.read_schema(path)
+    assert str(schema.field("observation.state").type) == "fixed_size_list<element: float>[6]"
+    assert str(schema.field(CAMERA).type) == "struct<bytes: binary, path: string>"
+    hf = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
+    assert hf["observation.state"] == {
+        "feature": {"dtype": "float32", "_type": "Value"},
+        "length": 6,
+        "_type": "Sequence",
+    }
+    assert hf[CAMERA] == {"_type": "Image"} and hf["index"] == {"dtype": "int64", "_type": "Value"}
+
+
+def test_v30_one_row_group_per_episode_and_metadata_columns(v30_video_dataset):
+    root = v30_video_dataset
+    info, episodes, tasks = read_dataset(root)
+    assert info["data_files_size_in_mb"] == 0.009 and info["video_files_size_in_mb"] == 0.02
+    by_file: dict[str, list[dict]] = {}
+    for row in episodes:
+        by_file.setdefault(data_file(info, row), []).append(row)
+    for path, rows in by_file.items():
+        f = pq.ParquetFile(root / path)
+        assert f.metadata.num_row_groups == len(rows)
+        for i, row in enumerate(rows):
+            group = f.read_row_group(i, columns=["episode_index"]).column(0).to_pylist()
+            assert group == [row["episode_index"]] * row["length"]
+    meta = pq.read_schema(next((root / "meta" / "episodes").rglob("*.parquet")))
+    for column in (
+        "episode_index",
+        "tasks",
+        "length",
+        "data/chunk_index",
+        "data/file_index",
+        "dataset_from_index",
+        "dataset_to_index",
+        f"videos/{CAMERA}/chunk_index",
+        f"videos/{CAMERA}/file_index",
+        f"videos/{CAMERA}/from_timestamp",
+        f"videos/{CAMERA}/to_timestamp",
+        "meta/episodes/chunk_index",
+        "meta/episodes/file_index",
+        "stats/observation.state/mean",
+        f"stats/{CAMERA}/std",
+        "stats/index/count",
+    ):
+        assert column in meta.names, column
+    tasks_schema = pq.read_schema(root / "meta" / "tasks.parquet")
+    assert (
+        tasks_schema.pandas_metadata["index_columns"] == ["task"]
+        and tasks == SYNTH_SPECS["v30_video_dataset"].tasks
+    )
+
+
+def test_v30_files_roll_over_in_chunks_and_video_times_are_right(v30_video_dataset):
+    root = v30_video_dataset
+    info, episodes, _ = read_dataset(root)
+    data = {(r["data/chunk_index"], r["data/file_index"]) for r in episodes}
+    video = {(r[f"videos/{CAMERA}/chunk_index"], r[f"videos/{CAMERA}/file_index"]) for r in episodes}
+    meta = {(r["meta/episodes/chunk_index"], r["meta/episodes/file_index"]) for r in episodes}
+    assert {c for c, _ in data} == {0, 1} and len({c for c, _ in video}) >= 2 and len(meta) >= 2
+    assert all(f < info["chunks_size"] for _, f in data | video)
+    assert any(
+        (r["data/file_index"], r["data/chunk_index"])
+        != (r[f"videos/{CAMERA}/file_index"], r[f"videos/{CAMERA}/chunk_index"])
+        for r in episodes
+    )
+    frames_before: dict[str, int] = {}
+    decoded: dict[str, list[tuple[float, tuple[int, int]]]] = {}
+    for row in episodes:
+        path = video_file(info, row, CAMERA)
+        before = frames_before.get(path, 0)
+        assert row[f"videos/{CAMERA}/from_timestamp"] == before / info["fps"]
+        assert row[f"videos/{CAMERA}/to_timestamp"] == (before + row["length"]) / info["fps"]
+        frames_before[path] = before + row["length"]
+        if path not in decoded:
+            with av.open(str(root / path)) as c:
+                decoded[path] = [
+                    (float(f.pts * f.time_base), decode_frame_identity(f.to_ndarray(format="rgb24")))
+                    for f in c.decode(video=0)
+                ]
+        for t in range(row["length"]):
+            query = row[f"videos/{CAMERA}/from_timestamp"] + t / info["fps"]
+            [ident] = [ident for pts, ident in decoded[path] if abs(pts - query) <= 1e-4]
+            assert ident == (row["episode_index"], t)
+    assert {p: len(d) for p, d in decoded.items()} == frames_before
+
+
+def test_v21_one_mp4_per_episode(v21_video_dataset):
+    root = v21_video_dataset
+    info, episodes, _ = read_dataset(root)
+    assert info["total_videos"] == len(episodes) and info["total_chunks"] == 1
+    cam = info["features"][CAMERA]["info"]
+    assert cam["video.codec"] == "h264" and cam["video.height"] == 32 and cam["has_audio"] is False
+    for row in episodes:
+        with av.open(str(root / video_file(info, row, CAMERA))) as c:
+            ids = [decode_frame_identity(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+        assert ids == [(row["episode_index"], t) for t in range(row["length"])]
+
+
+@pytest.mark.parametrize("name", ["v21_dataset", "v30_video_dataset"])
+def test_stats_match_numpy(name, request):
+    root, spec = request.getfixturevalue(name), SYNTH_SPECS[name]
+    info, episodes, _ = read_dataset(root)
+    states = []
+    for row in episodes:
+        ep, _ = spec.episode(row["episode_index"])
+        stats = (
+            row["stats"]
+            if "stats" in row
+            else {
+                k: {s: row[f"stats/{k}/{s}"] for s in ("min", "max", "mean", "std", "count")}
+                for k in ("observation.state", CAMERA)
+            }
+        )
+        s = stats["observation.state"]
+        np.testing.assert_allclose(s["mean"], ep["observation.state"].astype(np.float64).mean(0), rtol=1e-12)
+        np.testing.assert_allclose(s["std"], ep["observation.state"].astype(np.float64).std(0), atol=1e-12)
+        assert s["count"] == [row["length"]]
+        c = stats[CAMERA]
+        pixels = ep[CAMERA].reshape(-1, 3) / 255.0
+        assert np.asarray(c["mean"]).shape == (3, 1, 1) and c["count"] == [row["length"]]
+        np.testing.assert_allclose(np.ravel(c["mean"]), pixels.mean(0), rtol=1e-9)
+        np.testing.assert_allclose(np.ravel(c["std"]), pixels.std(0), rtol=1e-6)
+        np.testing.assert_allclose(np.ravel(c["max"]), pixels.max(0))
+        states.append(ep["observation.state"])
+    total = json.loads((root / "meta" / "stats.json").read_text())
+    all_states = np.concatenate(states).astype(np.float64)
+    np.testing.assert_allclose(total["observation.state"]["mean"], all_states.mean(0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(total["observation.state"]["std"], all_states.std(0), rtol=1e-9, atol=1e-12)
+    assert total["index"]["count"] == [info["total_frames"]] and total["index"]["max"] == [
+        info["total_frames"] - 1
+    ]
+
+
+@pytest.mark.parametrize(
+    ("version", "data_path", "video_path", "expected"),
+    [
+        (
+            "v2.1",
+            "data/{episode_chunk:03d}/ep{episode_index:06d}.parquet",
+            "vid/{video_key}/{episode_chunk}/e{episode_index}.mp4",
+            ["data/001/ep000002.parquet", "vid/v/1/e2.mp4"],
+        ),
+        (
+            "v3.0",
+            "tables/c{chunk_index}/f{file_index}.parquet",
+            "mp4/{video_key}/c{chunk_index}-f{file_index}.mp4",
+            ["tables/c0/f1.parquet", "mp4/v/c0-f1.mp4"],
+        ),
+    ],
+)
+def test_non_default_path_templates(tmp_path, version, data_path, video_path, expected):
+    features = {**FEATURES, "v": {"dtype": "video", "shape": [32, 32, 3], "names": None}}
+    with DatasetWriter(
+        tmp_path,
+        fps=5,
+        features=features,
+        version=version,
+        data_path=data_path,
+        video_path=video_path,
+        chunks_size=2,
+        commit_every=1,
+    ) as w:
+        for e in range(3):
+            w.add_episode({**episode(4, e), "v": np.zeros((4, 32, 32, 3), np.uint8)}, task="t")
+    for rel in expected:
+        assert (tmp_path / rel).is_file(), rel
+    info, _, _ = read_dataset(tmp_path)
+    assert (info["data_path"], info["video_path"]) == (data_path, video_path)
+    assert check_consistent(tmp_path) == 3
+
+
+def test_tasks_in_order_of_first_appearance_and_multi_task_episodes(tmp_path):
+    with DatasetWriter(tmp_path, fps=10, features=FEATURES, version="v2.1") as w:
+        w.add_episode(episode(), task="b")
+        w.add_episode(episode(), task=["a", "b", "c"])
+        w.add_episode(episode(), task="c")
+    info, episodes, tasks = read_dataset(tmp_path)
+    assert tasks == ["b", "a", "c"] and info["total_tasks"] == 3
+    assert [r["tasks"] for r in episodes] == [["b"], ["a", "b", "c"], ["c"]]
+    assert [episode_rows(tmp_path, info, r).column("task_index")[0].as_py() for r in episodes] == [0, 1, 2]
+
+
+def test_scalar_feature_is_a_plain_column_and_casts_are_same_kind(tmp_path):
+    with DatasetWriter(tmp_path, fps=10, features=FEATURES, version="v3.0") as w:
+        w.add_episode(
+            {
+                **episode(),
+                "observation.state": np.zeros((5, 3), np.float64),
+                "reward": np.zeros((5, 1), np.float16),
+            },
+            task="t",
+        )
+    schema = pq.read_schema(next((tmp_path / "data").rglob("*.parquet")))
+    assert str(schema.field("reward").type) == "float"
+
+
+BAD_INPUTS = [
+    ({"observation.state": np.zeros((5, 4), np.float32)}, "expected shape"),
+    ({"observation.state": np.zeros((5, 3), np.int64)}, None),  # int -> float is a same-kind cast: accepted
+    ({"reward": np.array(["a"] * 5)}, "cannot be stored"),
+    ({"cam": np.zeros((5, 8, 8, 3), np.float32)}, "uint8 frames"),
+    ({"cam": np.zeros((5, 8, 9, 3), np.uint8)}, "uint8 frames"),
+    ({"reward": np.zeros(4, np.float32)}, "same number of frames"),
+    ({"extra": np.zeros(5)}, "unknown \\['extra'\\]"),
+    (
+        {
+            "observation.state": np.zeros((0, 3), np.float32),
+            "reward": np.zeros(0, np.float32),
+            "cam": np.zeros((0, 8, 8, 3), np.uint8),
+        },
+        "0 frames",
+    ),
+]
+
+
+@pytest.mark.parametrize(("patch", "match"), BAD_INPUTS)
+def test_bad_episodes_are_rejected_and_the_writer_stays_usable(tmp_path, patch, match):
+    with DatasetWriter(tmp_path, fps=10, features=FEATURES, version="v3.0") as w:
+        if match is None:
+            w.add_episode({**episode(), **patch}, task="t")
+        else:
+            with pytest.raises(WriterError, match=match):
+                w.add_episode({**episode(), **patch}, task="t")
+        w.add_episode(episode(), task="t")
+        with pytest.raises(WriterError, match="missing \\['reward'\\]"):
+            w.add_episode({k: v for k, v in episode().items() if k != "reward"}, task="t")
+        with pytest.raises(WriterError, match="task must be"):
+            w.add_episode(episode(), task="")
+    assert check_consistent(tmp_path) == (2 if match is None else 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"features": {"a/b": {"dtype": "float32", "shape": [1]}}}, "contains '/'"),
+        ({"features": {"index": {"dtype": "int64", "shape": [1]}}}, "written by the writer"),
+        ({"features": {"x": {"dtype": "float32", "shape": [2, 2]}}}, "2 dimensions"),
+        ({"features": {"x": {"dtype": "string", "shape": [1]}}}, "not supported|unknown dtype"),
+        ({"features": {"x": {"dtype": "video", "shape": [3, 8, 8]}}}, "height, width, 3"),
+        ({"features": {}}, "non-empty"),
+        ({"version": "v2.0"}, "version"),
+        ({"fps": 0}, "fps"),
+        ({"data_path": "data/{chunk_index}.parquet", "version": "v2.1"}, "data_path template"),
+        ({"video_codec": "vp9", "features": {"v": {"dtype": "video", "shape": [8, 8, 3]}}}, "vp9"),
+        ({"chunks_size": 0}, "chunks_size"),
+        ({"png_compress_level": 10}, "png_compress_level"),
+    ],
+)
+def test_bad_writer_options(tmp_path, kwargs, match):
+    with pytest.raises(WriterError, match=match):
+        DatasetWriter(tmp_path / "ds", **{"fps": 10, "features": FEATURES, **kwargs})
+    assert not (tmp_path / "ds").exists()
+
+
+def test_refuses_an_existing_dataset_and_a_closed_writer(v30_dataset, tmp_path):
+    with pytest.raises(WriterError, match="already holds a dataset"):
+        DatasetWriter(v30_dataset, fps=10, features=FEATURES)
+    w = DatasetWriter(tmp_path, fps=10, features=FEATURES)
+    w.finalize()
+    w.finalize()
+    with pytest.raises(WriterError, match="closed"):
+        w.add_episode(episode(), task="t")
+    assert read_dataset(tmp_path)[0]["total_episodes"] == 0
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_commit_publishes_and_abort_keeps_the_last_commit(tmp_path, version):
+    w = DatasetWriter(tmp_path, fps=10, features=FEATURES, version=version, commit_every=100)
+    w.add_episode(episode(), task="t")
+    assert not (tmp_path / "meta" / "info.json").exists()
+    assert not list(tmp_path.rglob("*.parquet")) and len(hidden_files(tmp_path)) == 1
+    w.commit()
+    w.add_episode(episode(3), task="u")
+    assert check_consistent(tmp_path) == 1 and read_dataset(tmp_path)[2] == ["t"]
+    with pytest.raises(RuntimeError), w:
+        w.add_episode(episode(4), task="u")
+        raise RuntimeError("boom")
+    assert check_consistent(tmp_path) == 1 and hidden_files(tmp_path) == []
+    if version == "v3.0":  # the commit closed file-000; the aborted episodes never made file-001 visible
+        assert [p.name for p in tmp_path.rglob("*.parquet") if "data" in p.parts] == ["file-000.parquet"]
+
+
+_KILLED_SPEC = {
+    "n_episodes": 20,
+    "n_tasks": 3,
+    "camera": "video",
+    "image_size": (32, 32),
+    "mean_length": 20,
+    "state_dim": 4,
+    "action_dim": 4,
+    "seed": 9,
+}
+_KILLED_WRITER = {
+    "fps": 10,
+    "commit_every": 3,
+    "data_files_size_in_mb": 0.004,
+    "video_files_size_in_mb": 0.003,
+}
+_CHILD = f"""
+import sys
+from robotempo.synth import SynthSpec
+from robotempo.writer import DatasetWriter
+spec = SynthSpec(**{_KILLED_SPEC!r})
+with DatasetWriter(sys.argv[1], features=spec.features(), version=sys.argv[2], **{_KILLED_WRITER!r}) as w:
+    for e in range(spec.n_episodes):
+        w.add_episode(*spec.episode(e))
+        print(e, flush=True)
+"""
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_sigkill_leaves_the_last_commit_and_resume_finishes_the_job(tmp_path, version):
+    spec = SynthSpec(**_KILLED_SPEC)
+    for i, (after, delay) in enumerate([(1, 0.0), (5, 0.004), (11, 0.015)]):
+        root = tmp_path / f"kill{i}"
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(root), version], stdout=subprocess.PIPE, text=True
+        )
+        for line in child.stdout:
+            if int(line) >= after:
+                break
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        visible_files_are_complete(root)
+        assert (root / "meta" / "info.json").exists() or after < 3  # the first commit is after episode 2
+        if not (root / "meta" / "info.json").exists():
+            continue
+        assert check_consistent(root, spec) >= 3 * ((after + 1) // 3)
+        with DatasetWriter.resume(root, commit_every=3) as w:
+            for e in range(w.num_episodes, spec.n_episodes):
+                w.add_episode(*spec.episode(e))
+        assert check_consistent(root, spec) == spec.n_episodes and hidden_files(root) == []
+        check_video_identity(root)
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_resume_grows_a_dataset_and_removes_leftovers(tmp_path, version):
+    with DatasetWriter(tmp_path, fps=10, features=FEATURES, version=version) as w:
+        w.add_episode(episode(4, 0), task="a")
+        w.add_episode(episode(5, 1), task="b")
+    stale = tmp_path / "data" / "chunk-000" / ".leftover.parquet.0123.tmp"
+    stale.write_bytes(b"partial")
+    orphan = tmp_path / (
+        "data/chunk-000/episode_000007.parquet" if version == "v2.1" else "data/chunk-000/file-009.parquet"
+    )
+    orphan.write_bytes(b"not referenced")
+    w = DatasetWriter.resume(tmp_path)
+    assert not stale.exists() and not orphan.exists()
+    assert (w.num_episodes, w.num_frames, w.tasks) == (2, 9, ["a", "b"])
+    w.add_episode(episode(3, 2), task="c")
+    w.add_episode(episode(2, 3), task="a")
+    w.finalize()
+    info, episodes, tasks = read_dataset(tmp_path)
+    assert check_consistent(tmp_path) == 4 and tasks == ["a", "b", "c"] and info["total_frames"] == 14
+    stats = json.loads((tmp_path / "meta" / "stats.json").read_text())
+    assert stats["index"]["count"] == [14] and stats["reward"]["max"] == [4.0]
+    if version == "v3.0":
+        assert [r["data/file_index"] for r in episodes] == [0, 0, 1, 1]
+        assert [r["meta/episodes/file_index"] for r in episodes] == [0, 0, 1, 1]
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    with pytest.raises(WriterError, match="cannot resume"):
+        DatasetWriter.resume(tmp_path)
+    with DatasetWriter(tmp_path, fps=10, features=FEATURES, version="v2.1") as w:
+        w.add_episode(episode(), task="t")
+        w.add_episode(episode(), task="t")
+    path = tmp_path / "meta" / "episodes_stats.jsonl"
+    path.write_text(path.read_text().splitlines(keepends=True)[0])
+    with pytest.raises(WriterError, match="incomplete metadata"):
+        DatasetWriter.resume(tmp_path)
