@@ -35,13 +35,17 @@ class VideoEncoder:
         encoder, options = CODECS[codec]
         if encoder not in av.codecs_available:
             raise WriterError(
-                f"the FFmpeg bundled with PyAV has no {encoder} encoder for {codec!r}; use one of {available_codecs()}"
+                f"the FFmpeg bundled with PyAV has no {encoder} encoder for {codec!r}; "
+                f"use one of {available_codecs()}"
             )
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temp_path_for(self.path)
         self.width, self.height, self.codec = width, height, codec
         self.frames_written = 0
+        self.bytes_written = (
+            0  # bytes of the packets muxed so far (the MP4 muxer buffers before the file grows)
+        )
         self._container = av.open(str(self._tmp), mode="w", format="mp4")
         rate = Fraction(fps).limit_denominator(1000)
         self._stream = self._container.add_stream(encoder, rate=rate, options=dict(options))
@@ -59,15 +63,18 @@ class VideoEncoder:
         for img in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             frame.pts = self.frames_written
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
+            self._mux(self._stream.encode(frame))
             self.frames_written += 1
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            self.bytes_written += packet.size
+            self._container.mux(packet)
 
     def close(self) -> None:
         """Flush, finish the file and move it into place atomically."""
         try:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
+            self._mux(self._stream.encode())
             self._container.close()
             os.replace(self._tmp, self.path)
         finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,35 +60,15 @@ def write_table_file(path: Path, table: pa.Table) -> None:
     atomic_write(path, lambda f: pq.write_table(table, f, compression="snappy"))
 
 
-class _CountingMuxer:
-    """Stands in for a VideoEncoder's container and counts the bytes of the packets muxed through it.
-
-    The MP4 muxer buffers 256 KiB before it writes, so the temp file's size is no measure of a small file.
-    """
-
-    def __init__(self, container: Any):
-        self._container = container
-        self.bytes = 0
-
-    def mux(self, packet: Any) -> None:
-        self.bytes += packet.size
-        self._container.mux(packet)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._container, name)
-
-
 def open_video(final: Path, fps: float, spec: FeatureSpec, codec: str) -> VideoEncoder:
     """A VideoEncoder whose finished file lands on a staged name for `final` (published at the commit)."""
     height, width, _ = spec.shape
-    encoder = VideoEncoder(temp_path_for(final), fps, width=width, height=height, codec=codec)
-    encoder._container = _CountingMuxer(encoder._container)
-    return encoder
+    return VideoEncoder(temp_path_for(final), fps, width=width, height=height, codec=codec)
 
 
 def encoder_bytes(encoder: VideoEncoder) -> int:
     """Bytes of the packets muxed so far (the encoder's lookahead frames are not counted yet)."""
-    return encoder._container.bytes
+    return encoder.bytes_written
 
 
 class Staging:
