@@ -124,3 +124,35 @@ def test_off_grid_from_timestamp_is_snapped(video_root):
     for i in (0, len(ds) // 2, len(ds) - 1):
         item = ds[i]
         assert identity(item[KEY]) == (int(item["episode_index"]), int(item["frame_index"]))
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_two_cameras_video_and_image(tmp_path, version):
+    """Two cameras of different kinds in one batch: each frame is its own camera's right frame."""
+    from robotempo.synth import draw_frame_identity
+    from robotempo.writer import DatasetWriter
+
+    cam = {"dtype": "video", "shape": [48, 64, 3], "names": ["height", "width", "channels"]}
+    features = {"observation.state": {"dtype": "float32", "shape": [2], "names": None},
+                "observation.images.wrist": cam, "observation.images.side": {**cam, "dtype": "image"}}
+    root = tmp_path / "ds"
+    rng = np.random.default_rng(0)
+    with DatasetWriter(root, fps=FPS, features=features, version=version,
+                       video_codec=available_codecs()[0]) as writer:
+        for e, n in enumerate([23, 31, 17]):
+            wrist = rng.integers(0, 255, (n, 48, 64, 3), dtype=np.uint8)
+            side = rng.integers(0, 255, (n, 48, 64, 3), dtype=np.uint8)
+            draw_frame_identity(wrist, e, np.arange(n))
+            draw_frame_identity(side, e + 100, np.arange(n))  # a different identity per camera
+            writer.add_episode({"observation.state": rng.normal(size=(n, 2)).astype(np.float32),
+                                "observation.images.wrist": wrist, "observation.images.side": side},
+                               task="stack")
+    ds = LeRobotDataset("two", root=root, delta_timestamps={"observation.images.wrist": [-0.1, 0.0]})
+    assert sorted(ds.camera_keys) == ["observation.images.side", "observation.images.wrist"]
+    idx = np.random.default_rng(1).permutation(len(ds))[:40]
+    batch = ds.__getitems__(idx.tolist()).stacked
+    for j in range(len(idx)):
+        ep, fr = int(batch["episode_index"][j]), int(batch["frame_index"][j])
+        assert identity(batch["observation.images.wrist"][j, 1]) == (ep, fr)
+        assert identity(batch["observation.images.wrist"][j, 0]) == (ep, max(fr - 1, 0))
+        assert identity(batch["observation.images.side"][j]) == (ep + 100, fr)

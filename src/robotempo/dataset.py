@@ -221,17 +221,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 where, pad = query_rows(rows, offsets, ep_from, ep_to)
                 stacked[key] = torch.from_numpy(column[where])
                 stacked[f"{key}_is_pad"] = torch.from_numpy(pad)
-        for key in self.camera_keys:
-            offsets = self._deltas.get(key)
-            if offsets is None:
-                where, pad = rows[:, None], None
-            else:
-                where, pad = query_rows(rows, offsets, ep_from, ep_to)
-            images = self._camera(key, where, ep if offsets is None else np.repeat(ep, len(offsets)))
-            images = images.reshape(*where.shape, *images.shape[1:])
-            stacked[key] = to_item_layout(images[:, 0] if offsets is None else images, self.return_uint8)
-            if pad is not None:
-                stacked[f"{key}_is_pad"] = torch.from_numpy(pad)
+        if self.camera_keys:
+            self._add_cameras(stacked, rows, ep_from, ep_to)
         task_index = frames.columns["task_index"][rows]
         stacked["task"] = [self.meta.tasks.get(int(t), "") for t in task_index]
         stacked["speed"] = torch.from_numpy(self._speed[ep])
@@ -248,26 +239,49 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 item[key] = self.image_transforms(item[key])
         return ItemBatch(torch.utils.data.default_collate(items) if items else stacked, len(items), items)
 
-    def _camera(self, key: str, where: np.ndarray, ep: np.ndarray) -> np.ndarray:
-        """uint8 frames (n, H, W, 3) of camera `key` at table rows `where` (episodes `ep`), flattened."""
-        rows = where.reshape(-1)
-        if key in self.image_keys:
-            path = self.root
-            return np.stack([decode_image(v, path, key) for v in self.frames.read_heavy(key, rows)])
-        loc = self._selected.videos[key]
-        times = self._video_from[key][ep] + self.frames.columns["timestamp"][rows].astype(np.float64)
-        files = loc.file[ep]
+    def _add_cameras(self, stacked: dict, rows: np.ndarray, ep_from: np.ndarray, ep_to: np.ndarray) -> None:
+        """Camera frames (and pad masks) of a batch; every video file of every camera in one parallel fetch."""
+        where = {}
+        for key in self.camera_keys:
+            offsets = self._deltas.get(key)
+            if offsets is None:
+                where[key] = rows[:, None]
+            else:
+                where[key], pad = query_rows(rows, offsets, ep_from, ep_to)
+                stacked[f"{key}_is_pad"] = torch.from_numpy(pad)
+        frames = self.camera_frames({k: w.reshape(-1) for k, w in where.items()})
+        for key, images in frames.items():
+            images = images.reshape(*where[key].shape, *images.shape[1:])
+            layout = images[:, 0] if key not in self._deltas else images
+            stacked[key] = to_item_layout(layout, self.return_uint8)
+
+    def camera_frames(self, rows_by_key: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """uint8 frames (n, H, W, 3) of each camera at the given table rows."""
+        out = {}
         requests, slots = [], []
-        for code in np.unique(files):
-            sel = np.flatnonzero(files == code)
-            requests.append((self.root / loc.files[int(code)], times[sel]))
-            slots.append(sel)
-        results = self._video().fetch(requests, self.tolerance_s)
-        out = None
-        for sel, frames in zip(slots, results):
-            if out is None:
-                out = np.empty((len(rows), *frames.shape[1:]), dtype=np.uint8)
-            out[sel] = frames
+        for key, rows in rows_by_key.items():
+            ep = self.frames.episode_of(rows)
+            if key in self.image_keys:
+                cells = self.frames.read_heavy(key, rows)
+                files = self._selected.data_files
+                out[key] = np.stack(
+                    [
+                        decode_image(v, self.root / files[int(self._selected.data_file[e])], key)
+                        for v, e in zip(cells, ep)
+                    ]
+                )
+                continue
+            loc = self._selected.videos[key]
+            times = self._video_from[key][ep] + self.frames.columns["timestamp"][rows].astype(np.float64)
+            files = loc.file[ep]
+            for code in np.unique(files):
+                sel = np.flatnonzero(files == code)
+                requests.append((self.root / loc.files[int(code)], times[sel]))
+                slots.append((key, sel, len(rows)))
+        for (key, sel, n), decoded in zip(slots, self._video().fetch(requests, self.tolerance_s)):
+            if key not in out:
+                out[key] = np.empty((n, *decoded.shape[1:]), dtype=np.uint8)
+            out[key][sel] = decoded
         return out
 
     def _video(self):

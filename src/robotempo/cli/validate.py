@@ -63,11 +63,7 @@ def run_validate(args, console: Console) -> int:
             def frames(key=key) -> str:
                 with progress_callback(console, f"decoding first/last frames of {key}") as progress:
                     for start in range(0, len(ends), 256):
-                        ds._camera(
-                            key,
-                            ends[start : start + 256, None],
-                            ds.frames.episode_of(ends[start : start + 256]),
-                        )
+                        ds.camera_frames({key: ends[start : start + 256]})
                         progress(min(start + 256, len(ends)), len(ends))
                 kind = "video" if key in ds.video_keys else "image"
                 return f"{kind}: first and last frame of {len(ends) // 2:,} episodes decode within tolerance"

@@ -3,19 +3,21 @@
 Reading frame `p` costs either
 - decoding forward from the frame the decoder last produced (`p - current` frame decodes), or
 - one seek plus decoding from the keyframe at or before `p` up to `p` (`seek_cost + p - keyframe + 1`).
-After either way the decoder sits on frame `p`, so choosing the cheaper way gap by gap is optimal for the whole
-sorted list of frames one call needs. Each seek opens a cluster that is read in one forward pass.
+After either way the decoder sits on frame `p`, so choosing the cheaper way gap by gap is optimal for the
+whole sorted list of frames one call needs. Each seek opens a cluster that is read in one forward pass.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+from collections.abc import Sequence
 
-# Overhead of one seek (demuxer seek + decoder flush + refill), in units of one frame decode. Measured on
-# 96x96 files, single-threaded decoding, 2-core machine (see benchmarks/bench_decoder.py and the module
-# docstring of robotempo.video.reader): AV1 (libdav1d), GOP 2: seek + 1.5 decodes ~= 80-100 us against
-# ~50 us per decode -> break-even at a gap of 2-3 frames; H.264, GOP 2: seek + 1.5 decodes ~= 105-135 us against
-# ~35 us per decode -> break-even at a gap of 4; H.264, GOP 60: seek ~= 3-4 decodes on top of the GOP.
+# Overhead of one seek (demuxer seek, decoder flush and refill) in frame decodes, on top of decoding from the
+# keyframe. From `benchmarks/bench_decoder.py --policy` (96x96 camera-like frames, single-threaded decoding,
+# CPU us per target, forward/seek): AV1 (libdav1d) GOP 2: gap 1 105/192, gap 2 208/183 -> seeking pays from a
+# gap of 2, as the model predicts with 0.5; H.264 GOP 2: gap 3 183/192, gap 4 243/152 -> pays from 4 (model
+# with 2.0: above 3.5); H.264 GOP 30: gap 16 511/598, gap 24 773/675 -> pays from ~20 (model: above 17.5);
+# H.264 GOP 250: forward always wins up to gap 48 (model: above ~127).
 SEEK_COST_FRAMES: dict[str, float] = {"libdav1d": 0.5, "av1": 0.5, "libaom-av1": 0.5, "h264": 2.0}
 DEFAULT_SEEK_COST_FRAMES = 2.0
 
@@ -26,22 +28,23 @@ def seek_cost_frames(decoder_name: str) -> float:
 
 
 def plan_seeks(
-    positions: np.ndarray, keyframes: np.ndarray, current: int | None, seek_cost: float
-) -> np.ndarray:
+    positions: Sequence[int], keyframes: Sequence[int], current: int | None, seek_cost: float
+) -> list[bool]:
     """Whether to seek before reading each of `positions`.
 
     positions: sorted frame positions (0-based frame numbers in presentation order) one call needs.
-    keyframes: for each position, the position of the keyframe a seek for it lands on (<= the position).
+    keyframes: for each position, the position of the keyframe a seek for it lands on.
     current: position of the frame the decoder last produced (-1 for a fresh decoder at the start of the
-        file), or None when the decoder cannot continue forward to `positions[0]`.
-    Returns a bool array; `True` starts a new cluster with a seek.
+        file), or None when the decoder cannot reach `positions[0]` without seeking (the caller knows whether
+        the frames it still holds cover a target a little before `current`).
+    Returns one bool per position; `True` starts a new cluster with a seek. Plain Python: calls are short
+    (one to a few hundred frames) and numpy's per-call overhead would dominate.
     """
-    positions = np.asarray(positions, dtype=np.int64)
-    if positions.size == 0:
-        return np.zeros(0, dtype=bool)
-    keyframes = np.minimum(np.asarray(keyframes, dtype=np.int64), positions)
-    forward = np.empty(positions.size, dtype=np.float64)
-    forward[0] = np.inf if current is None or current > positions[0] else positions[0] - current
-    forward[1:] = np.diff(positions)
-    seek = seek_cost + (positions - keyframes + 1)
-    return seek < forward
+    seeks = []
+    previous = current
+    for position, keyframe in zip(positions, keyframes):
+        forward = math.inf if previous is None else max(position - previous, 0)
+        seek = seek_cost + position - min(keyframe, position) + 1
+        seeks.append(seek < forward)
+        previous = position
+    return seeks

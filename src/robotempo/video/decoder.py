@@ -1,0 +1,146 @@
+"""Video frames at timestamps, for the dataset layer: one decode pass per file, several files in parallel.
+
+`decode_frames` reads every frame one call needs from one file: it sorts the query times, groups them into
+clusters (a new seek only where seeking is cheaper than decoding forward, see `robotempo.video.seek_plan`),
+and per cluster makes one seek and one forward decode pass, converting to RGB only the frames it returns.
+`VideoDecoderCache` keeps files open (and their decoder positions) between calls; `FrameFetcher` decodes
+several files (cameras) in parallel threads, as PyAV releases the GIL while it decodes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from robotempo.errors import FrameTimestampError
+from robotempo.video.cache import VideoDecoderCache, cache_key, new_process_lock
+from robotempo.video.reader import VideoReader
+
+__all__ = ["FrameFetcher", "VideoDecoderCache", "decode_frames"]
+
+DEFAULT_TOLERANCE_S = 1e-4
+
+
+def decode_frames(
+    path: str | Path,
+    timestamps: np.ndarray | Sequence[float],
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    cache: VideoDecoderCache | None = None,
+) -> np.ndarray:
+    """Frames of the video at `path` nearest to `timestamps` (seconds in the file; any order, repeats too).
+
+    Returns uint8 `(N, H, W, 3)` RGB in the order of `timestamps`. A frame counts when its presentation time
+    is within `tolerance_s` of the query, else `FrameTimestampError`; a missing, unreadable or too short
+    file, or a codec the local FFmpeg cannot decode, raises `VideoDecodeError`. Without a `cache` the file
+    is opened and closed within the call.
+    """
+    query = _as_query(path, timestamps, tolerance_s)
+    if cache is None:
+        reader = VideoReader(path)
+        try:
+            return reader.frames_at(query, tolerance_s)
+        finally:
+            reader.close()
+    with cache.reader(path) as reader:
+        return reader.frames_at(query, tolerance_s)
+
+
+def _as_query(path: str | Path, timestamps: np.ndarray | Sequence[float], tolerance_s: float) -> np.ndarray:
+    if not (isinstance(tolerance_s, (int, float)) and math.isfinite(tolerance_s) and tolerance_s >= 0):
+        raise FrameTimestampError(f"{path}: tolerance_s must be a finite number >= 0, got {tolerance_s!r}")
+    query = np.asarray(timestamps, dtype=np.float64)
+    if query.ndim != 1:
+        raise FrameTimestampError(f"{path}: timestamps must be one-dimensional, got shape {query.shape}")
+    return query
+
+
+class FrameFetcher:
+    """Decodes the frames of several files (e.g. one per camera) in a persistent pool of threads.
+
+    Each request is `(path, timestamps)`; requests on the same file are merged into one decode pass. Fork- and
+    pickle-safe like `VideoDecoderCache`: a child process starts its own threads and an empty cache.
+    """
+
+    def __init__(self, max_workers: int | None = None, cache_size: int | None = None):
+        if max_workers is None:
+            max_workers = min(4, os.cpu_count() or 1)
+        if not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"FrameFetcher max_workers must be a positive int, got {max_workers!r}")
+        self.max_workers = max_workers
+        self.cache = VideoDecoderCache(cache_size)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = -1
+        self._pool_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"max_workers": self.max_workers, "cache_size": self.cache.max_size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["max_workers"], state["cache_size"])  # type: ignore[misc]
+
+    def __enter__(self) -> FrameFetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the threads and close the cached files."""
+        pool, self._pool = self._pool, None
+        if pool is not None and self._pool_pid == os.getpid():
+            pool.shutdown(wait=True)
+        self.cache.clear()
+
+    def fetch(
+        self, requests: Sequence[tuple[str | Path, np.ndarray]], tolerance_s: float = DEFAULT_TOLERANCE_S
+    ) -> list[np.ndarray]:
+        """One uint8 `(N_i, H, W, 3)` array per request, as `decode_frames` would return it."""
+        groups: dict[str, list[int]] = {}
+        queries = []
+        for i, (path, timestamps) in enumerate(requests):
+            queries.append(_as_query(path, timestamps, tolerance_s))
+            groups.setdefault(cache_key(path), []).append(i)
+        jobs = [(requests[members[0]][0], [queries[i] for i in members]) for members in groups.values()]
+        if len(jobs) <= 1 or self.max_workers == 1:
+            decoded = [self._decode(path, parts, tolerance_s) for path, parts in jobs]
+        else:
+            pool = self._thread_pool()
+            futures = [pool.submit(self._decode, path, parts, tolerance_s) for path, parts in jobs]
+            decoded = _results_in_order(futures)
+        results: list[np.ndarray] = [None] * len(requests)  # type: ignore[list-item]
+        for members, arrays in zip(groups.values(), decoded):
+            for i, array in zip(members, arrays):
+                results[i] = array
+        return results
+
+    def _decode(self, path: str | Path, parts: list[np.ndarray], tolerance_s: float) -> list[np.ndarray]:
+        if len(parts) == 1:
+            return [decode_frames(path, parts[0], tolerance_s, self.cache)]
+        frames = decode_frames(path, np.concatenate(parts), tolerance_s, self.cache)
+        return np.split(frames, np.cumsum([len(p) for p in parts[:-1]]))
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        if self._pool_pid != os.getpid():
+            with new_process_lock():
+                if self._pool_pid != os.getpid():
+                    # A pool (and lock) inherited through fork has no threads in this process: start afresh.
+                    self._pool, self._pool_lock, self._pool_pid = None, threading.Lock(), os.getpid()
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="robotempo-video")
+            return self._pool
+
+
+def _results_in_order(futures: list[Future]) -> list:
+    """Every future's result; after all finished, the first failure (in request order) is raised."""
+    errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]

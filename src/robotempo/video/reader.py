@@ -1,0 +1,282 @@
+"""One open video file and its decoder position: the frames nearest to query times, read in forward passes.
+
+Choices, measured on 96x96 files on a 2-core machine (`benchmarks/bench_decoder.py --policy`):
+- Decoding is single-threaded (`thread_count = 1`). FFmpeg's threads (`thread_type = "AUTO"`) cost wall time
+  even in a lone process: H.264 71 -> 98 us per frame decoded in sequence, 269 -> 494 us per random seek and
+  decode; AV1 (libdav1d) 106 -> 130 and 202 -> 405 us. Parallelism comes from FrameFetcher threads and
+  DataLoader workers instead.
+- RGB conversion goes through one `VideoReformatter` per file, which keeps its swscale context, with one
+  swscale thread: ~8 us of CPU per 96x96 frame, against ~28 us with swscale's default thread pool (its
+  hand-offs cost more than the conversion) and 85-350 us when each frame builds its own context
+  (`frame.to_ndarray(format="rgb24")`). Only the frames returned are converted.
+- The decoder position is kept between calls: a call whose frames lie a little ahead of the last one decoded
+  (sequential reads) continues forward without seeking.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from robotempo.errors import FrameTimestampError, VideoDecodeError
+from robotempo.video.seek_plan import plan_seeks, seek_cost_frames
+
+logger = logging.getLogger(__name__)
+
+_FIX_CORRUPT = "the file is damaged or not a video: re-encode or re-download it"
+_FIX_SHORT = (
+    "the video is shorter than its episode: re-encode the episode's video, or check the episode's "
+    "from_timestamp/to_timestamp and length in the metadata"
+)
+
+
+class VideoReader:
+    """An open video stream and its decoding state. Not thread-safe: one thread at a time (see the cache)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise VideoDecodeError(
+                self.path, "the video file does not exist", "check the dataset's video_path and its files"
+            )
+        try:
+            self._container = av.open(str(self.path))
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise VideoDecodeError(self.path, f"FFmpeg cannot open it ({e})", _FIX_CORRUPT) from None
+        try:
+            self._init_stream()
+        except BaseException:
+            self._container.close()
+            raise
+        self._reformatter = VideoReformatter()
+        # Decoder state: a live decode generator (None after a decode error), the last two frames it produced
+        # (`_prev`, `_cur`: consecutive in presentation order), whether it reached the end, and whether it
+        # sits at the start of the file with nothing decoded yet.
+        self._gen = None
+        self._prev: av.VideoFrame | None = None
+        self._cur: av.VideoFrame | None = None
+        self._eof = False
+        self._fresh = False
+        self._new_generator()
+        self.broken = False  # set when FFmpeg failed mid-read; the owner should close this reader
+        self.closed = False
+
+    def _init_stream(self) -> None:
+        if not self._container.streams.video:
+            raise VideoDecodeError(self.path, "the file has no video stream", _FIX_CORRUPT)
+        stream = self._container.streams.video[0]
+        context = stream.codec_context
+        if context is None:
+            raise VideoDecodeError(
+                self.path,
+                "its video codec cannot be decoded by the FFmpeg bundled with PyAV",
+                "re-encode the video in a codec this FFmpeg decodes (h264, av1), or use a PyAV build with it",
+            )
+        context.thread_count = 1
+        self._stream = stream
+        self.time_base = float(stream.time_base)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate and stream.frames and stream.duration:
+            rate = stream.frames / (stream.duration * stream.time_base)
+        if not rate:
+            raise VideoDecodeError(self.path, "its frame rate is unknown", _FIX_CORRUPT)
+        self.step = 1.0 / (float(rate) * self.time_base)  # frame spacing, in pts units
+        self.start_pts = int(stream.start_time) if stream.start_time is not None else 0
+        self.end_pts = self.start_pts + stream.duration if stream.duration else None  # end of the last frame
+        self.width, self.height = context.width, context.height
+        self._seek_cost = seek_cost_frames(context.name)
+        self._index = stream.index_entries
+        self._index_is_per_frame = bool(stream.frames) and len(self._index) == stream.frames
+        # MP4 indexes hold decode times, which run ahead of presentation times by the B-frame delay.
+        self._index_shift = self.start_pts - self._index[0].timestamp if len(self._index) else 0
+
+    def close(self) -> None:
+        self._gen = self._prev = self._cur = None
+        self._container.close()
+        self.closed = True
+
+    # --- public --------------------------------------------------------------------------------------------
+
+    def frames_at(self, timestamps: np.ndarray, tolerance_s: float) -> np.ndarray:
+        """uint8 (N, H, W, 3) RGB frames nearest to `timestamps` (seconds), in the order given."""
+        query = np.asarray(timestamps, dtype=np.float64).reshape(-1) / self.time_base
+        if query.size == 0:
+            return np.empty((0, self.height, self.width, 3), dtype=np.uint8)
+        tol = tolerance_s / self.time_base
+        # Float error of a seconds -> pts conversion is far below a pts tick; 1e-6 tick of slack absorbs it.
+        tol_pts = tol + 1e-6
+        # Distinct query times, sorted, and for each the rows of the output it fills.
+        order = np.argsort(query, kind="stable")
+        ordered = query[order]
+        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+        targets = ordered[starts].tolist()
+        rows = np.split(order, starts[1:]) if len(starts) < len(order) else order.reshape(-1, 1)
+        self._check_range(targets, tol_pts, tolerance_s)
+        # How far a frame may lie past a target and still stand for the last frame at or before it: less
+        # than half a frame spacing (so no nearer frame can lie before it), and within tolerance.
+        slack = min(tol, self.step / 4)
+        seeks = plan_seeks(
+            [self._position(t) for t in targets],
+            [self._keyframe_before(t) for t in targets],
+            self._position_for(targets[0], slack),
+            self._seek_cost,
+        )
+        out: np.ndarray | None = None
+        last_pts, rgb = None, None
+        for target, seek, where in zip(targets, seeks, rows):
+            if seek:
+                self._seek(target, slack)
+            frame = self._nearest(target)
+            if abs(frame.pts - target) > tol_pts:
+                self._raise_off_grid(target, frame.pts, tolerance_s)
+            if frame.pts != last_pts:
+                rgb = self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+                last_pts = frame.pts
+            if out is None:
+                out = np.empty((query.size, *rgb.shape), dtype=np.uint8)
+            out[where] = rgb
+        assert out is not None
+        return out
+
+    # --- planning -------------------------------------------------------------------------------------------
+
+    def _keyframe_before(self, pts: float) -> int:
+        """Frame number of the keyframe a seek to `pts` lands on, from the container index (costs only)."""
+        if not len(self._index):
+            return 0
+        i = self._index.search_timestamp(int(math.floor(pts)) - self._index_shift, backward=True)
+        if i < 0:
+            return 0
+        return i if self._index_is_per_frame else self._position(self._index[i].timestamp + self._index_shift)
+
+    def _position(self, pts: float) -> int:
+        """Approximate frame number of a pts (for the cost model only; matching uses decoded pts)."""
+        return max(round((pts - self.start_pts) / self.step), 0)
+
+    def _position_for(self, target: float, slack: float) -> int | None:
+        """Frame number of the decoder's current frame if it can continue forward to `target`, else None."""
+        if self._gen is None:
+            return None
+        if self._cur is None:
+            return -1 if self._fresh else None
+        # (prev, cur) resolve any target from prev's pts on; a lone cur resolves targets from its own pts on,
+        # or any target when it is the first frame of the file.
+        low = self._prev.pts if self._prev is not None else self._cur.pts
+        if target + slack < low and not (self._prev is None and self._cur.pts <= self.start_pts):
+            return None
+        return self._position(self._cur.pts)
+
+    # --- decoding -------------------------------------------------------------------------------------------
+
+    def _seek(self, target: float, slack: float) -> None:
+        """Position the decoder so its next frames include the last frame at or before `target`."""
+        seek_to = int(math.floor(target + slack))
+        for attempt in range(6):
+            self._restart(seek_to)
+            frame = self._next_frame()
+            if frame is None:  # landed past the end: try earlier
+                seek_to -= int(self.step * 2**attempt) + 1
+                continue
+            self._cur = frame
+            if frame.pts <= target + slack or frame.pts <= self.start_pts:
+                return
+            # The demuxer landed on a keyframe after the target (its index may hold decode times): go back.
+            seek_to = min(seek_to, frame.pts) - int(self.step * 2**attempt) - 1
+        logger.debug("%s: seeks near pts %s kept landing late; decoding from the start", self.path, target)
+        self._restart(None)
+
+    def _restart(self, seek_to: int | None) -> None:
+        """Seek to the keyframe at or before pts `seek_to` (None: the start of the file); reset the state."""
+        try:
+            if seek_to is None:
+                self._container.seek(0)
+            else:
+                self._container.seek(seek_to, stream=self._stream, backward=True)
+        except av.FFmpegError as e:
+            self.broken = True
+            raise VideoDecodeError(self.path, f"FFmpeg cannot seek in it ({e})", _FIX_CORRUPT) from None
+        self._new_generator()
+        self._fresh = seek_to is None
+
+    def _new_generator(self) -> None:
+        """A new decode generator from the demuxer's position (the file start when nothing was read)."""
+        self._gen = self._container.decode(self._stream)
+        self._prev = self._cur = None
+        self._eof = False
+        self._fresh = True
+
+    def _next_frame(self) -> av.VideoFrame | None:
+        assert self._gen is not None
+        try:
+            while True:
+                frame = next(self._gen)
+                if frame.pts is not None:
+                    return frame
+                logger.debug("%s: skipping a decoded frame without pts", self.path)
+        except StopIteration:
+            self._eof = True
+            return None
+        except av.FFmpegError as e:
+            self.broken = True
+            self._gen = None
+            raise VideoDecodeError(self.path, f"FFmpeg cannot decode it ({e})", _FIX_CORRUPT) from None
+
+    def _nearest(self, target: float) -> av.VideoFrame:
+        """Decode forward until the frames around `target` are known; return the nearer (earlier on a tie)."""
+        if self._gen is None:
+            self._restart(None)
+        while not self._eof and (self._cur is None or self._cur.pts < target):
+            frame = self._next_frame()
+            if frame is None:
+                break
+            self._prev, self._cur = self._cur, frame
+            self._fresh = False
+        if self._cur is None:
+            raise VideoDecodeError(self.path, "FFmpeg decoded no frame from it", _FIX_CORRUPT)
+        prev, cur = self._prev, self._cur
+        if cur.pts >= target and prev is not None and target - prev.pts <= cur.pts - target:
+            return prev
+        return cur
+
+    # --- errors ---------------------------------------------------------------------------------------------
+
+    def _check_range(self, targets: list[float], tol_pts: float, tolerance_s: float) -> None:
+        """Reject, before decoding, queries before the first frame or after the end of the video (sorted)."""
+        if not (math.isfinite(targets[0]) and math.isfinite(targets[-1])):
+            bad = [t * self.time_base for t in targets if not math.isfinite(t)]
+            raise FrameTimestampError(f"{self.path}: query timestamps must be finite numbers, got {bad}")
+        if targets[0] < self.start_pts - tol_pts:
+            self._raise_off_grid(targets[0], self.start_pts, tolerance_s)
+        if self.end_pts is not None and targets[-1] > self.end_pts + tol_pts:
+            self._raise_too_short(targets[-1])
+
+    def _raise_off_grid(self, target: float, nearest_pts: int, tolerance_s: float) -> None:
+        if target > nearest_pts and self._eof and self._cur is not None and nearest_pts == self._cur.pts:
+            self._raise_too_short(target)
+        query_s, nearest_s = target * self.time_base, nearest_pts * self.time_base
+        raise FrameTimestampError(
+            f"{self.path}: no frame within tolerance_s={tolerance_s} of t={query_s:.6f} s; the nearest "
+            f"frame is at {nearest_s:.6f} s ({abs(query_s - nearest_s) * 1e3:.3f} ms away). Fix: check the "
+            "query time and tolerance_s; in a v3.0 dataset check the episode's videos/<key>/from_timestamp "
+            "(merged datasets may hold from_timestamp values off the 1/fps frame grid)"
+        )
+
+    def _raise_too_short(self, target: float) -> None:
+        last = self._last_frame_time()
+        raise VideoDecodeError(
+            self.path,
+            f"a frame at t={target * self.time_base:.6f} s was requested but the video ends at {last}",
+            _FIX_SHORT,
+        )
+
+    def _last_frame_time(self) -> str:
+        if self._eof and self._cur is not None:
+            return f"its last frame, t={self._cur.pts * self.time_base:.6f} s"
+        if self.end_pts is not None:
+            return f"t={self.end_pts * self.time_base:.6f} s ({self._stream.frames} frames)"
+        return "an earlier time"

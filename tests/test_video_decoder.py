@@ -1,0 +1,414 @@
+"""robotempo.video decoding, on real MP4 files whose frames draw their own index as black/white blocks."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robotempo.errors import FrameTimestampError, VideoDecodeError
+from robotempo.video import encoder as encoder_module
+from robotempo.video.decoder import FrameFetcher, VideoDecoderCache, decode_frames
+from robotempo.video.encoder import VideoEncoder, available_codecs
+from robotempo.video.reader import VideoReader
+from robotempo.video.seek_plan import plan_seeks
+
+FPS = 30
+SIZE = 64  # 4x4 blocks of 16x16 pixels: 16 bits of frame index
+EPISODE_LENGTHS = [40, 25, 61, 33, 50]
+CODECS = available_codecs()
+
+
+def index_frames(indices: np.ndarray) -> np.ndarray:
+    """uint8 (T, 64, 64, 3) frames showing each index's 16 bits as white (1) / black (0) blocks."""
+    bits = (np.asarray(indices)[:, None] >> np.arange(16)) & 1
+    blocks = (bits.reshape(-1, 4, 4) * 255).astype(np.uint8)
+    return np.repeat(np.repeat(blocks, 16, axis=1), 16, axis=2)[..., None].repeat(3, axis=3)
+
+
+def read_indices(frames: np.ndarray) -> np.ndarray:
+    centers = frames[:, 4::16, 4::16, :].astype(np.int32)  # a pixel well inside each block
+    bits = (centers.mean(axis=-1) > 127).reshape(len(frames), 16)
+    return (bits << np.arange(16)).sum(axis=1)
+
+
+def write_episodes(path: Path, codec: str, lengths: list[int]) -> np.ndarray:
+    """One file, episode after episode, frame index = global frame number; returns the from_timestamps."""
+    enc = VideoEncoder(path, FPS, SIZE, SIZE, codec=codec)
+    start = 0
+    for length in lengths:
+        enc.write(index_frames(np.arange(start, start + length)))
+        start += length
+    enc.close()
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]) / FPS
+
+
+@pytest.fixture(scope="module", params=CODECS)
+def episodes_file(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / f"episodes_{request.param}.mp4"
+    from_timestamps = write_episodes(path, request.param, EPISODE_LENGTHS)
+    return path, from_timestamps
+
+
+@pytest.fixture(scope="module")
+def long_gop_file(tmp_path_factory):
+    """H.264 with a GOP of 50 and B-frames (decode order differs from presentation order)."""
+    if "h264" not in CODECS:
+        pytest.skip("no H.264 encoder")
+    path = tmp_path_factory.mktemp("video") / "gop50.mp4"
+    mp = pytest.MonkeyPatch()
+    mp.setitem(encoder_module.CODECS, "h264", ("libx264", {"crf": "23", "preset": "veryfast", "g": "50"}))
+    try:
+        write_episodes(path, "h264", [300])
+    finally:
+        mp.undo()
+    with av.open(str(path)) as container:
+        pts = [p.pts for p in container.demux(video=0) if p.pts is not None]
+    assert np.any(np.diff(pts) < 0)  # packets really come out of presentation order
+    return path
+
+
+@pytest.fixture(scope="module")
+def offset_file(tmp_path_factory):
+    """First pts not 0 (and not on the nominal grid): frames written with pts 10, 11, ... and an edit list."""
+    if "h264" not in CODECS:
+        pytest.skip("no H.264 encoder")
+    path = tmp_path_factory.mktemp("video") / "offset.mp4"
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(FPS), options={"g": "4"})
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, FPS)
+        for i, image in enumerate(index_frames(np.arange(20))):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = 10 + i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with av.open(str(path)) as container:
+        s = container.streams.video[0]
+        pts = np.array([f.pts for f in container.decode(s)])
+        times = pts * float(s.time_base)
+    assert times[0] > 0.3
+    return path, times
+
+
+def check(path, timestamps, expected, **kwargs):
+    frames = decode_frames(path, np.asarray(timestamps, dtype=np.float64), **kwargs)
+    assert frames.dtype == np.uint8 and frames.shape == (len(expected), SIZE, SIZE, 3)
+    np.testing.assert_array_equal(read_indices(frames), expected)
+    return frames
+
+
+def count_seeks(monkeypatch) -> list:
+    seeks: list = []
+    original = VideoReader._restart
+
+    def counting(self, seek_to):
+        seeks.append(seek_to)
+        return original(self, seek_to)
+
+    monkeypatch.setattr(VideoReader, "_restart", counting)
+    return seeks
+
+
+# --- correct frames ----------------------------------------------------------------------------------------
+
+
+def test_random_repeated_unsorted_timestamps(episodes_file):
+    path, _ = episodes_file
+    total = sum(EPISODE_LENGTHS)
+    rng = np.random.default_rng(0)
+    cache = VideoDecoderCache(2)
+    for _ in range(5):
+        idx = rng.integers(0, total, 40)
+        idx[5:9] = idx[0]  # repeats
+        check(path, idx / FPS, idx, cache=cache)
+    check(path, [0.0, (total - 1) / FPS, 0.0], [0, total - 1, 0])  # first and last frame, no cache
+
+
+def test_episode_offsets_and_float32_timestamps(episodes_file):
+    """v3.0 style queries: from_timestamp (float64) + the parquet's float32 timestamp."""
+    path, from_timestamps = episodes_file
+    cache = VideoDecoderCache()
+    starts = np.concatenate([[0], np.cumsum(EPISODE_LENGTHS)[:-1]])
+    for ep, (offset, length) in enumerate(zip(from_timestamps, EPISODE_LENGTHS)):
+        k = np.array([0, length - 1, length // 2, 1])
+        ts = offset + (k / FPS).astype(np.float32)
+        check(path, ts, starts[ep] + k, cache=cache)
+
+
+def test_matches_a_plain_full_decode_pixel_for_pixel(episodes_file):
+    path, _ = episodes_file
+    with av.open(str(path)) as container:
+        reference = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    idx = np.array([3, 90, 2, 150, 151])
+    np.testing.assert_array_equal(decode_frames(path, idx / FPS), np.stack([reference[i] for i in idx]))
+
+
+def test_long_gop_with_b_frames(long_gop_file):
+    rng = np.random.default_rng(1)
+    cache = VideoDecoderCache()
+    for _ in range(4):
+        idx = rng.integers(0, 300, 30)
+        check(long_gop_file, idx / FPS, idx, cache=cache)
+    check(long_gop_file, [49 / FPS, 50 / FPS, 299 / FPS], [49, 50, 299], cache=cache)
+
+
+def test_first_pts_not_zero(offset_file):
+    path, times = offset_file
+    idx = np.array([0, 19, 7, 7, 3])
+    check(path, times[idx], idx)
+    with pytest.raises(FrameTimestampError, match="nearest frame"):
+        decode_frames(path, np.array([10 / FPS]))  # nominal time, 0.33 ms from the frame: beyond 1e-4 s
+    check(path, 10 / FPS + idx / FPS, idx, tolerance_s=1e-3)
+    with pytest.raises(FrameTimestampError):
+        decode_frames(path, np.array([0.0]))  # before the first frame
+
+
+# --- seeks -------------------------------------------------------------------------------------------------
+
+
+def test_one_seek_per_cluster_not_per_frame(episodes_file, monkeypatch):
+    path, _ = episodes_file
+    seeks = count_seeks(monkeypatch)
+    clusters = [np.arange(20, 30), np.arange(100, 112), np.arange(180, 190)]
+    idx = np.concatenate(clusters)[::-1]
+    check(path, idx / FPS, idx, cache=VideoDecoderCache())
+    assert len(seeks) == 3
+
+
+def test_sequential_calls_continue_without_seeking(episodes_file, monkeypatch):
+    path, _ = episodes_file
+    seeks = count_seeks(monkeypatch)
+    cache = VideoDecoderCache()
+    for i in range(60, 90):
+        check(path, [i / FPS], [i], cache=cache)
+    check(path, [89 / FPS, 88 / FPS], [89, 88], cache=cache)  # the last two frames are still at hand
+    assert len(seeks) == 1
+    check(path, [10 / FPS], [10], cache=cache)  # backwards: a seek
+    assert len(seeks) == 2
+
+
+def test_long_gop_reads_forward_inside_a_gop(long_gop_file, monkeypatch):
+    seeks = count_seeks(monkeypatch)
+    idx = np.array([112, 105, 140, 148])  # one GOP (100..149): one seek, then forward
+    check(long_gop_file, idx / FPS, idx, cache=VideoDecoderCache())
+    assert len(seeks) == 1
+
+
+def test_plan_gop2_seeks_only_on_large_gaps():
+    positions = [10, 11, 13, 30, 31, 100]
+    keyframes = [p - p % 2 for p in positions]
+    assert plan_seeks(positions, keyframes, None, 2.0) == [True, False, False, True, False, True]
+    assert plan_seeks(positions, keyframes, 9, 2.0)[0] is False  # continue from the decoder's position
+    assert plan_seeks([0, 5], [0, 0], -1, 2.0) == [False, False]  # fresh decoder, one GOP: no seek
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 2000), min_size=1, max_size=40),
+    st.sampled_from([1, 2, 12, 250]),
+    st.floats(0.0, 8.0),
+    st.one_of(st.none(), st.integers(-1, 2000)),
+)
+def test_plan_costs_no_more_than_always_or_never_seeking(positions, gop, seek_cost, current):
+    positions = sorted(positions)
+    keyframes = [p - p % gop for p in positions]
+
+    def cost(seeks):
+        total, previous = 0.0, current
+        for p, k, s in zip(positions, keyframes, seeks):
+            if not s and previous is None:
+                return np.inf
+            total += seek_cost + p - k + 1 if s else max(p - previous, 0)
+            previous = p
+        return total
+
+    plan = cost(plan_seeks(positions, keyframes, current, seek_cost))
+    assert plan <= cost([True] * len(positions)) + 1e-9
+    assert plan <= cost([False] * len(positions)) + 1e-9
+
+
+# --- errors ------------------------------------------------------------------------------------------------
+
+
+def test_tolerance_error_names_file_time_nearest_and_fix(episodes_file):
+    path, _ = episodes_file
+    with pytest.raises(FrameTimestampError) as info:
+        decode_frames(path, np.array([10.5 / FPS]))
+    message = str(info.value)
+    assert str(path) in message and "0.350000" in message and "0.333333" in message
+    assert "from_timestamp" in message and "tolerance_s" in message
+    check(path, [10.5 / FPS], [10], tolerance_s=0.5 / FPS)  # tie: the earlier frame
+
+
+def test_missing_corrupt_truncated_and_unknown_codec(episodes_file, tmp_path):
+    path, _ = episodes_file
+    cases = {"missing.mp4": None, "random.mp4": np.random.default_rng(0).bytes(5000)}
+    data = path.read_bytes()
+    cases["truncated.mp4"] = data[: len(data) // 2]
+    stsd = data.find(b"stsd")
+    for fourcc in (b"avc1", b"av01"):
+        at = data.find(fourcc, stsd)
+        if at > 0:
+            cases["unknown_codec.mp4"] = data[:at] + b"zzz1" + data[at + 4 :]
+    for name, content in cases.items():
+        bad = tmp_path / name
+        if content is not None:
+            bad.write_bytes(content)
+        with pytest.raises(VideoDecodeError) as info:
+            decode_frames(bad, np.array([0.0]), cache=VideoDecoderCache())
+        assert str(bad) in str(info.value) and "Fix:" in str(info.value)
+    assert "unknown_codec.mp4" in cases
+
+
+def test_damaged_frame_data(episodes_file, tmp_path):
+    """Zeroed bytes in the media data: FFmpeg's decode error is a VideoDecodeError; the cache drops it."""
+    path, _ = episodes_file
+    data = bytearray(path.read_bytes())
+    start = data.find(b"mdat") + 4
+    size = int.from_bytes(data[start - 8 : start - 4], "big")
+    data[start + size // 2 : start + size * 3 // 4] = bytes(size * 3 // 4 - size // 2)
+    bad = tmp_path / "damaged.mp4"
+    bad.write_bytes(bytes(data))
+    cache = VideoDecoderCache()
+    with pytest.raises(VideoDecodeError, match="FFmpeg cannot") as info:
+        decode_frames(bad, np.arange(sum(EPISODE_LENGTHS)) / FPS, cache=cache)
+    assert str(bad) in str(info.value)
+    assert bad not in cache
+    check(path, [1 / FPS], [1], cache=cache)
+
+
+def test_video_shorter_than_its_episode(episodes_file):
+    path, _ = episodes_file
+    total = sum(EPISODE_LENGTHS)
+    cache = VideoDecoderCache()
+    for t in (total / FPS, (total + 100) / FPS):  # one frame past the end (found decoding), far (at once)
+        with pytest.raises(VideoDecodeError, match="shorter than its episode") as info:
+            decode_frames(path, np.array([1.0, t]), cache=cache)
+        assert str(path) in str(info.value)
+    check(path, [(total - 1) / FPS], [total - 1], cache=cache)  # the cached reader still works
+
+
+def test_bad_arguments(episodes_file):
+    path, _ = episodes_file
+    with pytest.raises(FrameTimestampError, match="finite"):
+        decode_frames(path, np.array([0.0, np.nan]))
+    with pytest.raises(FrameTimestampError, match="tolerance_s"):
+        decode_frames(path, np.array([0.0]), tolerance_s=-1.0)
+    assert decode_frames(path, np.array([])).shape == (0, SIZE, SIZE, 3)
+
+
+# --- cache, processes, threads -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small")
+    paths = []
+    for i in range(4):
+        paths.append(folder / f"cam{i}.mp4")
+        enc = VideoEncoder(paths[-1], FPS, SIZE, SIZE, codec=CODECS[0])
+        enc.write(index_frames(np.arange(1000 * i, 1000 * i + 30)))
+        enc.close()
+    return paths
+
+
+def test_cache_bound_and_eviction_closes(small_files):
+    cache = VideoDecoderCache(2)
+    readers = []
+    for path in small_files:
+        decode_frames(path, np.array([0.0]), cache=cache)
+        with cache.reader(path) as reader:
+            readers.append(reader)
+        assert len(cache) <= 2
+    assert [r.closed for r in readers] == [True, True, False, False]
+    assert small_files[3] in cache and small_files[0] not in cache
+    cache.clear()
+    assert len(cache) == 0 and all(r.closed for r in readers)
+
+
+def test_cache_shared_by_threads_with_eviction_in_use(small_files):
+    """Threads share one cache of size 1 over two files: evictions of files in use, same-file turns."""
+    cache = VideoDecoderCache(1)
+    rng = np.random.default_rng(3)
+    jobs = [(i % 2, rng.integers(0, 30, 8)) for i in range(40)]
+
+    def work(job):
+        camera, idx = job
+        frames = decode_frames(small_files[camera], idx / FPS, cache=cache)
+        return np.array_equal(read_indices(frames), 1000 * camera + idx)
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, jobs))
+    assert len(cache) <= 1
+
+
+def test_cache_size_knob(monkeypatch):
+    monkeypatch.setenv("ROBOTEMPO_VIDEO_CACHE_SIZE", "3")
+    assert VideoDecoderCache().max_size == 3
+    assert VideoDecoderCache(5).max_size == 5
+    monkeypatch.setenv("ROBOTEMPO_VIDEO_CACHE_SIZE", "zero")
+    with pytest.raises(ValueError, match="ROBOTEMPO_VIDEO_CACHE_SIZE"):
+        VideoDecoderCache()
+    monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE")
+    assert VideoDecoderCache().max_size == 8
+
+
+def _decode_in_child(args):
+    """Runs in a child process: decode with an inherited (fork) or unpickled (spawn) cache or fetcher."""
+    decoder, paths, frame = args
+    if isinstance(decoder, FrameFetcher):
+        before = len(decoder.cache)
+        frames = decoder.fetch([(p, np.array([frame / FPS])) for p in paths], 1e-4)
+        return before, [int(read_indices(f)[0]) for f in frames]
+    before = len(decoder)
+    frames = [decode_frames(p, np.array([frame / FPS]), cache=decoder) for p in paths]
+    return before, [int(read_indices(f)[0]) for f in frames]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_cache_and_fetcher_in_child_processes(small_files, method):
+    cache, fetcher = VideoDecoderCache(4), FrameFetcher(max_workers=2, cache_size=4)
+    for path in small_files[:2]:
+        decode_frames(path, np.array([5 / FPS]), cache=cache)  # parent: open, positioned at frame 5
+    fetcher.fetch([(p, np.array([5 / FPS])) for p in small_files[:2]], 1e-4)
+    assert len(cache) == 2 and len(fetcher.cache) == 2
+    assert pickle.loads(pickle.dumps(cache)).max_size == 4
+    context = multiprocessing.get_context(method)
+    with context.Pool(1) as pool:
+        jobs = [(cache, small_files, 20), (fetcher, small_files, 20)]
+        results = pool.map(_decode_in_child, jobs)
+    expected = [1000 * i + 20 for i in range(4)]
+    assert results == [(0, expected), (0, expected)]  # the child started empty and read the right frames
+    for path, i in zip(small_files[:2], range(2)):  # the parent's open readers were not disturbed
+        check(path, [6 / FPS], [1000 * i + 6], cache=cache)
+    got = fetcher.fetch([(p, np.array([7 / FPS])) for p in small_files[:2]], 1e-4)
+    assert [int(read_indices(f)[0]) for f in got] == [7, 1007]
+    fetcher.close()
+
+
+def test_fetcher_parallel_equals_sequential(small_files, episodes_file):
+    path, _ = episodes_file
+    rng = np.random.default_rng(2)
+    requests = [(p, rng.integers(0, 30, 12) / FPS) for p in small_files]
+    requests.append((path, rng.integers(0, sum(EPISODE_LENGTHS), 50) / FPS))
+    requests.append((small_files[0], np.array([3 / FPS, 1 / FPS])))  # same file twice: merged
+    with FrameFetcher(max_workers=3, cache_size=8) as fetcher:
+        parallel = fetcher.fetch(requests, 1e-4)
+        again = fetcher.fetch(requests, 1e-4)
+    sequential = [decode_frames(p, ts) for p, ts in requests]
+    assert len(parallel) == len(requests)
+    for a, b, c in zip(parallel, again, sequential):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    with FrameFetcher(max_workers=2) as fetcher, pytest.raises(VideoDecodeError, match="missing"):
+        fetcher.fetch([(small_files[0], [0.0]), (path.parent / "missing.mp4", [0.0])], 1e-4)
