@@ -1,5 +1,5 @@
-"""R3: every corrupted dataset / bad argument in the catalog raises a typed error naming the file, the value and
-the fix, and no file of the dataset changes."""
+"""R3: every corrupted dataset / bad argument in the catalog raises a typed error naming the file, the
+value and the fix, and no file of the dataset changes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import os
 import shutil
 
 import pytest
+from bad_input_catalog import CASES
 
 from robotempo.dataset import LeRobotDataset
 from robotempo.errors import DatasetFormatError, RobotempoError
 from robotempo.synth import write_synthetic
-
-from bad_input_catalog import CASES
 
 
 @pytest.fixture(scope="module")

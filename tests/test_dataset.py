@@ -35,16 +35,36 @@ def value_at(column: pa.ChunkedArray, row: int) -> np.ndarray:
 @pytest.fixture(scope="module", params=["v2.1", "v3.0"])
 def tabular(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"tab-{request.param}") / "ds"
-    write_synthetic(root, version=request.param, n_episodes=12, n_tasks=3, camera=None, fps=FPS, seed=3,
-                    state_dim=4, action_dim=3, data_files_size_in_mb=0.001)
+    write_synthetic(
+        root,
+        version=request.param,
+        n_episodes=12,
+        n_tasks=3,
+        camera=None,
+        fps=FPS,
+        seed=3,
+        state_dim=4,
+        action_dim=3,
+        data_files_size_in_mb=0.001,
+    )
     return root
 
 
 @pytest.fixture(scope="module")
 def imaged(tmp_path_factory):
     root = tmp_path_factory.mktemp("img") / "ds"
-    write_synthetic(root, version="v3.0", n_episodes=6, n_tasks=2, camera="image", image_size=(32, 32), fps=FPS,
-                    seed=4, state_dim=4, action_dim=3)
+    write_synthetic(
+        root,
+        version="v3.0",
+        n_episodes=6,
+        n_tasks=2,
+        camera="image",
+        image_size=(32, 32),
+        fps=FPS,
+        seed=4,
+        state_dim=4,
+        action_dim=3,
+    )
     return root
 
 
@@ -54,8 +74,15 @@ def test_items_equal_the_parquet_rows(tabular):
     assert len(ds) == len(rows["index"]) == ds.num_frames
     for i in range(0, len(ds), 7):
         item = ds[i]
-        for key in ("observation.state", "action", "timestamp", "frame_index", "episode_index", "index",
-                    "task_index"):
+        for key in (
+            "observation.state",
+            "action",
+            "timestamp",
+            "frame_index",
+            "episode_index",
+            "index",
+            "task_index",
+        ):
             np.testing.assert_array_equal(item[key].numpy(), value_at(rows[key], i), err_msg=key)
         assert item["task"] == ds.meta.tasks[int(item["task_index"])]
     assert ds[0]["observation.state"].dtype == torch.float32 and ds[0]["index"].dtype == torch.int64
@@ -135,8 +162,13 @@ def test_getitems_equals_getitem(tabular):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_dataloader_workers_give_the_same_batches(tabular, workers):
     ds = LeRobotDataset("t", root=tabular, delta_timestamps=DELTAS, speed_labels=False)
-    loader = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=workers, collate_fn=collate,
-                                         multiprocessing_context="fork" if workers else None)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=16,
+        num_workers=workers,
+        collate_fn=collate,
+        multiprocessing_context="fork" if workers else None,
+    )
     default = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=0)
     count = 0
     for a, b in zip(loader, default, strict=True):
@@ -150,8 +182,13 @@ def test_dataloader_workers_give_the_same_batches(tabular, workers):
 
 
 def test_image_camera_frames_are_the_right_ones(imaged):
-    ds = LeRobotDataset("i", root=imaged, delta_timestamps={"observation.images.top": [-0.1, 0.0]},
-                        speed_labels=False, heavy_cache_mb=0.01)
+    ds = LeRobotDataset(
+        "i",
+        root=imaged,
+        delta_timestamps={"observation.images.top": [-0.1, 0.0]},
+        speed_labels=False,
+        heavy_cache_mb=0.01,
+    )
     key = "observation.images.top"
     assert key in ds.camera_keys and key not in ds.frames.columns  # images are not held in memory
     for i in list(range(0, len(ds), 5)) + [len(ds) - 1]:

@@ -1,4 +1,4 @@
-"""Video cameras through LeRobotDataset: every frame is the right one, in v2.1 and v3.0, with deltas/padding."""
+"""Video cameras through LeRobotDataset: every frame is the right one, v2.1 and v3.0, deltas and padding."""
 
 from __future__ import annotations
 
@@ -133,20 +133,29 @@ def test_two_cameras_video_and_image(tmp_path, version):
     from robotempo.writer import DatasetWriter
 
     cam = {"dtype": "video", "shape": [48, 64, 3], "names": ["height", "width", "channels"]}
-    features = {"observation.state": {"dtype": "float32", "shape": [2], "names": None},
-                "observation.images.wrist": cam, "observation.images.side": {**cam, "dtype": "image"}}
+    features = {
+        "observation.state": {"dtype": "float32", "shape": [2], "names": None},
+        "observation.images.wrist": cam,
+        "observation.images.side": {**cam, "dtype": "image"},
+    }
     root = tmp_path / "ds"
     rng = np.random.default_rng(0)
-    with DatasetWriter(root, fps=FPS, features=features, version=version,
-                       video_codec=available_codecs()[0]) as writer:
+    with DatasetWriter(
+        root, fps=FPS, features=features, version=version, video_codec=available_codecs()[0]
+    ) as writer:
         for e, n in enumerate([23, 31, 17]):
             wrist = rng.integers(0, 255, (n, 48, 64, 3), dtype=np.uint8)
             side = rng.integers(0, 255, (n, 48, 64, 3), dtype=np.uint8)
             draw_frame_identity(wrist, e, np.arange(n))
             draw_frame_identity(side, e + 100, np.arange(n))  # a different identity per camera
-            writer.add_episode({"observation.state": rng.normal(size=(n, 2)).astype(np.float32),
-                                "observation.images.wrist": wrist, "observation.images.side": side},
-                               task="stack")
+            writer.add_episode(
+                {
+                    "observation.state": rng.normal(size=(n, 2)).astype(np.float32),
+                    "observation.images.wrist": wrist,
+                    "observation.images.side": side,
+                },
+                task="stack",
+            )
     ds = LeRobotDataset("two", root=root, delta_timestamps={"observation.images.wrist": [-0.1, 0.0]})
     assert sorted(ds.camera_keys) == ["observation.images.side", "observation.images.wrist"]
     idx = np.random.default_rng(1).permutation(len(ds))[:40]

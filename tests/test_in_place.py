@@ -31,7 +31,9 @@ def snapshot(*dirs) -> dict:
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
 def test_open_and_full_pass_write_nothing(tmp_path, monkeypatch, version):
     root = tmp_path / "ds"
-    write_synthetic(root, version=version, n_episodes=8, n_tasks=2, camera="image", image_size=(32, 32), fps=10)
+    write_synthetic(
+        root, version=version, n_episodes=8, n_tasks=2, camera="image", image_size=(32, 32), fps=10
+    )
     LeRobotDataset("d", root=root)  # the one allowed write: meta/speed_percentiles.jsonl, once
     assert (root / "meta" / "speed_percentiles.jsonl").is_file()
     hf_home, tmp = tmp_path / "hf_home", tmp_path / "tmp"
@@ -42,8 +44,9 @@ def test_open_and_full_pass_write_nothing(tmp_path, monkeypatch, version):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     before = snapshot(root, hf_home, tmp)
     ds = LeRobotDataset("d", root=root, delta_timestamps={"action": [0.0, 0.1, 0.2]})
-    loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=2, collate_fn=collate,
-                                         multiprocessing_context="fork")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=32, num_workers=2, collate_fn=collate, multiprocessing_context="fork"
+    )
     seen = sum(len(b["index"]) for b in loader)
     assert seen == len(ds)
     assert snapshot(root, hf_home, tmp) == before
@@ -52,8 +55,9 @@ def test_open_and_full_pass_write_nothing(tmp_path, monkeypatch, version):
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
 def test_one_episode_open_reads_only_its_files(tmp_path, version):
     root = tmp_path / "ds"
-    write_synthetic(root, version=version, n_episodes=30, n_tasks=3, camera=None, fps=10,
-                    data_files_size_in_mb=0.001)
+    write_synthetic(
+        root, version=version, n_episodes=30, n_tasks=3, camera=None, fps=10, data_files_size_in_mb=0.001
+    )
     LeRobotDataset("d", root=root)  # computes the speed file from every episode
     meta = read_metadata(root)
     k = 17

@@ -1,4 +1,4 @@
-"""The task of every episode, read from the frame data via footer statistics, equals a direct read of the rows."""
+"""The task of every episode, read via footer statistics, equals a direct read of the rows."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_episode_task_index_matches_the_rows(tmp_path, version, camera):
 
 
 def test_first_value_on_one_row_row_groups(tmp_path):
-    """A one-row row group: min == max for every column, so only the right column's statistics give the answer."""
+    """A one-row row group: min == max for every column; only the right column's statistics answer right."""
     path = tmp_path / "f.parquet"
     table = pa.table(
         {

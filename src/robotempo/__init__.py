@@ -1,4 +1,4 @@
-"""robotempo: LeRobot-format robot datasets (v2.1, v3.0) served to PyTorch in place, with per-task speed labels."""
+"""robotempo: LeRobot-format datasets (v2.1, v3.0) served to PyTorch in place, with per-task speed labels."""
 
 from robotempo.dataset import ItemBatch, LeRobotDataset, collate
 from robotempo.errors import RobotempoError

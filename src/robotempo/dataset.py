@@ -55,7 +55,7 @@ class ItemBatch(Sequence):
 
 
 def collate(samples):
-    """A DataLoader `collate_fn`: the pre-stacked batch from `__getitems__` without re-stacking, else torch's."""
+    """A DataLoader `collate_fn`: the batch `__getitems__` already stacked, else torch's default collate."""
     if isinstance(samples, ItemBatch):
         return samples.stacked
     return torch.utils.data.default_collate(samples)
@@ -92,8 +92,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
             raise MissingFileError(
                 self.root / "meta" / "info.json",
                 f"the dataset {repo_id!r}",
-                "pass root= pointing at a local copy (robotempo never downloads while loading; fetch it first, "
-                "e.g. with huggingface_hub.snapshot_download(repo_id, repo_type='dataset', local_dir=...))",
+                "pass root= pointing at a local copy (robotempo never downloads while loading; fetch it "
+                "first, e.g. with huggingface_hub.snapshot_download(repo_id, repo_type='dataset', "
+                "local_dir=...))",
             )
         if video_backend not in (None, "pyav"):
             logger.info("video_backend=%r ignored: robotempo decodes video with PyAV", video_backend)
@@ -180,7 +181,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         )
 
     def _snapped_offsets(self, key: str) -> np.ndarray:
-        """`from_timestamp` per episode, snapped onto the 1/fps grid when it is within a tenth of a frame of it.
+        """`from_timestamp` per episode, snapped onto the 1/fps grid when within a tenth of a frame of it.
 
         Merged datasets carry offsets that drift off the grid by float error; the frames themselves are on it.
         """
@@ -240,7 +241,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return ItemBatch(torch.utils.data.default_collate(items) if items else stacked, len(items), items)
 
     def _add_cameras(self, stacked: dict, rows: np.ndarray, ep_from: np.ndarray, ep_to: np.ndarray) -> None:
-        """Camera frames (and pad masks) of a batch; every video file of every camera in one parallel fetch."""
+        """Camera frames (and pad masks) of a batch; all video files of all cameras in one parallel fetch."""
         where = {}
         for key in self.camera_keys:
             offsets = self._deltas.get(key)

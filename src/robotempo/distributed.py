@@ -1,8 +1,8 @@
 """Rank, local rank, world size and barrier. Works with no process group at all (the process is alone).
 
 Ranks come from `torch.distributed` when a process group is initialised; otherwise from the launcher's
-environment variables (torchrun and accelerate both set RANK / LOCAL_RANK / WORLD_SIZE), which is what a dataset
-built *before* `init_process_group` sees. Without a process group there is no barrier to reach.
+environment variables (torchrun and accelerate both set RANK / LOCAL_RANK / WORLD_SIZE), which is what a
+dataset built *before* `init_process_group` sees. Without a process group there is no barrier to reach.
 """
 
 from __future__ import annotations

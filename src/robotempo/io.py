@@ -14,7 +14,7 @@ from robotempo.errors import DatasetFormatError, MissingFileError
 
 
 def temp_path_for(path: Path) -> Path:
-    """A unique temp name in the same folder (so `os.replace` is atomic), hidden from `*.parquet` style globs."""
+    """A unique temp name in the same folder (so `os.replace` is atomic), hidden from `*.parquet` globs."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 

@@ -52,7 +52,8 @@ def select_episodes(
         positions = positions[~np.isin(table.episode_index[positions], excluded)]
     if len(positions) == 0:
         raise SelectionError(
-            f"the selection (episodes={episodes!r}, excluded_episodes={excluded_episodes!r}) leaves no episode of "
+            f"the selection (episodes={episodes!r}, excluded_episodes={excluded_episodes!r}) "
+            f"leaves no episode of "
             f"{root}; select at least one"
         )
     return positions

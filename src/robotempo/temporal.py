@@ -1,4 +1,4 @@
-"""`delta_timestamps` -> row offsets; clamped row indices and `<key>_is_pad` masks, vectorised over a batch."""
+"""`delta_timestamps` -> row offsets; clamped rows and `<key>_is_pad` masks, vectorised over a batch."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def plan_deltas(
     for key, deltas in delta_timestamps.items():
         if key not in keys:
             raise DeltaTimestampsError(
-                f"delta_timestamps has key {key!r}, which is not a feature of this dataset; use one of {sorted(keys)}"
+                f"delta_timestamps has key {key!r}, which is not a feature of this dataset; "
+                f"use one of {sorted(keys)}"
             )
         try:
             values = np.asarray(list(deltas), dtype=np.float64)
@@ -39,7 +40,8 @@ def plan_deltas(
         if len(bad):
             v = values[bad[0]]
             raise DeltaTimestampsError(
-                f"delta_timestamps[{key!r}] has {v!r} s, which is {off[bad[0]]:.2g} s off the 1/{fps:g} s frame "
+                f"delta_timestamps[{key!r}] has {v!r} s, which is {off[bad[0]]:.2g} s off the "
+                f"1/{fps:g} s frame "
                 f"grid (tolerance_s={tolerance_s:g}); use multiples of 1/fps, e.g. {rows[bad[0]] / fps!r}"
             )
         plan[key] = rows.astype(np.int64)

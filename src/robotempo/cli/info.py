@@ -71,7 +71,8 @@ def run_info(root: str, console: Console) -> None:
         if f.is_video:
             vi = f.info or {}
             cam = (
-                f"video {vi.get('video.codec', '?')} {vi.get('video.width', '?')}x{vi.get('video.height', '?')}"
+                f"video {vi.get('video.codec', '?')} "
+                f"{vi.get('video.width', '?')}x{vi.get('video.height', '?')}"
                 f" {vi.get('video.pix_fmt', '')}"
             )
         elif f.is_image:

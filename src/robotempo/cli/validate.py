@@ -1,4 +1,4 @@
-"""`robotempo validate ROOT`: every file checked against the metadata; a table of checks, exit 1 on failure."""
+"""`robotempo validate ROOT`: every file checked against the metadata; a table of checks; exit 1 on failure"""
 
 from __future__ import annotations
 

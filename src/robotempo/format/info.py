@@ -151,7 +151,8 @@ class DatasetInfo:
         if version not in SUPPORTED_VERSIONS:
             raise UnsupportedVersionError(
                 path,
-                f"codebase_version {version!r} is not supported (robotempo reads {', '.join(SUPPORTED_VERSIONS)})",
+                f"codebase_version {version!r} is not supported "
+                f"(robotempo reads {', '.join(SUPPORTED_VERSIONS)})",
                 "convert the dataset with LeRobot's conversion script to v2.1 or v3.0",
             )
         for key in ("fps", "features", "data_path"):

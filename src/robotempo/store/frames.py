@@ -1,9 +1,10 @@
 """`FrameTable`: the rows of the selected episodes, read in place from the data parquet files.
 
 Numeric columns (the five default columns and every numeric feature) are read once, for the selected rows
-only, into contiguous numpy arrays (forked DataLoader workers share their pages). Heavy columns (embedded
-images, strings) stay on disk and are read per row group on demand through a bounded LRU cache, so memory does
-not grow with camera data. Every read is checked against the metadata: the rows must carry exactly the selected
+only, into contiguous numpy arrays (forked DataLoader workers share their pages). Heavy columns
+(embedded images, strings) stay on disk and are read per row group on demand through a bounded LRU cache,
+so memory does not grow with camera data. Every read is checked against the metadata: the rows must
+carry exactly the selected
 episodes, in order, with the promised lengths and global indices.
 """
 
@@ -206,7 +207,8 @@ class FrameTable:
             raise RowAlignmentError(
                 self._path(int(eps.data_file[e])),
                 f"row {row - self.ep_from[e]} of episode {eps.episode_index[e]} (length {eps.length[e]} per "
-                f"metadata) holds episode_index {ep_col[row]} and index {self.columns['index'][row]}, expected "
+                f"metadata) holds episode_index {ep_col[row]} and index {self.columns['index'][row]}, "
+                f"expected "
                 f"episode_index {expected_ep[row]} and index {expected_index[row]}",
                 ALIGN_FIX,
             )

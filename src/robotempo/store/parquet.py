@@ -1,4 +1,4 @@
-"""Parquet access: a bounded, fork-safe cache of open files, and arrow -> numpy conversion of fixed-shape columns."""
+"""Parquet access: a bounded, fork-safe cache of open files; arrow -> numpy for fixed-shape columns."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def row_group_offsets(pf: pq.ParquetFile) -> np.ndarray:
 
 
 def leaf_index(pf: pq.ParquetFile, column: str) -> int | None:
-    """Position of a top-level primitive column among the file's leaf columns (what row-group statistics use)."""
+    """Position of a top-level primitive column among the file's leaf columns (as statistics index them)."""
     schema = pf.metadata.schema
     for i in range(len(schema)):
         if schema.column(i).path == column:
@@ -120,7 +120,7 @@ def item_ndim(type_: pa.DataType) -> int:
 
 
 def to_numpy(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], path: Path, name: str) -> np.ndarray:
-    """A numeric (possibly nested-list) column as an array `(rows, *shape)`; `shape` is () for scalar columns."""
+    """A numeric (possibly nested-list) column as an array `(rows, *shape)`; `shape` is () for scalars."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     n = len(arr)
     if isinstance(arr.type, pa.ExtensionType):
