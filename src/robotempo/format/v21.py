@@ -6,12 +6,15 @@ starts at t = 0, so every `from_timestamp` is 0. The global `index` runs contigu
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from robotempo.errors import DatasetFormatError
+from robotempo.errors import DatasetFormatError, MissingFileError
 from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import DatasetInfo
 from robotempo.io import read_jsonl
@@ -45,8 +48,60 @@ def read_tasks_v21(root: Path) -> dict[int, str]:
     return tasks
 
 
-def read_episodes_v21(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
-    path = root / "meta" / "episodes.jsonl"
+_CANONICAL = re.compile(rb'\{"episode_index": (\d+), "tasks": \["([^"\\]*)"[^\]]*\], "length": (\d+)[,}]')
+_EPISODE = re.compile(rb'"episode_index"\s*:\s*(\d+)[,}\s]')
+_LENGTH = re.compile(rb'"length"\s*:\s*(\d+)[,}\s]')
+_TASK = re.compile(rb'"tasks"\s*:\s*\[\s*"((?:[^"\\]|\\.)*)"')
+
+# (episode_index, length, code of the first task per episode (-1: none), the task string of each code)
+Parsed = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]
+
+
+class TemplatePaths(Sequence):
+    """File paths of a v2.x dataset, formatted from the info.json template only when asked for.
+
+    Opening one episode of a 20,000-episode dataset formats one path, not 20,000.
+    """
+
+    def __init__(self, template, episode_index: np.ndarray, chunks_size: int):
+        self._format, self._episodes, self._chunks = template, episode_index, chunks_size
+
+    def __len__(self) -> int:
+        return len(self._episodes)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        e = int(self._episodes[i])
+        return self._format(episode_chunk=e // self._chunks, episode_index=e)
+
+
+def _fast_episodes(data: bytes) -> Parsed | None:
+    """The episode table by regular expressions over the whole file (about 1 us per episode).
+
+    Used only when every line yields exactly one match of each field; anything unusual (a line not starting
+    with "{", repeated key names in extra keys, a task list that is not strings) returns None and the strict
+    per-line parser decides, with its line-numbered errors.
+    """
+    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    if data.count(b"\n{") + data.startswith(b"{") != lines:
+        return None  # a line that is not an object (or a blank line): the strict parser names it
+    rows = _CANONICAL.findall(data)  # the key order LeRobot and OpenTau write
+    if len(rows) == lines:
+        episodes, tasks, lengths = zip(*rows) if rows else ((), (), ())
+    else:
+        episodes, lengths, tasks = _EPISODE.findall(data), _LENGTH.findall(data), _TASK.findall(data)
+        if not (len(episodes) == len(lengths) == len(tasks) == lines == data.count(b'"tasks"')):
+            return None
+    codes: dict[bytes, int] = {}
+    task_code = np.fromiter(
+        (codes.setdefault(t, len(codes)) for t in tasks), dtype=np.int64, count=len(tasks)
+    )
+    names = [json.loads(b'"' + raw + b'"') for raw in codes]
+    return np.array(episodes, dtype=np.int64), np.array(lengths, dtype=np.int64), task_code, names
+
+
+def _strict_episodes(path: Path) -> Parsed:
     rows = read_jsonl(path, "the episode table meta/episodes.jsonl", EPISODES_FIX)
     n = len(rows)
     episode_index = np.empty(n, dtype=np.int64)
@@ -63,9 +118,27 @@ def read_episodes_v21(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
                 path, f"tasks must be a list of strings, got {ep_tasks!r}", EPISODES_FIX, line=lineno
             )
         task_strings.append(ep_tasks)
+    codes: dict[str, int] = {}
+    task_code = np.array(
+        [codes.setdefault(t[0], len(codes)) if t else -1 for t in task_strings], dtype=np.int64
+    )
+    return episode_index, length, task_code, list(codes)
+
+
+def read_episodes_v21(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
+    path = root / "meta" / "episodes.jsonl"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MissingFileError(path, "the episode table meta/episodes.jsonl", EPISODES_FIX) from None
+    fast = _fast_episodes(data)
+    episode_index, length, task_code, names = fast if fast is not None else _strict_episodes(path)
+    n = len(episode_index)
+    if np.any(length < 1):
+        # Only the fast path can get here (the strict parser checks each line): let it name the line.
+        _strict_episodes(path)
     order = np.argsort(episode_index, kind="stable")
-    episode_index, length = episode_index[order], length[order]
-    task_strings = [task_strings[i] for i in order]
+    episode_index, length, task_code = episode_index[order], length[order], task_code[order]
     dup = np.flatnonzero(np.diff(episode_index) == 0)
     if len(dup):
         ep = int(episode_index[dup[0]])
@@ -80,20 +153,15 @@ def read_episodes_v21(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
         )
 
     by_name = {t: i for i, t in tasks.items()}
-    task_index = np.array([by_name.get(t[0], -1) if t else -1 for t in task_strings], dtype=np.int64)
+    index_of_code = np.array([by_name.get(name, -1) for name in names] + [-1], dtype=np.int64)
+    task_index = index_of_code[task_code]  # code -1 (no task) picks the trailing -1
     to_index = np.cumsum(length)
     from_index = to_index - length
-    chunks = episode_index // info.chunks_size
-    data_files = [
-        info.data_file(episode_chunk=int(c), episode_index=int(e)) for c, e in zip(chunks, episode_index)
-    ]
+    data_files = TemplatePaths(info.data_file, episode_index, info.chunks_size)
     codes = np.arange(n, dtype=np.int32)
     videos = {}
     for key in info.video_keys:
-        files = [
-            info.video_file(key, episode_chunk=int(c), episode_index=int(e))
-            for c, e in zip(chunks, episode_index)
-        ]
+        files = TemplatePaths(lambda k=key, **f: info.video_file(k, **f), episode_index, info.chunks_size)
         videos[key] = VideoLocation(file=codes.copy(), from_timestamp=np.zeros(n), files=files)
     return EpisodeTable(
         episode_index=episode_index,
@@ -105,5 +173,4 @@ def read_episodes_v21(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
         data_row_from=np.zeros(n, dtype=np.int64),
         data_files=data_files,
         videos=videos,
-        tasks=task_strings,
     )
