@@ -102,7 +102,7 @@ def run(
 def _versions(tree) -> set[str]:
     """Every `version` string in a run's raw results."""
     if isinstance(tree, dict):
-        found = {tree["version"]} if isinstance(tree.get("version"), str) else set()
+        found = {tree["version"]} if "task" in tree and isinstance(tree.get("version"), str) else set()
         return found.union(*(_versions(v) for v in tree.values()))
     if isinstance(tree, list):
         return set().union(*(_versions(v) for v in tree))
