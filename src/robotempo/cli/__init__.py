@@ -43,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     b = sub.add_parser("bench", help="run the benchmark suite (see benchmarks/)")
-    b.add_argument("--quick", action="store_true", help="1/20-scale corpora (about 1.5 min without the peers, 4 min with them)")
+    b.add_argument(
+        "--quick",
+        action="store_true",
+        help="1/20-scale corpora (about 1.5 min without the peers, 4 min with them)",
+    )
     b.add_argument("--out", default="benchmarks/results")
     return p
 
