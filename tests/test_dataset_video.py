@@ -165,3 +165,12 @@ def test_two_cameras_video_and_image(tmp_path, version):
         assert identity(batch["observation.images.wrist"][j, 1]) == (ep, fr)
         assert identity(batch["observation.images.wrist"][j, 0]) == (ep, max(fr - 1, 0))
         assert identity(batch["observation.images.side"][j]) == (ep + 100, fr)
+
+
+def test_dataset_pickles_for_spawned_workers(video_root):
+    import pickle
+
+    ds = LeRobotDataset("v", root=video_root, episodes=[1, 3])
+    ds[0]  # opens decoders and caches, which must not travel
+    copy = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(copy[5][KEY], ds[5][KEY])

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,7 @@ def read_episodes_v21(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
     codes = np.arange(n, dtype=np.int32)
     videos = {}
     for key in info.video_keys:
-        files = TemplatePaths(lambda k=key, **f: info.video_file(k, **f), episode_index, info.chunks_size)
+        files = TemplatePaths(partial(info.video_file, key), episode_index, info.chunks_size)
         videos[key] = VideoLocation(file=codes.copy(), from_timestamp=np.zeros(n), files=files)
     return EpisodeTable(
         episode_index=episode_index,
