@@ -86,7 +86,7 @@ def proc_stat_busy() -> tuple[float, float]:
     return float(sum(f) - idle), float(sum(f))
 
 
-# -- the measurement ---------------------------------------------------------------------------------------------
+# -- the measurement -----------------------------------------------------------------------------------------
 def _to_numpy(v):
     import torch
 
@@ -185,7 +185,7 @@ def measure_loader(
     }  # fmt: skip
 
 
-# -- peer adapters ---------------------------------------------------------------------------------------------
+# -- peer adapters -------------------------------------------------------------------------------------------
 def open_lerobot(root: str, deltas: dict, backend: str):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
