@@ -79,14 +79,17 @@ def robotempo_worker(a) -> int:
 
         if a.torch_threads:
             torch.set_num_threads(a.torch_threads)
+        if a.sharing_strategy:  # profiling experiments only: how tensors cross from the workers
+            torch.multiprocessing.set_sharing_strategy(a.sharing_strategy)
         from robotempo import LeRobotDataset, collate
 
         info = read_info(a.root)
         deltas = benchmark_query(info, bool(a.cam_deltas))
         t = time.perf_counter()
         ds = LeRobotDataset(
-            f"bench/{Path(a.root).name}", root=a.root, delta_timestamps=deltas, speed_labels=False
-        )
+            f"bench/{Path(a.root).name}", root=a.root, delta_timestamps=deltas, speed_labels=False,
+            return_uint8=a.return_uint8,  # profiling experiments only (not the P5 item contract)
+        )  # fmt: skip
         open_s = time.perf_counter() - t
         indices = np.load(a.indices)
         if indices.max() >= len(ds):
@@ -420,6 +423,13 @@ def report(result: dict, out_json: Path) -> None:
                       _fmt(c.get(f"{cam}_max_abs", c.get(f"{cam}_shape"))),
                       _fmt(c.get("observation.state_max_abs")), _fmt(c.get("action_max_abs")))  # fmt: skip
         console.print(t)
+    runs = [r for r in result["runs"] if "loadavg_start" in r]
+    if runs:
+        la = sorted(r["loadavg_start"][0] for r in runs)
+        others = sorted(max(r["machine_busy_cores"] - r["own_busy_cores"], 0) for r in runs)
+        console.print(f"load: 1-min load average at the start of each run median {la[len(la) // 2]:.2f} "
+                      f"(range {la[0]:.2f}-{la[-1]:.2f}); cores busy with other processes during the timed "
+                      f"window median {others[len(others) // 2]:.2f} (max {others[-1]:.2f}) of 2")  # fmt: skip
     m = result["machine"]
     console.print(f"machine: {m['nproc']} cores; load average at start/end {m['loadavg_start_end']}; "
                   f"run took {m['wall_s'] / 60:.1f} min")  # fmt: skip
@@ -493,30 +503,130 @@ def cmd_report(a) -> int:
 # profiling robotempo's workers
 # ------------------------------------------------------------------------------------------------------------
 def cmd_profile(a) -> int:
-    """cProfile of `__getitems__` inside each DataLoader worker (the same loop as `run`), top functions."""
-    import pstats
+    """Where robotempo's time goes, two ways (each a fresh process, the `run` query and index order):
 
+    1. py-spy (if installed, e.g. `pip install --target /tmp/pyspy py-spy`; `--py-spy` names the binary):
+       the DataLoader run with `--workers` workers, every process sampled; shares of the workers' and the main
+       process's on-CPU samples by function (inclusive and self). Without py-spy: cProfile of `__getitems__`
+       in each worker.
+    2. in-process breakdown: `__getitems__` + `collate` on one thread, with timers around the decoder's
+       `_next_frame` (demux + decode), `_restart` (seek) and `to_item_layout` (uint8 -> float32 CHW), and
+       decodes / seeks per returned frame.
+    """
     SCRATCH.mkdir(parents=True, exist_ok=True)
-    roots = corpora(a.quick)
-    root = roots[a.corpus]
-    plan = {"warmup": 5, "batches": a.batches, "budget_s": 120.0}
+    root = corpora(a.quick)[a.corpus]
+    plan = {"warmup": 5, "batches": a.batches}
     idx = make_indices(root, (plan["warmup"] + plan["batches"]) * 64, a.seed)
-    prefix = SCRATCH / f"prof-{a.corpus}-cam{a.cam_deltas}-{a.collate}"
-    for old in SCRATCH.glob(prefix.name + ".*.prof"):
-        old.unlink()
-    cmd = [str(ROBOTEMPO_PY), str(Path(__file__).resolve()), "worker", "--collate", a.collate, "--root", str(root),
-           "--cam-deltas", str(a.cam_deltas), "--indices", str(idx), "--workers", str(a.workers), "--warmup",
-           str(plan["warmup"]), "--batches", str(plan["batches"]), "--budget-s", "120", "--cprofile", str(prefix)]  # fmt: skip
-    r = run_one(cmd, timeout=600)
-    print(json.dumps({k: v for k, v in r.items() if k != "traceback"}, indent=1))
-    files = sorted(SCRATCH.glob(prefix.name + ".*.prof"))
-    if not files:
-        print("no profile written")
-        return 1
-    st = pstats.Stats(*map(str, files))
-    st.sort_stats("tottime").print_stats(25)
-    st.sort_stats("cumulative").print_stats(30)
+    worker = [str(ROBOTEMPO_PY), str(Path(__file__).resolve()), "worker", "--collate", a.collate, "--root",
+              str(root), "--cam-deltas", str(a.cam_deltas), "--indices", str(idx), "--workers", str(a.workers),
+              "--warmup", str(plan["warmup"]), "--batches", str(plan["batches"]), "--budget-s", "300"]  # fmt: skip
+    if a.workers == 0:
+        worker += ["--torch-threads", "1"]
+    spy = shutil.which(a.py_spy) or (a.py_spy if Path(a.py_spy).exists() else None)
+    tag = f"{a.corpus}-cam{a.cam_deltas}-w{a.workers}-{a.collate}"
+    if spy:
+        raw = SCRATCH / f"pyspy-{tag}.txt"
+        cmd = [spy, "record", "-r", "250", "--format", "raw", "-o", str(raw), "--subprocesses", "--", *worker]
+        r = run_one(cmd, timeout=900)
+        print(f"py-spy run: {r.get('samples_per_s', 0):.0f} samples/s (sampling slows it), {raw}")
+        print_pyspy(raw)
+    else:
+        import pstats
+
+        prefix = SCRATCH / f"prof-{tag}"
+        for old in SCRATCH.glob(prefix.name + ".*.prof"):
+            old.unlink()
+        r = run_one([*worker, "--cprofile", str(prefix)], timeout=900)
+        files = sorted(SCRATCH.glob(prefix.name + ".*.prof"))
+        if files:
+            pstats.Stats(*map(str, files)).sort_stats("cumulative").print_stats(30)
+    breakdown(root, a.cam_deltas, idx)
     return 0
+
+
+def print_pyspy(raw: Path, top: int = 30) -> None:
+    """Shares of on-CPU samples by function: DataLoader workers (inclusive, self) and the main process (self)."""
+    import collections
+    import re
+
+    incl, self_, main_self, per = collections.Counter(), collections.Counter(), collections.Counter(), {}
+    noise = ("bench_video_loader.py", "video_loader_peer.py", "multiprocessing/process.py", "popen_fork.py",
+             "multiprocessing/context.py", "DataLoader.__iter__", "_get_iterator", "DataLoaderIter.__init__",
+             "(threading.py)")  # fmt: skip
+    for line in raw.read_text().splitlines():
+        stack, n = line.rsplit(" ", 1)
+        frames = stack.split(";")
+        role = "worker" if sum(f.startswith("process ") for f in frames) > 1 else "main"
+        frames = [re.sub(r":\d+\)", ")", f) for f in frames if not f.startswith("process ")] or ["?"]
+        per[role] = per.get(role, 0) + int(n)
+        if role == "main":
+            main_self[frames[-1]] += int(n)
+            continue
+        self_[frames[-1]] += int(n)
+        for f in set(frames):
+            if not any(x in f for x in noise):
+                incl[f] += int(n)
+    total = sum(per.values())
+    print(f"on-CPU samples: {total}; workers {per.get('worker', 0) / total:.0%}, main {per.get('main', 0) / total:.0%}")
+    w = max(per.get("worker", 0), 1)
+    print("-- workers, inclusive share of the workers' samples")
+    for k, v in incl.most_common(top):
+        print(f"{v / w:6.1%}  {k}")
+    print("-- workers, self")
+    for k, v in self_.most_common(15):
+        print(f"{v / w:6.1%}  {k}")
+    print("-- main process, self")
+    m = max(per.get("main", 0), 1)
+    for k, v in main_self.most_common(8):
+        print(f"{v / m:6.1%}  {k}")
+
+
+def breakdown(root: Path, cam_deltas: int, idx_path: Path, batches: int = 60) -> None:
+    """One thread: `__getitems__` + `collate` with timers on decode, seek and the float32 layout."""
+    import torch
+
+    import robotempo.dataset as rd
+    from robotempo import LeRobotDataset, collate
+    from robotempo.video import reader as rv
+
+    torch.set_num_threads(1)
+    spent: dict[str, float] = {}
+    count: dict[str, int] = {}
+
+    def timed(owner, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kw):
+            t = time.perf_counter()
+            try:
+                return original(*args, **kw)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
+                count[label] = count.get(label, 0) + 1
+
+        setattr(owner, name, wrapper)
+
+    timed(rv.VideoReader, "_next_frame", "decode: VideoReader._next_frame (demux + FFmpeg decode)")
+    timed(rv.VideoReader, "_restart", "seek: VideoReader._restart (container.seek)")
+    timed(rd, "to_item_layout", "cameras.to_item_layout (uint8 HWC -> float32 CHW / 255)")
+    info = read_info(root)
+    ds = LeRobotDataset("bench/p5", root=root, delta_timestamps=benchmark_query(info, bool(cam_deltas)),
+                        speed_labels=False)  # fmt: skip
+    idx = np.load(idx_path)
+    collate(ds.__getitems__(idx[:64]))  # opens the file
+    spent.clear()
+    count.clear()
+    t = time.perf_counter()
+    for b in range(1, batches + 1):
+        collate(ds.__getitems__(idx[b * 64 : (b + 1) * 64]))
+    wall = time.perf_counter() - t
+    n = batches * 64
+    frames = n * (2 if cam_deltas else 1)
+    print(f"-- in-process breakdown, {root.name} cam_deltas={cam_deltas}: {n / wall:.0f} samples/s on one thread, "
+          f"{wall / n * 1e6:.0f} us/sample")  # fmt: skip
+    for label, s in spent.items():
+        print(f"{s / wall:6.1%}  {label}  ({count[label] / frames:.2f} calls per returned frame)")
+    print(f"{1 - sum(spent.values()) / wall:6.1%}  the rest (RGB conversion, frame bookkeeping, tabular, collate)")
 
 
 def main(argv=None) -> int:
@@ -537,6 +647,8 @@ def main(argv=None) -> int:
     w.add_argument(
         "--torch-threads", type=int, default=0, help="torch.set_num_threads in this process (0: keep)"
     )
+    w.add_argument("--sharing-strategy", default="", help="experiment: torch.multiprocessing sharing strategy")
+    w.add_argument("--return-uint8", action="store_true", help="experiment: uint8 frames (4x smaller batches)")
     r = sub.add_parser("run", help="the whole comparison")
     r.add_argument(
         "--quick", action="store_true", help="x0.05 V264 and Vav1, 2 workers only, 1 rep, 10 batches"
@@ -557,6 +669,7 @@ def main(argv=None) -> int:
     pr.add_argument("--batches", type=int, default=40)
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--quick", action="store_true")
+    pr.add_argument("--py-spy", default="/tmp/pyspy/bin/py-spy", help="py-spy binary (cProfile when absent)")
     rp = sub.add_parser("report", help="table and chart from a saved JSON")
     rp.add_argument("json")
     a = p.parse_args(argv)
