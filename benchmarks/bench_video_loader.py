@@ -567,7 +567,9 @@ def print_pyspy(raw: Path, top: int = 30) -> None:
             if not any(x in f for x in noise):
                 incl[f] += int(n)
     total = sum(per.values())
-    print(f"on-CPU samples: {total}; workers {per.get('worker', 0) / total:.0%}, main {per.get('main', 0) / total:.0%}")
+    print(
+        f"on-CPU samples: {total}; workers {per.get('worker', 0) / total:.0%}, main {per.get('main', 0) / total:.0%}"
+    )
     w = max(per.get("worker", 0), 1)
     print("-- workers, inclusive share of the workers' samples")
     for k, v in incl.most_common(top):
@@ -626,7 +628,9 @@ def breakdown(root: Path, cam_deltas: int, idx_path: Path, batches: int = 60) ->
           f"{wall / n * 1e6:.0f} us/sample")  # fmt: skip
     for label, s in spent.items():
         print(f"{s / wall:6.1%}  {label}  ({count[label] / frames:.2f} calls per returned frame)")
-    print(f"{1 - sum(spent.values()) / wall:6.1%}  the rest (RGB conversion, frame bookkeeping, tabular, collate)")
+    print(
+        f"{1 - sum(spent.values()) / wall:6.1%}  the rest (RGB conversion, frame bookkeeping, tabular, collate)"
+    )
 
 
 def main(argv=None) -> int:
@@ -647,8 +651,12 @@ def main(argv=None) -> int:
     w.add_argument(
         "--torch-threads", type=int, default=0, help="torch.set_num_threads in this process (0: keep)"
     )
-    w.add_argument("--sharing-strategy", default="", help="experiment: torch.multiprocessing sharing strategy")
-    w.add_argument("--return-uint8", action="store_true", help="experiment: uint8 frames (4x smaller batches)")
+    w.add_argument(
+        "--sharing-strategy", default="", help="experiment: torch.multiprocessing sharing strategy"
+    )
+    w.add_argument(
+        "--return-uint8", action="store_true", help="experiment: uint8 frames (4x smaller batches)"
+    )
     r = sub.add_parser("run", help="the whole comparison")
     r.add_argument(
         "--quick", action="store_true", help="x0.05 V264 and Vav1, 2 workers only, 1 rep, 10 batches"

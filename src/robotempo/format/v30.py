@@ -35,8 +35,10 @@ META_FIX = "re-export the dataset with LeRobot >= 0.4 (format v3.0) or repair th
 
 
 def _read_parquet(path: Path, columns: list[str] | None, what: str, fix: str) -> pa.Table:
+    # ParquetFile, not pq.read_table: the latter imports pyarrow.dataset (~0.1 s) on first use.
     try:
-        return pq.read_table(path, columns=columns)
+        with pq.ParquetFile(path) as pf:
+            return pf.read(columns=columns, use_threads=False)
     except FileNotFoundError:
         raise MissingFileError(path, what, fix) from None
     except (pa.ArrowInvalid, OSError) as e:
@@ -84,15 +86,25 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
         f"videos/{k}/{c}" for k in info.video_keys for c in ("chunk_index", "file_index", "from_timestamp")
     ]
     for path in episode_metadata_files(root):
+        # One footer parse per file (LeRobot's footers hold ~80 statistics columns per row group: megabytes).
         try:
-            schema = pq.read_schema(path)
+            pf = pq.ParquetFile(path)
+        except FileNotFoundError:
+            raise MissingFileError(path, "the v3.0 episode metadata", META_FIX) from None
         except (pa.ArrowInvalid, OSError) as e:
             raise DatasetFormatError(path, f"cannot read the v3.0 episode metadata ({e})", META_FIX) from None
-        missing = [c for c in REQUIRED + tuple(video_cols) if c not in schema.names]
+        names = pf.schema_arrow.names
+        missing = [c for c in REQUIRED + tuple(video_cols) if c not in names]
         if missing:
+            pf.close()
             raise DatasetFormatError(path, f"columns {missing} are missing", META_FIX)
-        cols = list(REQUIRED) + video_cols + (["tasks"] if "tasks" in schema.names else [])
-        parts.append(_read_parquet(path, cols, "the v3.0 episode metadata", META_FIX))
+        cols = list(REQUIRED) + video_cols + (["tasks"] if "tasks" in names else [])
+        try:
+            parts.append(pf.read(columns=cols, use_threads=False))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DatasetFormatError(path, f"cannot read the v3.0 episode metadata ({e})", META_FIX) from None
+        finally:
+            pf.close()
     table = pa.concat_tables(parts, promote_options="permissive")
     first = episode_metadata_files(root)[0]
 

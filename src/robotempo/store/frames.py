@@ -13,25 +13,30 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from robotempo.errors import RowAlignmentError
+from robotempo.errors import DatasetFormatError, RowAlignmentError
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DEFAULT_COLUMNS, DatasetInfo
 from robotempo.store.parquet import (
     ParquetFiles,
+    RowGroupIndex,
     first_value,
     is_fixed_shape,
     item_ndim,
+    open_parquet,
+    release_freed_memory,
     row_group_offsets,
     to_numpy,
 )
 
 ALIGN_FIX = "the metadata and the data disagree: re-export the dataset, or regenerate meta/ from the data"
 DEFAULT_HEAVY_CACHE_MB = 256
+OPEN_THREADS = 8  # files read at once while opening; reads mostly wait on pyarrow outside the GIL
 
 
 class _HeavyCache:
@@ -123,20 +128,73 @@ class FrameTable:
         eps = self.episodes
         order = np.argsort(eps.data_file, kind="stable")
         codes, starts = np.unique(eps.data_file[order], return_index=True)
-        bounds = list(starts[1:]) + [len(order)]
         if not len(codes):
             return
-        first_path = self._path(int(codes[0]))
-        numeric, ndim = self._plan_columns(self.files.get(first_path).schema_arrow)
+        bounds = list(starts[1:]) + [len(order)]
+        jobs = [(int(c), order[lo:hi]) for c, lo, hi in zip(codes, starts, bounds)]
+        first = open_parquet(self._path(jobs[0][0]))
+        numeric, ndim = self._plan_columns(first.schema_arrow)
         missing = [c for c in DEFAULT_COLUMNS if c not in numeric]
         if missing:
-            raise RowAlignmentError(first_path, f"default columns {missing} are missing", ALIGN_FIX)
+            first.close()
+            raise RowAlignmentError(
+                self._path(jobs[0][0]), f"default columns {missing} are missing", ALIGN_FIX
+            )
         shapes = {n: self._item_shape(n, ndim[n]) for n in numeric}
-        for code, lo, hi in zip(codes, starts, bounds):
-            positions = order[lo:hi]
-            table = self._read_file(int(code), positions, numeric)
+        pieces = self._read_files(jobs, numeric, first)
+        if not self._fill_concatenated(pieces, numeric, shapes):
+            self._fill_by_piece(pieces, numeric, shapes)
+        del pieces
+        release_freed_memory()  # the transient tables and footers
+        self._verify()
+
+    def _read_files(self, jobs: list[tuple[int, np.ndarray]], columns: list[str], first) -> list[tuple]:
+        """(code, positions, table) per file; many files (v2.1: one per episode) are read by threads, as
+        pyarrow releases the GIL while it reads and decodes. No handle outlives the open: footers of files
+        with thousands of row groups weigh megabytes."""
+
+        def run(batch: list[tuple[int, np.ndarray]]) -> list[tuple]:
+            out = []
+            for code, positions in batch:
+                pf = first if code == jobs[0][0] else open_parquet(self._path(code))
+                try:
+                    out.append((code, positions, self._read_file(code, pf, positions, columns)))
+                finally:
+                    pf.close()
+            return out
+
+        threads = min(OPEN_THREADS, len(jobs))
+        if threads <= 1:
+            return run(jobs)
+        step = -(-len(jobs) // (threads * 4))
+        batches = [jobs[i : i + step] for i in range(0, len(jobs), step)]
+        with ThreadPoolExecutor(threads, thread_name_prefix="robotempo-open") as pool:
+            return [piece for done in pool.map(run, batches) for piece in done]
+
+    def _fill_concatenated(self, pieces: list[tuple], numeric: list[str], shapes: dict) -> bool:
+        """When the files hold the selection in order (the usual layout), convert each column once."""
+        pieces.sort(key=lambda piece: int(piece[1][0]))
+        flat = np.concatenate([positions for _, positions, _ in pieces])
+        schema = pieces[0][2].schema
+        if not np.array_equal(flat, np.arange(len(self.episodes))) or not all(
+            t.schema.equals(schema) for _, _, t in pieces
+        ):
+            return False
+        table = pa.concat_tables([t for _, _, t in pieces])
+        try:
             for name in numeric:
-                values = to_numpy(table.column(name), shapes[name], self._path(int(code)), name)
+                values = to_numpy(table.column(name), shapes[name], self._path(pieces[0][0]), name)
+                self.columns[name] = values if values.flags.writeable else values.copy()
+        except DatasetFormatError:
+            self.columns.clear()
+            return False  # the per-file pass names the file at fault
+        return True
+
+    def _fill_by_piece(self, pieces: list[tuple], numeric: list[str], shapes: dict) -> None:
+        eps = self.episodes
+        for code, positions, table in pieces:
+            for name in numeric:
+                values = to_numpy(table.column(name), shapes[name], self._path(code), name)
                 if name not in self.columns:
                     self.columns[name] = np.empty((self.num_rows, *values.shape[1:]), dtype=values.dtype)
                     shapes[name] = values.shape[1:]
@@ -146,47 +204,48 @@ class FrameTable:
                     n = int(eps.length[p])
                     dest[self.ep_from[p] : self.ep_from[p] + n] = values[offset : offset + n]
                     offset += n
-        self._verify()
 
-    def _read_file(self, code: int, positions: np.ndarray, columns: list[str]) -> pa.Table:
+    def _read_file(self, code: int, pf, positions: np.ndarray, columns: list[str]) -> pa.Table:
         """Read the row groups of one file that hold the given episodes, and slice out exactly their rows."""
         path = self._path(code)
-        pf = self.files.get(path)
-        offsets = row_group_offsets(pf)
-        self._rg_offsets[code] = offsets
         eps = self.episodes
+        num_rows = pf.metadata.num_rows
         first_index = first_value(pf, "index")
         if first_index is None:
             raise RowAlignmentError(path, "the file holds no rows (or no 'index' column)", ALIGN_FIX)
         row_from = eps.dataset_from_index[positions] - first_index
         row_to = row_from + eps.length[positions]
-        bad = np.flatnonzero((row_from < 0) | (row_to > offsets[-1]))
+        bad = np.flatnonzero((row_from < 0) | (row_to > num_rows))
         if len(bad):
             p = positions[bad[0]]
             raise RowAlignmentError(
                 path,
                 f"episode {eps.episode_index[p]} (global rows {eps.dataset_from_index[p]}.."
                 f"{eps.dataset_to_index[p]}) is not inside this file (first index {first_index}, "
-                f"{offsets[-1]} rows)",
+                f"{num_rows} rows)",
                 ALIGN_FIX,
             )
         self.row_from[positions] = row_from
-        first_rg = np.searchsorted(offsets, row_from, side="right") - 1
-        last_rg = np.searchsorted(offsets, row_to - 1, side="right") - 1
-        groups = sorted({g for a, b in zip(first_rg, last_rg) for g in range(int(a), int(b) + 1)})
         names = set(pf.schema_arrow.names)
         missing = [c for c in columns if c not in names]
         if missing:
             raise RowAlignmentError(
                 path, f"columns {missing} are missing (other data files have them)", ALIGN_FIX
             )
+        if row_from[0] == 0 and row_to[-1] == num_rows and np.array_equal(row_from[1:], row_to[:-1]):
+            return pf.read(columns=columns, use_threads=False)  # the selection is the whole file
+        index = RowGroupIndex(pf, first_index)
+        first_rg, first_start = index.locate(row_from)
+        last_rg, _ = index.locate(row_to - 1)
+        spans = {int(g): int(s) for g, s in zip(first_rg, first_start)}
+        groups = sorted({g for a, b in zip(first_rg, last_rg) for g in range(int(a), int(b) + 1)})
         table = pf.read_row_groups(groups, columns=columns, use_threads=False)
-        # The groups read are concatenated: file row r sits at r + shift[g] where g is r's first group.
-        groups_arr = np.array(groups)
-        group_start = np.concatenate([[0], np.cumsum(offsets[groups_arr + 1] - offsets[groups_arr])])[:-1]
-        shift = dict(zip(groups, group_start - offsets[groups_arr]))
+        # The groups read are concatenated: file row r of first group g sits at r - start(g) + (rows of the
+        # groups read before g).
+        sizes = np.array([pf.metadata.row_group(g).num_rows for g in groups], dtype=np.int64)
+        at = dict(zip(groups, np.concatenate([[0], np.cumsum(sizes)])[:-1]))
         take = np.concatenate(
-            [np.arange(a, b) + shift[int(g)] for a, b, g in zip(row_from, row_to, first_rg)]
+            [np.arange(a, b) + at[int(g)] - spans[int(g)] for a, b, g in zip(row_from, row_to, first_rg)]
         )
         if len(take) == table.num_rows and np.array_equal(take, np.arange(len(take))):
             return table
@@ -227,7 +286,7 @@ class FrameTable:
         out: list = [None] * len(rows)
         for code in np.unique(codes):
             mask = np.flatnonzero(codes == code)
-            offsets = self._rg_offsets[int(code)]
+            offsets = self._offsets(int(code))
             groups = np.searchsorted(offsets, in_file[mask], side="right") - 1
             for g in np.unique(groups):
                 sel = mask[groups == g]
@@ -237,6 +296,11 @@ class FrameTable:
                 for i, value in zip(sel, column.take(pa.array(in_file[sel] - offsets[g])).to_pylist()):
                     out[i] = value
         return out
+
+    def _offsets(self, code: int) -> np.ndarray:
+        if code not in self._rg_offsets:
+            self._rg_offsets[code] = row_group_offsets(self.files.get(self._path(code)))
+        return self._rg_offsets[code]
 
     def _load(self, code: int, group: int, key: str) -> pa.Array:
         pf = self.files.get(self._path(code))

@@ -1,0 +1,135 @@
+"""The frame store's open path on files laid out as other writers make them: many row groups (one per
+episode, with or without footer statistics), one file per episode read in parallel, no handle kept."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from robotempo.dataset import LeRobotDataset
+from robotempo.errors import DatasetFormatError, RowAlignmentError
+from robotempo.format import read_metadata
+from robotempo.store.parquet import RowGroupIndex, row_group_offsets
+from robotempo.synth import write_synthetic
+
+FPS = 10
+
+
+def _file_with_groups(path, sizes, first_index, statistics=True):
+    index = np.arange(first_index, first_index + sum(sizes), dtype=np.int64)
+    table = pa.table({"index": index, "value": index.astype(np.float32) * 2})
+    with pq.ParquetWriter(path, table.schema, write_statistics=statistics) as writer:
+        start = 0
+        for n in sizes:
+            writer.write_table(table.slice(start, n), row_group_size=n)
+            start += n
+    return pq.ParquetFile(path)
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_row_group_index_agrees_with_the_full_walk(tmp_path, statistics):
+    sizes = np.random.default_rng(0).integers(1, 9, size=300).tolist()
+    pf = _file_with_groups(tmp_path / "f.parquet", sizes, first_index=1234, statistics=statistics)
+    offsets = row_group_offsets(pf)
+    for row in [0, 1, 5, 17, 300, int(offsets[-1]) - 1, *range(100, 140)]:
+        groups, starts = RowGroupIndex(pf, 1234).locate(np.array([row]))  # a fresh index: bisection path
+        expected = np.searchsorted(offsets, row, side="right") - 1
+        assert groups.tolist() == [expected] and starts.tolist() == [offsets[expected]]
+    many = np.arange(int(offsets[-1]))  # many lookups: the full walk
+    groups, starts = RowGroupIndex(pf, 1234).locate(many)
+    np.testing.assert_array_equal(groups, np.searchsorted(offsets, many, side="right") - 1)
+    np.testing.assert_array_equal(starts, offsets[groups])
+
+
+@pytest.fixture(scope="module")
+def v30(tmp_path_factory):
+    root = tmp_path_factory.mktemp("v30") / "ds"
+    write_synthetic(
+        root, version="v3.0", n_episodes=40, n_tasks=3, camera=None, fps=FPS, seed=7, mean_length=9.0
+    )
+    return root
+
+
+def _rewrite_without_statistics(root, dst):
+    shutil.copytree(root, dst)
+    for path in (dst / "data").rglob("*.parquet"):
+        pf = pq.ParquetFile(path)
+        tables = [pf.read_row_group(g) for g in range(pf.metadata.num_row_groups)]
+        with pq.ParquetWriter(path.with_suffix(".tmp"), tables[0].schema, write_statistics=False) as w:
+            for t in tables:
+                w.write_table(t, row_group_size=len(t))
+        path.with_suffix(".tmp").replace(path)
+    return dst
+
+
+def _numeric(ds):
+    return {k: v.copy() for k, v in ds.frames.columns.items()}
+
+
+def test_single_episodes_of_a_many_group_file_equal_the_whole_read(v30, tmp_path):
+    bare = _rewrite_without_statistics(v30, tmp_path / "bare")
+    whole = LeRobotDataset("t", root=v30, speed_labels=False)
+    assert pq.ParquetFile(v30 / whole.meta.episodes.data_files[0]).metadata.num_row_groups == 40
+    for root in (v30, bare):
+        for k in (0, 1, 17, 38, 39):
+            one = LeRobotDataset("t", root=root, episodes=[k], speed_labels=False)
+            a, b = int(whole.frames.ep_from[k]), int(whole.frames.ep_to[k])
+            for name, values in _numeric(one).items():
+                np.testing.assert_array_equal(values, whole.frames.columns[name][a:b], err_msg=name)
+        some = LeRobotDataset("t", root=root, episodes=[3, 4, 20, 31], speed_labels=False)
+        rows = np.concatenate(
+            [np.arange(whole.frames.ep_from[k], whole.frames.ep_to[k]) for k in (3, 4, 20, 31)]
+        )
+        np.testing.assert_array_equal(some.frames.columns["action"], whole.frames.columns["action"][rows])
+
+
+def test_open_keeps_no_parquet_handle_and_columns_are_writable(v30):
+    ds = LeRobotDataset("t", root=v30, speed_labels=False)
+    assert ds.frames.files._open == {}  # footers of many-group files weigh megabytes: none kept
+    assert all(v.flags.writeable and v.flags.c_contiguous for v in ds.frames.columns.values())
+
+
+@pytest.fixture(scope="module")
+def v21_many(tmp_path_factory):
+    root = tmp_path_factory.mktemp("v21") / "ds"
+    write_synthetic(
+        root, version="v2.1", n_episodes=60, n_tasks=2, camera=None, fps=FPS, seed=8, mean_length=6.0
+    )
+    return root
+
+
+def test_v21_parallel_open_equals_one_file_at_a_time(v21_many):
+    meta = read_metadata(v21_many)
+    ds = LeRobotDataset("t", root=v21_many, speed_labels=False)
+    for k in (0, 29, 59):
+        table = pq.read_table(v21_many / meta.episodes.data_files[k])
+        a, b = int(ds.frames.ep_from[k]), int(ds.frames.ep_to[k])
+        np.testing.assert_array_equal(ds.frames.columns["index"][a:b], table.column("index").to_numpy())
+        state = np.stack(table.column("observation.state").to_numpy(zero_copy_only=False))
+        np.testing.assert_array_equal(ds.frames.columns["observation.state"][a:b], state)
+
+
+def test_v21_errors_name_the_file_at_fault_among_many(v21_many, tmp_path):
+    root = shutil.copytree(v21_many, tmp_path / "ds")
+    meta = read_metadata(root)
+    bad = root / meta.episodes.data_files[41]
+    table = pq.read_table(bad)
+    state = pa.array(
+        [None] + table.column("observation.state").to_pylist()[1:],
+        table.schema.field("observation.state").type,
+    )
+    pq.write_table(
+        table.set_column(table.column_names.index("observation.state"), "observation.state", state), bad
+    )
+    with pytest.raises(DatasetFormatError, match="episode_000041.*null"):
+        LeRobotDataset("t", root=root, speed_labels=False)
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(DatasetFormatError, match="episode_000041"):
+        LeRobotDataset("t", root=root, speed_labels=False)
+    pq.write_table(table.slice(0, len(table) - 1), bad)  # one row short
+    with pytest.raises(RowAlignmentError, match="episode_000041"):
+        LeRobotDataset("t", root=root, speed_labels=False)
