@@ -1,4 +1,9 @@
-"""Parquet access: a bounded, fork-safe cache of open files; arrow -> numpy for fixed-shape columns."""
+"""Parquet access: a bounded, fork-safe cache of open files; arrow -> numpy for fixed-shape columns.
+
+An open `ParquetFile` holds its parsed footer, so a file's footer is read once per process while it stays
+in the cache (`ROBOTEMPO_PARQUET_HANDLES`, default 64). On an object store each later read fetches only the
+column chunks of the row groups asked for, coalesced into few ranged requests (`pre_buffer`).
+"""
 
 from __future__ import annotations
 
@@ -10,26 +15,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from robotempo.env import env_int
 from robotempo.errors import DatasetFormatError, MissingFileError
+from robotempo.forksafe import ProcessLocal
+from robotempo.fs import FileRef, as_file
 
+HANDLES_ENV = "ROBOTEMPO_PARQUET_HANDLES"
 DEFAULT_HANDLES = 64
 READ_FIX = "re-download or re-export this file; the dataset's metadata refers to it"
 
 
-def _env_size(name: str, default: int) -> int:
-    try:
-        return max(1, int(os.environ.get(name, default)))
-    except ValueError:
-        return default
-
-
 class ParquetFiles:
-    """Open `pq.ParquetFile`s by path, at most `max_open` at a time (LRU), never shared across a fork."""
+    """Open `pq.ParquetFile`s by file, at most `max_open` at a time (LRU), never shared across a fork.
+
+    Args:
+        max_open: files kept open; default `ROBOTEMPO_PARQUET_HANDLES`, else 64.
+    """
 
     def __init__(self, max_open: int | None = None):
-        self.max_open = max_open or _env_size("ROBOTEMPO_PARQUET_HANDLES", DEFAULT_HANDLES)
-        self._open: OrderedDict[Path, pq.ParquetFile] = OrderedDict()
-        self._pid = os.getpid()
+        self.max_open = max_open or env_int(HANDLES_ENV, DEFAULT_HANDLES)
+        self._open: ProcessLocal[OrderedDict[str, pq.ParquetFile]] = ProcessLocal(OrderedDict)
 
     def __getstate__(self) -> dict:
         return {"max_open": self.max_open}
@@ -37,31 +42,36 @@ class ParquetFiles:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["max_open"])
 
-    def get(self, path: Path) -> pq.ParquetFile:
-        if self._pid != os.getpid():  # forked child: the parent's handles are not ours to use or close
-            self._open = OrderedDict()
-            self._pid = os.getpid()
-        pf = self._open.get(path)
+    def get(self, path: FileRef | str | os.PathLike) -> pq.ParquetFile:
+        ref = as_file(path)
+        key = str(ref)
+        open_ = self._open.get()
+        pf = open_.get(key)
         if pf is not None:
-            self._open.move_to_end(path)
+            open_.move_to_end(key)
             return pf
+        root = ref.root
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(ref.open_input_file(), pre_buffer=not root.is_local)
         except FileNotFoundError:
-            raise MissingFileError(path, "the data file", READ_FIX) from None
+            raise root.missing_root_error(ref.rel) or MissingFileError(
+                ref.where, "the data file", READ_FIX
+            ) from None
         except (pa.ArrowInvalid, OSError) as e:
-            raise DatasetFormatError(path, f"not a readable parquet file ({e})", READ_FIX) from None
-        self._open[path] = pf
-        if len(self._open) > self.max_open:
-            _, old = self._open.popitem(last=False)
+            bad = DatasetFormatError(ref.where, f"not a readable parquet file ({e})", READ_FIX)
+            raise root.fault(e, ref.rel, bad) from None
+        open_[key] = pf
+        if len(open_) > self.max_open:
+            _, old = open_.popitem(last=False)
             old.close()
         return pf
 
     def close(self) -> None:
-        if self._pid == os.getpid():
-            for pf in self._open.values():
+        open_ = self._open.mine()
+        if open_ is not None:
+            for pf in open_.values():
                 pf.close()
-        self._open.clear()
+            open_.clear()
 
 
 def row_group_offsets(pf: pq.ParquetFile) -> np.ndarray:
