@@ -2,12 +2,14 @@
 
 from robotempo.dataset import ItemBatch, LeRobotDataset, collate
 from robotempo.errors import RobotempoError
+from robotempo.mixture import Mixture
 from robotempo.prompt import SpeedDropout, format_speed_prompt, validate_speed_setting
 
 __version__ = "0.1.0"
 __all__ = [
     "ItemBatch",
     "LeRobotDataset",
+    "Mixture",
     "RobotempoError",
     "SpeedDropout",
     "collate",

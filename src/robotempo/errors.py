@@ -69,3 +69,12 @@ class SpeedSettingError(RobotempoError, ValueError):
 
 class WriterError(RobotempoError, ValueError):
     """Bad input to the dataset writer."""
+
+
+class MixtureError(RobotempoError, ValueError):
+    """Datasets, weights or key maps given to `Mixture` that cannot make one consistent mixture."""
+
+    def __init__(self, problem: str, fix: str):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}. Fix: {fix}")
