@@ -69,3 +69,11 @@ class SpeedSettingError(RobotempoError, ValueError):
 
 class WriterError(RobotempoError, ValueError):
     """Bad input to the dataset writer."""
+
+
+class SamplerError(RobotempoError, ValueError):
+    """Bad `Sampler` arguments, or a saved sampler state that does not fit the sampler it is loaded into."""
+
+
+class SplitError(RobotempoError, ValueError):
+    """Bad `split_episodes` arguments (fraction, seed, a dataset with too few episodes to split)."""
