@@ -4,6 +4,8 @@ from robotempo.dataset import ItemBatch, LeRobotDataset, collate
 from robotempo.errors import RobotempoError
 from robotempo.mixture import Mixture
 from robotempo.prompt import SpeedDropout, format_speed_prompt, validate_speed_setting
+from robotempo.sampling import Sampler
+from robotempo.splits import split_episodes
 
 __version__ = "0.1.0"
 __all__ = [
@@ -11,8 +13,10 @@ __all__ = [
     "LeRobotDataset",
     "Mixture",
     "RobotempoError",
+    "Sampler",
     "SpeedDropout",
     "collate",
     "format_speed_prompt",
+    "split_episodes",
     "validate_speed_setting",
 ]

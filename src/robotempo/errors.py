@@ -78,3 +78,11 @@ class MixtureError(RobotempoError, ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{problem}. Fix: {fix}")
+
+
+class SamplerError(RobotempoError, ValueError):
+    """Bad `Sampler` arguments, or a saved sampler state that does not fit the sampler it is loaded into."""
+
+
+class SplitError(RobotempoError, ValueError):
+    """Bad `split_episodes` arguments (fraction, seed, a dataset with too few episodes to split)."""
