@@ -22,7 +22,9 @@ HEAD_STEPS, BATCH, SEED = 3, 4, 7
 
 
 def loader(ds, sampler):
-    return torch.utils.data.DataLoader(ds, batch_size=BATCH, sampler=sampler, num_workers=2, collate_fn=collate)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=BATCH, sampler=sampler, num_workers=2, collate_fn=collate
+    )
 
 
 def main(root: str, out: str, resume_from: str) -> None:
