@@ -40,9 +40,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_listening(port: int, timeout: float = 30.0) -> None:
+def _wait_listening(port: int, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the S3 server exited with code {proc.returncode} before listening")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -68,7 +70,7 @@ class S3Server:
             stderr=subprocess.DEVNULL,
             env=env,
         )
-        _wait_listening(self.port)
+        _wait_listening(self.port, proc=self._proc)
 
     @property
     def endpoint(self) -> str:

@@ -9,6 +9,7 @@ and is closed and reopened to play an endpoint that goes away mid-epoch. The ser
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -260,7 +261,9 @@ def _cli(store: Store, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_info_validate_speed_on_s3_with_the_aws_environment(store, tmp_path, v30_video_dataset):
-    url = store.upload(v30_video_dataset, "v30_video_dataset")
+    copy = shutil.copytree(v30_video_dataset, tmp_path / "ds")
+    (copy / "meta" / "speed_percentiles.jsonl").unlink(missing_ok=True)  # the CLI must compute them
+    url = store.upload(copy, "cli")
     before = store.keys()
     info = _cli(store, "info", url)
     assert info.returncode == 0, info.stderr
@@ -270,5 +273,30 @@ def test_cli_info_validate_speed_on_s3_with_the_aws_environment(store, tmp_path,
     assert "FAILED" not in validate.stdout
     speed = _cli(store, "speed", url)
     assert speed.returncode == 0, speed.stderr
-    assert "computed" in speed.stdout or "cache" in speed.stdout
+    assert "speed percentiles: computed" in speed.stdout
     assert store.keys() == before  # nothing written to the bucket
+    assert list(Path(os.environ["ROBOTEMPO_CACHE"]).rglob("speed_percentiles.jsonl"))  # the copy: user cache
+
+
+def test_mixture_of_s3_specs_equals_the_local_mixture(store, v30_video_dataset, v21_dataset):
+    from robotempo import Mixture
+
+    deltas = {"observation.state": [-0.1, 0.0], "action": [0.0, 0.1]}
+    remote = [
+        {
+            "repo_id": "a",
+            "root": store.upload(v30_video_dataset, "v30_video_dataset"),
+            "storage_options": store.options(),
+        },
+        {
+            "repo_id": "b",
+            "root": store.upload(v21_dataset, "v21_dataset"),
+            "storage_options": store.options(),
+        },
+    ]
+    local = [{"repo_id": "a", "root": v30_video_dataset}, {"repo_id": "b", "root": v21_dataset}]
+    maps = [None, {CAMERA_KEY: "observation.images.small"}]
+    got = Mixture(remote, key_maps=maps, delta_timestamps=deltas)
+    want = Mixture(local, key_maps=maps, delta_timestamps=deltas)
+    rows = np.random.default_rng(1).choice(len(want), 48, replace=False).tolist()
+    assert_same_batches(got.__getitems__(rows).stacked, want.__getitems__(rows).stacked)

@@ -223,6 +223,17 @@ class DatasetRoot:
         with self.guard(rel):
             return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
 
+    def identity(self, rel: str) -> tuple:
+        """What tells a rewritten file from the one opened before: (inode, size, mtime) of a local file.
+
+        An object in a store is taken as it was when first opened: checking it on every read would cost a
+        request each, and a dataset is not rewritten in place in a bucket while it trains.
+        """
+        if not self.is_local:
+            return ()
+        st = os.stat(self.path(rel))
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def size(self, rel: str) -> int:
         if self.is_local:
             return os.path.getsize(self.path(rel))

@@ -18,19 +18,21 @@ import numpy as np
 import pyarrow as pa
 
 from robotempo.env import env_float
-from robotempo.errors import RowAlignmentError
+from robotempo.errors import DatasetFormatError, RowAlignmentError
 from robotempo.forksafe import ProcessLocal
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DEFAULT_COLUMNS, DatasetInfo
 from robotempo.fs import DatasetRoot, FileRef, as_root
 from robotempo.store.parquet import (
     ParquetFiles,
+    default_parquet_files,
     first_value,
     is_fixed_shape,
     item_ndim,
     row_group_offsets,
     to_numpy,
 )
+from robotempo.store.shared import SharedArrays, for_child_process, share_tables
 
 ALIGN_FIX = "the metadata and the data disagree: re-export the dataset, or regenerate meta/ from the data"
 HEAVY_CACHE_ENV = "ROBOTEMPO_HEAVY_CACHE_MB"
@@ -44,7 +46,10 @@ class _Lru:
 
 
 class _HeavyCache:
-    """Row-group columns of heavy features, LRU-bounded by bytes; empty in a forked child."""
+    """Row-group columns of heavy features, LRU-bounded by bytes; dropped in a forked child, never pickled.
+
+    Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`).
+    """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -64,19 +69,38 @@ class _HeavyCache:
             lru.nbytes -= old.nbytes
         return value
 
-    def __getstate__(self) -> dict:
-        return {"max_bytes": self.max_bytes}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["max_bytes"])
-
     @property
     def nbytes(self) -> int:
         return self._lru.get().nbytes
 
+    def __reduce__(self):
+        if self is _default_heavy_cache:
+            return default_heavy_cache, ()  # the receiving process's own shared cache
+        return _HeavyCache, (self.max_bytes,)
+
+
+_default_heavy_cache: _HeavyCache | None = None
+
+
+def default_heavy_cache() -> _HeavyCache:
+    """The process's one heavy-column cache, shared by every dataset opened without `heavy_cache_mb`.
+
+    Its budget is `ROBOTEMPO_HEAVY_CACHE_MB` (default 256 MB) for the whole process, however many datasets
+    (or mixtures) read through it.
+    """
+    global _default_heavy_cache
+    if _default_heavy_cache is None:
+        mb = env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
+        _default_heavy_cache = _HeavyCache(int(mb * 2**20))
+    return _default_heavy_cache
+
 
 class FrameTable:
-    """Rows of the selected episodes (`episodes`, a sub-table sorted by episode_index), in that order."""
+    """Rows of the selected episodes (`episodes`, a sub-table sorted by episode_index), in that order.
+
+    `files` and the heavy cache default to the process-wide ones (one budget per process); `heavy_cache_mb`
+    gives this table a private cache of that size instead.
+    """
 
     def __init__(
         self,
@@ -90,19 +114,18 @@ class FrameTable:
         self.root = self.location.where()
         self.info = info
         self.episodes = episodes
-        self.files = files or ParquetFiles()
-        mb = (
-            heavy_cache_mb
-            if heavy_cache_mb is not None
-            else env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
+        self.files = files or default_parquet_files()
+        self._heavy_cache = (
+            _HeavyCache(int(heavy_cache_mb * 2**20)) if heavy_cache_mb is not None else default_heavy_cache()
         )
-        self._heavy_cache = _HeavyCache(int(mb * 2**20))
+        self.shared: tuple[SharedArrays, str] | None = None  # (segment, key prefix) once columns are shared
         self.ep_to = np.cumsum(episodes.length)
         self.ep_from = self.ep_to - episodes.length
         self.num_rows = int(self.ep_to[-1]) if len(self.ep_to) else 0
         self.columns: dict[str, np.ndarray] = {}
         self.heavy_keys: list[str] = []
         self._rg_offsets: dict[int, np.ndarray] = {}
+        self._file_ids: dict[int, tuple] = {}  # identity of each data file as read at open (cache keys)
         self.row_from = np.empty(len(episodes), dtype=np.int64)  # verified in-file row offset per episode
         self._read()
 
@@ -165,7 +188,7 @@ class FrameTable:
         """Read the row groups of one file that hold the given episodes, and slice out exactly their rows."""
         ref = self._path(code)
         path = ref.where
-        pf = self.files.get(ref)
+        self._file_ids[code], pf = self.files.get_with_identity(ref)
         offsets = row_group_offsets(pf)
         self._rg_offsets[code] = offsets
         eps = self.episodes
@@ -246,8 +269,9 @@ class FrameTable:
             groups = np.searchsorted(offsets, in_file[mask], side="right") - 1
             for g in np.unique(groups):
                 sel = mask[groups == g]
+                file = (str(self._path(int(code))), self._file_ids[int(code)])
                 column = self._heavy_cache.get(
-                    (int(code), int(g), key), lambda c=int(code), g=int(g): self._load(c, g, key)
+                    (file, int(g), key), lambda c=int(code), g=int(g): self._load(c, g, key)
                 )
                 for i, value in zip(sel, column.take(pa.array(in_file[sel] - offsets[g])).to_pylist()):
                     out[i] = value
@@ -255,10 +279,40 @@ class FrameTable:
 
     def _load(self, code: int, group: int, key: str) -> pa.Array:
         ref = self._path(code)
-        pf = self.files.get(ref)
+        identity, pf = self.files.get_with_identity(ref)
+        if identity != self._file_ids[code]:
+            raise DatasetFormatError(
+                ref.where,
+                "the file changed on disk after the dataset was opened (inode, size or mtime differ)",
+                "open the dataset again to read the new file",
+            )
         with ref.root.guard(ref.rel):
             return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
 
     @property
     def numeric_nbytes(self) -> int:
         return sum(a.nbytes for a in self.columns.values())
+
+    # -- crossing a process boundary ----------------------------------------------------------------------
+    def use_shared(self, segment: SharedArrays, prefix: str) -> None:
+        """Read the columns from `segment` (where `share_tables` copied them) from now on."""
+        self.columns = {name: segment.arrays[prefix + name] for name in self.columns}
+        self.shared = (segment, prefix)
+
+    def __getstate__(self) -> dict:
+        child = for_child_process()
+        if child:
+            share_tables([self])
+        state = self.__dict__.copy()
+        if child and self.shared is not None:
+            state["columns"] = list(self.columns)  # the child maps them from the shared segment
+        else:
+            state["shared"] = None  # a plain pickle carries copies of the arrays
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if state.get("shared") is not None:
+            arrays, prefix = state["shared"]  # `SharedArrays` unpickles as its arrays, mapped in this process
+            state["columns"] = {name: arrays[prefix + name] for name in state["columns"]}
+            state["shared"] = None
+        self.__dict__.update(state)

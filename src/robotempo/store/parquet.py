@@ -28,29 +28,37 @@ READ_FIX = "re-download or re-export this file; the dataset's metadata refers to
 class ParquetFiles:
     """Open `pq.ParquetFile`s by file, at most `max_open` at a time (LRU), never shared across a fork.
 
+    A handle is reused only while the file is the one it opened (`DatasetRoot.identity`: inode, size and
+    mtime of a local file): the cache outlives any one dataset, and a dataset rewritten in place must not be
+    read through a stale handle.
+
     Args:
         max_open: files kept open; default `ROBOTEMPO_PARQUET_HANDLES`, else 64.
     """
 
     def __init__(self, max_open: int | None = None):
         self.max_open = max_open or env_int(HANDLES_ENV, DEFAULT_HANDLES)
-        self._open: ProcessLocal[OrderedDict[str, pq.ParquetFile]] = ProcessLocal(OrderedDict)
-
-    def __getstate__(self) -> dict:
-        return {"max_open": self.max_open}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["max_open"])
+        self._open: ProcessLocal[OrderedDict[str, tuple[tuple, pq.ParquetFile]]] = ProcessLocal(OrderedDict)
 
     def get(self, path: FileRef | str | os.PathLike) -> pq.ParquetFile:
+        return self.get_with_identity(path)[1]
+
+    def get_with_identity(self, path: FileRef | str | os.PathLike) -> tuple[tuple, pq.ParquetFile]:
+        """(identity of the file, see `DatasetRoot.identity`; its open handle)."""
         ref = as_file(path)
-        key = str(ref)
+        root, key = ref.root, str(ref)
         open_ = self._open.get()
-        pf = open_.get(key)
-        if pf is not None:
+        try:
+            identity = root.identity(ref.rel)
+        except FileNotFoundError:
+            raise MissingFileError(ref.where, "the data file", READ_FIX) from None
+        hit = open_.get(key)
+        if hit is not None and hit[0] == identity:
             open_.move_to_end(key)
-            return pf
-        root = ref.root
+            return hit
+        if hit is not None:
+            del open_[key]
+            hit[1].close()
         try:
             pf = pq.ParquetFile(ref.open_input_file(), pre_buffer=not root.is_local)
         except FileNotFoundError:
@@ -60,18 +68,35 @@ class ParquetFiles:
         except (pa.ArrowInvalid, OSError) as e:
             bad = DatasetFormatError(ref.where, f"not a readable parquet file ({e})", READ_FIX)
             raise root.fault(e, ref.rel, bad) from None
-        open_[key] = pf
+        open_[key] = (identity, pf)
         if len(open_) > self.max_open:
-            _, old = open_.popitem(last=False)
+            _, (_, old) = open_.popitem(last=False)
             old.close()
-        return pf
+        return identity, pf
 
     def close(self) -> None:
         open_ = self._open.mine()
         if open_ is not None:
-            for pf in open_.values():
+            for _, pf in open_.values():
                 pf.close()
             open_.clear()
+
+    def __reduce__(self):
+        if self is _default_files:
+            return default_parquet_files, ()  # the receiving process's own shared handles
+        return ParquetFiles, (self.max_open,)
+
+
+_default_files: ParquetFiles | None = None
+
+
+def default_parquet_files() -> ParquetFiles:
+    """The process's one cache of open parquet files (`ROBOTEMPO_PARQUET_HANDLES`, default 64), shared by
+    every dataset, so the number of open files does not grow with the number of datasets."""
+    global _default_files
+    if _default_files is None:
+        _default_files = ParquetFiles()
+    return _default_files
 
 
 def row_group_offsets(pf: pq.ParquetFile) -> np.ndarray:
@@ -129,7 +154,9 @@ def item_ndim(type_: pa.DataType) -> int:
     return n
 
 
-def to_numpy(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], path: Path, name: str) -> np.ndarray:
+def to_numpy(
+    column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], path: Path | str, name: str
+) -> np.ndarray:
     """A numeric (possibly nested-list) column as an array `(rows, *shape)`; `shape` is () for scalars."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     n = len(arr)

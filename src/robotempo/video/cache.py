@@ -28,10 +28,11 @@ def default_cache_size() -> int:
 class _Slot:
     """One cached file: its reader (None until opened), the lock of the thread using it, a user count."""
 
-    __slots__ = ("key", "lock", "reader", "users", "evicted")
+    __slots__ = ("key", "identity", "lock", "reader", "users", "evicted")
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, identity: tuple | None):
         self.key = key
+        self.identity = identity  # the file this slot opens: a file replaced on disk gets a new slot
         self.lock = threading.Lock()
         self.reader: VideoReader | None = None
         self.users = 0  # threads holding or waiting for `lock`; guarded by the cache lock
@@ -88,20 +89,27 @@ class VideoDecoderCache:
     def reader(self, path: str | Path | FileRef) -> Iterator[VideoReader]:
         """The open reader of `path`, held exclusively by this thread inside the `with` block."""
         state = self._state.get()
-        key = cache_key(path)
+        ref = as_file(path)
+        key = str(ref)
+        identity = _identity(ref)
         with state.lock:
             slot = state.slots.get(key)
+            to_close = []
+            if slot is not None and slot.identity != identity:
+                del state.slots[key]
+                to_close = self._retire([slot])
+                slot = None
             if slot is None:
-                slot = state.slots[key] = _Slot(key)
+                slot = state.slots[key] = _Slot(key, identity)
             else:
                 state.slots.move_to_end(key)
             slot.users += 1
-            to_close = self._evict(state.slots)
+            to_close += self._evict(state.slots)
         _close_all(to_close)
         try:
             with slot.lock:
                 if slot.reader is None:
-                    slot.reader = VideoReader(path)
+                    slot.reader = VideoReader(ref)
                 try:
                     yield slot.reader
                 finally:
@@ -138,13 +146,19 @@ class VideoDecoderCache:
         state = self._state.get()
         with state.lock:
             slots, state.slots = list(state.slots.values()), OrderedDict()
-            to_close = []
-            for slot in slots:
-                slot.evicted = True
-                if slot.users == 0 and slot.reader is not None:
-                    to_close.append(slot.reader)
-                    slot.reader = None
+            to_close = self._retire(slots)
         _close_all(to_close)
+
+    @staticmethod
+    def _retire(slots: list[_Slot]) -> list[VideoReader]:
+        """Mark slots out of the cache (caller holds the lock); readers no thread uses, to close now."""
+        to_close = []
+        for slot in slots:
+            slot.evicted = True
+            if slot.users == 0 and slot.reader is not None:
+                to_close.append(slot.reader)
+                slot.reader = None
+        return to_close
 
     close = clear
 
@@ -152,6 +166,14 @@ class VideoDecoderCache:
 def cache_key(path: str | Path | FileRef) -> str:
     """The absolute path (or URL) naming a file in the cache."""
     return str(as_file(path))
+
+
+def _identity(ref: FileRef) -> tuple | None:
+    """The file's identity (`DatasetRoot.identity`), None when it cannot be read (the reader then raises)."""
+    try:
+        return ref.root.identity(ref.rel)
+    except OSError:
+        return None
 
 
 def _close_all(readers: list[VideoReader]) -> None:
