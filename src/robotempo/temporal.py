@@ -34,8 +34,7 @@ def plan_deltas(
             raise DeltaTimestampsError(
                 f"delta_timestamps[{key!r}] must be a non-empty list of finite seconds, got {deltas!r}"
             )
-        rows = np.round(values * fps)
-        off = np.abs(values - rows / fps)
+        rows, off = grid_rows(values, fps)
         bad = np.flatnonzero(off > tolerance_s)
         if len(bad):
             v = values[bad[0]]
@@ -46,6 +45,12 @@ def plan_deltas(
             )
         plan[key] = rows.astype(np.int64)
     return plan
+
+
+def grid_rows(seconds: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest frame offset (as float rows) of each offset in seconds, and its distance from it in seconds."""
+    rows = np.round(seconds * fps)
+    return rows, np.abs(seconds - rows / fps)
 
 
 def query_rows(

@@ -10,7 +10,6 @@ episodes, in order, with the promised lengths and global indices.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +18,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from robotempo.env import env_float
 from robotempo.errors import DatasetFormatError, RowAlignmentError
+from robotempo.forksafe import ProcessLocal
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DEFAULT_COLUMNS, DatasetInfo
+from robotempo.fs import DatasetRoot, FileRef, as_root
 from robotempo.store.parquet import (
     ParquetFiles,
     RowGroupIndex,
+    default_parquet_files,
+    file_identity,
     first_value,
     is_fixed_shape,
     item_ndim,
@@ -33,74 +37,107 @@ from robotempo.store.parquet import (
     row_group_offsets,
     to_numpy,
 )
+from robotempo.store.shared import SharedArrays, for_child_process, share_tables
 
 ALIGN_FIX = "the metadata and the data disagree: re-export the dataset, or regenerate meta/ from the data"
+HEAVY_CACHE_ENV = "ROBOTEMPO_HEAVY_CACHE_MB"
 DEFAULT_HEAVY_CACHE_MB = 256
 OPEN_THREADS = 8  # files read at once while opening; reads mostly wait on pyarrow outside the GIL
 
 
+class _Lru:
+    def __init__(self) -> None:
+        self.items: OrderedDict[tuple, pa.Array] = OrderedDict()
+        self.nbytes = 0
+
+
 class _HeavyCache:
-    """Row-group columns of heavy features, LRU-bounded by bytes; dropped in a forked child."""
+    """Row-group columns of heavy features, LRU-bounded by bytes; dropped in a forked child, never pickled.
+
+    Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`).
+    """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, pa.Array] = OrderedDict()
-        self._bytes = 0
-        self._pid = os.getpid()
+        self._lru: ProcessLocal[_Lru] = ProcessLocal(_Lru)
 
     def get(self, key: tuple, load: Callable[[], pa.Array]) -> pa.Array:
-        if self._pid != os.getpid():
-            self._items, self._bytes, self._pid = OrderedDict(), 0, os.getpid()
-        hit = self._items.get(key)
+        lru = self._lru.get()
+        hit = lru.items.get(key)
         if hit is not None:
-            self._items.move_to_end(key)
+            lru.items.move_to_end(key)
             return hit
         value = load()
-        self._items[key] = value
-        self._bytes += value.nbytes
-        while self._bytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self._bytes -= old.nbytes
+        lru.items[key] = value
+        lru.nbytes += value.nbytes
+        while lru.nbytes > self.max_bytes and len(lru.items) > 1:
+            _, old = lru.items.popitem(last=False)
+            lru.nbytes -= old.nbytes
         return value
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self._lru.get().nbytes
+
+    def __reduce__(self):
+        if self is _default_heavy_cache:
+            return default_heavy_cache, ()  # the receiving process's own shared cache
+        return _HeavyCache, (self.max_bytes,)
+
+
+_default_heavy_cache: _HeavyCache | None = None
+
+
+def default_heavy_cache() -> _HeavyCache:
+    """The process's one heavy-column cache, shared by every dataset opened without `heavy_cache_mb`.
+
+    Its budget is `ROBOTEMPO_HEAVY_CACHE_MB` (default 256 MB) for the whole process, however many datasets
+    (or mixtures) read through it.
+    """
+    global _default_heavy_cache
+    if _default_heavy_cache is None:
+        mb = env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
+        _default_heavy_cache = _HeavyCache(int(mb * 2**20))
+    return _default_heavy_cache
 
 
 class FrameTable:
-    """Rows of the selected episodes (`episodes`, a sub-table sorted by episode_index), in that order."""
+    """Rows of the selected episodes (`episodes`, a sub-table sorted by episode_index), in that order.
+
+    `files` and the heavy cache default to the process-wide ones (one budget per process); `heavy_cache_mb`
+    gives this table a private cache of that size instead.
+    """
 
     def __init__(
         self,
-        root: Path,
+        root: str | Path | DatasetRoot,
         info: DatasetInfo,
         episodes: EpisodeTable,
         files: ParquetFiles | None = None,
         heavy_cache_mb: float | None = None,
     ):
-        self.root = Path(root)
+        self.location = as_root(root)
+        self.root = self.location.where()
         self.info = info
         self.episodes = episodes
-        self.files = files or ParquetFiles()
-        mb = (
-            heavy_cache_mb
-            if heavy_cache_mb is not None
-            else float(os.environ.get("ROBOTEMPO_HEAVY_CACHE_MB", DEFAULT_HEAVY_CACHE_MB))
+        self.files = files or default_parquet_files()
+        self._heavy_cache = (
+            _HeavyCache(int(heavy_cache_mb * 2**20)) if heavy_cache_mb is not None else default_heavy_cache()
         )
-        self._heavy_cache = _HeavyCache(int(mb * 2**20))
+        self.shared: tuple[SharedArrays, str] | None = None  # (segment, key prefix) once columns are shared
         self.ep_to = np.cumsum(episodes.length)
         self.ep_from = self.ep_to - episodes.length
         self.num_rows = int(self.ep_to[-1]) if len(self.ep_to) else 0
         self.columns: dict[str, np.ndarray] = {}
         self.heavy_keys: list[str] = []
         self._rg_offsets: dict[int, np.ndarray] = {}
+        self._file_ids: dict[int, tuple] = {}  # identity of each data file as read at open (cache keys)
         self.row_from = np.empty(len(episodes), dtype=np.int64)  # verified in-file row offset per episode
         self._read()
 
     # -- open -------------------------------------------------------------------------------------------
-    def _path(self, code: int) -> Path:
-        return self.root / self.episodes.data_files[code]
+    def _path(self, code: int) -> FileRef:
+        return self.location.file(self.episodes.data_files[code])
 
     def _plan_columns(self, schema: pa.Schema) -> tuple[list[str], dict[str, int]]:
         numeric, ndim = [], {}
@@ -132,14 +169,13 @@ class FrameTable:
             return
         bounds = list(starts[1:]) + [len(order)]
         jobs = [(int(c), order[lo:hi]) for c, lo, hi in zip(codes, starts, bounds)]
-        first = open_parquet(self._path(jobs[0][0]))
-        numeric, ndim = self._plan_columns(first.schema_arrow)
+        first_path = self._path(jobs[0][0])
+        first = (file_identity(first_path), open_parquet(first_path))
+        numeric, ndim = self._plan_columns(first[1].schema_arrow)
         missing = [c for c in DEFAULT_COLUMNS if c not in numeric]
         if missing:
-            first.close()
-            raise RowAlignmentError(
-                self._path(jobs[0][0]), f"default columns {missing} are missing", ALIGN_FIX
-            )
+            first[1].close()
+            raise RowAlignmentError(first_path.where, f"default columns {missing} are missing", ALIGN_FIX)
         shapes = {n: self._item_shape(n, ndim[n]) for n in numeric}
         pieces = self._read_files(jobs, numeric, first)
         if not self._fill_concatenated(pieces, numeric, shapes):
@@ -148,15 +184,20 @@ class FrameTable:
         release_freed_memory()  # the transient tables and footers
         self._verify()
 
-    def _read_files(self, jobs: list[tuple[int, np.ndarray]], columns: list[str], first) -> list[tuple]:
+    def _read_files(
+        self, jobs: list[tuple[int, np.ndarray]], columns: list[str], first: tuple
+    ) -> list[tuple]:
         """(code, positions, table) per file; many files (v2.1: one per episode) are read by threads, as
-        pyarrow releases the GIL while it reads and decodes. No handle outlives the open: footers of files
-        with thousands of row groups weigh megabytes."""
+        pyarrow releases the GIL while it reads and decodes. The handles opened here are closed before the
+        open returns, outside the shared handle cache: footers of files with thousands of row groups weigh
+        megabytes, and a tabular or video dataset never reads its data files again."""
 
         def run(batch: list[tuple[int, np.ndarray]]) -> list[tuple]:
             out = []
             for code, positions in batch:
-                pf = first if code == jobs[0][0] else open_parquet(self._path(code))
+                ref = self._path(code)
+                identity, pf = first if code == jobs[0][0] else (file_identity(ref), open_parquet(ref))
+                self._file_ids[code] = identity
                 try:
                     out.append((code, positions, self._read_file(code, pf, positions, columns)))
                 finally:
@@ -183,7 +224,7 @@ class FrameTable:
         table = pa.concat_tables([t for _, _, t in pieces])
         try:
             for name in numeric:
-                values = to_numpy(table.column(name), shapes[name], self._path(pieces[0][0]), name)
+                values = to_numpy(table.column(name), shapes[name], self._path(pieces[0][0]).where, name)
                 self.columns[name] = values if values.flags.writeable else values.copy()
         except DatasetFormatError:
             self.columns.clear()
@@ -194,7 +235,7 @@ class FrameTable:
         eps = self.episodes
         for code, positions, table in pieces:
             for name in numeric:
-                values = to_numpy(table.column(name), shapes[name], self._path(code), name)
+                values = to_numpy(table.column(name), shapes[name], self._path(code).where, name)
                 if name not in self.columns:
                     self.columns[name] = np.empty((self.num_rows, *values.shape[1:]), dtype=values.dtype)
                     shapes[name] = values.shape[1:]
@@ -207,7 +248,8 @@ class FrameTable:
 
     def _read_file(self, code: int, pf, positions: np.ndarray, columns: list[str]) -> pa.Table:
         """Read the row groups of one file that hold the given episodes, and slice out exactly their rows."""
-        path = self._path(code)
+        ref = self._path(code)
+        path = ref.where
         eps = self.episodes
         num_rows = pf.metadata.num_rows
         first_index = first_value(pf, "index")
@@ -233,13 +275,15 @@ class FrameTable:
                 path, f"columns {missing} are missing (other data files have them)", ALIGN_FIX
             )
         if row_from[0] == 0 and row_to[-1] == num_rows and np.array_equal(row_from[1:], row_to[:-1]):
-            return pf.read(columns=columns, use_threads=False)  # the selection is the whole file
+            with ref.root.guard(ref.rel):
+                return pf.read(columns=columns, use_threads=False)  # the selection is the whole file
         index = RowGroupIndex(pf, first_index)
         first_rg, first_start = index.locate(row_from)
         last_rg, _ = index.locate(row_to - 1)
         spans = {int(g): int(s) for g, s in zip(first_rg, first_start)}
         groups = sorted({g for a, b in zip(first_rg, last_rg) for g in range(int(a), int(b) + 1)})
-        table = pf.read_row_groups(groups, columns=columns, use_threads=False)
+        with ref.root.guard(ref.rel):
+            table = pf.read_row_groups(groups, columns=columns, use_threads=False)
         # The groups read are concatenated: file row r of first group g sits at r - start(g) + (rows of the
         # groups read before g).
         sizes = np.array([pf.metadata.row_group(g).num_rows for g in groups], dtype=np.int64)
@@ -264,7 +308,7 @@ class FrameTable:
             row = int(bad[0])
             e = int(np.searchsorted(self.ep_to, row, side="right"))
             raise RowAlignmentError(
-                self._path(int(eps.data_file[e])),
+                self._path(int(eps.data_file[e])).where,
                 f"row {row - self.ep_from[e]} of episode {eps.episode_index[e]} (length {eps.length[e]} per "
                 f"metadata) holds episode_index {ep_col[row]} and index {self.columns['index'][row]}, "
                 f"expected "
@@ -290,8 +334,9 @@ class FrameTable:
             groups = np.searchsorted(offsets, in_file[mask], side="right") - 1
             for g in np.unique(groups):
                 sel = mask[groups == g]
+                file = (str(self._path(int(code))), self._file_ids[int(code)])
                 column = self._heavy_cache.get(
-                    (int(code), int(g), key), lambda c=int(code), g=int(g): self._load(c, g, key)
+                    (file, int(g), key), lambda c=int(code), g=int(g): self._load(c, g, key)
                 )
                 for i, value in zip(sel, column.take(pa.array(in_file[sel] - offsets[g])).to_pylist()):
                     out[i] = value
@@ -299,13 +344,50 @@ class FrameTable:
 
     def _offsets(self, code: int) -> np.ndarray:
         if code not in self._rg_offsets:
-            self._rg_offsets[code] = row_group_offsets(self.files.get(self._path(code)))
+            self._rg_offsets[code] = row_group_offsets(self._opened_file(code))
         return self._rg_offsets[code]
 
+    def _opened_file(self, code: int):
+        """The data file through the shared handle cache, if it is still the file read at open."""
+        ref = self._path(code)
+        identity, pf = self.files.get_with_identity(ref)
+        if identity != self._file_ids[code]:
+            raise DatasetFormatError(
+                ref.where,
+                "the file changed on disk after the dataset was opened (inode, size or mtime differ)",
+                "open the dataset again to read the new file",
+            )
+        return pf
+
     def _load(self, code: int, group: int, key: str) -> pa.Array:
-        pf = self.files.get(self._path(code))
-        return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
+        ref, pf = self._path(code), self._opened_file(code)
+        with ref.root.guard(ref.rel):
+            return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
 
     @property
     def numeric_nbytes(self) -> int:
         return sum(a.nbytes for a in self.columns.values())
+
+    # -- crossing a process boundary ----------------------------------------------------------------------
+    def use_shared(self, segment: SharedArrays, prefix: str) -> None:
+        """Read the columns from `segment` (where `share_tables` copied them) from now on."""
+        self.columns = {name: segment.arrays[prefix + name] for name in self.columns}
+        self.shared = (segment, prefix)
+
+    def __getstate__(self) -> dict:
+        child = for_child_process()
+        if child:
+            share_tables([self])
+        state = self.__dict__.copy()
+        if child and self.shared is not None:
+            state["columns"] = list(self.columns)  # the child maps them from the shared segment
+        else:
+            state["shared"] = None  # a plain pickle carries copies of the arrays
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if state.get("shared") is not None:
+            arrays, prefix = state["shared"]  # `SharedArrays` unpickles as its arrays, mapped in this process
+            state["columns"] = {name: arrays[prefix + name] for name in state["columns"]}
+            state["shared"] = None
+        self.__dict__.update(state)
