@@ -50,6 +50,7 @@ sys.path.insert(0, str(BENCH))
 from video_loader_peer import (  # noqa: E402  (stdlib + numpy at import; torch inside functions)
     RESULT_TAG,
     benchmark_query,
+    camera_keys,
     emit,
     loadavg,
     measure_loader,
@@ -99,7 +100,7 @@ def robotempo_worker(a) -> int:
             _install_worker_profiler(a.cprofile)
         r = measure_loader(
             ds, fn, indices, batch_size=a.batch_size, workers=a.workers, warmup=a.warmup, batches=a.batches,
-            budget_s=a.budget_s, dump=a.dump, dump_keys=tuple(video_keys(info)) + ("observation.state", "action"),
+            budget_s=a.budget_s, dump=a.dump, dump_keys=tuple(camera_keys(info)) + ("observation.state", "action"),
         )  # fmt: skip
         import robotempo
 

@@ -43,12 +43,18 @@ def video_keys(info: dict) -> list[str]:
     return [k for k, f in info["features"].items() if f["dtype"] == "video"]
 
 
+def camera_keys(info: dict) -> list[str]:
+    return [k for k, f in info["features"].items() if f["dtype"] in ("video", "image")]
+
+
 def benchmark_query(info: dict, cam_deltas: bool) -> dict[str, list[float]]:
-    """The P5 query: state [-0.1, 0], an action chunk of 50 frames at 10 Hz, camera [-0.1, 0] or none."""
-    d = {"observation.state": [-0.1, 0.0], "action": [i / 10 for i in range(50)]}
+    """The P5 / VLA query at the dataset's frame rate: state [-1/fps, 0], an action chunk of 50 frames, and
+    every camera at [-1/fps, 0] (two frames) or, without `cam_deltas`, the current frame only."""
+    fps = float(info["fps"])
+    d = {"observation.state": [-1 / fps, 0.0], "action": [i / fps for i in range(50)]}
     if cam_deltas:
-        for k in video_keys(info):
-            d[k] = [-0.1, 0.0]
+        for k in camera_keys(info):
+            d[k] = [-1 / fps, 0.0]
     return d
 
 
@@ -202,8 +208,10 @@ def open_opentau(root: str, deltas: dict, backend: str):
     info = read_info(root)
     dim = int(info["features"]["observation.state"]["shape"][0])
     adim = int(info["features"]["action"]["shape"][0])
+    cams = camera_keys(info)
+    height, width = info["features"][cams[0]]["shape"][:2] if cams else (96, 96)
     cfg = TrainPipelineConfig(
-        dataset_mixture=DatasetMixtureConfig(), batch_size=1, resolution=(96, 96), num_cams=1,
+        dataset_mixture=DatasetMixtureConfig(), batch_size=1, resolution=(height, width), num_cams=len(cams) or 1,
         max_state_dim=dim, max_action_dim=adim, action_chunk=50,
     )  # fmt: skip
     ds = LeRobotDataset(
@@ -248,7 +256,7 @@ def main(argv=None) -> int:
         r = measure_loader(
             ds, torch.utils.data.default_collate, indices, batch_size=a.batch_size, workers=a.workers,
             warmup=a.warmup, batches=a.batches, budget_s=a.budget_s, dump=a.dump,
-            dump_keys=tuple(video_keys(info)) + ("observation.state", "action"),
+            dump_keys=tuple(camera_keys(info)) + ("observation.state", "action"),
         )  # fmt: skip
         version = __import__(a.lib).__version__ if hasattr(__import__(a.lib), "__version__") else "?"
         emit({"lib": a.lib, "backend": a.backend, "version": version, "open_s": open_s, "len": len(ds),

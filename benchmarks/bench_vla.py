@@ -1,0 +1,345 @@
+"""A realistic VLA workload (issue 11): three cameras, two frames of history each, state history and a 50-step
+action chunk at 30 fps; robotempo's DataLoader against the decoders' limit and against the peers.
+
+    .venv/bin/python benchmarks/bench_vla.py run --quick        # 6 short episodes per corpus: minutes
+    .venv/bin/python benchmarks/bench_vla.py run                # ~100 episodes of ~10 s (writes ~1-2 h once)
+    .venv/bin/python benchmarks/bench_vla.py limit --corpus vla224_av1 --quick   # the decoder limit alone
+
+Corpora (robotempo.writer, 3 cameras `observation.images.{top,left,wrist}`, 30 fps, state/action 14):
+  vla224_av1   v3.0, 224x224, AV1 (libsvtav1 crf 30, g=2, yuv420p: LeRobot's default settings)
+  vla224_h264  v3.0, 224x224, H.264 (libx264 crf 23, g=2)
+  vla480_av1   v3.0, 480x640, AV1 (a fifth of the episodes: encoding is the slow part of writing it)
+  vla224_png   v2.1, 224x224, PNG in the parquet (the embedded-image layout)
+
+Per corpus, in one run, each measurement a fresh process:
+  limit      PyAV decoding exactly the frames the loader's first `batches` batches need, the best plan by
+             hand: per batch and file, the needed frames sorted, one seek per group of pictures, decoded
+             forward, FFmpeg's own threads on (thread_type AUTO), RGB conversion included; for PNG, PIL
+             decoding the needed cells (bytes read beforehand). Reported in frames per CPU-second and as
+             samples per CPU-second (frames / 6 per sample).
+  robotempo  LeRobotDataset + robotempo.collate, DataLoader, 2 workers, batch 32 (samples/s, samples/CPU-s)
+  lerobot    LeRobot 0.6.1, torchcodec and pyav backends (v3.0 corpora)
+  opentau    OpenTau 0.14.0 on the PNG corpus (v2.1)
+robotempo's fraction of the limit is samples per CPU-second / the limit's samples per CPU-second: the
+machine is shared, CPU time is what each system consumed whatever the others did. Writes
+benchmarks/results/<date>-vla[-quick].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH / "peer_side"))
+sys.path.insert(0, str(BENCH))
+
+import bench_video_loader as p5  # noqa: E402
+from video_loader_peer import benchmark_query, emit, loadavg, read_info  # noqa: E402
+
+CAMERAS = ("observation.images.top", "observation.images.left", "observation.images.wrist")
+FPS = 30
+CORPORA = {
+    "vla224_av1": {"version": "v3.0", "camera": "video", "size": (224, 224), "codec": "av1", "share": 1.0},
+    "vla224_h264": {"version": "v3.0", "camera": "video", "size": (224, 224), "codec": "h264", "share": 1.0},
+    "vla480_av1": {"version": "v3.0", "camera": "video", "size": (480, 640), "codec": "av1", "share": 0.2},
+    "vla224_png": {"version": "v2.1", "camera": "image", "size": (224, 224), "codec": "png", "share": 1.0},
+}
+SCALES = {"quick": {"episodes": 6, "mean_length": 60.0}, "full": {"episodes": 100, "mean_length": 300.0}}
+BATCH = 32
+SEEK_GAP = 4  # frames: decoding forward further than this costs more than a seek at g=2
+FRAMES_PER_SAMPLE = 2 * len(CAMERAS)
+
+
+# -- corpora --------------------------------------------------------------------------------------------------
+def corpus_root(name: str, scale: str) -> Path:
+    return p5.BENCH_DIR / "vla" / scale / name
+
+
+def write_corpus(name: str, scale: str) -> Path:
+    """Three cameras from one synthetic scene: the second and third are its mirror images (same content
+    statistics, different bitstreams)."""
+    from robotempo.synth import SynthSpec
+    from robotempo.writer import DatasetWriter
+
+    c, s = CORPORA[name], SCALES[scale]
+    root = corpus_root(name, scale)
+    if (root / "meta" / "info.json").exists():
+        return root
+    n = max(2, round(s["episodes"] * c["share"]))
+    spec = SynthSpec(n_episodes=n, n_tasks=3, mean_length=s["mean_length"], camera="video",
+                     image_size=c["size"], fps=FPS, seed=11)  # fmt: skip
+    features = {k: v for k, v in spec.features().items() if k in ("observation.state", "action")}
+    for key in CAMERAS:
+        features[key] = {
+            "dtype": c["camera"],
+            "shape": [*c["size"], 3],
+            "names": ["height", "width", "channels"],
+        }
+    t = time.perf_counter()
+    codec = c["codec"] if c["camera"] == "video" else "h264"
+    with DatasetWriter(root, fps=FPS, features=features, version=c["version"], robot_type="synthetic",
+                       video_codec=codec, commit_every=max(1, n // 4)) as w:  # fmt: skip
+        for e in range(n):
+            arrays, task = spec.episode(e)
+            frames = arrays.pop("observation.images.top")
+            arrays.update(dict(zip(CAMERAS, (frames, frames[:, :, ::-1], frames[:, ::-1]))))
+            w.add_episode(arrays, task=task)
+            print(f"\r{name}: episode {e + 1}/{n} ({time.perf_counter() - t:.0f} s)", end="", flush=True)
+    print()
+    return root
+
+
+# -- the workload's frames ------------------------------------------------------------------------------------
+def needed_frames(root: Path, indices: np.ndarray) -> list[dict[str, tuple[str, np.ndarray]]]:
+    """Per batch: for every (camera, file) the frame numbers (video) or table rows (PNG) the batch needs."""
+    from robotempo import LeRobotDataset
+    from robotempo.temporal import query_rows
+
+    ds = LeRobotDataset("bench/vla", root=root, delta_timestamps=benchmark_query(read_info(root), True),
+                        speed_labels=False)  # fmt: skip
+    out = []
+    for start in range(0, len(indices), BATCH):
+        rows = indices[start : start + BATCH]
+        ep = ds.frames.episode_of(rows)
+        where, _ = query_rows(rows, ds._deltas[CAMERAS[0]], ds.frames.ep_from[ep], ds.frames.ep_to[ep])
+        where = where.reshape(-1)
+        wep = ds.frames.episode_of(where)
+        need = {}
+        for key in ds.camera_keys:
+            if key in ds.image_keys:
+                codes = ds._selected.data_file[wep]
+                for code in np.unique(codes):
+                    need[(key, int(code))] = (str(root / ds._selected.data_files[int(code)]),
+                                              ds.frames.row_from[wep[codes == code]]
+                                              + where[codes == code] - ds.frames.ep_from[wep[codes == code]])  # fmt: skip
+                continue
+            loc = ds._selected.videos[key]
+            times = ds._video_from[key][wep] + ds.frames.columns["timestamp"][where].astype(np.float64)
+            files = loc.file[wep]
+            for code in np.unique(files):
+                frames = np.unique(np.round(times[files == code] * FPS).astype(np.int64))
+                need[(key, int(code))] = (str(root / loc.files[int(code)]), frames)
+        out.append(need)
+    return out
+
+
+def _decode_needed(path: str, frames: np.ndarray, containers: dict, threads: str) -> int:
+    """Decode exactly `frames` (sorted frame numbers) of one file: a seek, then forward while the next
+    needed frame is near (within SEEK_GAP frames), else a new seek."""
+    import av
+
+    c = containers.get(path)
+    if c is None:
+        c = containers[path] = av.open(path)
+        if threads == "auto":
+            c.streams.video[0].thread_type = "AUTO"
+        else:
+            c.streams.video[0].codec_context.thread_count = 1
+    stream = c.streams.video[0]
+    tb = float(stream.time_base)
+    i = 0
+    while i < len(frames):
+        c.seek(int(round(frames[i] / FPS / tb)), stream=stream, backward=True)
+        for frame in c.decode(stream):
+            n = round(frame.pts * tb * FPS)
+            if n > frames[i]:
+                raise RuntimeError(f"{path}: a seek to frame {frames[i]} landed on frame {n}")
+            if n == frames[i]:
+                frame.to_ndarray(format="rgb24")
+                i += 1
+                if i == len(frames) or frames[i] - n > SEEK_GAP:
+                    break
+    return len(frames)
+
+
+def _png_needed(path: str, rows: np.ndarray, cells: dict, key: str) -> list[bytes]:
+    import pyarrow.parquet as pq
+
+    if (path, key) not in cells:
+        cells[(path, key)] = pq.read_table(path, columns=[key]).column(0).combine_chunks()
+    column = cells[(path, key)]
+    return [column[int(r)].as_py()["bytes"] for r in rows]
+
+
+def task_limit(root: Path, indices: np.ndarray, batches: int) -> dict:
+    """The decoders' limit on the workload's frames, in frames per CPU-second of this process."""
+    plan = needed_frames(root, indices[: batches * BATCH])
+    cells = {}
+    pngs = [[_png_needed(path, rows, cells, key) for (key, _), (path, rows) in need.items()]
+            for need in plan] if read_info(root)["features"][CAMERAS[0]]["dtype"] == "image" else None  # fmt: skip
+    if pngs is not None:
+        modes = {"pil": lambda: _decode_pngs(pngs)}
+    else:
+        modes = {t: (lambda t=t: sum(_decode_needed(path, wanted, {}, t) for need in plan
+                                     for path, wanted in need.values())) for t in ("auto", "single")}  # fmt: skip
+    out = {}
+    for mode, decode in modes.items():
+        c0, t0 = time.process_time(), time.perf_counter()
+        frames = decode()
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        samples = batches * BATCH
+        out[mode] = {"frames": frames, "cpu_s": cpu, "wall_s": wall, "frames_per_cpu_s": frames / cpu,
+                     "samples": samples, "frames_per_sample": frames / samples,
+                     "samples_per_cpu_s": samples / cpu, "samples_per_s": samples / wall}  # fmt: skip
+    best = max(out, key=lambda m: out[m]["samples_per_cpu_s"])
+    return {**out[best], "mode": best, "modes": out}
+
+
+def _decode_pngs(pngs: list) -> int:
+    from PIL import Image
+
+    frames = 0
+    for batch in pngs:
+        for blobs in batch:
+            for b in blobs:
+                with Image.open(io.BytesIO(b)) as im:
+                    np.asarray(im.convert("RGB"))
+                frames += 1
+    return frames
+
+
+# -- the run --------------------------------------------------------------------------------------------------
+def systems_for(name: str) -> list[str]:
+    if CORPORA[name]["camera"] == "image":
+        return ["limit", "robotempo", "opentau-torchcodec"]
+    return ["limit", "robotempo", "lerobot-torchcodec", "lerobot-pyav"]
+
+
+def run_system(system: str, root: Path, idx: Path, plan: dict, args) -> dict:
+    if system == "limit":
+        cmd = [str(p5.ROBOTEMPO_PY), str(Path(__file__).resolve()), "limit-worker", "--root", str(root),
+               "--indices", str(idx), "--batches", str(plan["warmup"] + plan["batches"])]  # fmt: skip
+        return p5.run_one(cmd, timeout=args.timeout)
+    cmd, _ = p5.command(system, root, 1, idx, 2, plan, None)
+    return p5.run_one([*cmd, "--batch-size", str(BATCH)] if cmd[0] != "bash" else
+                      [*cmd[:-1], cmd[-1] + f" --batch-size {BATCH}"], timeout=args.timeout)  # fmt: skip
+
+
+def cmd_run(args) -> int:
+    scale = "quick" if args.quick else "full"
+    names = args.corpora.split(",") if args.corpora else list(CORPORA)
+    plan = {"warmup": 2, "batches": 6, "budget_s": 30.0} if args.quick else {
+        "warmup": 3, "batches": 20, "budget_s": 90.0}  # fmt: skip
+    p5.SCRATCH.mkdir(parents=True, exist_ok=True)
+    records, started = [], time.time()
+    roots = {name: write_corpus(name, scale) for name in names}
+    for rep in range(args.reps):
+        for name, root in roots.items():
+            n = (plan["warmup"] + plan["batches"]) * BATCH
+            idx = p5.make_indices(root, n, args.seed)
+            systems = systems_for(name)
+            k = rep % len(systems)
+            for system in systems[k:] + systems[:k]:
+                r = run_system(system, root, idx, plan, args)
+                records.append({"rep": rep, "corpus": name, "system": system, **r})
+                rate = (f"{r['samples_per_s']:7.1f} samples/s {r['samples_per_cpu_s']:7.1f} /CPU-s"
+                        if "samples_per_s" in r else f"ERROR {str(r.get('error'))[:300]}")  # fmt: skip
+                print(f"[{time.time() - started:6.0f}s] rep{rep} {name:12s} {system:19s} {rate}  "
+                      f"load {loadavg()[0]:.1f}", flush=True)  # fmt: skip
+    result = {"date": dt.date.today().isoformat(), "scale": scale, "batch_size": BATCH, "workers": 2,
+              "reps": args.reps, "plan": plan, "query": benchmark_query(read_info(next(iter(roots.values()))), True),
+              "corpora": {n: {"root": str(r), **CORPORA[n], "episodes": read_info(r)["total_episodes"],
+                              "frames": read_info(r)["total_frames"]} for n, r in roots.items()},
+              "machine": {"nproc": os.cpu_count(), "wall_s": time.time() - started}, "runs": records}  # fmt: skip
+    result["summary"] = summarize(records)
+    out = (
+        Path(args.out)
+        if args.out
+        else p5.RESULTS / f"{result['date']}-vla{'-quick' if args.quick else ''}.json"
+    )
+    out.write_text(json.dumps(result, indent=1, default=str))
+    print_summary(result["summary"])
+    print(f"wrote {out}")
+    return 0
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    rows = []
+    for name in dict.fromkeys(r["corpus"] for r in records):
+        mine = [r for r in records if r["corpus"] == name]
+        med = {}
+        for system in dict.fromkeys(r["system"] for r in mine):
+            ok = [r for r in mine if r["system"] == system and "samples_per_s" in r]
+            med[system] = {k: statistics.median(r[k] for r in ok) if ok else None
+                           for k in ("samples_per_s", "samples_per_cpu_s")}  # fmt: skip
+            med[system]["errors"] = [
+                str(r["error"])[:200] for r in mine if r["system"] == system and "error" in r
+            ]
+        peers = [s for s in med if s.startswith(("lerobot", "opentau")) and med[s]["samples_per_s"]]
+        best = max(peers, key=lambda s: med[s]["samples_per_s"]) if peers else None
+        rt, lim = med.get("robotempo", {}), med.get("limit", {})
+
+        def ratio(a, b):
+            return a / b if a and b else None
+
+        rows.append({
+            "corpus": name, "systems": med, "peer_best": best,
+            "vs_peer_best": ratio(rt.get("samples_per_s"), best and med[best]["samples_per_s"]),
+            "vs_peer_best_cpu": ratio(rt.get("samples_per_cpu_s"), best and med[best]["samples_per_cpu_s"]),
+            "fraction_of_limit_cpu": ratio(rt.get("samples_per_cpu_s"), lim.get("samples_per_cpu_s")),
+        })  # fmt: skip
+    return rows
+
+
+def print_summary(rows: list[dict]) -> None:
+    def f(x, fmt="{:.1f}"):
+        return fmt.format(x) if x is not None else "-"
+
+    print(f"{'corpus':12} {'system':19} {'samples/s':>10} {'/CPU-s':>8}")
+    for row in rows:
+        for system, m in row["systems"].items():
+            err = f"  ERR {m['errors'][0][:100]}" if m["errors"] and m["samples_per_s"] is None else ""
+            print(
+                f"{row['corpus']:12} {system:19} {f(m['samples_per_s']):>10} {f(m['samples_per_cpu_s']):>8}{err}"
+            )
+        print(f"{row['corpus']:12} robotempo / {row['peer_best']}: {f(row['vs_peer_best'], '{:.2f}x')} (wall), "
+              f"{f(row['vs_peer_best_cpu'], '{:.2f}x')} (CPU); fraction of the decoder limit (CPU): "
+              f"{f(row['fraction_of_limit_cpu'], '{:.0%}')}")  # fmt: skip
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--quick", action="store_true")
+    r.add_argument("--corpora", default="", help=f"comma list of {list(CORPORA)}")
+    r.add_argument("--reps", type=int, default=3)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--timeout", type=float, default=900.0)
+    r.add_argument("--out", default="")
+    w = sub.add_parser("write")
+    w.add_argument("--quick", action="store_true")
+    w.add_argument("--corpora", default="")
+    lw = sub.add_parser("limit-worker")
+    lw.add_argument("--root", required=True)
+    lw.add_argument("--indices", required=True)
+    lw.add_argument("--batches", type=int, required=True)
+    a = ap.parse_args(argv)
+    if a.cmd == "run":
+        return cmd_run(a)
+    if a.cmd == "write":
+        for name in a.corpora.split(",") if a.corpora else CORPORA:
+            print(write_corpus(name, "quick" if a.quick else "full"))
+        return 0
+    try:
+        emit(task_limit(Path(a.root), np.load(a.indices), a.batches))
+    except Exception as e:  # reported, never hidden
+        import traceback
+
+        emit({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=8)})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
