@@ -178,6 +178,7 @@ class FrameTable:
             raise RowAlignmentError(first_path.where, f"default columns {missing} are missing", ALIGN_FIX)
         shapes = {n: self._item_shape(n, ndim[n]) for n in numeric}
         pieces = self._read_files(jobs, numeric, first)
+        del first  # its parsed footer: tens of MB of heap for a file of thousands of row groups
         if not self._fill_concatenated(pieces, numeric, shapes):
             self._fill_by_piece(pieces, numeric, shapes)
         del pieces

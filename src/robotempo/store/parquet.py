@@ -187,10 +187,18 @@ class RowGroupIndex:
 
 
 def leaf_index(pf: pq.ParquetFile, column: str) -> int | None:
-    """Position of a top-level primitive column among the file's leaf columns (as statistics index them)."""
-    schema = pf.metadata.schema
-    for i in range(len(schema)):
-        if schema.column(i).path == column:
+    """Position of a top-level primitive column among the file's leaf columns (as statistics index them).
+
+    Read from the first row group's column paths, not `metadata.schema`: that object and its file metadata
+    form a reference cycle, which keeps a parsed footer (tens of MB for thousands of row groups) alive
+    until the next garbage collection.
+    """
+    md = pf.metadata
+    if md.num_row_groups == 0:
+        return None
+    group = md.row_group(0)
+    for i in range(md.num_columns):
+        if group.column(i).path_in_schema == column:
             return i
     return None
 
