@@ -12,7 +12,7 @@ from PIL import Image
 from robotempo.errors import DatasetFormatError
 
 
-def decode_image(value, path: Path, key: str) -> np.ndarray:
+def decode_image(value, path: Path | str, key: str) -> np.ndarray:
     """An embedded image cell (`{"bytes": ..., "path": ...}`) as uint8 (H, W, 3)."""
     data = value.get("bytes") if isinstance(value, dict) else value
     if not data:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ import torch
 from robotempo.cameras import decode_image, to_item_layout
 from robotempo.errors import MissingFileError
 from robotempo.format import DatasetMeta, read_metadata
+from robotempo.fs import as_root
 from robotempo.selection import select_episodes
 from robotempo.store.frames import FrameTable
 from robotempo.temporal import check_timestamps, plan_deltas, query_rows
@@ -84,29 +86,41 @@ class LeRobotDataset(torch.utils.data.Dataset):
         speed_cache_dir: str | Path | None = None,
         heavy_cache_mb: float | None = None,
         video_cache_size: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ):
+        """Open the dataset `repo_id` stored at `root` (a local folder or an object-store URL), in place.
+
+        `storage_options` configures an object-store root such as `s3://bucket/prefix` (`endpoint_override`,
+        `region`, `anonymous`, `access_key`, `secret_key`, ...; see `robotempo.fs.DatasetRoot`); without it
+        the standard AWS environment applies. Nothing is ever written to an object-store root: speed
+        percentiles computed for it are kept in the user cache.
+        """
         super().__init__()
         self.repo_id = repo_id
-        self.root = Path(root) if root is not None else default_root(repo_id)
-        if not (self.root / "meta" / "info.json").is_file():
-            raise MissingFileError(
-                self.root / "meta" / "info.json",
-                f"the dataset {repo_id!r}",
-                "pass root= pointing at a local copy (robotempo never downloads while loading; fetch it "
-                "first, e.g. with huggingface_hub.snapshot_download(repo_id, repo_type='dataset', "
-                "local_dir=...))",
-            )
+        self.location = as_root(root if root is not None else default_root(repo_id), storage_options)
+        self.root = self.location.where()
         if video_backend not in (None, "pyav"):
             logger.info("video_backend=%r ignored: robotempo decodes video with PyAV", video_backend)
         self.image_transforms = image_transforms
         self.tolerance_s = tolerance_s
         self.return_uint8 = return_uint8
-        self.meta: DatasetMeta = read_metadata(self.root)
+        try:
+            self.meta: DatasetMeta = read_metadata(self.location)
+        except MissingFileError as e:
+            if e.path != self.location.where("meta/info.json"):
+                raise
+            raise MissingFileError(
+                e.path,
+                f"the dataset {repo_id!r}",
+                "pass root= pointing at a local copy or an object-store URL (robotempo never downloads while "
+                "loading; fetch it first, e.g. with huggingface_hub.snapshot_download(repo_id, "
+                "repo_type='dataset', local_dir=...))",
+            ) from None
         info = self.meta.info
         positions = select_episodes(self.meta.episodes, episodes, excluded_episodes, self.root)
         self._selected = self.meta.episodes.take(positions)
         self.episodes = self._selected.episode_index.tolist()
-        self.frames = FrameTable(self.root, info, self._selected, heavy_cache_mb=heavy_cache_mb)
+        self.frames = FrameTable(self.location, info, self._selected, heavy_cache_mb=heavy_cache_mb)
         self.image_keys = [k for k in info.image_keys if k in self.frames.heavy_keys]
         self.video_keys = info.video_keys
         self.camera_keys = self.image_keys + self.video_keys
@@ -163,9 +177,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         )
 
     # -- open-time work ----------------------------------------------------------------------------------
-    def _where(self, row: int) -> tuple[Path, str]:
+    def _where(self, row: int) -> tuple[Path | str, str]:
         e = int(self.frames.episode_of(np.array([row]))[0])
-        path = self.root / self._selected.data_files[int(self._selected.data_file[e])]
+        path = self.location.where(self._selected.data_files[int(self._selected.data_file[e])])
         return path, f"episode {self._selected.episode_index[e]} frame {row - self.frames.ep_from[e]}"
 
     def _check_timestamps(self) -> None:
@@ -270,7 +284,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 files = self._selected.data_files
                 out[key] = np.stack(
                     [
-                        decode_image(v, self.root / files[int(self._selected.data_file[e])], key)
+                        decode_image(v, self.location.where(files[int(self._selected.data_file[e])]), key)
                         for v, e in zip(cells, ep)
                     ]
                 )
@@ -280,7 +294,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             files = loc.file[ep]
             for code in np.unique(files):
                 sel = np.flatnonzero(files == code)
-                requests.append((self.root / loc.files[int(code)], times[sel]))
+                requests.append((self.location.file(loc.files[int(code)]), times[sel]))
                 slots.append((key, sel, len(rows)))
         for (key, sel, n), decoded in zip(slots, self._video().fetch(requests, self.tolerance_s)):
             if key not in out:

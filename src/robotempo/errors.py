@@ -16,7 +16,8 @@ class DatasetFormatError(RobotempoError, ValueError):
     """A file of the dataset does not follow the LeRobot format (bad JSON, missing key, wrong type...)."""
 
     def __init__(self, path: str | Path, problem: str, fix: str, line: int | None = None):
-        self.path = Path(path)
+        """`path`: the file (a local path, or the URL of an object in a store)."""
+        self.path = path if isinstance(path, str) and "://" in path else Path(path)  # URLs stay URLs
         self.line = line
         self.problem = problem
         self.fix = fix
@@ -69,6 +70,23 @@ class SpeedSettingError(RobotempoError, ValueError):
 
 class WriterError(RobotempoError, ValueError):
     """Bad input to the dataset writer."""
+
+
+class ConfigError(RobotempoError, ValueError):
+    """A robotempo setting (environment variable or argument) has a value robotempo cannot use."""
+
+
+class StorageError(RobotempoError, OSError):
+    """An object store refused or failed a request (denied credentials, unknown bucket, unreachable endpoint).
+
+    The message names the URL and what to change; transient faults were already retried before this is raised.
+    """
+
+    def __init__(self, url: str, problem: str, fix: str):
+        self.url = url
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{url}: {problem}. Fix: {fix}")
 
 
 class MixtureError(RobotempoError, ValueError):

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from robotempo.cli.progress import progress_callback
+from robotempo.cli.storage import storage_options
 from robotempo.errors import DatasetFormatError, RobotempoError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.speed import SPEED_PERCENTILES_FILE, read_percentiles_file
@@ -31,7 +32,7 @@ def run_validate(args, console: Console) -> int:
     state: dict = {}
 
     def metadata() -> str:
-        meta: DatasetMeta = read_metadata(args.root)
+        meta: DatasetMeta = read_metadata(args.root, storage_options(args))
         state["meta"] = meta
         info = meta.info
         notes = f"{info.codebase_version}, {len(meta.episodes):,} episodes, {meta.total_frames:,} frames"
@@ -48,7 +49,13 @@ def run_validate(args, console: Console) -> int:
         from robotempo.dataset import LeRobotDataset
 
         def rows() -> str:
-            ds = LeRobotDataset("validate", root=args.root, tolerance_s=args.tolerance_s, speed_labels=False)
+            ds = LeRobotDataset(
+                "validate",
+                root=args.root,
+                tolerance_s=args.tolerance_s,
+                speed_labels=False,
+                storage_options=storage_options(args),
+            )
             state["ds"] = ds
             return f"{len(ds.meta.episodes.data_files):,} data files, rows and timestamps match the metadata"
 
@@ -70,8 +77,8 @@ def run_validate(args, console: Console) -> int:
 
             check(f"camera {key}", frames)
 
-    speed_file = state["meta"].root / SPEED_PERCENTILES_FILE if "meta" in state else None
-    if speed_file is not None and speed_file.exists():
+    speed_file = state["meta"].location.file(SPEED_PERCENTILES_FILE) if "meta" in state else None
+    if speed_file is not None and speed_file.is_file():
         check(
             "meta/speed_percentiles.jsonl", lambda: f"{len(read_percentiles_file(speed_file).rows)} task rows"
         )

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from robotempo.errors import DatasetFormatError, MissingFileError
+from robotempo.errors import DatasetFormatError
 from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import DatasetInfo
-from robotempo.io import read_jsonl
+from robotempo.fs import DatasetRoot
+from robotempo.io import parse_jsonl, read_file, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +29,19 @@ EPISODES_FIX = (
 TASKS_FIX = 'each line of meta/tasks.jsonl must be {"task_index": int, "task": str}'
 
 
-def _int_field(path: Path, lineno: int, row: dict, key: str, fix: str, minimum: int = 0) -> int:
+def _int_field(path: Path | str, lineno: int, row: dict, key: str, fix: str, minimum: int = 0) -> int:
     v = row.get(key)
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
         raise DatasetFormatError(path, f"{key} must be an integer >= {minimum}, got {v!r}", fix, line=lineno)
     return v
 
 
-def read_tasks_v21(root: Path) -> dict[int, str]:
-    path = root / "meta" / "tasks.jsonl"
+def read_tasks_v21(root: DatasetRoot) -> dict[int, str]:
+    path = root.where("meta/tasks.jsonl")
     tasks: dict[int, str] = {}
-    for lineno, row in read_jsonl(path, "the task table meta/tasks.jsonl", TASKS_FIX):
+    for lineno, row in read_jsonl(
+        root.file("meta/tasks.jsonl"), "the task table meta/tasks.jsonl", TASKS_FIX
+    ):
         idx = _int_field(path, lineno, row, "task_index", TASKS_FIX)
         task = row.get("task")
         if not isinstance(task, str):
@@ -102,8 +105,8 @@ def _fast_episodes(data: bytes) -> Parsed | None:
     return np.array(episodes, dtype=np.int64), np.array(lengths, dtype=np.int64), task_code, names
 
 
-def _strict_episodes(path: Path) -> Parsed:
-    rows = read_jsonl(path, "the episode table meta/episodes.jsonl", EPISODES_FIX)
+def _strict_episodes(data: bytes, path: Path | str) -> Parsed:
+    rows = parse_jsonl(data, path, EPISODES_FIX)
     n = len(rows)
     episode_index = np.empty(n, dtype=np.int64)
     length = np.empty(n, dtype=np.int64)
@@ -126,18 +129,16 @@ def _strict_episodes(path: Path) -> Parsed:
     return episode_index, length, task_code, list(codes)
 
 
-def read_episodes_v21(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
-    path = root / "meta" / "episodes.jsonl"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise MissingFileError(path, "the episode table meta/episodes.jsonl", EPISODES_FIX) from None
+def read_episodes_v21(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
+    data, path = read_file(
+        root.file("meta/episodes.jsonl"), "the episode table meta/episodes.jsonl", EPISODES_FIX
+    )
     fast = _fast_episodes(data)
-    episode_index, length, task_code, names = fast if fast is not None else _strict_episodes(path)
+    episode_index, length, task_code, names = fast if fast is not None else _strict_episodes(data, path)
     n = len(episode_index)
     if np.any(length < 1):
         # Only the fast path can get here (the strict parser checks each line): let it name the line.
-        _strict_episodes(path)
+        _strict_episodes(data, path)
     order = np.argsort(episode_index, kind="stable")
     episode_index, length, task_code = episode_index[order], length[order], task_code[order]
     dup = np.flatnonzero(np.diff(episode_index) == 0)

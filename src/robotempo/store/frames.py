@@ -10,7 +10,6 @@ episodes, in order, with the promised lengths and global indices.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +17,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from robotempo.env import env_float
 from robotempo.errors import DatasetFormatError, RowAlignmentError
+from robotempo.forksafe import ProcessLocal
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DEFAULT_COLUMNS, DatasetInfo
+from robotempo.fs import DatasetRoot, FileRef, as_root
 from robotempo.store.parquet import (
     ParquetFiles,
     default_parquet_files,
@@ -33,7 +35,14 @@ from robotempo.store.parquet import (
 from robotempo.store.shared import SharedArrays, for_child_process, share_tables
 
 ALIGN_FIX = "the metadata and the data disagree: re-export the dataset, or regenerate meta/ from the data"
+HEAVY_CACHE_ENV = "ROBOTEMPO_HEAVY_CACHE_MB"
 DEFAULT_HEAVY_CACHE_MB = 256
+
+
+class _Lru:
+    def __init__(self) -> None:
+        self.items: OrderedDict[tuple, pa.Array] = OrderedDict()
+        self.nbytes = 0
 
 
 class _HeavyCache:
@@ -46,28 +55,25 @@ class _HeavyCache:
     def __init__(self, budget: int):
         self.budget = budget
         self.max_bytes = budget
-        self._items: OrderedDict[tuple, pa.Array] = OrderedDict()
-        self._bytes = 0
-        self._pid = os.getpid()
+        self._lru: ProcessLocal[_Lru] = ProcessLocal(_Lru)
 
     def get(self, key: tuple, load: Callable[[], pa.Array]) -> pa.Array:
-        if self._pid != os.getpid():
-            self._items, self._bytes, self._pid = OrderedDict(), 0, os.getpid()
-        hit = self._items.get(key)
+        lru = self._lru.get()
+        hit = lru.items.get(key)
         if hit is not None:
-            self._items.move_to_end(key)
+            lru.items.move_to_end(key)
             return hit
         value = load()
-        self._items[key] = value
-        self._bytes += value.nbytes
-        while self._bytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self._bytes -= old.nbytes
+        lru.items[key] = value
+        lru.nbytes += value.nbytes
+        while lru.nbytes > self.max_bytes and len(lru.items) > 1:
+            _, old = lru.items.popitem(last=False)
+            lru.nbytes -= old.nbytes
         return value
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self._lru.get().nbytes
 
     def share(self, processes: int) -> None:
         """Hold at most budget / processes from now on (idempotent): n workers together hold one budget."""
@@ -90,7 +96,7 @@ def default_heavy_cache() -> _HeavyCache:
     """
     global _default_heavy_cache
     if _default_heavy_cache is None:
-        mb = float(os.environ.get("ROBOTEMPO_HEAVY_CACHE_MB", DEFAULT_HEAVY_CACHE_MB))
+        mb = env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
         _default_heavy_cache = _HeavyCache(int(mb * 2**20))
     return _default_heavy_cache
 
@@ -104,13 +110,14 @@ class FrameTable:
 
     def __init__(
         self,
-        root: Path,
+        root: str | Path | DatasetRoot,
         info: DatasetInfo,
         episodes: EpisodeTable,
         files: ParquetFiles | None = None,
         heavy_cache_mb: float | None = None,
     ):
-        self.root = Path(root)
+        self.location = as_root(root)
+        self.root = self.location.where()
         self.info = info
         self.episodes = episodes
         self.files = files or default_parquet_files()
@@ -129,8 +136,8 @@ class FrameTable:
         self._read()
 
     # -- open -------------------------------------------------------------------------------------------
-    def _path(self, code: int) -> Path:
-        return self.root / self.episodes.data_files[code]
+    def _path(self, code: int) -> FileRef:
+        return self.location.file(self.episodes.data_files[code])
 
     def _plan_columns(self, schema: pa.Schema) -> tuple[list[str], dict[str, int]]:
         numeric, ndim = [], {}
@@ -165,13 +172,13 @@ class FrameTable:
         numeric, ndim = self._plan_columns(self.files.get(first_path).schema_arrow)
         missing = [c for c in DEFAULT_COLUMNS if c not in numeric]
         if missing:
-            raise RowAlignmentError(first_path, f"default columns {missing} are missing", ALIGN_FIX)
+            raise RowAlignmentError(first_path.where, f"default columns {missing} are missing", ALIGN_FIX)
         shapes = {n: self._item_shape(n, ndim[n]) for n in numeric}
         for code, lo, hi in zip(codes, starts, bounds):
             positions = order[lo:hi]
             table = self._read_file(int(code), positions, numeric)
             for name in numeric:
-                values = to_numpy(table.column(name), shapes[name], self._path(int(code)), name)
+                values = to_numpy(table.column(name), shapes[name], self._path(int(code)).where, name)
                 if name not in self.columns:
                     self.columns[name] = np.empty((self.num_rows, *values.shape[1:]), dtype=values.dtype)
                     shapes[name] = values.shape[1:]
@@ -185,8 +192,9 @@ class FrameTable:
 
     def _read_file(self, code: int, positions: np.ndarray, columns: list[str]) -> pa.Table:
         """Read the row groups of one file that hold the given episodes, and slice out exactly their rows."""
-        path = self._path(code)
-        self._file_ids[code], pf = self.files.get_with_identity(path)
+        ref = self._path(code)
+        path = ref.where
+        self._file_ids[code], pf = self.files.get_with_identity(ref)
         offsets = row_group_offsets(pf)
         self._rg_offsets[code] = offsets
         eps = self.episodes
@@ -215,7 +223,8 @@ class FrameTable:
             raise RowAlignmentError(
                 path, f"columns {missing} are missing (other data files have them)", ALIGN_FIX
             )
-        table = pf.read_row_groups(groups, columns=columns, use_threads=False)
+        with ref.root.guard(ref.rel):
+            table = pf.read_row_groups(groups, columns=columns, use_threads=False)
         # The groups read are concatenated: file row r sits at r + shift[g] where g is r's first group.
         groups_arr = np.array(groups)
         group_start = np.concatenate([[0], np.cumsum(offsets[groups_arr + 1] - offsets[groups_arr])])[:-1]
@@ -240,7 +249,7 @@ class FrameTable:
             row = int(bad[0])
             e = int(np.searchsorted(self.ep_to, row, side="right"))
             raise RowAlignmentError(
-                self._path(int(eps.data_file[e])),
+                self._path(int(eps.data_file[e])).where,
                 f"row {row - self.ep_from[e]} of episode {eps.episode_index[e]} (length {eps.length[e]} per "
                 f"metadata) holds episode_index {ep_col[row]} and index {self.columns['index'][row]}, "
                 f"expected "
@@ -275,15 +284,16 @@ class FrameTable:
         return out
 
     def _load(self, code: int, group: int, key: str) -> pa.Array:
-        path = self._path(code)
-        identity, pf = self.files.get_with_identity(path)
+        ref = self._path(code)
+        identity, pf = self.files.get_with_identity(ref)
         if identity != self._file_ids[code]:
             raise DatasetFormatError(
-                path,
+                ref.where,
                 "the file changed on disk after the dataset was opened (inode, size or mtime differ)",
                 "open the dataset again to read the new file",
             )
-        return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
+        with ref.root.guard(ref.rel):
+            return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
 
     @property
     def heavy_cache(self) -> _HeavyCache:
