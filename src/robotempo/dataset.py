@@ -17,11 +17,15 @@ import numpy as np
 import torch
 
 from robotempo.cameras import decode_image, to_item_layout
-from robotempo.errors import MissingFileError
+from robotempo.errors import ArgumentError, MissingFileError
 from robotempo.format import DatasetMeta, read_metadata
+from robotempo.safepath import check_file
 from robotempo.selection import select_episodes
 from robotempo.store.frames import FrameTable
 from robotempo.temporal import check_timestamps, plan_deltas, query_rows
+from robotempo.video.stream import VideoExpectation, check_stream
+
+VIDEO_FIX = "check the dataset's video_path template and its video files"
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +92,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         super().__init__()
         self.repo_id = repo_id
         self.root = Path(root) if root is not None else default_root(repo_id)
-        if not (self.root / "meta" / "info.json").is_file():
+        if not os.path.lexists(self.root / "meta" / "info.json"):
             raise MissingFileError(
                 self.root / "meta" / "info.json",
                 f"the dataset {repo_id!r}",
@@ -99,14 +103,23 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if video_backend not in (None, "pyav"):
             logger.info("video_backend=%r ignored: robotempo decodes video with PyAV", video_backend)
         self.image_transforms = image_transforms
-        self.tolerance_s = tolerance_s
         self.return_uint8 = return_uint8
+        _check_size("heavy_cache_mb", heavy_cache_mb, float, 0, 2**40)
+        _check_size("video_cache_size", video_cache_size, int, 1, 2**20)
         self.meta: DatasetMeta = read_metadata(self.root)
         info = self.meta.info
+        self.tolerance_s = _check_tolerance(tolerance_s, info.fps)
         positions = select_episodes(self.meta.episodes, episodes, excluded_episodes, self.root)
         self._selected = self.meta.episodes.take(positions)
         self.episodes = self._selected.episode_index.tolist()
-        self.frames = FrameTable(self.root, info, self._selected, heavy_cache_mb=heavy_cache_mb)
+        self.frames = FrameTable(
+            self.root,
+            info,
+            self._selected,
+            catalog=self.meta.episodes,
+            tasks=self.meta.tasks,
+            heavy_cache_mb=heavy_cache_mb,
+        )
         self.image_keys = [k for k in info.image_keys if k in self.frames.heavy_keys]
         self.video_keys = info.video_keys
         self.camera_keys = self.image_keys + self.video_keys
@@ -119,7 +132,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
             self._check_timestamps()
         self._video_from = {k: self._snapped_offsets(k) for k in self.video_keys}
         self._fetcher = None
-        self._video_cache_size = video_cache_size
+        self._checked_videos: dict[tuple[str, int], Path] = {}
+        self._video_by_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._video_cache_size = None if video_cache_size is None else int(video_cache_size)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
         self._speed_dropout = _make_dropout(speed_dropout, seed)
         self.epoch = 0
@@ -265,9 +280,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
             if key in self.image_keys:
                 cells = self.frames.read_heavy(key, rows)
                 files = self._selected.data_files
+                hwc = self.meta.info.features[key].hwc
                 out[key] = np.stack(
                     [
-                        decode_image(v, self.root / files[int(self._selected.data_file[e])], key)
+                        decode_image(v, self.root / files[int(self._selected.data_file[e])], key, hwc)
                         for v, e in zip(cells, ep)
                     ]
                 )
@@ -277,13 +293,40 @@ class LeRobotDataset(torch.utils.data.Dataset):
             files = loc.file[ep]
             for code in np.unique(files):
                 sel = np.flatnonzero(files == code)
-                requests.append((self.root / loc.files[int(code)], times[sel]))
+                requests.append((self._video_path(key, int(code)), times[sel]))
                 slots.append((key, sel, len(rows)))
         for (key, sel, n), decoded in zip(slots, self._video().fetch(requests, self.tolerance_s)):
             if key not in out:
                 out[key] = np.empty((n, *decoded.shape[1:]), dtype=np.uint8)
             out[key][sel] = decoded
         return out
+
+    def _video_path(self, key: str, code: int) -> Path:
+        """A camera's video file, checked the first time this process uses it: a regular file inside the root
+        whose stream (fps, frame size, frames) agrees with the metadata's windows for that file."""
+        path = self._checked_videos.get((key, code))
+        if path is None:
+            loc = self._selected.videos[key]
+            path = check_file(self.root, loc.files[code], f"the {key} video", VIDEO_FIX)
+            with self._video().cache.reader(path) as reader:
+                check_stream(path, reader.info, self._video_expectation(key, code))
+            self._checked_videos[(key, code)] = path
+        return path
+
+    def _video_expectation(self, key: str, code: int) -> VideoExpectation:
+        """Every window the metadata (the whole dataset, not only the selection) puts in one video file."""
+        catalog = self.meta.episodes
+        loc = catalog.videos[key]
+        if key not in self._video_by_file:
+            order = np.argsort(loc.file, kind="stable")
+            self._video_by_file[key] = order, loc.file[order]
+        order, sorted_codes = self._video_by_file[key]
+        lo, hi = np.searchsorted(sorted_codes, [code, code + 1])
+        mine = order[lo:hi]
+        start = loc.from_timestamp[mine]
+        end = start + catalog.length[mine] / self.fps if loc.to_timestamp is None else loc.to_timestamp[mine]
+        height, width = self.meta.info.features[key].hwc[:2]
+        return VideoExpectation(key, self.fps, height, width, catalog.episode_index[mine], start, end)
 
     def _video(self):
         if self._fetcher is None:
@@ -302,6 +345,33 @@ def _split(stacked: dict, n: int) -> list[dict]:
     columns = {k: (v if isinstance(v, list) else v.unbind(0)) for k, v in stacked.items()}
     keys = list(columns)
     return [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))] if n else []
+
+
+def _check_tolerance(tolerance_s, fps: float) -> float:
+    """A finite number of seconds in [0, 1/fps): a tolerance of a whole frame would accept a neighbour's."""
+    if not _is_real(tolerance_s) or not 0 <= tolerance_s < 1 / fps:
+        raise ArgumentError(
+            f"tolerance_s must be a number of seconds in [0, 1/fps = {1 / fps:g}), got {tolerance_s!r}; the "
+            "default 1e-4 suits LeRobot datasets"
+        )
+    return float(tolerance_s)
+
+
+def _check_size(name: str, value, kind: type, low: float, high: float) -> None:
+    ok = value is None or (_is_real(value) and (kind is float or float(value).is_integer()))
+    if not ok or (value is not None and not low <= value <= high):
+        raise ArgumentError(
+            f"{name} must be None or {'an integer' if kind is int else 'a number'} in [{low:g}, {high:g}], "
+            f"got {value!r}"
+        )
+
+
+def _is_real(v) -> bool:
+    return (
+        isinstance(v, (int, float, np.integer, np.floating))
+        and not isinstance(v, (bool, np.bool_))
+        and (np.isfinite(v))
+    )
 
 
 def _make_dropout(p: float, seed: int):

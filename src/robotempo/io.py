@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from robotempo.errors import DatasetFormatError, MissingFileError
+from robotempo.safepath import check_file
 
 
 def temp_path_for(path: Path) -> Path:
@@ -49,25 +50,33 @@ def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
-def read_json(path: str | Path, what: str, fix: str) -> Any:
+def read_text(path: str | Path, what: str, fix: str, root: str | Path | None = None) -> str:
+    """The UTF-8 text of a dataset file, once `check_file` accepts it (inside `root`, default its folder)."""
     path = Path(path)
+    check_file(path.parent if root is None else root, path, what, fix)
     try:
-        text = path.read_text()
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise MissingFileError(path, what, fix) from None
+    except UnicodeDecodeError as e:
+        raise DatasetFormatError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
+
+
+def read_json(path: str | Path, what: str, fix: str, root: str | Path | None = None) -> Any:
+    path = Path(path)
+    text = read_text(path, what, fix, root)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DatasetFormatError(path, f"invalid JSON ({e.msg})", fix, line=e.lineno) from None
 
 
-def read_jsonl(path: str | Path, what: str, fix: str) -> list[tuple[int, dict]]:
+def read_jsonl(
+    path: str | Path, what: str, fix: str, root: str | Path | None = None
+) -> list[tuple[int, dict]]:
     """Rows of a JSON-lines file as `(line_number, object)`; blank lines are skipped."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise MissingFileError(path, what, fix) from None
+    text = read_text(path, what, fix, root)
     rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

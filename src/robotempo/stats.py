@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from robotempo.errors import DatasetFormatError
 from robotempo.io import read_json, read_jsonl
+from robotempo.safepath import check_file
 
 Stats = dict[str, dict[str, np.ndarray]]
 STATS_FIX = "regenerate the statistics, or delete the file so robotempo aggregates the per-episode statistics"
@@ -65,13 +66,14 @@ def read_stats(root: str | Path, is_v3: bool) -> Stats:
     root = Path(root)
     path = root / "meta" / "stats.json"
     if path.is_file():
-        return _arrays(read_json(path, "the statistics file", STATS_FIX), path)
+        return _arrays(read_json(path, "the statistics file", STATS_FIX, root), path)
     if not is_v3:
         path = root / "meta" / "episodes_stats.jsonl"
-        rows = read_jsonl(path, "the per-episode statistics", STATS_FIX)
+        rows = read_jsonl(path, "the per-episode statistics", STATS_FIX, root)
         return aggregate(_arrays(row.get("stats", {}), path) for _, row in rows)
     per_episode = []
     for path in sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
+        check_file(root, path, "the v3.0 episode metadata", STATS_FIX)
         names = [c for c in pq.read_schema(path).names if c.startswith("stats/")]
         table = pq.read_table(path, columns=names).to_pylist()
         for row in table:

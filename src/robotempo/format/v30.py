@@ -17,8 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from robotempo.errors import DatasetFormatError, MissingFileError
+from robotempo.format.checks import check_video_windows
 from robotempo.format.episodes import EpisodeTable, VideoLocation
-from robotempo.format.info import DatasetInfo
+from robotempo.format.info import MAX_COUNT, DatasetInfo
+from robotempo.safepath import check_file
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,8 @@ REQUIRED = (
 META_FIX = "re-export the dataset with LeRobot >= 0.4 (format v3.0) or repair the episode metadata parquet"
 
 
-def _read_parquet(path: Path, columns: list[str] | None, what: str, fix: str) -> pa.Table:
+def _read_parquet(path: Path, columns: list[str] | None, what: str, fix: str, root: Path) -> pa.Table:
+    check_file(root, path, what, fix)
     try:
         return pq.read_table(path, columns=columns)
     except FileNotFoundError:
@@ -46,7 +49,7 @@ def _read_parquet(path: Path, columns: list[str] | None, what: str, fix: str) ->
 def read_tasks_v30(root: Path) -> dict[int, str]:
     path = root / "meta" / "tasks.parquet"
     fix = "meta/tasks.parquet must hold the task strings (index or column 'task') and a 'task_index' column"
-    table = _read_parquet(path, None, "the task table meta/tasks.parquet", fix)
+    table = _read_parquet(path, None, "the task table meta/tasks.parquet", fix, root)
     names = table.column_names
     task_col = "task" if "task" in names else ("__index_level_0__" if "__index_level_0__" in names else None)
     if task_col is None or "task_index" not in names:
@@ -83,7 +86,9 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
     video_cols = [
         f"videos/{k}/{c}" for k in info.video_keys for c in ("chunk_index", "file_index", "from_timestamp")
     ]
+    to_cols = [f"videos/{k}/to_timestamp" for k in info.video_keys]
     for path in episode_metadata_files(root):
+        check_file(root, path, "the v3.0 episode metadata", META_FIX)
         try:
             schema = pq.read_schema(path)
         except (pa.ArrowInvalid, OSError) as e:
@@ -91,8 +96,9 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
         missing = [c for c in REQUIRED + tuple(video_cols) if c not in schema.names]
         if missing:
             raise DatasetFormatError(path, f"columns {missing} are missing", META_FIX)
-        cols = list(REQUIRED) + video_cols + (["tasks"] if "tasks" in schema.names else [])
-        parts.append(_read_parquet(path, cols, "the v3.0 episode metadata", META_FIX))
+        optional = [c for c in ["tasks", *to_cols] if c in schema.names]
+        cols = list(REQUIRED) + video_cols + optional
+        parts.append(_read_parquet(path, cols, "the v3.0 episode metadata", META_FIX, root))
     table = pa.concat_tables(parts, promote_options="permissive")
     first = episode_metadata_files(root)[0]
 
@@ -114,7 +120,9 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
         raise DatasetFormatError(root / EPISODES_DIR, f"episode_index {ep} appears twice", META_FIX)
     length = col("length")
     from_index, to_index = col("dataset_from_index"), col("dataset_to_index")
-    bad = np.flatnonzero((to_index - from_index != length) | (length < 1))
+    bad = np.flatnonzero(
+        (to_index - from_index != length) | (length < 1) | (length > MAX_COUNT) | (from_index < 0)
+    )
     if len(bad):
         i = bad[0]
         raise DatasetFormatError(
@@ -145,9 +153,11 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
             col(f"videos/{key}/file_index"),
             lambda k=key, **f: info.video_file(k, **f),
         )
-        videos[key] = VideoLocation(
-            file=code, from_timestamp=col(f"videos/{key}/from_timestamp", np.float64), files=files
-        )
+        start = col(f"videos/{key}/from_timestamp", np.float64)
+        to_name = f"videos/{key}/to_timestamp"
+        end = col(to_name, np.float64) if to_name in table.column_names else start + length / info.fps
+        check_video_windows(root / EPISODES_DIR, key, episode_index, length, code, start, end, info.fps)
+        videos[key] = VideoLocation(file=code, from_timestamp=start, files=files, to_timestamp=end)
 
     task_index = np.full(len(episode_index), -1, dtype=np.int64)
     if "tasks" in table.column_names and tasks:

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robotempo.errors import DatasetFormatError, MissingFileError
+from robotempo.safepath import check_file
 
 DEFAULT_HANDLES = 64
 READ_FIX = "re-download or re-export this file; the dataset's metadata refers to it"
@@ -26,16 +27,17 @@ def _env_size(name: str, default: int) -> int:
 class ParquetFiles:
     """Open `pq.ParquetFile`s by path, at most `max_open` at a time (LRU), never shared across a fork."""
 
-    def __init__(self, max_open: int | None = None):
+    def __init__(self, max_open: int | None = None, root: str | Path | None = None):
         self.max_open = max_open or _env_size("ROBOTEMPO_PARQUET_HANDLES", DEFAULT_HANDLES)
+        self.root = root  # files are checked to be regular files inside it (`robotempo.safepath`) on open
         self._open: OrderedDict[Path, pq.ParquetFile] = OrderedDict()
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
-        return {"max_open": self.max_open}
+        return {"max_open": self.max_open, "root": self.root}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["max_open"])
+        self.__init__(state["max_open"], state["root"])
 
     def get(self, path: Path) -> pq.ParquetFile:
         if self._pid != os.getpid():  # forked child: the parent's handles are not ours to use or close
@@ -45,6 +47,7 @@ class ParquetFiles:
         if pf is not None:
             self._open.move_to_end(path)
             return pf
+        check_file(path.parent if self.root is None else self.root, path, "the data file", READ_FIX)
         try:
             pf = pq.ParquetFile(path)
         except FileNotFoundError:
