@@ -2,15 +2,23 @@
 
 from robotempo.dataset import ItemBatch, LeRobotDataset, collate
 from robotempo.errors import RobotempoError
+from robotempo.mixture import Mixture
 from robotempo.prompt import SpeedDropout, format_speed_prompt, validate_speed_setting
+from robotempo.sampling import Sampler
+from robotempo.splits import split_episodes
+from robotempo.stats import compute_stats
 
 __version__ = "0.1.0"
 __all__ = [
     "ItemBatch",
     "LeRobotDataset",
+    "Mixture",
     "RobotempoError",
+    "Sampler",
     "SpeedDropout",
     "collate",
+    "compute_stats",
     "format_speed_prompt",
+    "split_episodes",
     "validate_speed_setting",
 ]

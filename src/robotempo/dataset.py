@@ -330,9 +330,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
     def _video(self):
         if self._fetcher is None:
-            from robotempo.video.decoder import FrameFetcher
+            from robotempo.video.decoder import FrameFetcher, default_fetcher
 
-            self._fetcher = FrameFetcher(cache_size=self._video_cache_size)
+            private = self._video_cache_size is not None
+            self._fetcher = FrameFetcher(cache_size=self._video_cache_size) if private else default_fetcher()
         return self._fetcher
 
     def __getstate__(self) -> dict:

@@ -120,3 +120,20 @@ class SpeedSettingError(RobotempoError, ValueError):
 
 class WriterError(RobotempoError, ValueError):
     """Bad input to the dataset writer."""
+
+
+class MixtureError(RobotempoError, ValueError):
+    """Datasets, weights or key maps given to `Mixture` that cannot make one consistent mixture."""
+
+    def __init__(self, problem: str, fix: str):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}. Fix: {fix}")
+
+
+class SamplerError(RobotempoError, ValueError):
+    """Bad `Sampler` arguments, or a saved sampler state that does not fit the sampler it is loaded into."""
+
+
+class SplitError(RobotempoError, ValueError):
+    """Bad `split_episodes` arguments (fraction, seed, a dataset with too few episodes to split)."""

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from robotempo.errors import SpeedSettingError
+from robotempo.hashing import GOLDEN, as_uint64, mix64
 from robotempo.speed.labels import SPEED_BUCKET_LABELS, SPEED_BUCKET_STEP
 
 _MAX_SPEED = SPEED_BUCKET_LABELS[-1]
@@ -48,20 +49,6 @@ def format_speed_prompt(speed: Any, speed_is_pad: Any) -> str:
     return f"Speed: {validate_speed_setting(speed)}"
 
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser over a uint64 array (wrapping arithmetic)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def _as_uint64(value: int) -> np.ndarray:
-    return np.asarray([value % 2**64], dtype=np.uint64)
-
-
 @dataclass(frozen=True)
 class SpeedDropout:
     """Drops the speed label of a fraction `p` of samples, as a pure function of (seed, sample index, epoch).
@@ -83,8 +70,8 @@ class SpeedDropout:
         """A float64 in [0, 1) per sample index, a hash of (seed, epoch, index)."""
         idx = np.asarray(indices, dtype=np.int64).astype(np.uint64)
         with np.errstate(over="ignore"):
-            key = _mix64(_mix64(_as_uint64(int(self.seed)) + _GOLDEN) ^ _as_uint64(int(epoch)))
-            h = _mix64((idx * _GOLDEN) ^ key)
+            key = mix64(mix64(as_uint64(int(self.seed)) + GOLDEN) ^ as_uint64(int(epoch)))
+            h = mix64((idx * GOLDEN) ^ key)
         return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
     def drop_many(self, indices: Any, epoch: int = 0) -> np.ndarray:

@@ -1,21 +1,28 @@
-"""Feature statistics (min / max / mean / std / count and optional quantiles), as LeRobot training scripts use
-them for normalisation: `meta/stats.json` when present, else aggregated from the per-episode statistics
-(`meta/episodes_stats.jsonl` of v2.1, the `stats/<feature>/<stat>` columns of the v3.0 episode metadata).
+"""Feature statistics (min / max / mean / std / count and quantiles), as training scripts use them for
+normalisation. Two sources:
 
-Aggregation over episodes i with counts n_i: mean = sum(n_i mean_i) / N, variance = sum(n_i (std_i^2 +
-(mean_i - mean)^2)) / N, min / max elementwise, count = N; quantiles are count-weighted means of the episodes'
-quantiles (an approximation, the one LeRobot makes too).
+- `ds.meta.stats` (`read_stats`): what the dataset ships, over ALL its episodes: `meta/stats.json` when
+  present, else aggregated from the per-episode statistics (`meta/episodes_stats.jsonl` of v2.1, the
+  `stats/<feature>/<stat>` columns of the v3.0 episode metadata). Aggregation over episodes i with counts n_i:
+  mean = sum(n_i mean_i) / N, variance = sum(n_i (std_i^2 + (mean_i - mean)^2)) / N, min / max elementwise,
+  count = N; quantiles are count-weighted means of the episodes' quantiles (an approximation, LeRobot's too).
+- `compute_stats(ds or mixture)`: over exactly the frames the dataset selected (`episodes=` /
+  `excluded_episodes=` respected), from the resident numeric columns (no second read of the data), exact:
+  mean, std (population), min, max, count, q01 and q99 (numpy's linear interpolation) per dimension. For a
+  mixture, per group of datasets the user names; a group's statistics are those of its datasets' frames
+  concatenated (exact, not averaged). Cameras are not covered (they are not resident): use `meta.stats`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from robotempo.errors import DatasetFormatError
+from robotempo.errors import DatasetFormatError, MixtureError
+from robotempo.format.info import DEFAULT_COLUMNS
 from robotempo.io import read_json, read_jsonl
 from robotempo.safepath import check_file
 
@@ -83,3 +90,89 @@ def read_stats(root: str | Path, is_v3: bool) -> Stats:
                 stats.setdefault(feature, {})[stat] = np.asarray(value, dtype=np.float64)
             per_episode.append(stats)
     return aggregate(per_episode)
+
+
+QUANTILES = {"q01": 0.01, "q99": 0.99}
+
+
+def column_stats(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact statistics of one column `(rows, *shape)` over its rows, per element of `shape` (float64)."""
+    x = values.astype(np.float64, copy=False)
+    x = x.reshape(len(x), 1) if x.ndim == 1 else x
+    out = {
+        "mean": x.mean(axis=0),
+        "std": x.std(axis=0),
+        "min": x.min(axis=0),
+        "max": x.max(axis=0),
+        "count": np.array([len(x)], dtype=np.int64),
+    }
+    for name, q in QUANTILES.items():
+        out[name] = np.quantile(x, q, axis=0)
+    return out
+
+
+def _pooled(parts: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Statistics of the rows of several columns together; vectors of different widths per dimension, over
+    the parts that have the dimension (then `count` is per dimension)."""
+    shapes = {p.shape[1:] for p in parts}
+    if len(shapes) == 1:
+        return column_stats(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    width = max(p.shape[1] for p in parts)
+    per_dim = [column_stats(np.concatenate([p[:, j] for p in parts if p.shape[1] > j])) for j in range(width)]
+    out = {name: np.concatenate([s[name] for s in per_dim]) for name in per_dim[0]}
+    out["count"] = out["count"].astype(np.int64)
+    return out
+
+
+def compute_stats(
+    source,
+    keys: Sequence[str] | None = None,
+    group_by: str | Sequence[str] | Callable | None = None,
+) -> dict:
+    """Statistics of the selected frames of a `LeRobotDataset`, or of groups of a `Mixture`'s datasets.
+
+    Args:
+        source: a `LeRobotDataset` (returns `{key: {stat: array}}`) or a `Mixture` (returns
+            `{group: {key: {stat: array}}}`, keys named as in the mixture's items).
+        keys: the numeric features to cover; default every numeric feature except the five default columns.
+        group_by (mixture only): None or "dataset" (one group per dataset, by its name), "robot_type" (the
+            datasets' `meta.robot_type`), "all" (one group), a sequence of one group label per dataset, or a
+            callable `(dataset_index, dataset) -> label`.
+    """
+    if not hasattr(source, "datasets"):
+        columns = source.frames.columns
+        return {k: column_stats(v) for k, v in columns.items() if _wanted(k, keys)}
+    labels = _group_labels(source, group_by)
+    out: dict = {}
+    for label in dict.fromkeys(labels):
+        members = [d for d, g in enumerate(labels) if g == label]
+        columns: dict[str, list[np.ndarray]] = {}
+        for d in members:
+            key_map = source.key_maps[d]
+            for key, column in source.datasets[d].frames.columns.items():
+                columns.setdefault(key_map.get(key, key), []).append(column)
+        out[label] = {key: _pooled(parts) for key, parts in columns.items() if _wanted(key, keys)}
+    return out
+
+
+def _wanted(key: str, keys) -> bool:
+    return key not in DEFAULT_COLUMNS and (keys is None or key in keys)
+
+
+def _group_labels(mixture, group_by) -> list:
+    n = len(mixture.datasets)
+    if group_by is None or group_by == "dataset":
+        return list(mixture.names)
+    if group_by == "all":
+        return ["all"] * n
+    if group_by == "robot_type":
+        return [ds.meta.robot_type for ds in mixture.datasets]
+    if callable(group_by):
+        return [group_by(d, ds) for d, ds in enumerate(mixture.datasets)]
+    if isinstance(group_by, str) or len(group_by) != n:
+        raise MixtureError(
+            f"group_by={group_by!r:.100} is not a grouping of {n} datasets",
+            "use 'dataset', 'robot_type', 'all', one label per dataset, or a callable "
+            "(index, dataset) -> label",
+        )
+    return list(group_by)

@@ -48,8 +48,7 @@ def plan_deltas(
                 f"delta_timestamps[{key!r}] must hold finite seconds within {MAX_DELTA_FRAMES} frames "
                 f"({MAX_DELTA_FRAMES / fps:g} s), got {deltas!r}"
             )
-        rows = np.round(values * fps)
-        off = np.abs(values - rows / fps)
+        rows, off = grid_rows(values, fps)
         bad = np.flatnonzero(off > tolerance_s)
         if len(bad):
             v = values[bad[0]]
@@ -60,6 +59,12 @@ def plan_deltas(
             )
         plan[key] = rows.astype(np.int64)
     return plan
+
+
+def grid_rows(seconds: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest frame offset (as float rows) of each offset in seconds, and its distance from it in seconds."""
+    rows = np.round(seconds * fps)
+    return rows, np.abs(seconds - rows / fps)
 
 
 def query_rows(

@@ -19,18 +19,23 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from robotempo.errors import RowAlignmentError, UnknownTaskError
+from robotempo.errors import DatasetFormatError, RowAlignmentError, UnknownTaskError
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
+from robotempo.safepath import check_file
 from robotempo.store.columns import ALIGN_FIX, check_schema, column_values, plan_columns, undeclared
-from robotempo.store.parquet import ParquetFiles, row_group_offsets
+from robotempo.store.parquet import READ_FIX, ParquetFiles, default_parquet_files, row_group_offsets
+from robotempo.store.shared import SharedArrays, for_child_process, share_tables
 
 logger = logging.getLogger(__name__)
 DEFAULT_HEAVY_CACHE_MB = 256
 
 
 class _HeavyCache:
-    """Row-group columns of heavy features, LRU-bounded by bytes; dropped in a forked child."""
+    """Row-group columns of heavy features, LRU-bounded by bytes; dropped in a forked child, never pickled.
+
+    Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`).
+    """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -57,13 +62,36 @@ class _HeavyCache:
     def nbytes(self) -> int:
         return self._bytes
 
+    def __reduce__(self):
+        if self is _default_heavy_cache:
+            return default_heavy_cache, ()  # the receiving process's own shared cache
+        return _HeavyCache, (self.max_bytes,)
+
+
+_default_heavy_cache: _HeavyCache | None = None
+
+
+def default_heavy_cache() -> _HeavyCache:
+    """The process's one heavy-column cache, shared by every dataset opened without `heavy_cache_mb`.
+
+    Its budget is `ROBOTEMPO_HEAVY_CACHE_MB` (default 256 MB) for the whole process, however many datasets
+    (or mixtures) read through it.
+    """
+    global _default_heavy_cache
+    if _default_heavy_cache is None:
+        mb = float(os.environ.get("ROBOTEMPO_HEAVY_CACHE_MB", DEFAULT_HEAVY_CACHE_MB))
+        _default_heavy_cache = _HeavyCache(int(mb * 2**20))
+    return _default_heavy_cache
+
 
 class FrameTable:
     """Rows of the selected episodes (`episodes`, a sub-table sorted by episode_index), in that order.
 
     `catalog` is the whole dataset's episode table (the selection's file codes index it): every data file
     read must hold exactly the rows the catalog lists for it. `tasks` is the task table: every `task_index`
-    read must be in it.
+    read must be in it. Both are used while opening only (not kept). `files` and the heavy cache default to
+    the process-wide ones (one budget per process); `heavy_cache_mb` gives this table a private cache of that
+    size instead.
     """
 
     def __init__(
@@ -79,15 +107,11 @@ class FrameTable:
         self.root = Path(root)
         self.info = info
         self.episodes = episodes
-        self.catalog = catalog
-        self.tasks = tasks
-        self.files = files or ParquetFiles(root=self.root)
-        mb = (
-            heavy_cache_mb
-            if heavy_cache_mb is not None
-            else float(os.environ.get("ROBOTEMPO_HEAVY_CACHE_MB", DEFAULT_HEAVY_CACHE_MB))
+        self.files = files or default_parquet_files()
+        self._heavy_cache = (
+            _HeavyCache(int(heavy_cache_mb * 2**20)) if heavy_cache_mb is not None else default_heavy_cache()
         )
-        self._heavy_cache = _HeavyCache(int(mb * 2**20))
+        self.shared: tuple[SharedArrays, str] | None = None  # (segment, key prefix) once columns are shared
         self.ep_to = np.cumsum(episodes.length)
         self.ep_from = self.ep_to - episodes.length
         self.num_rows = int(self.ep_to[-1]) if len(self.ep_to) else 0
@@ -95,32 +119,31 @@ class FrameTable:
         self.columns: dict[str, np.ndarray] = {}
         self.heavy_keys: list[str] = list(self.plan.heavy)
         self._rg_offsets: dict[int, np.ndarray] = {}
-        self._by_file: tuple[np.ndarray, np.ndarray] | None = None
+        self._file_ids: dict[int, tuple] = {}  # identity of each data file as read at open (cache keys)
         self.row_from = np.empty(len(episodes), dtype=np.int64)  # verified in-file row offset per episode
-        self._read()
+        self._read(catalog, tasks)
 
     # -- open -------------------------------------------------------------------------------------------
     def _path(self, code: int) -> Path:
         return self.root / self.episodes.data_files[code]
 
-    def _read(self) -> None:
+    def _read(self, catalog: EpisodeTable, tasks: Mapping[int, str]) -> None:
         eps = self.episodes
         order = np.argsort(eps.data_file, kind="stable")
         codes, starts = np.unique(eps.data_file[order], return_index=True)
         bounds = list(starts[1:]) + [len(order)]
+        layout = _FileLayout(catalog)
         numeric = list(self.plan.numeric)
         for code, lo, hi in zip(codes, starts, bounds):
             positions = order[lo:hi]
             path = self._path(int(code))
-            table = self._read_file(int(code), positions, numeric)
+            table = self._read_file(int(code), positions, numeric, layout)
             for name, spec in self.plan.numeric.items():
                 values = column_values(table.column(name), spec, path)
                 if name not in self.columns:
                     self.columns[name] = np.empty((self.num_rows, *values.shape[1:]), dtype=values.dtype)
                 dest = self.columns[name]
-                values = values.reshape(
-                    (len(values), *dest.shape[1:])
-                )  # scalar vs [1]-list files of one feature
+                values = values.reshape((len(values), *dest.shape[1:]))  # scalar and [1]-list files mixed
                 offset = 0
                 for p in positions:
                     n = int(eps.length[p])
@@ -128,25 +151,12 @@ class FrameTable:
                     offset += n
         if len(codes):
             self._verify()
-            self._check_tasks()
+            self._check_tasks(tasks)
 
-    def _file_layout(self, code: int) -> tuple[np.ndarray, np.ndarray]:
-        """Catalog positions of the episodes the metadata puts in data file `code`, in row order."""
-        if self._by_file is None:
-            order = np.argsort(self.catalog.data_file, kind="stable")
-            self._by_file = order, self.catalog.data_file[order]
-        order, sorted_codes = self._by_file
-        lo, hi = np.searchsorted(sorted_codes, [code, code + 1])
-        mine = order[lo:hi]
-        mine = mine[np.argsort(self.catalog.dataset_from_index[mine], kind="stable")]
-        return mine, self.catalog.length[mine]
-
-    def _check_layout(self, code: int, pf, positions: np.ndarray) -> np.ndarray:
+    def _check_layout(self, code: int, pf, positions: np.ndarray, layout: _FileLayout) -> np.ndarray:
         """The file holds exactly the catalog's episodes for it, in order, with their lengths; returns each
         selected episode's first row in the file."""
-        path = self._path(code)
-        mine, lengths = self._file_layout(code)
-        listed = self.catalog.episode_index[mine]
+        listed, lengths = layout.of(code)
         expected = np.repeat(listed, lengths)
         actual = pf.read(columns=["episode_index"], use_threads=False).column(0).to_numpy()
         if len(actual) != len(expected) or not np.array_equal(actual, expected):
@@ -154,23 +164,23 @@ class FrameTable:
             diff = np.flatnonzero(actual[:n] != expected[:n])
             row = int(diff[0]) if len(diff) else n
             found = f"episode_index {actual[row]}" if row < len(actual) else "no row (the file ends)"
-            wanted = (
-                f"episode {expected[row]}" if row < len(expected) else "no row (the metadata's episodes end)"
-            )
+            wanted = f"episode {expected[row]}" if row < len(expected) else "no row (its episodes end)"
             raise RowAlignmentError(
-                path,
+                self._path(code),
                 f"the metadata lists {len(listed)} episode(s) with {len(expected)} rows for this file, the "
                 f"file holds {len(actual)}: file row {row} holds {found} where the metadata puts {wanted}",
                 ALIGN_FIX,
             )
-        first_row = np.cumsum(lengths) - lengths
-        where = np.searchsorted(listed, self.episodes.episode_index[positions], sorter=np.argsort(listed))
-        return first_row[np.argsort(listed)[where]]
+        by_episode = np.argsort(listed)
+        first_row = (np.cumsum(lengths) - lengths)[by_episode]
+        return first_row[np.searchsorted(listed, self.episodes.episode_index[positions], sorter=by_episode)]
 
-    def _read_file(self, code: int, positions: np.ndarray, columns: list[str]) -> pa.Table:
+    def _read_file(
+        self, code: int, positions: np.ndarray, columns: list[str], layout: _FileLayout
+    ) -> pa.Table:
         """Read the row groups of one file that hold the given episodes, and slice out exactly their rows."""
-        path = self._path(code)
-        pf = self.files.get(path)
+        path = check_file(self.root, self._path(code), "the data file", READ_FIX)
+        self._file_ids[code], pf = self.files.get_with_identity(path)
         check_schema(pf.schema_arrow, self.plan, path)
         extra = undeclared(pf.schema_arrow, self.plan)
         if extra:
@@ -178,7 +188,7 @@ class FrameTable:
         offsets = row_group_offsets(pf)
         self._rg_offsets[code] = offsets
         eps = self.episodes
-        row_from = self._check_layout(code, pf, positions)
+        row_from = self._check_layout(code, pf, positions, layout)
         row_to = row_from + eps.length[positions]
         self.row_from[positions] = row_from
         first_rg = np.searchsorted(offsets, row_from, side="right") - 1
@@ -196,9 +206,9 @@ class FrameTable:
             return table
         return table.take(pa.array(take))
 
-    def _check_tasks(self) -> None:
+    def _check_tasks(self, tasks: Mapping[int, str]) -> None:
         """Every frame's task_index names a task of the task table (an unknown one would serve no prompt)."""
-        known = np.fromiter(self.tasks, dtype=np.int64, count=len(self.tasks))
+        known = np.fromiter(tasks, dtype=np.int64, count=len(tasks))
         task = self.columns["task_index"]
         bad = np.flatnonzero(~np.isin(task, known))
         if len(bad):
@@ -209,8 +219,7 @@ class FrameTable:
             raise UnknownTaskError(
                 self._path(int(eps.data_file[e])),
                 f"episode {eps.episode_index[e]} frame {row - self.ep_from[e]} has task_index {task[row]}, "
-                f"which {table} does not list (it lists {sorted(self.tasks)[:10]}; {len(bad)} frame(s) "
-                "affected)",
+                f"which {table} does not list (it lists {sorted(tasks)[:10]}; {len(bad)} frame(s) affected)",
                 f"add the task to {table}, or correct the task_index column",
             )
 
@@ -253,17 +262,69 @@ class FrameTable:
             groups = np.searchsorted(offsets, in_file[mask], side="right") - 1
             for g in np.unique(groups):
                 sel = mask[groups == g]
+                file = (str(self._path(int(code))), self._file_ids[int(code)])
                 column = self._heavy_cache.get(
-                    (int(code), int(g), key), lambda c=int(code), g=int(g): self._load(c, g, key)
+                    (file, int(g), key), lambda c=int(code), g=int(g): self._load(c, g, key)
                 )
                 for i, value in zip(sel, column.take(pa.array(in_file[sel] - offsets[g])).to_pylist()):
                     out[i] = value
         return out
 
     def _load(self, code: int, group: int, key: str) -> pa.Array:
-        pf = self.files.get(self._path(code))
+        path = self._path(code)
+        identity, pf = self.files.get_with_identity(path)
+        if identity != self._file_ids[code]:
+            raise DatasetFormatError(
+                path,
+                "the file changed on disk after the dataset was opened (inode, size or mtime differ)",
+                "open the dataset again to read the new file",
+            )
         return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
 
     @property
     def numeric_nbytes(self) -> int:
         return sum(a.nbytes for a in self.columns.values())
+
+    # -- crossing a process boundary ----------------------------------------------------------------------
+    def use_shared(self, segment: SharedArrays, prefix: str) -> None:
+        """Read the columns from `segment` (where `share_tables` copied them) from now on."""
+        self.columns = {name: segment.arrays[prefix + name] for name in self.columns}
+        self.shared = (segment, prefix)
+
+    def __getstate__(self) -> dict:
+        child = for_child_process()
+        if child:
+            share_tables([self])
+        state = self.__dict__.copy()
+        if child and self.shared is not None:
+            state["columns"] = list(self.columns)  # the child maps them from the shared segment
+        else:
+            state["shared"] = None  # a plain pickle carries copies of the arrays
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if state.get("shared") is not None:
+            arrays, prefix = state["shared"]  # `SharedArrays` unpickles as its arrays, mapped in this process
+            state["columns"] = {name: arrays[prefix + name] for name in state["columns"]}
+            state["shared"] = None
+        self.__dict__.update(state)
+
+
+class _FileLayout:
+    """Which catalog episodes the metadata puts in each data file, in row order (grouped once, on demand)."""
+
+    def __init__(self, catalog: EpisodeTable):
+        self.catalog = catalog
+        self._order: np.ndarray | None = None
+        self._codes: np.ndarray | None = None
+
+    def of(self, code: int) -> tuple[np.ndarray, np.ndarray]:
+        """(episode_index, length) of the episodes of data file `code`, sorted by dataset_from_index."""
+        cat = self.catalog
+        if self._order is None:
+            self._order = np.argsort(cat.data_file, kind="stable")
+            self._codes = cat.data_file[self._order]
+        lo, hi = np.searchsorted(self._codes, [code, code + 1])
+        mine = self._order[lo:hi]
+        mine = mine[np.argsort(cat.dataset_from_index[mine], kind="stable")]
+        return cat.episode_index[mine], cat.length[mine]

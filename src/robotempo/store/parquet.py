@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections import OrderedDict
 from pathlib import Path
 
@@ -25,46 +26,74 @@ def _env_size(name: str, default: int) -> int:
 
 
 class ParquetFiles:
-    """Open `pq.ParquetFile`s by path, at most `max_open` at a time (LRU), never shared across a fork."""
+    """Open `pq.ParquetFile`s by path, at most `max_open` at a time (LRU), never shared across a fork.
 
-    def __init__(self, max_open: int | None = None, root: str | Path | None = None):
+    A handle is reused only while the file on disk is the one it opened (same inode, size and mtime): the
+    cache outlives any one dataset, and a dataset rewritten in place must not be read through a stale handle.
+    """
+
+    def __init__(self, max_open: int | None = None):
         self.max_open = max_open or _env_size("ROBOTEMPO_PARQUET_HANDLES", DEFAULT_HANDLES)
-        self.root = root  # files are checked to be regular files inside it (`robotempo.safepath`) on open
-        self._open: OrderedDict[Path, pq.ParquetFile] = OrderedDict()
+        self._open: OrderedDict[Path, tuple[tuple[int, int, int], pq.ParquetFile]] = OrderedDict()
         self._pid = os.getpid()
 
-    def __getstate__(self) -> dict:
-        return {"max_open": self.max_open, "root": self.root}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["max_open"], state["root"])
-
     def get(self, path: Path) -> pq.ParquetFile:
+        return self.get_with_identity(path)[1]
+
+    def get_with_identity(self, path: Path) -> tuple[tuple[int, int, int], pq.ParquetFile]:
+        """(identity of the file: inode, size, mtime; its open handle)."""
         if self._pid != os.getpid():  # forked child: the parent's handles are not ours to use or close
             self._open = OrderedDict()
             self._pid = os.getpid()
-        pf = self._open.get(path)
-        if pf is not None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            check_file(path.parent, path, "the data file", READ_FIX)  # raises the typed error
+            raise
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open below: name it instead
+            check_file(path.parent, path, "the data file", READ_FIX)
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        hit = self._open.get(path)
+        if hit is not None and hit[0] == identity:
             self._open.move_to_end(path)
-            return pf
-        check_file(path.parent if self.root is None else self.root, path, "the data file", READ_FIX)
+            return hit
+        if hit is not None:
+            del self._open[path]
+            hit[1].close()
         try:
             pf = pq.ParquetFile(path)
         except FileNotFoundError:
             raise MissingFileError(path, "the data file", READ_FIX) from None
         except (pa.ArrowInvalid, OSError) as e:
             raise DatasetFormatError(path, f"not a readable parquet file ({e})", READ_FIX) from None
-        self._open[path] = pf
+        self._open[path] = (identity, pf)
         if len(self._open) > self.max_open:
-            _, old = self._open.popitem(last=False)
+            _, (_, old) = self._open.popitem(last=False)
             old.close()
-        return pf
+        return identity, pf
 
     def close(self) -> None:
         if self._pid == os.getpid():
-            for pf in self._open.values():
+            for _, pf in self._open.values():
                 pf.close()
         self._open.clear()
+
+    def __reduce__(self):
+        if self is _default_files:
+            return default_parquet_files, ()  # the receiving process's own shared handles
+        return ParquetFiles, (self.max_open,)
+
+
+_default_files: ParquetFiles | None = None
+
+
+def default_parquet_files() -> ParquetFiles:
+    """The process's one cache of open parquet files (`ROBOTEMPO_PARQUET_HANDLES`, default 64), shared by
+    every dataset, so the number of open files does not grow with the number of datasets."""
+    global _default_files
+    if _default_files is None:
+        _default_files = ParquetFiles()
+    return _default_files
 
 
 def row_group_offsets(pf: pq.ParquetFile) -> np.ndarray:

@@ -53,10 +53,11 @@ def default_cache_size() -> int:
 class _Slot:
     """One cached file: its reader (None until opened), the lock of the thread using it, a user count."""
 
-    __slots__ = ("key", "lock", "reader", "users", "evicted")
+    __slots__ = ("key", "identity", "lock", "reader", "users", "evicted")
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, identity: tuple | None):
         self.key = key
+        self.identity = identity  # the file this slot opens: a file replaced on disk gets a new slot
         self.lock = threading.Lock()
         self.reader: VideoReader | None = None
         self.users = 0  # threads holding or waiting for `lock`; guarded by the cache lock
@@ -122,14 +123,20 @@ class VideoDecoderCache:
         """The open reader of `path`, held exclusively by this thread inside the `with` block."""
         self._check_process()
         key = cache_key(path)
+        identity = _identity(key)
         with self._lock:
             slot = self._slots.get(key)
+            to_close = []
+            if slot is not None and slot.identity != identity:
+                del self._slots[key]
+                to_close = self._retire([slot])
+                slot = None
             if slot is None:
-                slot = self._slots[key] = _Slot(key)
+                slot = self._slots[key] = _Slot(key, identity)
             else:
                 self._slots.move_to_end(key)
             slot.users += 1
-            to_close = self._evict()
+            to_close += self._evict()
         _close_all(to_close)
         try:
             with slot.lock:
@@ -171,13 +178,19 @@ class VideoDecoderCache:
         self._check_process()
         with self._lock:
             slots, self._slots = list(self._slots.values()), OrderedDict()
-            to_close = []
-            for slot in slots:
-                slot.evicted = True
-                if slot.users == 0 and slot.reader is not None:
-                    to_close.append(slot.reader)
-                    slot.reader = None
+            to_close = self._retire(slots)
         _close_all(to_close)
+
+    @staticmethod
+    def _retire(slots: list[_Slot]) -> list[VideoReader]:
+        """Mark slots out of the cache (caller holds the lock); readers no thread uses, to close now."""
+        to_close = []
+        for slot in slots:
+            slot.evicted = True
+            if slot.users == 0 and slot.reader is not None:
+                to_close.append(slot.reader)
+                slot.reader = None
+        return to_close
 
     close = clear
 
@@ -186,6 +199,15 @@ def cache_key(path: str | Path) -> str:
     """The absolute path naming a file in the cache."""
     key = os.fspath(path)
     return key if os.path.isabs(key) else os.path.abspath(key)
+
+
+def _identity(path: str) -> tuple | None:
+    """(inode, size, mtime) of a file, None when it cannot be read (the reader then raises a typed error)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _close_all(readers: list[VideoReader]) -> None:

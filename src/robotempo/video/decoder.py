@@ -22,7 +22,7 @@ from robotempo.errors import FrameTimestampError
 from robotempo.video.cache import VideoDecoderCache, cache_key, new_process_lock
 from robotempo.video.reader import VideoReader
 
-__all__ = ["FrameFetcher", "VideoDecoderCache", "decode_frames"]
+__all__ = ["FrameFetcher", "VideoDecoderCache", "decode_frames", "default_fetcher"]
 
 DEFAULT_TOLERANCE_S = 1e-4
 
@@ -135,6 +135,19 @@ class FrameFetcher:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="robotempo-video")
             return self._pool
+
+
+_default_fetcher: FrameFetcher | None = None
+
+
+def default_fetcher() -> FrameFetcher:
+    """The process's one `FrameFetcher` (its threads and its cache of `ROBOTEMPO_VIDEO_CACHE_SIZE` open
+    files), shared by every dataset opened without `video_cache_size`: the budget is per process, not per
+    dataset."""
+    global _default_fetcher
+    if _default_fetcher is None:
+        _default_fetcher = FrameFetcher()
+    return _default_fetcher
 
 
 def _results_in_order(futures: list[Future]) -> list:

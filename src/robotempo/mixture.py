@@ -1,0 +1,352 @@
+"""`Mixture`: several LeRobot datasets served as one map-style torch Dataset, each item on one schema.
+
+The global index space is the concatenation of the datasets in order: index `i` is frame
+`i - offsets[d]` of dataset `d`, where `offsets[d] <= i < offsets[d + 1]`. Weights are not applied here
+(every frame has one index); a sampler (`robotempo.Sampler`) draws from the datasets by `mix.weights`.
+
+How items of different datasets are made alike (keys, padding, masks) is described in
+`robotempo.mixture_schema`. Every item also carries `dataset_index` (int64) and `dataset_name` (str).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robotempo.dataset import ItemBatch, LeRobotDataset, default_root
+from robotempo.errors import DeltaTimestampsError, MixtureError
+from robotempo.format.info import DEFAULT_COLUMNS, read_info
+from robotempo.mixture_schema import Field, build_schema, conform, describe, output_keys
+from robotempo.store.shared import for_child_process, share_tables
+from robotempo.temporal import grid_rows
+
+logger = logging.getLogger(__name__)
+
+RESAMPLE_CHOICES = (None, "nearest")
+
+
+class Mixture(torch.utils.data.Dataset):
+    """Several datasets as one: concatenated index space, one item schema, sampling weights.
+
+    Args:
+        datasets: `LeRobotDataset`s, or specs the mixture opens itself: dicts of `LeRobotDataset` keyword
+            arguments (`{"repo_id": ..., "root": ..., "episodes": ...}`). Specs get the mixture's
+            `delta_timestamps`; opened datasets keep their own, which must equal what the mixture's resolve
+            to for them.
+        weights: sampling weight of each dataset (finite, >= 0, not all 0; a 0 weight is allowed and never
+            sampled), normalised to sum to 1. None: proportional to the number of frames of each dataset,
+            i.e. every frame of the mixture equally likely.
+        key_maps: one dict (or None) per dataset renaming its feature keys onto the mixture's keys, e.g.
+            `{"observation.images.top": "observation.images.cam0"}`. Keys not mapped keep their name. There is
+            no global registry: each mixture says how its datasets line up.
+        names: the name each item's `dataset_name` carries, one per dataset; default the datasets'
+            `repo_id`s, which must then be distinct.
+        delta_timestamps: `{mixture key: [seconds, ...]}`, passed to every dataset opened from a spec and
+            mapped onto its own frame grid (its key names through its key map). A dataset lacking a key gets
+            the window as padding. An offset off a dataset's 1/fps grid (beyond its `tolerance_s`) is a
+            `DeltaTimestampsError` naming the dataset, the key and the offset, unless `resample` says what to
+            do.
+        resample: None (off-grid offsets are errors) or "nearest": each dataset uses its frame nearest to
+            the requested offset (the offsets it really uses are in `mix.datasets[d].delta_timestamps`).
+    """
+
+    def __init__(
+        self,
+        datasets: Sequence[LeRobotDataset | Mapping[str, Any]],
+        weights: Sequence[float] | None = None,
+        key_maps: Sequence[Mapping[str, str] | None] | None = None,
+        *,
+        names: Sequence[str] | None = None,
+        delta_timestamps: Mapping[str, Sequence[float]] | None = None,
+        resample: str | None = None,
+    ):
+        super().__init__()
+        datasets = list(datasets)
+        if not datasets:
+            raise MixtureError("Mixture got no datasets", "pass at least one LeRobotDataset or dataset spec")
+        if resample not in RESAMPLE_CHOICES:
+            raise MixtureError(f"resample={resample!r} is not a choice", f"use one of {RESAMPLE_CHOICES}")
+        self.key_maps = _key_maps(key_maps, len(datasets))
+        self.delta_timestamps = dict(delta_timestamps) if delta_timestamps else None
+        self.resample = resample
+        self.datasets: list[LeRobotDataset] = [self._open(d, x) for d, x in enumerate(datasets)]
+        self.names = _names(names, self.datasets)
+        for d, ds in enumerate(self.datasets):
+            _check_key_map(d, self.names[d], ds, self.key_maps[d])
+        self.dataset_lengths = [len(ds) for ds in self.datasets]
+        self.offsets = np.concatenate([[0], np.cumsum(self.dataset_lengths)]).astype(np.int64)
+        self.weights = _weights(weights, self.dataset_lengths, self.names)
+        _check_default_columns(self.datasets, self.names)
+        self.schema: dict[str, Field] = build_schema(
+            [describe(ds, m) for ds, m in zip(self.datasets, self.key_maps)], self.names
+        )
+        unknown = sorted(set(self.delta_timestamps or ()) - set(self.schema))
+        if unknown:
+            raise DeltaTimestampsError(
+                f"Mixture delta_timestamps has keys {unknown} that no dataset has (after key_maps); use "
+                f"some of {sorted(self.schema)}"
+            )
+        self.keys = [
+            *DEFAULT_COLUMNS,
+            *output_keys(self.schema),
+            "task",
+            "speed",
+            "speed_is_pad",
+            "dataset_index",
+            "dataset_name",
+        ]  # every item's keys, in this order
+
+    # -- open --------------------------------------------------------------------------------------------
+    def _open(self, d: int, source: LeRobotDataset | Mapping[str, Any]) -> LeRobotDataset:
+        if isinstance(source, LeRobotDataset):
+            if self.delta_timestamps is not None:
+                keys = [*source.frames.columns, *source.camera_keys]
+                want = self._dataset_deltas(
+                    d, source.repo_id, source.root, source.fps, keys, source.tolerance_s
+                )
+                have = {k: [float(x) for x in v] for k, v in (source.delta_timestamps or {}).items()}
+                if have != want:
+                    raise MixtureError(
+                        f"dataset {d} ({source.repo_id!r}) was opened with delta_timestamps={have}, but the "
+                        f"mixture's delta_timestamps resolve to {want} for it",
+                        "pass it as a spec (a dict of LeRobotDataset arguments) so the mixture opens it, or "
+                        "open it with those delta_timestamps",
+                    )
+            return source
+        if not isinstance(source, Mapping) or "repo_id" not in source:
+            raise MixtureError(
+                f"dataset {d} is {source!r:.80}, neither a LeRobotDataset nor a spec dict with 'repo_id'",
+                "pass LeRobotDataset objects or dicts of LeRobotDataset arguments, e.g. "
+                "{'repo_id': 'lab/pick', 'root': '/data/pick'}",
+            )
+        kwargs = dict(source)
+        if self.delta_timestamps is not None:
+            if kwargs.get("delta_timestamps") is not None:
+                raise MixtureError(
+                    f"dataset {d} ({kwargs['repo_id']!r}) and the mixture both have delta_timestamps",
+                    "give delta_timestamps in one place: the Mixture's (seconds, mapped onto each dataset)",
+                )
+            root = Path(kwargs.get("root") or default_root(kwargs["repo_id"]))
+            if (root / "meta" / "info.json").is_file():  # else LeRobotDataset raises its own error
+                info = read_info(root)
+                keys = [k for k, f in info.features.items() if f.dtype != "string"]
+                tolerance = kwargs.get("tolerance_s", 1e-4)
+                kwargs["delta_timestamps"] = self._dataset_deltas(
+                    d, kwargs["repo_id"], root, info.fps, keys, tolerance
+                )
+        return LeRobotDataset(**kwargs)
+
+    def _dataset_deltas(
+        self, d: int, name: str, root: Path, fps: float, keys: list[str], tolerance_s: float
+    ) -> dict[str, list[float]]:
+        """The mixture's delta_timestamps for one dataset: its key names, its frame grid."""
+        inverse = {v: k for k, v in self.key_maps[d].items()}
+        out = {}
+        for key, seconds in (self.delta_timestamps or {}).items():
+            own = inverse.get(key, key)
+            if own not in keys:
+                continue
+            try:
+                values = np.asarray(list(seconds), dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise DeltaTimestampsError(
+                    f"delta_timestamps[{key!r}] must be a list of numbers (seconds), got {seconds!r}"
+                ) from None
+            rows, off = grid_rows(values, fps)
+            bad = np.flatnonzero(~(off <= tolerance_s))
+            if len(bad) and self.resample is None:
+                v, nearest = float(values[bad[0]]), float(rows[bad[0]] / fps)
+                raise DeltaTimestampsError(
+                    f"dataset {d} ({name!r} at {root}, {fps:g} fps): delta_timestamps[{key!r}] has {v:g} s, "
+                    f"{off[bad[0]]:.3g} s off its 1/{fps:g} s frame grid (tolerance_s={tolerance_s:g}). Fix: "
+                    f"pass resample='nearest' to Mixture to use each dataset's nearest frame "
+                    f"({nearest:.6g} s here), or use offsets on every dataset's frame grid"
+                )
+            out[own] = (rows / fps).tolist() if len(bad) else values.tolist()
+        return out
+
+    # -- LeRobot-like attributes ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({len(self.datasets)} datasets, frames={len(self)}, "
+            f"names={self.names[:3]}{'...' if len(self.names) > 3 else ''})"
+        )
+
+    @property
+    def num_frames(self) -> int:
+        return len(self)
+
+    @property
+    def num_episodes(self) -> int:
+        return sum(ds.num_episodes for ds in self.datasets)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forwarded to every dataset (the epoch of their seeded speed-label dropout)."""
+        for ds in self.datasets:
+            ds.set_epoch(epoch)
+
+    def locate(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(dataset index, index inside that dataset) of each global index."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            bad = int(idx[(idx < 0) | (idx >= len(self))][0])
+            raise IndexError(f"index {bad} is out of range for a mixture of {len(self)} frames")
+        which = np.searchsorted(self.offsets, idx, side="right") - 1
+        return which, idx - self.offsets[which]
+
+    def __getstate__(self) -> dict:
+        if for_child_process():  # all datasets' columns in one shared segment: one descriptor per mixture
+            share_tables([ds.frames for ds in self.datasets])
+        return self.__dict__.copy()
+
+    # -- items -------------------------------------------------------------------------------------------
+    def __getitem__(self, idx: int) -> dict:
+        return self.__getitems__([idx])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> ItemBatch:
+        """Items of the mixture: one `__getitems__` call per source dataset, put back in request order."""
+        which, local = self.locate(indices)
+        parts = []
+        for d in np.unique(which):
+            sel = np.flatnonzero(which == d)
+            d = int(d)
+            batch = self.datasets[d].__getitems__(local[sel])
+            part = conform(batch.stacked, len(sel), d, self.schema, self.key_maps[d], self.names[d])
+            part["dataset_index"] = torch.full((len(sel),), d, dtype=torch.int64)
+            part["dataset_name"] = [self.names[d]] * len(sel)
+            parts.append((sel, {key: part[key] for key in self.keys}))
+        return ItemBatch(_merge(parts, len(which), self.names), len(which))
+
+
+def _merge(parts: list[tuple[np.ndarray, dict]], n: int, names: list[str]) -> dict:
+    """Per-dataset stacked parts -> one stacked batch in request order."""
+    if len(parts) == 1:
+        return parts[0][1]  # one dataset: its rows are already in request order
+    out = {}
+    for key, first in parts[0][1].items():
+        if isinstance(first, list):
+            values: list = [None] * n
+            for sel, part in parts:
+                for i, v in zip(sel.tolist(), part[key]):
+                    values[i] = v
+            out[key] = values
+            continue
+        merged = torch.empty((n, *first.shape[1:]), dtype=first.dtype)
+        for sel, part in parts:
+            value = part[key]
+            if value.dtype != first.dtype or value.shape[1:] != first.shape[1:]:
+                d = int(part["dataset_index"][0])
+                raise MixtureError(
+                    f"{key!r} comes as {value.dtype} {tuple(value.shape[1:])} from dataset {d} "
+                    f"({names[d]!r}) and as {first.dtype} {tuple(first.shape[1:])} from another",
+                    "store the column with one dtype and shape in every dataset",
+                )
+            merged[torch.from_numpy(sel)] = value
+        out[key] = merged
+    return out
+
+
+def _check_default_columns(datasets: list[LeRobotDataset], names: list[str]) -> None:
+    first = datasets[0].frames.columns
+    for d, ds in enumerate(datasets[1:], start=1):
+        for key in DEFAULT_COLUMNS:
+            a, b = first[key], ds.frames.columns[key]
+            if a.dtype != b.dtype or a.shape[1:] != b.shape[1:]:
+                raise MixtureError(
+                    f"column {key!r} is {b.dtype} {b.shape[1:]} in dataset {d} ({names[d]!r}) but {a.dtype} "
+                    f"{a.shape[1:]} in dataset 0 ({names[0]!r})",
+                    "re-export the datasets with the LeRobot default column types",
+                )
+
+
+def _key_maps(key_maps, n: int) -> list[dict[str, str]]:
+    if key_maps is None:
+        return [{} for _ in range(n)]
+    key_maps = list(key_maps)
+    if len(key_maps) != n:
+        raise MixtureError(
+            f"got {len(key_maps)} key_maps for {n} datasets", "pass one dict (or None) per dataset, in order"
+        )
+    out = []
+    for d, m in enumerate(key_maps):
+        m = dict(m or {})
+        bad = [(k, v) for k, v in m.items() if not (isinstance(k, str) and isinstance(v, str) and v)]
+        if bad:
+            raise MixtureError(
+                f"key_maps[{d}] has {bad[0]!r}", "map feature names (str) to mixture keys (str)"
+            )
+        out.append(m)
+    return out
+
+
+def _check_key_map(d: int, name: str, ds: LeRobotDataset, key_map: dict[str, str]) -> None:
+    features = [k for k in (*ds.frames.columns, *ds.camera_keys) if k not in DEFAULT_COLUMNS]
+    for key, target in key_map.items():
+        if key not in features:
+            raise MixtureError(
+                f"key_maps[{d}] maps {key!r}, which dataset {d} ({name!r}) does not have",
+                f"map some of its features {sorted(features)}",
+            )
+        if target in DEFAULT_COLUMNS or target in {"task", "speed", "speed_is_pad", "dataset_index"}:
+            raise MixtureError(
+                f"key_maps[{d}] maps {key!r} onto the reserved key {target!r}", "pick another name"
+            )
+    mapped = [key_map.get(k, k) for k in features]
+    dup = sorted({k for k in mapped if mapped.count(k) > 1})
+    if dup:
+        raise MixtureError(
+            f"key_maps[{d}] maps several features of dataset {d} ({name!r}) onto {dup}",
+            "map each feature to its own mixture key",
+        )
+
+
+def _names(names, datasets: list[LeRobotDataset]) -> list[str]:
+    if names is None:
+        out = [ds.repo_id for ds in datasets]
+        dup = sorted({x for x in out if out.count(x) > 1})
+        if dup:
+            raise MixtureError(
+                f"several datasets have the repo_id {dup[0]!r}",
+                "pass names=[...] with one distinct name each",
+            )
+        return out
+    out = [str(x) for x in names]
+    if len(out) != len(datasets) or len(set(out)) != len(out):
+        raise MixtureError(
+            f"names={out!r:.200} for {len(datasets)} datasets", "pass one distinct name per dataset, in order"
+        )
+    return out
+
+
+def _weights(weights, lengths: list[int], names: list[str]) -> np.ndarray:
+    if weights is None:
+        w = np.asarray(lengths, dtype=np.float64)
+        return w / w.sum()
+    try:
+        w = np.asarray(list(weights), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise MixtureError(
+            f"weights={weights!r:.200} are not numbers", "pass one number >= 0 per dataset"
+        ) from None
+    if w.shape != (len(lengths),):
+        raise MixtureError(
+            f"got {w.size} weights for {len(lengths)} datasets", "pass one weight per dataset, in order"
+        )
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if len(bad):
+        d = int(bad[0])
+        raise MixtureError(
+            f"weights[{d}] (dataset {names[d]!r}) is {float(w[d]):g}",
+            "weights must be finite and >= 0 (0 never samples the dataset)",
+        )
+    if w.sum() <= 0:
+        raise MixtureError(f"all weights are 0 ({w.tolist()})", "give at least one dataset a weight > 0")
+    return w / w.sum()

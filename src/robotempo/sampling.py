@@ -1,0 +1,308 @@
+"""`Sampler`: the order of a dataset or a `Mixture` as a pure function of (seed, epoch, global position).
+
+An epoch is a sequence of `num_samples` global positions. Position `p` of epoch `e` holds one index, computed
+on demand from (seed, e, p) by keyed bijections (`robotempo.permutation`): nothing is materialised, no global
+random state is read, and every rank computes the same order without talking to the others.
+
+How a position becomes an index:
+
+1. Slots. Each dataset `d` of a mixture gets exactly `count[d]` slots per epoch: the largest-remainder
+   apportionment of `num_samples` by the weights (ties to the lower dataset index; a zero weight gets none;
+   a positive weight that would get none is a `SamplerError`). With `weights=None` the counts are the dataset
+   lengths. Slots are laid out dataset after dataset; position `p` maps to slot `outer(p)`, where `outer` is
+   a keyed permutation of [0, num_samples) (`shuffle=True`), a locality-preserving one
+   (`shuffle="locality"`), or the identity (`shuffle=False`).
+2. Frames. Dataset `d` serves its slots from an endless stream of cycles over its frames, continued across
+   epochs: slot `j` of epoch `e` is stream position `e * count[d] + j`, i.e. cycle `k`, offset `r`. A cycle
+   is a keyed permutation of the dataset's frames (the identity when each epoch holds whole cycles, since
+   `outer` already shuffles). So after E epochs every frame of dataset `d` has been drawn
+   floor(E * count[d] / len[d]) or ceil(...) times, whether the dataset is drawn more (cycling) or less
+   (a different subset each epoch) than its length.
+
+Ranks. Positions are dealt round-robin: rank `r` of `W` serves positions `start + r + W * i`. A step in which
+every rank takes a batch of B therefore consumes the contiguous global positions [g, g + B * W), which is what
+makes an elastic resume exact. A pass from position `start` gives every rank `ceil((num_samples - start) / W)`
+indices; positions past the end of the epoch wrap to its first positions (like `DistributedSampler` with
+`drop_last=False`): at most W - 1 indices repeat per pass, and they are the epoch's first ones.
+
+Resume. `state_dict(consumed=n)` records the global position `start + n * W` (all ranks consume in lockstep,
+so any rank's state is the job's state). A sampler with any other world size, after `load_state_dict`, serves
+exactly the positions from there on: nothing lost, nothing repeated except the wrap of its own last round.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import operator
+from collections.abc import Iterator, Sized
+
+import numpy as np
+import torch
+
+from robotempo.distributed import process_info
+from robotempo.errors import SamplerError
+from robotempo.hashing import GOLDEN, derive_key
+from robotempo.permutation import locality_permute, permute
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "robotempo.Sampler/1"
+_CHUNK = 8192  # positions computed per vectorised call
+_OUTER, _INNER = 1, 2  # key domains
+
+
+def apportion(weights: np.ndarray, total: int) -> np.ndarray:
+    """Largest-remainder apportionment of `total` by non-negative `weights` (ties to the lower index)."""
+    quota = weights / weights.sum() * total
+    counts = np.floor(quota).astype(np.int64)
+    remainder = np.where(weights > 0, quota - counts, -np.inf)
+    order = np.lexsort((np.arange(len(weights)), -remainder))
+    counts[order[: total - int(counts.sum())]] += 1
+    return counts
+
+
+def _sources(dataset: Sized) -> tuple[np.ndarray, np.ndarray | None]:
+    """(lengths per source dataset, weights or None) of a Mixture (duck-typed) or a plain dataset."""
+    if hasattr(dataset, "dataset_lengths") and hasattr(dataset, "offsets"):
+        lengths = np.asarray(dataset.dataset_lengths, dtype=np.int64)
+        weights = getattr(dataset, "weights", None)
+        return lengths, None if weights is None else np.asarray(weights, dtype=np.float64)
+    return np.asarray([len(dataset)], dtype=np.int64), None
+
+
+def _check_int(name: str, value, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SamplerError(f"{name} must be an int, got {value!r}")
+    if low is not None and value < low:
+        raise SamplerError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+class Sampler(torch.utils.data.Sampler):
+    """A resumable, rank-disjoint, elastic sampler for a map-style dataset or a `Mixture` (module docstring).
+
+    Args:
+        dataset: a `LeRobotDataset`, a `Mixture` (its `dataset_lengths`, `offsets` and `weights` are used), or
+            any map-style dataset with `len()`.
+        seed: the order is a pure function of (seed, epoch, position); every rank must pass the same seed.
+        shuffle: True (keyed permutation of the epoch), False (positions in index order, dataset after
+            dataset) or "locality" (runs of `block_size` consecutive frames, laid out in keyed order and
+            shuffled within windows of `window` positions: a batch touches few row groups and video clusters).
+        rank, world_size: this process's place in the job; None reads them from torch.distributed, else from
+            the launcher's environment (RANK / WORLD_SIZE, SLURM_*), else a lone process.
+        num_samples: positions per epoch; default the dataset's length (a mixture's: the sum of its lengths).
+        block_size: frames per block in `shuffle="locality"` (ignored otherwise).
+        window: positions per shuffle window in `shuffle="locality"`; <= 1 keeps whole blocks in sequence.
+    """
+
+    def __init__(
+        self,
+        dataset: Sized,
+        seed: int = 0,
+        shuffle: bool | str = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+        *,
+        num_samples: int | None = None,
+        block_size: int = 32,
+        window: int = 2048,
+    ):
+        self.dataset = dataset
+        self.seed = _check_int("seed", seed)
+        if shuffle not in (True, False, "locality"):
+            raise SamplerError(f"shuffle must be True, False or 'locality', got {shuffle!r}")
+        self.shuffle = shuffle
+        self.block_size = _check_int("block_size", block_size, 1)
+        self.window = _check_int("window", window, 0)
+        info = process_info() if rank is None or world_size is None else None
+        self.world_size = _check_int("world_size", info.world_size if world_size is None else world_size, 1)
+        self.rank = _check_int("rank", info.rank if rank is None else rank, 0)
+        if self.rank >= self.world_size:
+            raise SamplerError(f"rank {self.rank} is out of range for world_size {self.world_size}")
+        self.lengths, weights = _sources(dataset)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        total = int(self.offsets[-1])
+        self.num_samples = total if num_samples is None else _check_int("num_samples", num_samples, 1)
+        self.counts = self._counts(weights)
+        self.slot_from = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+        self._inner_key = derive_key(self.seed, _INNER)
+        self.epoch = 0
+        self._next_start = 0  # global position the next pass starts from (set by load_state_dict)
+        self._pass: tuple[int, int] | None = None  # (start position, length) of the current pass
+        self._chunk: tuple[int, Iterator[int]] | None = None  # (positions up to its end, its iterator)
+
+    def _counts(self, weights: np.ndarray | None) -> np.ndarray:
+        if self.offsets[-1] == 0:
+            raise SamplerError(f"cannot sample from an empty dataset (lengths {self.lengths.tolist()})")
+        if weights is None:
+            if self.num_samples == self.offsets[-1]:
+                return self.lengths.copy()
+            weights = self.lengths.astype(np.float64)
+        if len(weights) != len(self.lengths) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise SamplerError(
+                f"mixture weights must be {len(self.lengths)} finite non-negative numbers, "
+                f"got {weights.tolist()}"
+            )
+        if weights.sum() <= 0:
+            raise SamplerError(f"mixture weights sum to 0 ({weights.tolist()}); give some dataset a weight")
+        counts = apportion(weights, self.num_samples)
+        starved = np.flatnonzero((weights > 0) & ((counts == 0) | (self.lengths == 0)))
+        if starved.size:
+            d = int(starved[0])
+            raise SamplerError(
+                f"dataset {d} of the mixture (length {int(self.lengths[d])}, weight {weights[d]:.3g}) would "
+                f"never be sampled with num_samples={self.num_samples}; raise num_samples to at least "
+                f"{math.ceil(0.5 * weights.sum() / weights[d])} or give it weight 0"
+            )
+        return counts
+
+    # -- epochs and passes -------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (also on the dataset, for its seeded speed-label dropout).
+
+        Setting the epoch a loaded state is in keeps that state's position, so the usual
+        `for epoch in range(start, n): sampler.set_epoch(epoch)` loop resumes mid-epoch; any other epoch
+        starts at position 0.
+        """
+        epoch = _check_int("epoch", epoch, 0)
+        if epoch != self.epoch:
+            self._next_start, self._pass, self._chunk = 0, None, None
+        self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def _pass_length(self, start: int) -> int:
+        return max(0, -(-(self.num_samples - start) // self.world_size))
+
+    def __len__(self) -> int:
+        """Indices this rank's next pass yields (after a resume: the rest of the epoch, padded)."""
+        return self._pass_length(self._next_start)
+
+    def __iter__(self) -> Iterator[int]:
+        start, self._next_start = self._next_start, 0
+        length = self._pass_length(start)
+        self._pass, self._chunk = (start, length), None
+        return self._serve(start, length, self.epoch)
+
+    def _serve(self, start: int, length: int, epoch: int) -> Iterator[int]:
+        for lo in range(0, length, _CHUNK):
+            step = np.arange(lo, min(length, lo + _CHUNK), dtype=np.int64)
+            positions = (start + self.rank + self.world_size * step) % self.num_samples
+            chunk = iter(self.indices(positions, epoch).tolist())
+            self._chunk = (lo + len(step), chunk)
+            yield from chunk
+
+    def _yielded(self) -> int:
+        if self._chunk is None:
+            return 0
+        end, chunk = self._chunk
+        return end - operator.length_hint(chunk)
+
+    # -- the order ---------------------------------------------------------------------------------------
+    def indices(self, positions, epoch: int) -> np.ndarray:
+        """The indices at global `positions` (ints in [0, num_samples)) of `epoch`: the whole order, pure."""
+        p = np.asarray(positions, dtype=np.int64)
+        slots = self._outer(p, epoch)
+        if len(self.counts) == 1:
+            d = np.zeros(len(p), dtype=np.int64)
+        else:
+            d = np.searchsorted(self.slot_from, slots, side="right") - 1
+        stream = epoch * self.counts[d] + slots - self.slot_from[d]
+        length = self.lengths[d]
+        cycle, offset = np.divmod(stream, length)
+        local = offset.copy()
+        reshuffle = (self.counts[d] % length != 0) & (self.shuffle is not False)
+        if reshuffle.any():
+            at = np.flatnonzero(reshuffle)
+            with np.errstate(over="ignore"):  # one hash of (d, cycle): d * GOLDEN + cycle, wrapping
+                pair = d[at].astype(np.uint64) * GOLDEN + cycle[at].astype(np.uint64)
+            key = derive_key(self._inner_key, pair)
+            if self.shuffle == "locality":
+                local[at] = locality_permute(offset[at], length[at], self.block_size, 0, key)
+            else:
+                local[at] = permute(offset[at], length[at], key)
+        return self.offsets[d] + local
+
+    def _outer(self, p: np.ndarray, epoch: int) -> np.ndarray:
+        if self.shuffle is False:
+            return p
+        key = derive_key(self.seed, _OUTER, epoch)
+        if self.shuffle == "locality":
+            return locality_permute(p, self.num_samples, self.block_size, self.window, key)
+        return permute(p, self.num_samples, key)
+
+    # -- resumable state ---------------------------------------------------------------------------------
+    def _fingerprint(self) -> dict:
+        return {
+            "dataset_lengths": self.lengths.tolist(),
+            "num_samples": self.num_samples,
+            "counts": self.counts.tolist(),
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "block_size": self.block_size,
+            "window": self.window,
+        }
+
+    def state_dict(self, consumed: int | None = None) -> dict:
+        """JSON-serialisable state: epoch and the global position reached, plus what the order depends on.
+
+        Args:
+            consumed: how many indices of the current pass this rank's training loop has actually used (e.g.
+                batches consumed x batch size since `iter(loader)`). A DataLoader runs ahead of the loop
+                (prefetching), so pass this when saving from a training loop; None means every index the
+                iterator has yielded so far.
+        """
+        if self._pass is None:
+            if consumed not in (None, 0):
+                raise SamplerError(f"consumed={consumed!r} but no pass has started since the last set_epoch")
+            position = self._next_start
+        else:
+            start, length = self._pass
+            used = self._yielded() if consumed is None else _check_int("consumed", consumed, 0)
+            if used > length:
+                raise SamplerError(
+                    f"consumed={used} exceeds the {length} indices of this rank's pass; count the samples "
+                    "this rank's loop used since iter(loader)"
+                )
+            position = min(self.num_samples, start + used * self.world_size)
+        return {
+            "format": STATE_FORMAT,
+            "epoch": self.epoch,
+            "position": position,
+            "world_size": self.world_size,
+            **self._fingerprint(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state` (saved with any world size): the next `iter()` starts at its position."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise SamplerError(f"not a robotempo Sampler state (format {got!r}, expected {STATE_FORMAT!r})")
+        mine = self._fingerprint()
+        for name, value in mine.items():
+            if state.get(name) != value:
+                raise SamplerError(
+                    f"the saved sampler state has {name}={_short(state.get(name))} but this sampler has "
+                    f"{name}={_short(value)}; resume with the same dataset selection, mixture weights, "
+                    "num_samples, seed and shuffle settings, or start a fresh epoch without the state"
+                )
+        epoch = _check_int("state epoch", state.get("epoch"), 0)
+        position = _check_int("state position", state.get("position"), 0)
+        if position > self.num_samples:
+            raise SamplerError(f"state position {position} is past the epoch's {self.num_samples} samples")
+        self.set_epoch(epoch)
+        self._next_start, self._pass, self._chunk = position, None, None
+        logger.info(
+            "sampler resumed at epoch %d position %d/%d (saved by %s ranks, now %d)",
+            epoch,
+            position,
+            self.num_samples,
+            state.get("world_size"),
+            self.world_size,
+        )
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

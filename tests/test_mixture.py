@@ -1,0 +1,230 @@
+"""Mixture: three real datasets that differ in version, fps, state/action dims and cameras, on one schema."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_shared_columns import assert_columns_shared
+
+from robotempo import LeRobotDataset, Mixture, collate
+from robotempo.errors import DeltaTimestampsError, MixtureError
+from robotempo.synth import CAMERA_KEY, decode_frame_identity, write_synthetic
+
+CAM = "observation.images.cam0"
+# name: (version, fps, state dim, action dim, camera)
+SOURCES = {
+    "video10": ("v3.0", 10, 6, 5, "video"),
+    "png20": ("v2.1", 20, 8, 7, "image"),
+    "tab15": ("v3.0", 15, 4, 3, None),
+}
+DELTAS = {"action": [0.0, 0.2, 0.4], "observation.state": [-0.2, 0.0]}
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory) -> dict:
+    out = {}
+    for i, (name, (version, fps, state, action, camera)) in enumerate(SOURCES.items()):
+        root = tmp_path_factory.mktemp(name) / "ds"
+        write_synthetic(
+            root,
+            version=version,
+            n_episodes=4,
+            n_tasks=2,
+            camera=camera,
+            image_size=(32, 32),
+            fps=fps,
+            seed=10 + i,
+            state_dim=state,
+            action_dim=action,
+            mean_length=12.0,
+        )
+        out[name] = root
+    return out
+
+
+def _specs(roots, **kw) -> list[dict]:
+    return [{"repo_id": name, "root": root, **kw} for name, root in roots.items()]
+
+
+KEY_MAPS = [{CAMERA_KEY: CAM}, {CAMERA_KEY: CAM}, None]
+
+
+@pytest.fixture(scope="module")
+def mix(roots) -> Mixture:
+    return Mixture(_specs(roots), key_maps=KEY_MAPS, delta_timestamps=DELTAS)
+
+
+def test_index_space_and_default_weights(mix):
+    lengths = [len(ds) for ds in mix.datasets]
+    assert mix.dataset_lengths == lengths and len(mix) == sum(lengths)
+    assert mix.offsets.dtype == np.int64 and mix.offsets.tolist() == [0, *np.cumsum(lengths).tolist()]
+    np.testing.assert_allclose(mix.weights, np.array(lengths) / sum(lengths))
+    assert mix.weights.dtype == np.float64
+
+
+def test_every_item_has_the_same_keys_shapes_and_dtypes(mix):
+    first = [int(o) for o in mix.offsets[:-1]]
+    items = [mix[i] for i in first]
+    for item in items[1:]:
+        assert list(item) == list(items[0])
+        for key, value in item.items():
+            if isinstance(value, torch.Tensor):
+                assert (value.shape, value.dtype) == (items[0][key].shape, items[0][key].dtype), key
+    item = items[0]
+    assert item["action"].shape == (3, 7) and item["action_dim_is_pad"].shape == (7,)
+    assert item["observation.state"].shape == (2, 8) and item["observation.state_dim_is_pad"].shape == (8,)
+    assert item[CAM].shape == (32, 32) or item[CAM].shape == (3, 32, 32)
+    assert [it["dataset_index"].item() for it in items] == [0, 1, 2]
+    assert [it["dataset_name"] for it in items] == list(SOURCES)
+    assert all(it["dataset_index"].dtype == torch.int64 for it in items)
+    # masks of real dimensions, and a missing camera as zeros marked as padding
+    assert [int((~it["action_dim_is_pad"]).sum()) for it in items] == [5, 7, 3]
+    assert [bool(it[f"{CAM}_is_pad"]) for it in items] == [False, False, True]
+    assert not items[2][CAM].any() and items[0][CAM].any()
+    for it, width in zip(items, [5, 7, 3]):
+        assert not it["action"][:, width:].any()
+
+
+def test_items_equal_the_source_datasets_items(mix):
+    rng = np.random.default_rng(0)
+    indices = rng.permutation(len(mix))[:40].tolist()
+    batch = mix.__getitems__(indices)
+    which, local = mix.locate(indices)
+    for pos, (d, j) in enumerate(zip(which, local)):
+        item, source = batch[pos], mix.datasets[d][int(j)]
+        assert item["dataset_index"].item() == d and item["index"] == source["index"]
+        w = source["action"].shape[-1]
+        assert torch.equal(item["action"][:, :w], source["action"])
+        assert torch.equal(
+            item["observation.state"][:, : source["observation.state"].shape[-1]], source["observation.state"]
+        )
+        assert torch.equal(item["speed"], source["speed"]), "each dataset keeps its own speed labels"
+        assert item["task"] == source["task"]
+        if CAMERA_KEY in source:
+            assert torch.equal(item[CAM], source[CAMERA_KEY])
+            frame = (item[CAM].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+            assert decode_frame_identity(frame) == (int(source["episode_index"]), int(source["frame_index"]))
+
+
+def test_collate_and_default_collate_accept_mixed_batches(mix):
+    indices = [0, int(mix.offsets[2]) + 1, int(mix.offsets[1]) + 2, 3, len(mix) - 1]
+    batch = mix.__getitems__(indices)
+    ours = collate(batch)
+    theirs = torch.utils.data.default_collate([mix[i] for i in indices])
+    assert set(ours) == set(theirs)
+    for key in ours:
+        if isinstance(ours[key], torch.Tensor):
+            assert torch.equal(ours[key], theirs[key]), key
+        else:
+            assert list(ours[key]) == list(theirs[key]), key
+    assert ours["dataset_index"].tolist() == [0, 2, 1, 0, 2]
+
+
+def test_delta_seconds_map_onto_each_datasets_grid(mix):
+    for d, (_, fps, *_) in enumerate(SOURCES.values()):
+        ds = mix.datasets[d]
+        assert ds.delta_indices["action"] == [0, round(0.2 * fps), round(0.4 * fps)]
+        item = mix[int(mix.offsets[d])]  # frame 0 of episode 0
+        frames = item["action"][:, 1].tolist()  # identity column: frame_index
+        length = int(ds.episode_data_index["to"][0])
+        assert frames == [min(k, length - 1) for k in ds.delta_indices["action"]]
+        assert item["observation.state_is_pad"].tolist() == [True, False]
+
+
+def test_off_grid_offset_is_an_error_naming_the_dataset_unless_resample(roots):
+    with pytest.raises(DeltaTimestampsError, match=r"tab15.*15 fps.*'action'.*0\.1 s.*resample='nearest'"):
+        Mixture(_specs(roots), delta_timestamps={"action": [0.0, 0.1]})
+    mix = Mixture(_specs(roots), delta_timestamps={"action": [0.0, 0.1]}, resample="nearest")
+    assert [ds.delta_indices["action"] for ds in mix.datasets] == [[0, 1], [0, 2], [0, 2]]
+    assert mix.datasets[2].delta_timestamps["action"] == [0.0, 2 / 15]
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        ([1, -1, 1], r"weights\[1\] \(dataset 'png20'\) is -1"),
+        ([1, float("nan"), 1], r"weights\[1\].*nan"),
+        ([1, 1], "2 weights for 3 datasets"),
+        ([0, 0, 0], "all weights are 0"),
+        (["a", 1, 1], "not numbers"),
+    ],
+)
+def test_bad_weights_are_typed_errors(mix, weights, match):
+    with pytest.raises(MixtureError, match=match):
+        Mixture(mix.datasets, weights=weights)
+
+
+def test_zero_weight_is_allowed(mix):
+    m = Mixture(mix.datasets, weights=[2, 0, 2])
+    assert m.weights.tolist() == [0.5, 0.0, 0.5]
+
+
+def test_schema_conflicts_are_typed_errors(roots, mix, v30_video_dataset):
+    other = LeRobotDataset("big", root=v30_video_dataset, delta_timestamps=DELTAS)
+    with pytest.raises(MixtureError, match=r"per-frame shape \(3, 32, 32\) vs \(3, 64, 64\).*never resizes"):
+        Mixture([mix.datasets[0], other], key_maps=[KEY_MAPS[0], {CAMERA_KEY: CAM}])
+    with pytest.raises(MixtureError, match="window of 2 frames vs None"):
+        Mixture([mix.datasets[0], LeRobotDataset("x", root=roots["tab15"])])
+    with pytest.raises(MixtureError, match="does not have"):
+        Mixture(mix.datasets, key_maps=[None, None, {CAMERA_KEY: CAM}])
+    with pytest.raises(MixtureError, match="repo_id 'video10'"):
+        Mixture([mix.datasets[0], mix.datasets[0]])
+    with pytest.raises(MixtureError, match="opened with delta_timestamps"):
+        Mixture([LeRobotDataset("x", root=roots["tab15"])], delta_timestamps=DELTAS)
+
+
+def test_dataloader_spawn_workers_give_the_batches_of_no_workers(mix):
+    batches = list(torch.utils.data.BatchSampler(range(0, len(mix), 3), 8, drop_last=False))
+
+    def run(workers: int) -> list[dict]:
+        loader = torch.utils.data.DataLoader(
+            mix,
+            batch_sampler=batches,
+            collate_fn=collate,
+            num_workers=workers,
+            multiprocessing_context="spawn" if workers else None,
+            worker_init_fn=assert_columns_shared if workers else None,
+        )
+        return list(loader)
+
+    zero, two = run(0), run(2)
+    assert len(zero) == len(two) == len(batches)
+    for a, b in zip(zero, two):
+        assert set(a) == set(b)
+        for key in a:
+            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]
+
+
+def test_one_cache_budget_per_process(mix):
+    import pickle
+
+    from robotempo.store.frames import default_heavy_cache
+    from robotempo.store.parquet import default_parquet_files
+
+    assert all(ds.frames._heavy_cache is default_heavy_cache() for ds in mix.datasets)
+    assert all(ds.frames.files is default_parquet_files() for ds in mix.datasets)
+    copy = pickle.loads(pickle.dumps(mix.datasets[1]))
+    assert copy.frames._heavy_cache is default_heavy_cache() and copy.frames.files is default_parquet_files()
+    private = LeRobotDataset("p", root=mix.datasets[1].root, heavy_cache_mb=1)
+    assert private.frames._heavy_cache is not default_heavy_cache()
+    assert private.frames._heavy_cache.max_bytes == 2**20
+
+
+def test_shared_caches_never_serve_a_replaced_file(tmp_path):
+    """The process-wide handle and image caches outlive a dataset: a dataset rewritten in place reads anew."""
+    import shutil
+
+    root = tmp_path / "ds"
+    args = {"n_episodes": 2, "n_tasks": 1, "camera": "image", "image_size": (32, 32), "mean_length": 8.0}
+    write_synthetic(root, seed=1, **args)
+    old = LeRobotDataset("r", root=root, speed_labels=False)
+    first = old[0]
+    write_synthetic(tmp_path / "other", seed=2, **{**args, "mean_length": 12.0})
+    shutil.rmtree(root)
+    shutil.copytree(tmp_path / "other", root)
+    new = LeRobotDataset("r", root=root, speed_labels=False)
+    fresh = LeRobotDataset("r", root=tmp_path / "other", speed_labels=False)
+    assert len(new) == len(fresh) != len(old)
+    for key in ("observation.state", CAMERA_KEY):
+        assert torch.equal(new[0][key], fresh[0][key]) and not torch.equal(new[0][key], first[key])
