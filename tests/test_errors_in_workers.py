@@ -13,9 +13,7 @@ from torch._utils import ExceptionWrapper
 import robotempo.errors as E
 from robotempo.dataset import LeRobotDataset, collate
 
-ALL_ERRORS = [
-    cls for _, cls in inspect.getmembers(E, inspect.isclass) if issubclass(cls, E.RobotempoError)
-]
+ALL_ERRORS = [cls for _, cls in inspect.getmembers(E, inspect.isclass) if issubclass(cls, E.RobotempoError)]
 
 
 def _example(cls: type) -> E.RobotempoError:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robotempo.arguments import check_size, check_tolerance
 from robotempo.cameras import decode_image, to_item_layout
-from robotempo.errors import ArgumentError, MissingFileError
+from robotempo.errors import MissingFileError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.safepath import check_file
 from robotempo.selection import select_episodes
@@ -88,7 +89,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
         speed_cache_dir: str | Path | None = None,
         heavy_cache_mb: float | None = None,
         video_cache_size: int | None = None,
+        check_finite: bool = False,
     ):
+        """`check_finite=True` refuses float features holding NaN or infinity (`NonFiniteValueError` at open,
+        naming the file, column and row); by default they are served as they are (a sensor may report NaN on
+        purpose), and `robotempo validate` counts them."""
         super().__init__()
         self.repo_id = repo_id
         self.root = Path(root) if root is not None else default_root(repo_id)
@@ -104,11 +109,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
             logger.info("video_backend=%r ignored: robotempo decodes video with PyAV", video_backend)
         self.image_transforms = image_transforms
         self.return_uint8 = return_uint8
-        _check_size("heavy_cache_mb", heavy_cache_mb, float, 0, 2**40)
-        _check_size("video_cache_size", video_cache_size, int, 1, 2**20)
+        check_size("heavy_cache_mb", heavy_cache_mb, float, 0, 2**40)
+        check_size("video_cache_size", video_cache_size, int, 1, 2**20)
         self.meta: DatasetMeta = read_metadata(self.root)
         info = self.meta.info
-        self.tolerance_s = _check_tolerance(tolerance_s, info.fps)
+        self.tolerance_s = check_tolerance(tolerance_s, info.fps)
         positions = select_episodes(self.meta.episodes, episodes, excluded_episodes, self.root)
         self._selected = self.meta.episodes.take(positions)
         self.episodes = self._selected.episode_index.tolist()
@@ -120,6 +125,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
             tasks=self.meta.tasks,
             heavy_cache_mb=heavy_cache_mb,
         )
+        if check_finite:
+            self.frames.check_finite()
         self.image_keys = [k for k in info.image_keys if k in self.frames.heavy_keys]
         self.video_keys = info.video_keys
         self.camera_keys = self.image_keys + self.video_keys
@@ -293,7 +300,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             files = loc.file[ep]
             for code in np.unique(files):
                 sel = np.flatnonzero(files == code)
-                requests.append((self._video_path(key, int(code)), times[sel]))
+                requests.append((self.video_file(key, int(code)), times[sel]))
                 slots.append((key, sel, len(rows)))
         for (key, sel, n), decoded in zip(slots, self._video().fetch(requests, self.tolerance_s)):
             if key not in out:
@@ -301,7 +308,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             out[key][sel] = decoded
         return out
 
-    def _video_path(self, key: str, code: int) -> Path:
+    def video_file(self, key: str, code: int) -> Path:
         """A camera's video file, checked the first time this process uses it: a regular file inside the root
         whose stream (fps, frame size, frames) agrees with the metadata's windows for that file."""
         path = self._checked_videos.get((key, code))
@@ -346,33 +353,6 @@ def _split(stacked: dict, n: int) -> list[dict]:
     columns = {k: (v if isinstance(v, list) else v.unbind(0)) for k, v in stacked.items()}
     keys = list(columns)
     return [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))] if n else []
-
-
-def _check_tolerance(tolerance_s, fps: float) -> float:
-    """A finite number of seconds in [0, 1/fps): a tolerance of a whole frame would accept a neighbour's."""
-    if not _is_real(tolerance_s) or not 0 <= tolerance_s < 1 / fps:
-        raise ArgumentError(
-            f"tolerance_s must be a number of seconds in [0, 1/fps = {1 / fps:g}), got {tolerance_s!r}; the "
-            "default 1e-4 suits LeRobot datasets"
-        )
-    return float(tolerance_s)
-
-
-def _check_size(name: str, value, kind: type, low: float, high: float) -> None:
-    ok = value is None or (_is_real(value) and (kind is float or float(value).is_integer()))
-    if not ok or (value is not None and not low <= value <= high):
-        raise ArgumentError(
-            f"{name} must be None or {'an integer' if kind is int else 'a number'} in [{low:g}, {high:g}], "
-            f"got {value!r}"
-        )
-
-
-def _is_real(v) -> bool:
-    return (
-        isinstance(v, (int, float, np.integer, np.floating))
-        and not isinstance(v, (bool, np.bool_))
-        and (np.isfinite(v))
-    )
 
 
 def _make_dropout(p: float, seed: int):

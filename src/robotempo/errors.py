@@ -125,7 +125,11 @@ class WriterError(RobotempoError, ValueError):
 class MixtureError(RobotempoError, ValueError):
     """Datasets, weights or key maps given to `Mixture` that cannot make one consistent mixture."""
 
-    def __init__(self, problem: str, fix: str):
+    def __init__(self, problem: str, fix: str | None = None):
+        if fix is None:  # rebuilt from its message alone (see the module docstring)
+            self.problem = self.fix = None
+            super().__init__(problem)
+            return
         self.problem = problem
         self.fix = fix
         super().__init__(f"{problem}. Fix: {fix}")

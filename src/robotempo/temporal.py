@@ -6,14 +6,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from robotempo.arguments import is_real
 from robotempo.errors import DeltaTimestampsError, TimestampError
 
 # Offsets beyond this many frames pad every row of any real episode; bounding them keeps row arithmetic exact.
 MAX_DELTA_FRAMES = 2**31
-
-
-def _is_real(v: object) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
 def plan_deltas(
@@ -38,14 +35,15 @@ def plan_deltas(
                 f"delta_timestamps[{key!r}] must be a list of numbers (seconds), got {deltas!r}"
             )
         deltas = list(deltas)
-        if not deltas or not all(_is_real(v) for v in deltas):
+        if not deltas or not all(is_real(v) for v in deltas):
             raise DeltaTimestampsError(
-                f"delta_timestamps[{key!r}] must be a non-empty list of numbers (seconds), got {deltas!r}"
+                f"delta_timestamps[{key!r}] must be a non-empty list of finite numbers (seconds), "
+                f"got {deltas!r}"
             )
         values = np.array([float(v) for v in deltas], dtype=np.float64)
-        if not np.all(np.isfinite(values)) or np.any(np.abs(values * fps) > MAX_DELTA_FRAMES):
+        if np.any(np.abs(values * fps) > MAX_DELTA_FRAMES):
             raise DeltaTimestampsError(
-                f"delta_timestamps[{key!r}] must hold finite seconds within {MAX_DELTA_FRAMES} frames "
+                f"delta_timestamps[{key!r}] must hold seconds within {MAX_DELTA_FRAMES} frames "
                 f"({MAX_DELTA_FRAMES / fps:g} s), got {deltas!r}"
             )
         rows, off = grid_rows(values, fps)

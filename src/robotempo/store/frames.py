@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from robotempo.errors import DatasetFormatError, RowAlignmentError, UnknownTaskError
+from robotempo.errors import DatasetFormatError, NonFiniteValueError, RowAlignmentError, UnknownTaskError
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
 from robotempo.safepath import check_file
@@ -242,6 +242,30 @@ class FrameTable:
                 f"expected "
                 f"episode_index {expected_ep[row]} and index {expected_index[row]}",
                 ALIGN_FIX,
+            )
+
+    def non_finite(self) -> dict[str, tuple[int, int]]:
+        """Float columns holding NaN or infinity: name -> (how many values, first table row)."""
+        out = {}
+        for name, values in self.columns.items():
+            if values.dtype.kind != "f":
+                continue
+            bad = ~np.isfinite(values.reshape(len(values), -1))
+            rows = np.flatnonzero(bad.any(axis=1))
+            if len(rows):
+                out[name] = (int(bad.sum()), int(rows[0]))
+        return out
+
+    def check_finite(self) -> None:
+        """Raise `NonFiniteValueError` naming the file, column and row of the first NaN or infinity."""
+        for name, (count, row) in self.non_finite().items():
+            e = int(np.searchsorted(self.ep_to, row, side="right"))
+            eps = self.episodes
+            raise NonFiniteValueError(
+                self._path(int(eps.data_file[e])),
+                f"column {name!r} holds {count} NaN or infinite value(s); the first in episode "
+                f"{eps.episode_index[e]} frame {row - self.ep_from[e]}: {self.columns[name][row].tolist()!r}",
+                "clean the data, or pass check_finite=False to serve NaN and infinity as they are",
             )
 
     # -- access -----------------------------------------------------------------------------------------
