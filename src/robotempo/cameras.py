@@ -12,7 +12,7 @@ from PIL import Image
 from robotempo.errors import DatasetFormatError, FeatureMismatchError
 
 
-def decode_image(value, path: Path, key: str, hwc: tuple[int, ...] | None = None) -> np.ndarray:
+def decode_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None = None) -> np.ndarray:
     """An embedded image cell (`{"bytes": ..., "path": ...}`) as uint8 (H, W, 3); `hwc` is the declared
     (height, width, channels), checked against what decodes."""
     data = value.get("bytes") if isinstance(value, dict) else value

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,13 +21,11 @@ from robotempo.arguments import check_size, check_tolerance
 from robotempo.cameras import decode_image, to_item_layout
 from robotempo.errors import MissingFileError
 from robotempo.format import DatasetMeta, read_metadata
-from robotempo.safepath import check_file
+from robotempo.fs import FileRef, as_root
 from robotempo.selection import select_episodes
 from robotempo.store.frames import FrameTable
 from robotempo.temporal import check_timestamps, plan_deltas, query_rows
 from robotempo.video.stream import VideoExpectation, check_stream
-
-VIDEO_FIX = "check the dataset's video_path template and its video files"
 
 logger = logging.getLogger(__name__)
 
@@ -89,36 +88,49 @@ class LeRobotDataset(torch.utils.data.Dataset):
         speed_cache_dir: str | Path | None = None,
         heavy_cache_mb: float | None = None,
         video_cache_size: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
         check_finite: bool = False,
     ):
-        """`check_finite=True` refuses float features holding NaN or infinity (`NonFiniteValueError` at open,
+        """Open the dataset `repo_id` stored at `root` (a local folder or an object-store URL), in place.
+
+        `storage_options` configures an object-store root such as `s3://bucket/prefix` (`endpoint_override`,
+        `region`, `anonymous`, `access_key`, `secret_key`, ...; see `robotempo.fs.DatasetRoot`); without it
+        the standard AWS environment applies. Nothing is ever written to an object-store root: speed
+        percentiles computed for it are kept in the user cache.
+
+        `check_finite=True` refuses float features holding NaN or infinity (`NonFiniteValueError` at open,
         naming the file, column and row); by default they are served as they are (a sensor may report NaN on
-        purpose), and `robotempo validate` counts them."""
+        purpose), and `robotempo validate` counts them.
+        """
         super().__init__()
         self.repo_id = repo_id
-        self.root = Path(root) if root is not None else default_root(repo_id)
-        if not os.path.lexists(self.root / "meta" / "info.json"):
-            raise MissingFileError(
-                self.root / "meta" / "info.json",
-                f"the dataset {repo_id!r}",
-                "pass root= pointing at a local copy (robotempo never downloads while loading; fetch it "
-                "first, e.g. with huggingface_hub.snapshot_download(repo_id, repo_type='dataset', "
-                "local_dir=...))",
-            )
+        self.location = as_root(root if root is not None else default_root(repo_id), storage_options)
+        self.root = self.location.where()
         if video_backend not in (None, "pyav"):
             logger.info("video_backend=%r ignored: robotempo decodes video with PyAV", video_backend)
         self.image_transforms = image_transforms
         self.return_uint8 = return_uint8
         check_size("heavy_cache_mb", heavy_cache_mb, float, 0, 2**40)
         check_size("video_cache_size", video_cache_size, int, 1, 2**20)
-        self.meta: DatasetMeta = read_metadata(self.root)
+        try:
+            self.meta: DatasetMeta = read_metadata(self.location)
+        except MissingFileError as e:
+            if e.path != self.location.where("meta/info.json"):
+                raise
+            raise MissingFileError(
+                e.path,
+                f"the dataset {repo_id!r}",
+                "pass root= pointing at a local copy or an object-store URL (robotempo never downloads while "
+                "loading; fetch it first, e.g. with huggingface_hub.snapshot_download(repo_id, "
+                "repo_type='dataset', local_dir=...))",
+            ) from None
         info = self.meta.info
         self.tolerance_s = check_tolerance(tolerance_s, info.fps)
         positions = select_episodes(self.meta.episodes, episodes, excluded_episodes, self.root)
         self._selected = self.meta.episodes.take(positions)
         self.episodes = self._selected.episode_index.tolist()
         self.frames = FrameTable(
-            self.root,
+            self.location,
             info,
             self._selected,
             catalog=self.meta.episodes,
@@ -139,7 +151,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             self._check_timestamps()
         self._video_from = {k: self._snapped_offsets(k) for k in self.video_keys}
         self._fetcher = None
-        self._checked_videos: dict[tuple[str, int], Path] = {}
+        self._checked_videos: dict[tuple[str, int], FileRef] = {}
         self._video_by_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._video_cache_size = None if video_cache_size is None else int(video_cache_size)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
@@ -185,9 +197,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         )
 
     # -- open-time work ----------------------------------------------------------------------------------
-    def _where(self, row: int) -> tuple[Path, str]:
+    def _where(self, row: int) -> tuple[Path | str, str]:
         e = int(self.frames.episode_of(np.array([row]))[0])
-        path = self.root / self._selected.data_files[int(self._selected.data_file[e])]
+        path = self.location.where(self._selected.data_files[int(self._selected.data_file[e])])
         return path, f"episode {self._selected.episode_index[e]} frame {row - self.frames.ep_from[e]}"
 
     def _check_timestamps(self) -> None:
@@ -286,11 +298,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
             ep = self.frames.episode_of(rows)
             if key in self.image_keys:
                 cells = self.frames.read_heavy(key, rows)
-                files = self._selected.data_files
+                names = self._selected.data_files
+                codes = self._selected.data_file
                 hwc = self.meta.info.features[key].hwc
                 out[key] = np.stack(
                     [
-                        decode_image(v, self.root / files[int(self._selected.data_file[e])], key, hwc)
+                        decode_image(v, self.location.where(names[int(codes[e])]), key, hwc)
                         for v, e in zip(cells, ep)
                     ]
                 )
@@ -308,17 +321,16 @@ class LeRobotDataset(torch.utils.data.Dataset):
             out[key][sel] = decoded
         return out
 
-    def video_file(self, key: str, code: int) -> Path:
-        """A camera's video file, checked the first time this process uses it: a regular file inside the root
-        whose stream (fps, frame size, frames) agrees with the metadata's windows for that file."""
-        path = self._checked_videos.get((key, code))
-        if path is None:
-            loc = self._selected.videos[key]
-            path = check_file(self.root, loc.files[code], f"the {key} video", VIDEO_FIX)
-            with self._video().cache.reader(path) as reader:
-                check_stream(path, reader.info, self._video_expectation(key, code))
-            self._checked_videos[(key, code)] = path
-        return path
+    def video_file(self, key: str, code: int) -> FileRef:
+        """A camera's video file, checked the first time this process uses it: its stream (fps, frame size,
+        frames) agrees with the metadata's windows for that file (`robotempo.video.stream.check_stream`)."""
+        ref = self._checked_videos.get((key, code))
+        if ref is None:
+            ref = self.location.file(self._selected.videos[key].files[code])
+            with self._video().cache.reader(ref) as reader:
+                check_stream(ref.where, reader.info, self._video_expectation(key, code))
+            self._checked_videos[(key, code)] = ref
+        return ref
 
     def _video_expectation(self, key: str, code: int) -> VideoExpectation:
         """Every window the metadata (the whole dataset, not only the selection) puts in one video file."""

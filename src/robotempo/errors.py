@@ -29,8 +29,9 @@ class RobotempoError(Exception):
 class DatasetFormatError(RobotempoError, ValueError):
     """A file of the dataset does not follow the LeRobot format (bad JSON, missing key, wrong type...).
 
-    `DatasetFormatError(path, problem, fix, line=None)`; `DatasetFormatError(message)` (one argument, as a
-    DataLoader worker re-raises it) keeps the message and leaves `path`, `problem`, `fix` and `line` None.
+    `DatasetFormatError(path, problem, fix, line=None)`; `path` is the file (a local path, or the URL of an
+    object in a store). `DatasetFormatError(message)` (one argument, as a DataLoader worker re-raises it)
+    keeps the message and leaves `path`, `problem`, `fix` and `line` None.
     """
 
     def __init__(
@@ -40,7 +41,7 @@ class DatasetFormatError(RobotempoError, ValueError):
             self.path = self.problem = self.fix = self.line = None
             super().__init__(str(path))
             return
-        self.path = Path(path)
+        self.path = path if isinstance(path, str) and "://" in path else Path(path)  # URLs stay URLs
         self.line = line
         self.problem = problem
         self.fix = fix
@@ -120,6 +121,27 @@ class SpeedSettingError(RobotempoError, ValueError):
 
 class WriterError(RobotempoError, ValueError):
     """Bad input to the dataset writer."""
+
+
+class ConfigError(RobotempoError, ValueError):
+    """A robotempo setting (environment variable or argument) has a value robotempo cannot use."""
+
+
+class StorageError(RobotempoError, OSError):
+    """An object store refused or failed a request (denied credentials, unknown bucket, unreachable endpoint).
+
+    The message names the URL and what to change; transient faults were already retried before this is raised.
+    """
+
+    def __init__(self, url: str, problem: str | None = None, fix: str | None = None):
+        if problem is None:  # rebuilt from its message alone (see the module docstring)
+            self.url = self.problem = self.fix = None
+            super().__init__(url)
+            return
+        self.url = url
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{url}: {problem}. Fix: {fix}")
 
 
 class MixtureError(RobotempoError, ValueError):

@@ -1,4 +1,4 @@
-"""Atomic file writes and JSON / JSONL reading with file- and line-numbered errors."""
+"""Atomic file writes; JSON / JSONL reading through `robotempo.fs` with file- and line-numbered errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from robotempo.errors import DatasetFormatError, MissingFileError
-from robotempo.safepath import check_file
+from robotempo.fs import FileRef, as_file
 
 
 def temp_path_for(path: Path) -> Path:
@@ -50,33 +50,36 @@ def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
-def read_text(path: str | Path, what: str, fix: str, root: str | Path | None = None) -> str:
-    """The UTF-8 text of a dataset file, once `check_file` accepts it (inside `root`, default its folder)."""
-    path = Path(path)
-    check_file(path.parent if root is None else root, path, what, fix)
+def read_file(path: str | Path | FileRef, what: str, fix: str) -> tuple[bytes, Path | str]:
+    """The bytes of a dataset file (via `robotempo.fs`) and its name for messages; typed error if absent."""
+    ref = as_file(path)
     try:
-        return path.read_bytes().decode("utf-8")
+        return ref.read_bytes(), ref.where
     except FileNotFoundError:
-        raise MissingFileError(path, what, fix) from None
-    except UnicodeDecodeError as e:
-        raise DatasetFormatError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
+        raise ref.root.missing_root_error(ref.rel) or MissingFileError(ref.where, what, fix) from None
 
 
-def read_json(path: str | Path, what: str, fix: str, root: str | Path | None = None) -> Any:
-    path = Path(path)
-    text = read_text(path, what, fix, root)
+def read_json(path: str | Path | FileRef, what: str, fix: str) -> Any:
+    data, where = read_file(path, what, fix)
     try:
-        return json.loads(text)
+        return json.loads(data)
+    except UnicodeDecodeError as e:
+        raise DatasetFormatError(where, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
     except json.JSONDecodeError as e:
-        raise DatasetFormatError(path, f"invalid JSON ({e.msg})", fix, line=e.lineno) from None
+        raise DatasetFormatError(where, f"invalid JSON ({e.msg})", fix, line=e.lineno) from None
 
 
-def read_jsonl(
-    path: str | Path, what: str, fix: str, root: str | Path | None = None
-) -> list[tuple[int, dict]]:
+def read_jsonl(path: str | Path | FileRef, what: str, fix: str) -> list[tuple[int, dict]]:
     """Rows of a JSON-lines file as `(line_number, object)`; blank lines are skipped."""
-    path = Path(path)
-    text = read_text(path, what, fix, root)
+    data, where = read_file(path, what, fix)
+    return parse_jsonl(data, where, fix)
+
+
+def parse_jsonl(data: bytes, where: Path | str, fix: str) -> list[tuple[int, dict]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetFormatError(where, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
     rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -85,9 +88,9 @@ def read_jsonl(
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DatasetFormatError(
-                path, f"invalid JSON line ({e.msg}): {line[:80]!r}", fix, line=lineno
+                where, f"invalid JSON line ({e.msg}): {line[:80]!r}", fix, line=lineno
             ) from None
         if not isinstance(obj, dict):
-            raise DatasetFormatError(path, f"expected a JSON object, got {line[:80]!r}", fix, line=lineno)
+            raise DatasetFormatError(where, f"expected a JSON object, got {line[:80]!r}", fix, line=lineno)
         rows.append((lineno, obj))
     return rows

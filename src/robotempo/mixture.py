@@ -21,6 +21,7 @@ import torch
 from robotempo.dataset import ItemBatch, LeRobotDataset, default_root
 from robotempo.errors import DeltaTimestampsError, MixtureError
 from robotempo.format.info import DEFAULT_COLUMNS, read_info
+from robotempo.fs import as_root
 from robotempo.mixture_schema import Field, build_schema, conform, describe, output_keys
 from robotempo.store.shared import for_child_process, share_tables
 from robotempo.temporal import grid_rows
@@ -131,18 +132,20 @@ class Mixture(torch.utils.data.Dataset):
                     f"dataset {d} ({kwargs['repo_id']!r}) and the mixture both have delta_timestamps",
                     "give delta_timestamps in one place: the Mixture's (seconds, mapped onto each dataset)",
                 )
-            root = Path(kwargs.get("root") or default_root(kwargs["repo_id"]))
-            if (root / "meta" / "info.json").is_file():  # else LeRobotDataset raises its own error
+            root = as_root(
+                kwargs.get("root") or default_root(kwargs["repo_id"]), kwargs.get("storage_options")
+            )
+            if root.is_file("meta/info.json"):  # else LeRobotDataset raises its own error
                 info = read_info(root)
                 keys = [k for k, f in info.features.items() if f.dtype != "string"]
                 tolerance = kwargs.get("tolerance_s", 1e-4)
                 kwargs["delta_timestamps"] = self._dataset_deltas(
-                    d, kwargs["repo_id"], root, info.fps, keys, tolerance
+                    d, kwargs["repo_id"], root.where(), info.fps, keys, tolerance
                 )
         return LeRobotDataset(**kwargs)
 
     def _dataset_deltas(
-        self, d: int, name: str, root: Path, fps: float, keys: list[str], tolerance_s: float
+        self, d: int, name: str, root: Path | str, fps: float, keys: list[str], tolerance_s: float
     ) -> dict[str, list[float]]:
         """The mixture's delta_timestamps for one dataset: its key names, its frame grid."""
         inverse = {v: k for k, v in self.key_maps[d].items()}

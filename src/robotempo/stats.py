@@ -19,18 +19,18 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from robotempo.errors import DatasetFormatError, MixtureError
 from robotempo.format.info import DEFAULT_COLUMNS
+from robotempo.format.v30 import episode_metadata_files, open_parquet
+from robotempo.fs import DatasetRoot, as_root
 from robotempo.io import read_json, read_jsonl
-from robotempo.safepath import check_file
 
 Stats = dict[str, dict[str, np.ndarray]]
 STATS_FIX = "regenerate the statistics, or delete the file so robotempo aggregates the per-episode statistics"
 
 
-def _arrays(stats: dict, path: Path) -> Stats:
+def _arrays(stats: dict, path: Path | str) -> Stats:
     out: Stats = {}
     for feature, values in stats.items():
         if not isinstance(values, dict):
@@ -69,20 +69,22 @@ def aggregate(per_episode: Iterable[Stats]) -> Stats:
     return out
 
 
-def read_stats(root: str | Path, is_v3: bool) -> Stats:
-    root = Path(root)
-    path = root / "meta" / "stats.json"
-    if path.is_file():
-        return _arrays(read_json(path, "the statistics file", STATS_FIX, root), path)
+def read_stats(root: str | Path | DatasetRoot, is_v3: bool) -> Stats:
+    root = as_root(root)
+    if root.is_file("meta/stats.json"):
+        return _arrays(
+            read_json(root.file("meta/stats.json"), "the statistics file", STATS_FIX),
+            root.where("meta/stats.json"),
+        )
     if not is_v3:
-        path = root / "meta" / "episodes_stats.jsonl"
-        rows = read_jsonl(path, "the per-episode statistics", STATS_FIX, root)
-        return aggregate(_arrays(row.get("stats", {}), path) for _, row in rows)
+        rel = "meta/episodes_stats.jsonl"
+        rows = read_jsonl(root.file(rel), "the per-episode statistics", STATS_FIX)
+        return aggregate(_arrays(row.get("stats", {}), root.where(rel)) for _, row in rows)
     per_episode = []
-    for path in sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
-        check_file(root, path, "the v3.0 episode metadata", STATS_FIX)
-        names = [c for c in pq.read_schema(path).names if c.startswith("stats/")]
-        table = pq.read_table(path, columns=names).to_pylist()
+    for rel in episode_metadata_files(root):
+        pf = open_parquet(root, rel, "the v3.0 episode metadata", STATS_FIX)
+        names = [c for c in pf.schema_arrow.names if c.startswith("stats/")]
+        table = pf.read(columns=names, use_threads=False).to_pylist()
         for row in table:
             stats: dict = {}
             for column, value in row.items():

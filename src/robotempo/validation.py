@@ -11,9 +11,10 @@ frame of every episode decoded), and the speed percentile file.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,16 +45,21 @@ def _noop(stage: str, done: int, total: int) -> None:
 
 
 def validate_dataset(
-    root: str | Path, tolerance_s: float = 1e-4, video: bool = True, progress: Progress | None = None
+    root: str | Path,
+    tolerance_s: float = 1e-4,
+    video: bool = True,
+    progress: Progress | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[Finding]:
     """Findings for the dataset at `root`; any with status "failed" means it must not be trained on as is.
 
     `tolerance_s` is the timestamp tolerance (as in `LeRobotDataset`); `video=False` skips video files;
-    `progress(stage, done, total)` is called as files are checked.
+    `progress(stage, done, total)` is called as files are checked; `storage_options` as in `LeRobotDataset`
+    (object-store roots).
     """
     progress = progress or _noop
     try:
-        meta = read_metadata(root)
+        meta = read_metadata(root, storage_options)
     except RobotempoError as e:
         return [Finding("metadata (info.json, tasks, episodes)", "failed", _error(e))]
     info = meta.info
@@ -75,7 +81,12 @@ def validate_dataset(
 
         try:
             ds = LeRobotDataset(
-                "validate", root=root, episodes=good.tolist(), speed_labels=False, check_timestamps=False
+                "validate",
+                root=root,
+                episodes=good.tolist(),
+                speed_labels=False,
+                check_timestamps=False,
+                storage_options=storage_options,
             )
         except RobotempoError as e:
             found.append(Finding("cameras", "failed", _error(e)))
@@ -84,8 +95,8 @@ def validate_dataset(
                 if key in ds.video_keys and not video:
                     continue
                 found += _check_camera(ds, key, progress)
-    speed_file = meta.root / SPEED_PERCENTILES_FILE
-    if speed_file.exists() or speed_file.is_symlink():
+    speed_file = meta.location.file(SPEED_PERCENTILES_FILE)
+    if speed_file.is_file():
         try:
             rows = read_percentiles_file(speed_file).rows
             found.append(Finding(SPEED_PERCENTILES_FILE, "ok", f"{len(rows)} task rows"))

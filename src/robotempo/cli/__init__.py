@@ -9,6 +9,7 @@ import sys
 from rich.console import Console
 from rich.logging import RichHandler
 
+from robotempo.cli.storage import add_root_arguments, storage_options
 from robotempo.errors import RobotempoError
 
 
@@ -26,15 +27,15 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--camera", choices=["video", "image", "none"], default="video")
 
     i = sub.add_parser("info", help="a table describing a dataset")
-    i.add_argument("root")
+    add_root_arguments(i)
 
     v = sub.add_parser("validate", help="check every file of a dataset against its metadata")
-    v.add_argument("root")
+    add_root_arguments(v)
     v.add_argument("--tolerance-s", type=float, default=1e-4)
     v.add_argument("--no-video", action="store_true", help="skip decoding video frames")
 
     s = sub.add_parser("speed", help="per-task speed labels: table, file, plot")
-    s.add_argument("root")
+    add_root_arguments(s)
     s.add_argument(
         "--recompute", action="store_true", help="recompute meta/speed_percentiles.jsonl from the data"
     )
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "info":
             from robotempo.cli.info import run_info
 
-            run_info(args.root, console)
+            run_info(args.root, console, storage_options(args))
         elif args.command == "demo":
             from robotempo.cli.demo import run_demo
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -19,15 +17,8 @@ def human_bytes(n: float) -> str:
     return f"{n} B"
 
 
-def _dir_size(path: Path) -> tuple[int, int]:
-    if not path.exists():
-        return 0, 0
-    sizes = [p.stat().st_size for p in path.rglob("*") if p.is_file()]
-    return sum(sizes), len(sizes)
-
-
-def run_info(root: str, console: Console) -> None:
-    meta = read_metadata(root)
+def run_info(root: str, console: Console, options: dict | None = None) -> None:
+    meta = read_metadata(root, options)
     info, eps = meta.info, meta.episodes
     summary = Table(title=f"{root}", show_header=False, title_justify="left")
     summary.add_row("format", info.codebase_version)
@@ -42,8 +33,11 @@ def run_info(root: str, console: Console) -> None:
         )
     summary.add_row("tasks", f"{len(meta.tasks):,}")
     for name in ("data", "videos", "meta"):
-        size, count = _dir_size(Path(root) / name)
-        summary.add_row(f"{name}/ on disk", f"{human_bytes(size)} in {count:,} files")
+        size, count = meta.location.tree_size(name)
+        summary.add_row(
+            f"{name}/ {'on disk' if meta.location.is_local else 'in the store'}",
+            f"{human_bytes(size)} in {count:,} files",
+        )
     console.print(summary)
 
     tasks = Table(title="tasks", title_justify="left")

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from robotempo.cli.progress import progress_callback
+from robotempo.cli.storage import storage_options
 from robotempo.format import read_metadata
 from robotempo.speed import SPEED_BUCKET_LABELS
 from robotempo.speed.dataset_labels import dataset_percentiles
@@ -25,10 +26,10 @@ def _histogram(labels: np.ndarray) -> str:
 
 
 def run_speed(args, console: Console) -> None:
-    meta = read_metadata(args.root)
+    meta = read_metadata(args.root, storage_options(args))
     with progress_callback(console, "reading task_index from the frame data") as progress:
         percentiles = dataset_percentiles(meta, recompute=args.recompute, progress=progress)
-        task_of_episode = episode_task_index(meta.root, meta.episodes, progress=progress)
+        task_of_episode = episode_task_index(meta.location, meta.episodes, progress=progress)
     labels = percentiles.labels(task_of_episode, meta.episodes.length)
     console.print(f"speed percentiles: [bold]{percentiles.source}[/] ({percentiles.path})")
     table = Table(title="per-task speed labels (label histogram over 0, 10, ..., 100)", title_justify="left")

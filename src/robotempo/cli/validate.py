@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from robotempo.cli.storage import storage_options
 from robotempo.validation import validate_dataset
 
 STYLE = {"ok": "[green]ok[/]", "failed": "[bold red]FAILED[/]", "note": "[yellow]note[/]"}
@@ -26,7 +27,13 @@ def run_validate(args, console: Console) -> int:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        findings = validate_dataset(args.root, args.tolerance_s, video=not args.no_video, progress=progress)
+        findings = validate_dataset(
+            args.root,
+            args.tolerance_s,
+            video=not args.no_video,
+            progress=progress,
+            storage_options=storage_options(args),
+        )
     table = Table(title=f"validate {args.root}", title_justify="left")
     table.add_column("check")
     table.add_column("result")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import DatasetInfo, FeatureSpec, read_info
 from robotempo.format.v21 import read_episodes_v21, read_tasks_v21
 from robotempo.format.v30 import read_episodes_v30, read_tasks_v30
+from robotempo.fs import DatasetRoot, as_root
 
 __all__ = [
     "DatasetInfo",
@@ -25,11 +28,16 @@ __all__ = [
 class DatasetMeta:
     """Everything `meta/` says about a dataset, read once."""
 
-    root: Path
+    root: Path | str  # a local folder, or the URL of an object-store root
     info: DatasetInfo
     tasks: dict[int, str]
     episodes: EpisodeTable
+    location: DatasetRoot | None = field(default=None, repr=False)  # reads the files; set by read_metadata
     _stats: dict | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.location is None:
+            self.location = as_root(self.root)
 
     @property
     def fps(self) -> float:
@@ -73,12 +81,15 @@ class DatasetMeta:
         if self._stats is None:
             from robotempo.stats import read_stats
 
-            self._stats = read_stats(self.root, self.info.is_v3)
+            self._stats = read_stats(self.location, self.info.is_v3)
         return self._stats
 
 
-def read_metadata(root: str | Path) -> DatasetMeta:
-    root = Path(root)
+def read_metadata(
+    root: str | Path | DatasetRoot, storage_options: Mapping[str, Any] | None = None
+) -> DatasetMeta:
+    """`meta/` of the dataset at `root` (a folder or an object-store URL; see `robotempo.fs.DatasetRoot`)."""
+    root = as_root(root, storage_options)
     info = read_info(root)
     if info.is_v3:
         tasks = read_tasks_v30(root)
@@ -86,4 +97,4 @@ def read_metadata(root: str | Path) -> DatasetMeta:
     else:
         tasks = read_tasks_v21(root)
         episodes = read_episodes_v21(root, info, tasks)
-    return DatasetMeta(root=root, info=info, tasks=tasks, episodes=episodes)
+    return DatasetMeta(root=root.where(), info=info, tasks=tasks, episodes=episodes, location=root)

@@ -35,7 +35,6 @@ class EpisodeTable:
     data_row_from: np.ndarray  # int64 row offset of the episode inside its data file (derived from metadata)
     data_files: list[str]  # relative to the dataset root
     videos: dict[str, VideoLocation] = field(default_factory=dict)
-    tasks: list[list[str]] | None = None  # the metadata's task strings per episode, if the format stores them
 
     def __post_init__(self) -> None:
         n = len(self.episode_index)
@@ -76,5 +75,4 @@ class EpisodeTable:
                 )
                 for k, v in self.videos.items()
             },
-            tasks=None if self.tasks is None else [self.tasks[i] for i in positions],
         )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from robotempo.errors import DatasetFormatError, UnsafePathError, UnsupportedVersionError
+from robotempo.fs import DatasetRoot, as_root
 from robotempo.io import read_json
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
@@ -297,6 +298,6 @@ class DatasetInfo:
         return d
 
 
-def read_info(root: str | Path) -> DatasetInfo:
-    path = Path(root) / "meta" / "info.json"
-    return DatasetInfo.from_dict(read_json(path, "the dataset card meta/info.json", INFO_FIX, root), path)
+def read_info(root: str | Path | DatasetRoot) -> DatasetInfo:
+    ref = as_root(root).file("meta/info.json")
+    return DatasetInfo.from_dict(read_json(ref, "the dataset card meta/info.json", INFO_FIX), ref.where)

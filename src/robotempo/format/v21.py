@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from robotempo.errors import DatasetFormatError, MissingFileError
+from robotempo.errors import DatasetFormatError
 from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import MAX_COUNT, DatasetInfo
-from robotempo.io import read_jsonl
-from robotempo.safepath import check_file
+from robotempo.fs import DatasetRoot
+from robotempo.io import parse_jsonl, read_file, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ EPISODES_FIX = (
 TASKS_FIX = 'each line of meta/tasks.jsonl must be {"task_index": int, "task": str}'
 
 
-def _int_field(path: Path, lineno: int, row: dict, key: str, fix: str, minimum: int = 0) -> int:
+def _int_field(path: Path | str, lineno: int, row: dict, key: str, fix: str, minimum: int = 0) -> int:
     v = row.get(key)
     if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= MAX_COUNT:
         raise DatasetFormatError(
@@ -38,10 +38,12 @@ def _int_field(path: Path, lineno: int, row: dict, key: str, fix: str, minimum: 
     return v
 
 
-def read_tasks_v21(root: Path) -> dict[int, str]:
-    path = root / "meta" / "tasks.jsonl"
+def read_tasks_v21(root: DatasetRoot) -> dict[int, str]:
+    path = root.where("meta/tasks.jsonl")
     tasks: dict[int, str] = {}
-    for lineno, row in read_jsonl(path, "the task table meta/tasks.jsonl", TASKS_FIX, root):
+    for lineno, row in read_jsonl(
+        root.file("meta/tasks.jsonl"), "the task table meta/tasks.jsonl", TASKS_FIX
+    ):
         idx = _int_field(path, lineno, row, "task_index", TASKS_FIX)
         task = row.get("task")
         if not isinstance(task, str):
@@ -111,8 +113,8 @@ def _fast_episodes(data: bytes) -> Parsed | None:
     return np.array(episodes, dtype=np.int64), np.array(lengths, dtype=np.int64), task_code, names
 
 
-def _strict_episodes(path: Path) -> Parsed:
-    rows = read_jsonl(path, "the episode table meta/episodes.jsonl", EPISODES_FIX, path.parent.parent)
+def _strict_episodes(data: bytes, path: Path | str) -> Parsed:
+    rows = parse_jsonl(data, path, EPISODES_FIX)
     n = len(rows)
     episode_index = np.empty(n, dtype=np.int64)
     length = np.empty(n, dtype=np.int64)
@@ -135,19 +137,16 @@ def _strict_episodes(path: Path) -> Parsed:
     return episode_index, length, task_code, list(codes)
 
 
-def read_episodes_v21(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
-    path = root / "meta" / "episodes.jsonl"
-    check_file(root, path, "the episode table meta/episodes.jsonl", EPISODES_FIX)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise MissingFileError(path, "the episode table meta/episodes.jsonl", EPISODES_FIX) from None
+def read_episodes_v21(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
+    data, path = read_file(
+        root.file("meta/episodes.jsonl"), "the episode table meta/episodes.jsonl", EPISODES_FIX
+    )
     fast = _fast_episodes(data)
-    episode_index, length, task_code, names = fast if fast is not None else _strict_episodes(path)
+    episode_index, length, task_code, names = fast if fast is not None else _strict_episodes(data, path)
     n = len(episode_index)
     if np.any(length < 1) or np.any(length > MAX_COUNT) or np.any(episode_index > MAX_COUNT):
         # Only the fast path can get here (the strict parser checks each line): let it name the line.
-        _strict_episodes(path)
+        _strict_episodes(data, path)
     if length.sum(dtype=np.float64) > MAX_COUNT:
         raise DatasetFormatError(
             path,

@@ -9,7 +9,7 @@ frame store re-derives it from the file's own first `index` before trusting it.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +20,7 @@ from robotempo.errors import DatasetFormatError, MissingFileError
 from robotempo.format.checks import check_video_windows
 from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import MAX_COUNT, DatasetInfo
-from robotempo.safepath import check_file
+from robotempo.fs import DatasetRoot
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +33,34 @@ REQUIRED = (
     "dataset_from_index",
     "dataset_to_index",
 )
+_META_FILE = re.compile(r"meta/episodes/chunk-[^/]*/file-[^/]*\.parquet")
 META_FIX = "re-export the dataset with LeRobot >= 0.4 (format v3.0) or repair the episode metadata parquet"
 
 
-def _read_parquet(path: Path, columns: list[str] | None, what: str, fix: str, root: Path) -> pa.Table:
-    check_file(root, path, what, fix)
+def open_parquet(root: DatasetRoot, rel: str, what: str, fix: str) -> pq.ParquetFile:
+    """A metadata parquet file of the dataset (footer read once); typed errors when absent or unreadable."""
     try:
-        return pq.read_table(path, columns=columns)
+        return pq.ParquetFile(root.open_input_file(rel), pre_buffer=not root.is_local)
     except FileNotFoundError:
-        raise MissingFileError(path, what, fix) from None
+        raise root.missing_root_error(rel) or MissingFileError(root.where(rel), what, fix) from None
     except (pa.ArrowInvalid, OSError) as e:
-        raise DatasetFormatError(path, f"cannot read {what} ({e})", fix) from None
+        raise root.fault(
+            e, rel, DatasetFormatError(root.where(rel), f"cannot read {what} ({e})", fix)
+        ) from None
 
 
-def read_tasks_v30(root: Path) -> dict[int, str]:
-    path = root / "meta" / "tasks.parquet"
+def _read(pf: pq.ParquetFile, columns: list[str] | None, where, what: str, fix: str) -> pa.Table:
+    try:
+        return pf.read(columns=columns, use_threads=False)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DatasetFormatError(where, f"cannot read {what} ({e})", fix) from None
+
+
+def read_tasks_v30(root: DatasetRoot) -> dict[int, str]:
+    path = root.where("meta/tasks.parquet")
     fix = "meta/tasks.parquet must hold the task strings (index or column 'task') and a 'task_index' column"
-    table = _read_parquet(path, None, "the task table meta/tasks.parquet", fix, root)
+    what = "the task table meta/tasks.parquet"
+    table = _read(open_parquet(root, "meta/tasks.parquet", what, fix), None, path, what, fix)
     names = table.column_names
     task_col = "task" if "task" in names else ("__index_level_0__" if "__index_level_0__" in names else None)
     if task_col is None or "task_index" not in names:
@@ -66,48 +77,45 @@ def read_tasks_v30(root: Path) -> dict[int, str]:
     return out
 
 
-def episode_metadata_files(root: Path) -> list[Path]:
-    """The episode-metadata parquet files in (chunk, file) order."""
-    base = root / EPISODES_DIR
-    files = sorted(base.glob("chunk-*/file-*.parquet"))
+def episode_metadata_files(root: DatasetRoot) -> list[str]:
+    """The episode-metadata parquet files (relative to the root) in (chunk, file) order: one listing."""
+    files = [f for f in root.list_files(EPISODES_DIR, ".parquet") if _META_FILE.fullmatch(f)]
     if not files:
-        raise MissingFileError(base / "chunk-000/file-000.parquet", "the v3.0 episode metadata", META_FIX)
+        rel = f"{EPISODES_DIR}/chunk-000/file-000.parquet"
+        raise root.missing_root_error(rel) or MissingFileError(
+            root.where(rel), "the v3.0 episode metadata", META_FIX
+        )
     return files
 
 
-def _codes(chunk: np.ndarray, file: np.ndarray, fmt, key: str | None = None) -> tuple[np.ndarray, list[str]]:
+def _codes(chunk: np.ndarray, file: np.ndarray, fmt) -> tuple[np.ndarray, list[str]]:
     pairs, inverse = np.unique(np.stack([chunk, file], axis=1), axis=0, return_inverse=True)
     files = [fmt(chunk_index=int(c), file_index=int(f)) for c, f in pairs]
     return inverse.reshape(-1).astype(np.int32), files
 
 
-def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
+def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
     parts = []
     video_cols = [
         f"videos/{k}/{c}" for k in info.video_keys for c in ("chunk_index", "file_index", "from_timestamp")
     ]
+    what = "the v3.0 episode metadata"
     to_cols = [f"videos/{k}/to_timestamp" for k in info.video_keys]
-    for path in episode_metadata_files(root):
-        check_file(root, path, "the v3.0 episode metadata", META_FIX)
-        try:
-            schema = pq.read_schema(path)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise DatasetFormatError(path, f"cannot read the v3.0 episode metadata ({e})", META_FIX) from None
-        missing = [c for c in REQUIRED + tuple(video_cols) if c not in schema.names]
+    for rel in episode_metadata_files(root):
+        pf = open_parquet(root, rel, what, META_FIX)
+        names = pf.schema_arrow.names
+        missing = [c for c in REQUIRED + tuple(video_cols) if c not in names]
         if missing:
-            raise DatasetFormatError(path, f"columns {missing} are missing", META_FIX)
-        optional = [c for c in ["tasks", *to_cols] if c in schema.names]
-        cols = list(REQUIRED) + video_cols + optional
-        parts.append(_read_parquet(path, cols, "the v3.0 episode metadata", META_FIX, root))
+            raise DatasetFormatError(root.where(rel), f"columns {missing} are missing", META_FIX)
+        optional = [c for c in ["tasks", *to_cols] if c in names]
+        parts.append(_read(pf, list(REQUIRED) + video_cols + optional, root.where(rel), what, META_FIX))
     table = pa.concat_tables(parts, promote_options="permissive")
-    first = episode_metadata_files(root)[0]
+    meta_dir = root.where(EPISODES_DIR)
 
     def col(name: str, dtype=np.int64) -> np.ndarray:
         c = table.column(name)
         if c.null_count:
-            raise DatasetFormatError(
-                first.parent.parent, f"column {name!r} has {c.null_count} null values", META_FIX
-            )
+            raise DatasetFormatError(meta_dir, f"column {name!r} has {c.null_count} null values", META_FIX)
         return c.to_numpy().astype(dtype, copy=False)
 
     episode_index = col("episode_index")
@@ -117,7 +125,7 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
         episode_index = episode_index[order]
     if len(episode_index) and np.any(np.diff(episode_index) == 0):
         ep = int(episode_index[np.flatnonzero(np.diff(episode_index) == 0)[0]])
-        raise DatasetFormatError(root / EPISODES_DIR, f"episode_index {ep} appears twice", META_FIX)
+        raise DatasetFormatError(meta_dir, f"episode_index {ep} appears twice", META_FIX)
     length = col("length")
     from_index, to_index = col("dataset_from_index"), col("dataset_to_index")
     bad = np.flatnonzero(
@@ -126,7 +134,7 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
     if len(bad):
         i = bad[0]
         raise DatasetFormatError(
-            root / EPISODES_DIR,
+            meta_dir,
             f"episode {episode_index[i]}: length {length[i]} but dataset_from_index "
             f"{from_index[i]} / dataset_to_index {to_index[i]}",
             META_FIX,
@@ -134,7 +142,7 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
     if len(episode_index) != info.total_episodes:
         logger.warning(
             "%s lists %d episodes but %s says total_episodes=%d; using the episode metadata",
-            root / EPISODES_DIR,
+            meta_dir,
             len(episode_index),
             info.path,
             info.total_episodes,
@@ -156,7 +164,7 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
         start = col(f"videos/{key}/from_timestamp", np.float64)
         to_name = f"videos/{key}/to_timestamp"
         end = col(to_name, np.float64) if to_name in table.column_names else start + length / info.fps
-        check_video_windows(root / EPISODES_DIR, key, episode_index, length, code, start, end, info.fps)
+        check_video_windows(meta_dir, key, episode_index, length, code, start, end, info.fps)
         videos[key] = VideoLocation(file=code, from_timestamp=start, files=files, to_timestamp=end)
 
     task_index = np.full(len(episode_index), -1, dtype=np.int64)
@@ -176,5 +184,4 @@ def read_episodes_v30(root: Path, info: DatasetInfo, tasks: dict[int, str]) -> E
         data_row_from=data_row_from,
         data_files=data_files,
         videos=videos,
-        tasks=None,
     )

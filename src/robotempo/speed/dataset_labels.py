@@ -30,12 +30,12 @@ def dataset_percentiles(
         return SpeedPopulation(
             episode_index=table.episode_index,
             length=table.length,
-            task_index=episode_task_index(meta.root, table, progress=progress),
+            task_index=episode_task_index(meta.location, table, progress=progress),
         )
 
     view = MetadataView(episode_index=table.episode_index, length=table.length, task_index=table.task_index)
     return load_or_compute_percentiles(
-        meta.root,
+        meta.location,
         meta.tasks,
         population,
         view,

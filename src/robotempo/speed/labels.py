@@ -27,8 +27,6 @@ _N_BOUNDARIES = len(SPEED_PERCENTILES)
 _QUANTILES = np.true_divide(np.asarray(SPEED_PERCENTILES, dtype=np.float64), 100)  # as np.percentile does
 _LABELS = np.asarray(SPEED_BUCKET_LABELS, dtype=np.int64)
 
-Percentiles = list[float] | None
-
 
 def compute_task_percentiles(lengths: Sequence[int] | np.ndarray) -> list[float] | None:
     """The 10 boundaries ``[p5, ..., p95]`` of one task's episode lengths, or None if it has < 10 distinct."""

@@ -34,8 +34,8 @@ import numpy as np
 
 from robotempo.distributed import process_info
 from robotempo.errors import SpeedLabelError
+from robotempo.fs import DatasetRoot, FileRef, as_file, as_root
 from robotempo.io import atomic_write_jsonl
-from robotempo.safepath import check_file
 from robotempo.speed.labels import (
     SPARSE_TASK_BUCKET,
     SPEED_PERCENTILES,
@@ -131,7 +131,7 @@ class PercentileRow:
 
 @dataclass(frozen=True)
 class PercentilesFile:
-    path: Path
+    path: Path | str  # a local path, or the URL of a file in an object-store root
     rows: tuple[PercentileRow, ...]  # in file order
 
     @property
@@ -139,8 +139,8 @@ class PercentilesFile:
         return {r.task_index: r.percentiles for r in self.rows}
 
 
-def _fix(path: Path, root: Path | None) -> str:
-    if root is None and path.parent.name == "meta":
+def _fix(path: Path | str, root: Path | str | None) -> str:
+    if root is None and isinstance(path, Path) and path.parent.name == "meta":
         root = path.parent.parent
     return f"delete {path} or run `robotempo speed {root if root is not None else 'ROOT'} --recompute`"
 
@@ -179,16 +179,17 @@ def _row_problem(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def read_percentiles_file(path: str | Path, root: str | Path | None = None) -> PercentilesFile:
+def read_percentiles_file(path: str | Path | FileRef, root: str | Path | None = None) -> PercentilesFile:
     """Parse and validate the whole file; `FileNotFoundError` if absent, `SpeedLabelError` if malformed.
 
     Rows may come in any order (OpenTau appends rows for new tasks at the end); a task may appear only once.
     """
-    path = Path(path)
-    fix = _fix(path, None if root is None else Path(root))
-    check_file(path.parent, path, "the speed percentile file", fix)
+    ref = as_file(path)
+    path = ref.where
+    fix = _fix(path, None if root is None else root)
+    data = ref.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpeedLabelError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
     rows: list[PercentileRow] = []
@@ -254,9 +255,11 @@ def default_cache_dir() -> Path:
         return Path(tempfile.gettempdir()) / "robotempo-cache"
 
 
-def cache_file_for(root: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """Where the copy for a read-only `root` lives: `<cache>/speed/<hash of resolved root>/...jsonl`."""
-    key = hashlib.blake2b(str(Path(root).resolve()).encode(), digest_size=8).hexdigest()
+def cache_file_for(root: str | Path | DatasetRoot, cache_dir: str | Path | None = None) -> Path:
+    """Where the copy for a read-only or object-store `root` lives: `<cache>/speed/<hash>/...jsonl`.
+
+    The hash is of the resolved folder, or of the URL and its endpoint."""
+    key = hashlib.blake2b(as_root(root).cache_key.encode(), digest_size=8).hexdigest()
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return base / "speed" / key / Path(SPEED_PERCENTILES_FILE).name
 
@@ -265,11 +268,11 @@ def cache_file_for(root: str | Path, cache_dir: str | Path | None = None) -> Pat
 class SpeedPercentiles:
     """Boundaries per task for one dataset, and where they came from (for the CLI and logs)."""
 
-    root: Path
+    root: Path | str
     by_task: dict[int, list[float] | None]
     task_names: Mapping[int, str]
     source: Source  # "file": meta/speed_percentiles.jsonl; "cache": the user-cache copy; "computed": now
-    path: Path | None  # the file read, or the file written; None if computed and nothing could be written
+    path: Path | str | None  # the file read, or the file written; None if computed and nothing was written
     warner: Warner
     stale_tasks: tuple[int, ...] = ()  # rows that no longer match the metadata (used as they are)
     computed_tasks: tuple[int, ...] = ()  # tasks the file lacks, computed in memory for this run
@@ -289,7 +292,7 @@ class SpeedPercentiles:
         return label_episodes(task_index, lengths, self.by_task)
 
 
-def _warn_unknown_tasks(warner: Warner, root: Path, unknown: Iterable[int]) -> None:
+def _warn_unknown_tasks(warner: Warner, root: Path | str, unknown: Iterable[int]) -> None:
     for t in unknown:
         warner.warn(
             ("unknown-task", int(t)),
@@ -325,11 +328,15 @@ def _compare_with_metadata(file: PercentilesFile, view: MetadataView) -> tuple[l
 class _Request:
     """One call of `load_or_compute_percentiles`: what it was given."""
 
-    root: Path
+    location: DatasetRoot
     task_names: Mapping[int, str]
     population: Callable[[], SpeedPopulation]
     view: MetadataView
     warner: Warner
+
+    @property
+    def root(self) -> Path | str:
+        return self.location.where()
 
     def known_population(self) -> tuple[np.ndarray, np.ndarray]:
         """(task_index, length) of episodes whose task the table defines; the others are warned about."""
@@ -362,7 +369,7 @@ class _Request:
         return self.result(by_task, source, file.path, tuple(changed), tuple(missing))
 
     def result(
-        self, by_task: dict, source: Source, path: Path | None, *tasks: tuple[int, ...]
+        self, by_task: dict, source: Source, path: Path | str | None, *tasks: tuple[int, ...]
     ) -> SpeedPercentiles:
         return SpeedPercentiles(self.root, by_task, self.task_names, source, path, self.warner, *tasks)
 
@@ -380,8 +387,14 @@ class _Request:
         ]
         return by_task, rows
 
-    def write(self, path: Path, cache: Path, rows: list[PercentileRow]) -> Path | None:
-        """Write to the dataset, else to the user cache; the path written, or None if neither is writable."""
+    def write(self, cache: Path, rows: list[PercentileRow]) -> Path | None:
+        """Write to the dataset, else to the user cache; the path written, or None if neither is writable.
+
+        An object-store root is never written to: its copy goes straight to the user cache.
+        """
+        if not self.location.is_local:
+            return self.write_cache(cache, rows)
+        path = self.location.where(SPEED_PERCENTILES_FILE)
         try:
             write_percentiles_file(path, rows)
             log.info("wrote speed percentiles of %d task(s) to %s", len(rows), path)
@@ -405,8 +418,22 @@ class _Request:
             )
             return cache
 
+    def write_cache(self, cache: Path, rows: list[PercentileRow]) -> Path | None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_percentiles_file(cache, rows)
+        except OSError as e:
+            self.warner.warn(
+                "read-only",
+                f"Cannot write the cache copy {cache} ({e}): speed percentiles of {self.root} are computed "
+                "in memory and will be recomputed on every load. Set ROBOTEMPO_CACHE to a writable folder.",
+            )
+            return None
+        log.info("speed percentiles of %s computed in memory; a copy is kept in %s", self.root, cache)
+        return cache
 
-def _read_if_present(path: Path, root: Path, *, cache: bool) -> PercentilesFile | None:
+
+def _read_if_present(path: Path | FileRef, root: Path | str, *, cache: bool) -> PercentilesFile | None:
     try:
         return read_percentiles_file(path, root)
     except FileNotFoundError:
@@ -419,7 +446,7 @@ def _read_if_present(path: Path, root: Path, *, cache: bool) -> PercentilesFile 
 
 
 def load_or_compute_percentiles(
-    root: str | Path,
+    root: str | Path | DatasetRoot,
     task_names: Mapping[int, str],
     population: Callable[[], SpeedPopulation],
     metadata_view: MetadataView,
@@ -434,16 +461,16 @@ def load_or_compute_percentiles(
     `recompute=True`, or tasks missing from the file. A malformed file raises `SpeedLabelError` on every rank.
     Only local rank 0 writes; if the root is not writable the copy goes to the user cache.
     """
+    location = as_root(root)
     request = _Request(
-        Path(root), task_names, population, metadata_view, warner if warner is not None else Warner()
+        location, task_names, population, metadata_view, warner if warner is not None else Warner()
     )
-    path = request.root / SPEED_PERCENTILES_FILE
-    cache = cache_file_for(request.root, cache_dir)
+    cache = cache_file_for(location, cache_dir)
     if not recompute:
-        for candidate, source in ((path, "file"), (cache, "cache")):
+        for candidate, source in ((location.file(SPEED_PERCENTILES_FILE), "file"), (cache, "cache")):
             file = _read_if_present(candidate, request.root, cache=source == "cache")
             if file is not None:
                 return request.from_file(file, source)
     by_task, rows = request.compute()
-    written = request.write(path, cache, rows) if process_info().is_local_main else None
+    written = request.write(cache, rows) if process_info().is_local_main else None
     return request.result(by_task, "computed", written)

@@ -11,7 +11,6 @@ episodes, in order, with the promised lengths and global indices.
 from __future__ import annotations
 
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,16 +18,25 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from robotempo.env import env_float
 from robotempo.errors import DatasetFormatError, NonFiniteValueError, RowAlignmentError, UnknownTaskError
+from robotempo.forksafe import ProcessLocal
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
-from robotempo.safepath import check_file
+from robotempo.fs import DatasetRoot, FileRef, as_root
 from robotempo.store.columns import ALIGN_FIX, check_schema, column_values, plan_columns, undeclared
-from robotempo.store.parquet import READ_FIX, ParquetFiles, default_parquet_files, row_group_offsets
+from robotempo.store.parquet import ParquetFiles, default_parquet_files, row_group_offsets
 from robotempo.store.shared import SharedArrays, for_child_process, share_tables
 
 logger = logging.getLogger(__name__)
+HEAVY_CACHE_ENV = "ROBOTEMPO_HEAVY_CACHE_MB"
 DEFAULT_HEAVY_CACHE_MB = 256
+
+
+class _Lru:
+    def __init__(self) -> None:
+        self.items: OrderedDict[tuple, pa.Array] = OrderedDict()
+        self.nbytes = 0
 
 
 class _HeavyCache:
@@ -39,28 +47,25 @@ class _HeavyCache:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, pa.Array] = OrderedDict()
-        self._bytes = 0
-        self._pid = os.getpid()
+        self._lru: ProcessLocal[_Lru] = ProcessLocal(_Lru)
 
     def get(self, key: tuple, load: Callable[[], pa.Array]) -> pa.Array:
-        if self._pid != os.getpid():
-            self._items, self._bytes, self._pid = OrderedDict(), 0, os.getpid()
-        hit = self._items.get(key)
+        lru = self._lru.get()
+        hit = lru.items.get(key)
         if hit is not None:
-            self._items.move_to_end(key)
+            lru.items.move_to_end(key)
             return hit
         value = load()
-        self._items[key] = value
-        self._bytes += value.nbytes
-        while self._bytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self._bytes -= old.nbytes
+        lru.items[key] = value
+        lru.nbytes += value.nbytes
+        while lru.nbytes > self.max_bytes and len(lru.items) > 1:
+            _, old = lru.items.popitem(last=False)
+            lru.nbytes -= old.nbytes
         return value
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self._lru.get().nbytes
 
     def __reduce__(self):
         if self is _default_heavy_cache:
@@ -79,7 +84,7 @@ def default_heavy_cache() -> _HeavyCache:
     """
     global _default_heavy_cache
     if _default_heavy_cache is None:
-        mb = float(os.environ.get("ROBOTEMPO_HEAVY_CACHE_MB", DEFAULT_HEAVY_CACHE_MB))
+        mb = env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
         _default_heavy_cache = _HeavyCache(int(mb * 2**20))
     return _default_heavy_cache
 
@@ -96,7 +101,7 @@ class FrameTable:
 
     def __init__(
         self,
-        root: Path,
+        root: str | Path | DatasetRoot,
         info: DatasetInfo,
         episodes: EpisodeTable,
         catalog: EpisodeTable,
@@ -104,7 +109,8 @@ class FrameTable:
         files: ParquetFiles | None = None,
         heavy_cache_mb: float | None = None,
     ):
-        self.root = Path(root)
+        self.location = as_root(root)
+        self.root = self.location.where()
         self.info = info
         self.episodes = episodes
         self.files = files or default_parquet_files()
@@ -124,8 +130,8 @@ class FrameTable:
         self._read(catalog, tasks)
 
     # -- open -------------------------------------------------------------------------------------------
-    def _path(self, code: int) -> Path:
-        return self.root / self.episodes.data_files[code]
+    def _path(self, code: int) -> FileRef:
+        return self.location.file(self.episodes.data_files[code])
 
     def _read(self, catalog: EpisodeTable, tasks: Mapping[int, str]) -> None:
         eps = self.episodes
@@ -136,7 +142,7 @@ class FrameTable:
         numeric = list(self.plan.numeric)
         for code, lo, hi in zip(codes, starts, bounds):
             positions = order[lo:hi]
-            path = self._path(int(code))
+            path = self._path(int(code)).where
             table = self._read_file(int(code), positions, numeric, layout)
             for name, spec in self.plan.numeric.items():
                 values = column_values(table.column(name), spec, path)
@@ -166,7 +172,7 @@ class FrameTable:
             found = f"episode_index {actual[row]}" if row < len(actual) else "no row (the file ends)"
             wanted = f"episode {expected[row]}" if row < len(expected) else "no row (its episodes end)"
             raise RowAlignmentError(
-                self._path(code),
+                self._path(code).where,
                 f"the metadata lists {len(listed)} episode(s) with {len(expected)} rows for this file, the "
                 f"file holds {len(actual)}: file row {row} holds {found} where the metadata puts {wanted}",
                 ALIGN_FIX,
@@ -179,8 +185,9 @@ class FrameTable:
         self, code: int, positions: np.ndarray, columns: list[str], layout: _FileLayout
     ) -> pa.Table:
         """Read the row groups of one file that hold the given episodes, and slice out exactly their rows."""
-        path = check_file(self.root, self._path(code), "the data file", READ_FIX)
-        self._file_ids[code], pf = self.files.get_with_identity(path)
+        ref = self._path(code)
+        path = ref.where
+        self._file_ids[code], pf = self.files.get_with_identity(ref)
         check_schema(pf.schema_arrow, self.plan, path)
         extra = undeclared(pf.schema_arrow, self.plan)
         if extra:
@@ -194,7 +201,8 @@ class FrameTable:
         first_rg = np.searchsorted(offsets, row_from, side="right") - 1
         last_rg = np.searchsorted(offsets, row_to - 1, side="right") - 1
         groups = sorted({g for a, b in zip(first_rg, last_rg) for g in range(int(a), int(b) + 1)})
-        table = pf.read_row_groups(groups, columns=columns, use_threads=False)
+        with ref.root.guard(ref.rel):
+            table = pf.read_row_groups(groups, columns=columns, use_threads=False)
         # The groups read are concatenated: file row r sits at r + shift[g] where g is r's first group.
         groups_arr = np.array(groups)
         group_start = np.concatenate([[0], np.cumsum(offsets[groups_arr + 1] - offsets[groups_arr])])[:-1]
@@ -217,7 +225,7 @@ class FrameTable:
             eps = self.episodes
             table = "meta/tasks.parquet" if self.info.is_v3 else "meta/tasks.jsonl"
             raise UnknownTaskError(
-                self._path(int(eps.data_file[e])),
+                self._path(int(eps.data_file[e])).where,
                 f"episode {eps.episode_index[e]} frame {row - self.ep_from[e]} has task_index {task[row]}, "
                 f"which {table} does not list (it lists {sorted(tasks)[:10]}; {len(bad)} frame(s) affected)",
                 f"add the task to {table}, or correct the task_index column",
@@ -236,7 +244,7 @@ class FrameTable:
             row = int(bad[0])
             e = int(np.searchsorted(self.ep_to, row, side="right"))
             raise RowAlignmentError(
-                self._path(int(eps.data_file[e])),
+                self._path(int(eps.data_file[e])).where,
                 f"row {row - self.ep_from[e]} of episode {eps.episode_index[e]} (length {eps.length[e]} per "
                 f"metadata) holds episode_index {ep_col[row]} and index {self.columns['index'][row]}, "
                 f"expected "
@@ -262,7 +270,7 @@ class FrameTable:
             e = int(np.searchsorted(self.ep_to, row, side="right"))
             eps = self.episodes
             raise NonFiniteValueError(
-                self._path(int(eps.data_file[e])),
+                self._path(int(eps.data_file[e])).where,
                 f"column {name!r} holds {count} NaN or infinite value(s); the first in episode "
                 f"{eps.episode_index[e]} frame {row - self.ep_from[e]}: {self.columns[name][row].tolist()!r}",
                 "clean the data, or pass check_finite=False to serve NaN and infinity as they are",
@@ -295,15 +303,16 @@ class FrameTable:
         return out
 
     def _load(self, code: int, group: int, key: str) -> pa.Array:
-        path = self._path(code)
-        identity, pf = self.files.get_with_identity(path)
+        ref = self._path(code)
+        identity, pf = self.files.get_with_identity(ref)
         if identity != self._file_ids[code]:
             raise DatasetFormatError(
-                path,
+                ref.where,
                 "the file changed on disk after the dataset was opened (inode, size or mtime differ)",
                 "open the dataset again to read the new file",
             )
-        return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
+        with ref.root.guard(ref.rel):
+            return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
 
     @property
     def numeric_nbytes(self) -> int:

@@ -1,82 +1,84 @@
-"""Parquet access: a bounded, fork-safe cache of open files; footer helpers (row groups, statistics)."""
+"""Parquet access: a bounded, fork-safe cache of open files; footer helpers (row groups, statistics).
+
+An open `ParquetFile` holds its parsed footer, so a file's footer is read once per process while it stays
+in the cache (`ROBOTEMPO_PARQUET_HANDLES`, default 64). On an object store each later read fetches only the
+column chunks of the row groups asked for, coalesced into few ranged requests (`pre_buffer`).
+"""
 
 from __future__ import annotations
 
 import os
-import stat
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from robotempo.env import env_int
 from robotempo.errors import DatasetFormatError, MissingFileError
-from robotempo.safepath import check_file
+from robotempo.forksafe import ProcessLocal
+from robotempo.fs import FileRef, as_file
 
+HANDLES_ENV = "ROBOTEMPO_PARQUET_HANDLES"
 DEFAULT_HANDLES = 64
 READ_FIX = "re-download or re-export this file; the dataset's metadata refers to it"
 
 
-def _env_size(name: str, default: int) -> int:
-    try:
-        return max(1, int(os.environ.get(name, default)))
-    except ValueError:
-        return default
-
-
 class ParquetFiles:
-    """Open `pq.ParquetFile`s by path, at most `max_open` at a time (LRU), never shared across a fork.
+    """Open `pq.ParquetFile`s by file, at most `max_open` at a time (LRU), never shared across a fork.
 
-    A handle is reused only while the file on disk is the one it opened (same inode, size and mtime): the
-    cache outlives any one dataset, and a dataset rewritten in place must not be read through a stale handle.
+    A handle is reused only while the file is the one it opened (`DatasetRoot.identity`: inode, size and
+    mtime of a local file): the cache outlives any one dataset, and a dataset rewritten in place must not be
+    read through a stale handle.
+
+    Args:
+        max_open: files kept open; default `ROBOTEMPO_PARQUET_HANDLES`, else 64.
     """
 
     def __init__(self, max_open: int | None = None):
-        self.max_open = max_open or _env_size("ROBOTEMPO_PARQUET_HANDLES", DEFAULT_HANDLES)
-        self._open: OrderedDict[Path, tuple[tuple[int, int, int], pq.ParquetFile]] = OrderedDict()
-        self._pid = os.getpid()
+        self.max_open = max_open or env_int(HANDLES_ENV, DEFAULT_HANDLES)
+        self._open: ProcessLocal[OrderedDict[str, tuple[tuple, pq.ParquetFile]]] = ProcessLocal(OrderedDict)
 
-    def get(self, path: Path) -> pq.ParquetFile:
+    def get(self, path: FileRef | str | os.PathLike) -> pq.ParquetFile:
         return self.get_with_identity(path)[1]
 
-    def get_with_identity(self, path: Path) -> tuple[tuple[int, int, int], pq.ParquetFile]:
-        """(identity of the file: inode, size, mtime; its open handle)."""
-        if self._pid != os.getpid():  # forked child: the parent's handles are not ours to use or close
-            self._open = OrderedDict()
-            self._pid = os.getpid()
+    def get_with_identity(self, path: FileRef | str | os.PathLike) -> tuple[tuple, pq.ParquetFile]:
+        """(identity of the file, see `DatasetRoot.identity`; its open handle)."""
+        ref = as_file(path)
+        root, key = ref.root, str(ref)
+        open_ = self._open.get()
         try:
-            st = os.stat(path)
-        except OSError:
-            check_file(path.parent, path, "the data file", READ_FIX)  # raises the typed error
-            raise
-        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open below: name it instead
-            check_file(path.parent, path, "the data file", READ_FIX)
-        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
-        hit = self._open.get(path)
+            identity = root.identity(ref.rel)
+        except FileNotFoundError:
+            raise MissingFileError(ref.where, "the data file", READ_FIX) from None
+        hit = open_.get(key)
         if hit is not None and hit[0] == identity:
-            self._open.move_to_end(path)
+            open_.move_to_end(key)
             return hit
         if hit is not None:
-            del self._open[path]
+            del open_[key]
             hit[1].close()
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(ref.open_input_file(), pre_buffer=not root.is_local)
         except FileNotFoundError:
-            raise MissingFileError(path, "the data file", READ_FIX) from None
+            raise root.missing_root_error(ref.rel) or MissingFileError(
+                ref.where, "the data file", READ_FIX
+            ) from None
         except (pa.ArrowInvalid, OSError) as e:
-            raise DatasetFormatError(path, f"not a readable parquet file ({e})", READ_FIX) from None
-        self._open[path] = (identity, pf)
-        if len(self._open) > self.max_open:
-            _, (_, old) = self._open.popitem(last=False)
+            bad = DatasetFormatError(ref.where, f"not a readable parquet file ({e})", READ_FIX)
+            raise root.fault(e, ref.rel, bad) from None
+        open_[key] = (identity, pf)
+        if len(open_) > self.max_open:
+            _, (_, old) = open_.popitem(last=False)
             old.close()
         return identity, pf
 
     def close(self) -> None:
-        if self._pid == os.getpid():
-            for _, pf in self._open.values():
+        open_ = self._open.mine()
+        if open_ is not None:
+            for _, pf in open_.values():
                 pf.close()
-        self._open.clear()
+            open_.clear()
 
     def __reduce__(self):
         if self is _default_files:

@@ -13,6 +13,7 @@ import numpy as np
 
 from robotempo.errors import RowAlignmentError
 from robotempo.format.episodes import EpisodeTable
+from robotempo.fs import DatasetRoot, as_root
 from robotempo.store.parquet import ParquetFiles, column_stats, first_value, row_group_offsets
 
 ProgressFn = Callable[[int, int], None]
@@ -24,17 +25,22 @@ def _stats_task(pf, group: int) -> int | None:
 
 
 def episode_task_index(
-    root: Path, table: EpisodeTable, progress: ProgressFn | None = None, files: ParquetFiles | None = None
+    root: str | Path | DatasetRoot,
+    table: EpisodeTable,
+    progress: ProgressFn | None = None,
+    files: ParquetFiles | None = None,
 ) -> np.ndarray:
     """`task_index` of the first frame of every episode in `table`, read from the data files."""
+    root = as_root(root)
     files = files or ParquetFiles(max_open=4)
     out = np.full(len(table), -1, dtype=np.int64)
     order = np.argsort(table.data_file, kind="stable")
     codes, starts = np.unique(table.data_file[order], return_index=True)
     bounds = list(starts[1:]) + [len(order)]
     for done, (code, lo, hi) in enumerate(zip(codes, starts, bounds)):
-        path = root / table.data_files[int(code)]
-        pf = files.get(path)
+        ref = root.file(table.data_files[int(code)])
+        path = ref.where
+        pf = files.get(ref)
         positions = order[lo:hi]
         offsets = row_group_offsets(pf)
         first_index = first_value(pf, "index")
@@ -51,7 +57,8 @@ def episode_task_index(
             else:
                 out[p] = value
         if pending:
-            cols = pf.read(columns=["index", "task_index"], use_threads=False)
+            with root.guard(ref.rel):
+                cols = pf.read(columns=["index", "task_index"], use_threads=False)
             index = cols.column("index").to_numpy()
             task = cols.column("task_index").to_numpy()
             where = np.searchsorted(index, table.dataset_from_index[pending])

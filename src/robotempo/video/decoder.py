@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from robotempo.errors import FrameTimestampError
-from robotempo.video.cache import VideoDecoderCache, cache_key, new_process_lock
+from robotempo.forksafe import ProcessLocal
+from robotempo.fs import FileRef
+from robotempo.video.cache import VideoDecoderCache, cache_key
 from robotempo.video.reader import VideoReader
 
 __all__ = ["FrameFetcher", "VideoDecoderCache", "decode_frames", "default_fetcher"]
@@ -28,7 +30,7 @@ DEFAULT_TOLERANCE_S = 1e-4
 
 
 def decode_frames(
-    path: str | Path,
+    path: str | Path | FileRef,
     timestamps: np.ndarray | Sequence[float],
     tolerance_s: float = DEFAULT_TOLERANCE_S,
     cache: VideoDecoderCache | None = None,
@@ -74,9 +76,7 @@ class FrameFetcher:
             raise ValueError(f"FrameFetcher max_workers must be a positive int, got {max_workers!r}")
         self.max_workers = max_workers
         self.cache = VideoDecoderCache(cache_size)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = -1
-        self._pool_lock = threading.Lock()
+        self._pool: ProcessLocal[_Pool] = ProcessLocal(lambda: _Pool(self.max_workers))
 
     def __getstate__(self) -> dict:
         return {"max_workers": self.max_workers, "cache_size": self.cache.max_size}
@@ -92,13 +92,15 @@ class FrameFetcher:
 
     def close(self) -> None:
         """Stop the threads and close the cached files."""
-        pool, self._pool = self._pool, None
-        if pool is not None and self._pool_pid == os.getpid():
-            pool.shutdown(wait=True)
+        pool = self._pool.mine()
+        if pool is not None:
+            pool.shutdown()
         self.cache.clear()
 
     def fetch(
-        self, requests: Sequence[tuple[str | Path, np.ndarray]], tolerance_s: float = DEFAULT_TOLERANCE_S
+        self,
+        requests: Sequence[tuple[str | Path | FileRef, np.ndarray]],
+        tolerance_s: float = DEFAULT_TOLERANCE_S,
     ) -> list[np.ndarray]:
         """One uint8 `(N_i, H, W, 3)` array per request, as `decode_frames` would return it."""
         groups: dict[str, list[int]] = {}
@@ -110,7 +112,7 @@ class FrameFetcher:
         if len(jobs) <= 1 or self.max_workers == 1:
             decoded = [self._decode(path, parts, tolerance_s) for path, parts in jobs]
         else:
-            pool = self._thread_pool()
+            pool = self._pool.get().executor()
             futures = [pool.submit(self._decode, path, parts, tolerance_s) for path, parts in jobs]
             decoded = _results_in_order(futures)
         results: list[np.ndarray] = [None] * len(requests)  # type: ignore[list-item]
@@ -125,16 +127,26 @@ class FrameFetcher:
         frames = decode_frames(path, np.concatenate(parts), tolerance_s, self.cache)
         return np.split(frames, np.cumsum([len(p) for p in parts[:-1]]))
 
-    def _thread_pool(self) -> ThreadPoolExecutor:
-        if self._pool_pid != os.getpid():
-            with new_process_lock():
-                if self._pool_pid != os.getpid():
-                    # A pool (and lock) inherited through fork has no threads in this process: start afresh.
-                    self._pool, self._pool_lock, self._pool_pid = None, threading.Lock(), os.getpid()
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="robotempo-video")
-            return self._pool
+
+class _Pool:
+    """A thread pool started on first use (a pool inherited through fork has no threads in the child)."""
+
+    def __init__(self, max_workers: int):
+        self.max_workers = max_workers
+        self.lock = threading.Lock()
+        self.pool: ThreadPoolExecutor | None = None
+
+    def executor(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="robotempo-video")
+            return self.pool
+
+    def shutdown(self) -> None:
+        with self.lock:
+            pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 _default_fetcher: FrameFetcher | None = None

@@ -23,7 +23,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from robotempo.errors import FrameTimestampError, VideoDecodeError
+from robotempo.errors import FrameTimestampError, StorageError, VideoDecodeError
+from robotempo.fs import FileRef, as_file
 from robotempo.video.seek_plan import plan_seeks, seek_cost_frames
 from robotempo.video.stream import StreamInfo
 
@@ -39,14 +40,18 @@ _FIX_SHORT = (
 class VideoReader:
     """An open video stream and its decoding state. Not thread-safe: one thread at a time (see the cache)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise VideoDecodeError(
-                self.path, "the video file does not exist", "check the dataset's video_path and its files"
-            )
+    def __init__(self, path: str | Path | FileRef):
+        ref = as_file(path)
+        self.path = ref.where
         try:
-            self._container = av.open(str(self.path))
+            source = ref.open_video()
+            self._container = av.open(source)
+        except FileNotFoundError:
+            raise ref.root.missing_root_error(ref.rel) or VideoDecodeError(
+                self.path, "the video file does not exist", "check the dataset's video_path and its files"
+            ) from None
+        except StorageError:
+            raise
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
             raise VideoDecodeError(self.path, f"FFmpeg cannot open it ({e})", _FIX_CORRUPT) from None
         try:
@@ -206,6 +211,9 @@ class VideoReader:
                 self._container.seek(0)
             else:
                 self._container.seek(seek_to, stream=self._stream, backward=True)
+        except StorageError:
+            self.broken = True
+            raise
         except av.FFmpegError as e:
             self.broken = True
             raise VideoDecodeError(self.path, f"FFmpeg cannot seek in it ({e})", _FIX_CORRUPT) from None
@@ -230,6 +238,10 @@ class VideoReader:
         except StopIteration:
             self._eof = True
             return None
+        except StorageError:
+            self.broken = True
+            self._gen = None
+            raise
         except av.FFmpegError as e:
             self.broken = True
             self._gen = None

@@ -66,11 +66,6 @@ def open_video(final: Path, fps: float, spec: FeatureSpec, codec: str) -> VideoE
     return VideoEncoder(temp_path_for(final), fps, width=width, height=height, codec=codec)
 
 
-def encoder_bytes(encoder: VideoEncoder) -> int:
-    """Bytes of the packets muxed so far (the encoder's lookahead frames are not counted yet)."""
-    return encoder.bytes_written
-
-
 class Staging:
     """Complete files waiting for the next commit, as (staged path, final path) pairs."""
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from robotempo.format.info import V30_EPISODES_PATH
 from robotempo.video.encoder import VideoEncoder
-from robotempo.writer.files import Staging, encoder_bytes, open_parquet, open_video, write_table_file
+from robotempo.writer.files import Staging, open_parquet, open_video, write_table_file
 from robotempo.writer.layout import EpisodeRecord, LayoutConfig
 from robotempo.writer.stats import STAT_NAMES
 
@@ -157,7 +157,7 @@ class V30Layout:
                 f"videos/{key}/to_timestamp": (start + len(frames)) / cfg.fps,
             }
         )
-        if encoder_bytes(encoder) >= cfg.video_files_size_in_mb * MB:
+        if encoder.bytes_written >= cfg.video_files_size_in_mb * MB:  # muxed packets (lookahead not yet)
             self._close_video(key)
 
     def _close_data(self) -> None:

@@ -1,0 +1,47 @@
+"""Environment knobs, parsed strictly: a bad value is a typed error naming the variable, never ignored."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from robotempo.errors import ConfigError
+
+
+def _raw(name: str) -> str | None:
+    raw = os.environ.get(name)
+    return None if raw is None or not raw.strip() else raw.strip()
+
+
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """`int($name)`, or `default` when unset or blank; a value that is not an integer >= `minimum` raises."""
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not an integer >= {minimum}. "
+            f"Fix: set it to e.g. {default}, or unset it to use the default {default}"
+        )
+    return value
+
+
+def env_float(name: str, default: float, minimum: float = 0.0) -> float:
+    """`float($name)`, or `default` when unset or blank; not a finite number >= `minimum` raises."""
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not a number >= {minimum:g}. "
+            f"Fix: set it to e.g. {default:g}, or unset it to use the default {default:g}"
+        )
+    return value

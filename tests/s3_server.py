@@ -1,0 +1,260 @@
+"""A real S3 server on 127.0.0.1 for tests and benchmarks: moto in server mode, in its own process.
+
+`S3Server` starts `moto.server` on a free loopback port and stops it; `Gate` is a TCP relay in front of it
+that counts requests and bytes sent to the client, and can be closed and reopened to play an endpoint that
+goes away mid-epoch (connections reset, new ones refused) and comes back with its data intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pyarrow.fs as pafs
+
+ACCESS_KEY = "testing"
+SECRET_KEY = "testing"
+REGION = "us-east-1"
+# Variables of the machine that would point a client elsewhere; tests remove them.
+CLEAN_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
+_REQUEST_LINE = re.compile(rb"(?:GET|HEAD|PUT|POST|DELETE) /[^ ]* HTTP/1\.1\r\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port: int, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the S3 server exited with code {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class S3Server:
+    """moto's S3 server in a child process on 127.0.0.1 (stopped by `stop()` or at interpreter exit)."""
+
+    def __init__(self, initial_no_auth_actions: int | None = None) -> None:
+        """`initial_no_auth_actions`: with a number, moto checks credentials after that many requests
+        (create an IAM user and key within them and set `access_key` / `secret_key` to it)."""
+        self.port = free_port()
+        self.access_key, self.secret_key = ACCESS_KEY, SECRET_KEY
+        env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+        if initial_no_auth_actions is not None:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(initial_no_auth_actions)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        _wait_listening(self.port, proc=self._proc)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        return pafs.S3FileSystem(
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            region=REGION,
+            endpoint_override=f"127.0.0.1:{self.port}",
+            scheme="http",
+            allow_bucket_creation=True,
+        )
+
+    def upload(self, folder: Path, bucket: str, prefix: str) -> str:
+        """Copy every file under `folder` to `s3://bucket/prefix/...`; returns that URL."""
+        fs = self.filesystem()
+        try:
+            fs.create_dir(bucket)
+        except OSError:
+            pass  # already there
+        pafs.copy_files(str(folder), f"{bucket}/{prefix}", destination_filesystem=fs)
+        return f"s3://{bucket}/{prefix}"
+
+    def keys(self, bucket: str) -> list[str]:
+        infos = self.filesystem().get_file_info(pafs.FileSelector(bucket, recursive=True))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+class Gate:
+    """A TCP relay on its own loopback port in front of `target_port`: counts and can be closed and reopened.
+
+    `requests` counts HTTP request lines from clients, `bytes_out` the bytes relayed back to clients.
+    `close()` shuts the listening socket and resets every open connection; `open()` listens again.
+    """
+
+    def __init__(self, target_port: int, port: int | None = None):
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.requests = 0
+        self.bytes_out = 0
+        self.lines: list[bytes] = []  # the request lines since the last reset (method, path, query)
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.open()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset_counts(self) -> tuple[int, int]:
+        with self._lock:
+            counts = (self.requests, self.bytes_out)
+            self.requests = self.bytes_out = 0
+            self.lines = []
+        return counts
+
+    def open(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                c.close()
+            except OSError:
+                pass
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        tail = b""
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                if from_client:
+                    chunk = tail + data
+                    matches = list(_REQUEST_LINE.finditer(chunk))
+                    tail = chunk[matches[-1].end() if matches else 0 :][-64:]  # a request line cut in two
+                    with self._lock:
+                        self.requests += len(matches)
+                        self.lines += [m.group(0).strip() for m in matches]
+                else:
+                    with self._lock:
+                        self.bytes_out += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class Store:
+    """The server, a relay in front of it, and a user allowed to read and write every bucket."""
+
+    def __init__(self, bucket: str):
+        self.bucket = bucket
+        self.server = S3Server(initial_no_auth_actions=3)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.server.endpoint,
+            region_name=REGION,
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="trainer")
+        key = iam.create_access_key(UserName="trainer")["AccessKey"]
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="trainer", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        self.server.access_key, self.server.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        self.gate = Gate(self.server.port)
+        self._uploaded: dict[str, str] = {}
+
+    def options(self, **overrides) -> dict:
+        """`storage_options` for robotempo: through the relay, as the trainer user."""
+        return {
+            "endpoint_override": self.gate.endpoint,
+            "access_key": self.server.access_key,
+            "secret_key": self.server.secret_key,
+            "region": REGION,
+            **overrides,
+        }
+
+    def upload(self, root: Path, name: str) -> str:
+        if name not in self._uploaded:
+            self._uploaded[name] = self.server.upload(root, self.bucket, f"datasets/{name}")
+        return self._uploaded[name]
+
+    def aws_environment(self) -> dict[str, str]:
+        """The standard AWS variables that point a client at the relay, as the trainer user."""
+        return {
+            "AWS_ENDPOINT_URL": self.gate.endpoint,
+            "AWS_ACCESS_KEY_ID": self.server.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.server.secret_key,
+            "AWS_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def close(self) -> None:
+        self.gate.close()
+        self.server.stop()
+
+    def keys(self) -> list[str]:
+        return self.server.keys(self.bucket)
