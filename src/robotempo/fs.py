@@ -272,7 +272,7 @@ class DatasetRoot:
         return sorted(
             i.path[start:].replace(os.sep, "/")
             for i in infos
-            if i.type == pafs.FileType.File
+            if i.type in (pafs.FileType.File, pafs.FileType.Unknown)  # a FIFO is Unknown: opening it names it
             and i.path.endswith(suffix)
             and not os.path.basename(i.path).startswith(".")
         )
