@@ -13,36 +13,9 @@ import pytest
 from robotempo.dataset import LeRobotDataset
 from robotempo.errors import DatasetFormatError, RowAlignmentError
 from robotempo.format import read_metadata
-from robotempo.store.parquet import RowGroupIndex, row_group_offsets
 from robotempo.synth import write_synthetic
 
 FPS = 10
-
-
-def _file_with_groups(path, sizes, first_index, statistics=True):
-    index = np.arange(first_index, first_index + sum(sizes), dtype=np.int64)
-    table = pa.table({"index": index, "value": index.astype(np.float32) * 2})
-    with pq.ParquetWriter(path, table.schema, write_statistics=statistics) as writer:
-        start = 0
-        for n in sizes:
-            writer.write_table(table.slice(start, n), row_group_size=n)
-            start += n
-    return pq.ParquetFile(path)
-
-
-@pytest.mark.parametrize("statistics", [True, False])
-def test_row_group_index_agrees_with_the_full_walk(tmp_path, statistics):
-    sizes = np.random.default_rng(0).integers(1, 9, size=300).tolist()
-    pf = _file_with_groups(tmp_path / "f.parquet", sizes, first_index=1234, statistics=statistics)
-    offsets = row_group_offsets(pf)
-    for row in [0, 1, 5, 17, 300, int(offsets[-1]) - 1, *range(100, 140)]:
-        groups, starts = RowGroupIndex(pf, 1234).locate(np.array([row]))  # a fresh index: bisection path
-        expected = np.searchsorted(offsets, row, side="right") - 1
-        assert groups.tolist() == [expected] and starts.tolist() == [offsets[expected]]
-    many = np.arange(int(offsets[-1]))  # many lookups: the full walk
-    groups, starts = RowGroupIndex(pf, 1234).locate(many)
-    np.testing.assert_array_equal(groups, np.searchsorted(offsets, many, side="right") - 1)
-    np.testing.assert_array_equal(starts, offsets[groups])
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Parquet access: a bounded, fork-safe cache of open files; arrow -> numpy for fixed-shape columns.
+"""Parquet access: a bounded, fork-safe cache of open files; footer helpers (row groups, statistics).
 
 An open `ParquetFile` holds its parsed footer, so a file's footer is read once per process while it stays
 in the cache (`ROBOTEMPO_PARQUET_HANDLES`, default 64). On an object store each later read fetches only the
@@ -11,7 +11,6 @@ import ctypes
 import functools
 import os
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -121,71 +120,6 @@ def row_group_offsets(pf: pq.ParquetFile) -> np.ndarray:
     ).astype(np.int64)
 
 
-class RowGroupIndex:
-    """Which row group of one file holds a given in-file row, without walking every row group's metadata.
-
-    Writers such as LeRobot make one row group per episode (5,000 in a file), and one footer lookup costs
-    microseconds, so a per-group walk dominates opening one episode. When the `index` column's statistics
-    show that a group holds a contiguous run (max - min + 1 == its rows), the group starts at row
-    `min - first_index` (the frame store's contract: in-file row r holds index first_index + r; every row
-    read is verified against it), and a group is found by bisection over a few groups' statistics. Without
-    such statistics, or for many lookups, the start rows of all groups are summed once.
-    """
-
-    def __init__(self, pf: pq.ParquetFile, first_index: int):
-        self._pf, self._md = pf, pf.metadata
-        self._first = first_index
-        self._leaf = leaf_index(pf, "index")
-        self._starts: dict[int, int | None] = {}
-        self._offsets: np.ndarray | None = None
-
-    @property
-    def num_groups(self) -> int:
-        return self._md.num_row_groups
-
-    def offsets(self) -> np.ndarray:
-        """Start row of every group plus the total row count (the full walk; cached)."""
-        if self._offsets is None:
-            self._offsets = row_group_offsets(self._pf)
-        return self._offsets
-
-    def _stat_start(self, g: int) -> int | None:
-        if g not in self._starts:
-            start = None
-            if self._leaf is not None:
-                rg = self._md.row_group(g)
-                stats = rg.column(self._leaf).statistics
-                if stats is not None and stats.has_min_max and stats.max - stats.min + 1 == rg.num_rows:
-                    start = int(stats.min) - self._first
-            self._starts[g] = start
-        return self._starts[g]
-
-    def _bisect(self, row: int) -> int | None:
-        lo, hi = 0, self.num_groups - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            start = self._stat_start(mid)
-            if start is None:
-                return None
-            lo, hi = (mid, hi) if start <= row else (lo, mid - 1)
-        start = self._stat_start(lo)
-        if start is None or not start <= row < start + self._md.row_group(lo).num_rows:
-            return None
-        return lo
-
-    def locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(group, start row of that group) for each in-file row (rows must be inside the file)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if self._offsets is None and len(rows) * max(1, self.num_groups.bit_length()) < self.num_groups:
-            groups = [self._bisect(int(r)) for r in rows]
-            if all(g is not None for g in groups):
-                g = np.array(groups, dtype=np.int64)
-                return g, np.array([self._starts[int(x)] for x in g], dtype=np.int64)
-        offsets = self.offsets()
-        g = np.searchsorted(offsets, rows, side="right") - 1
-        return g, offsets[g]
-
-
 def leaf_index(pf: pq.ParquetFile, column: str) -> int | None:
     """Position of a top-level primitive column among the file's leaf columns (as statistics index them).
 
@@ -239,49 +173,3 @@ def release_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
-
-
-def is_list_type(type_: pa.DataType) -> bool:
-    return pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_)
-
-
-def is_fixed_shape(type_: pa.DataType) -> bool:
-    while pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
-        type_ = type_.value_type
-    return pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_)
-
-
-def item_ndim(type_: pa.DataType) -> int:
-    n = 0
-    while pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
-        type_, n = type_.value_type, n + 1
-    return n
-
-
-def to_numpy(
-    column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], path: Path | str, name: str
-) -> np.ndarray:
-    """A numeric (possibly nested-list) column as an array `(rows, *shape)`; `shape` is () for scalars."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(arr)
-    if isinstance(arr.type, pa.ExtensionType):
-        arr = arr.storage
-    while True:
-        if arr.null_count:
-            raise DatasetFormatError(
-                path,
-                f"column {name!r} has {arr.null_count} null values",
-                "fill the missing values; robotempo reads dense numeric columns",
-            )
-        if not (is_list_type(arr.type)):
-            break
-        arr = arr.flatten()
-    values = arr.to_numpy(zero_copy_only=False)
-    expected = n * int(np.prod(shape, dtype=np.int64))
-    if values.size != expected:
-        raise DatasetFormatError(
-            path,
-            f"column {name!r} holds {values.size} values for {n} rows, expected shape {shape} per row",
-            "make info.json's feature shape match the data",
-        )
-    return values.reshape((n, *shape))
