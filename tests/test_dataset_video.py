@@ -174,3 +174,21 @@ def test_dataset_pickles_for_spawned_workers(video_root):
     ds[0]  # opens decoders and caches, which must not travel
     copy = pickle.loads(pickle.dumps(ds))
     assert torch.equal(copy[5][KEY], ds[5][KEY])
+
+
+def test_uint8_batches_through_workers_equal_the_float_ones(video_root):
+    cam = "observation.images.top"
+    deltas = {cam: [-0.1, 0.0], "action": [0.0, 0.1]}
+    as_float = LeRobotDataset("v", root=video_root, delta_timestamps=deltas, speed_labels=False)
+    as_uint8 = LeRobotDataset(
+        "v", root=video_root, delta_timestamps=deltas, speed_labels=False, return_uint8=True
+    )
+    order = list(range(0, len(as_uint8), 7))
+    loader = torch.utils.data.DataLoader(
+        as_uint8, batch_size=8, sampler=order, num_workers=2, collate_fn=collate, pin_memory=False
+    )
+    for start, batch in zip(range(0, len(order), 8), loader):
+        frames = batch[cam]
+        assert frames.dtype == torch.uint8 and frames.is_contiguous() and frames.shape[1:3] == (2, 3)
+        expected = as_float.__getitems__(order[start : start + 8]).stacked[cam]
+        assert torch.equal(frames.float().div_(255), expected)
