@@ -237,7 +237,7 @@ def cmd_run(args) -> int:
         for name, root in roots.items():
             n = (plan["warmup"] + plan["batches"]) * BATCH
             idx = p5.make_indices(root, n, args.seed)
-            systems = systems_for(name)
+            systems = [s for s in systems_for(name) if not args.systems or s in args.systems.split(",")]
             k = rep % len(systems)
             for system in systems[k:] + systems[:k]:
                 r = run_system(system, root, idx, plan, args)
@@ -314,6 +314,7 @@ def main(argv=None) -> int:
     r.add_argument("--quick", action="store_true")
     r.add_argument("--corpora", default="", help=f"comma list of {list(CORPORA)}")
     r.add_argument("--reps", type=int, default=3)
+    r.add_argument("--systems", default="", help="comma list (default: all of limit, robotempo and the peers)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--timeout", type=float, default=900.0)
     r.add_argument("--out", default="")
