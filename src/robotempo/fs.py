@@ -37,7 +37,7 @@ DEFAULT_BLOCK_KB = 1024
 DEFAULT_BLOCKS = 8
 DEFAULT_RETRIES = 10
 CONNECT_TIMEOUT_S = 5.0
-REQUEST_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S = 10.0  # no byte for this long: the request is abandoned (then retried)
 
 _S3_ALIASES = {  # fsspec / boto-style names users already write -> pyarrow's names
     "endpoint_url": "endpoint_override",
