@@ -11,12 +11,18 @@ import numpy as np
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser over a uint64 array (wrapping arithmetic): a bijection of 64-bit words."""
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+def _mix(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
+
+
+def mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser over uint64 values (wrapping arithmetic): a bijection of 64-bit words."""
+    if np.ndim(z):  # array arithmetic wraps silently; only numpy scalars warn on overflow
+        return _mix(z)
+    with np.errstate(over="ignore"):
+        return _mix(z)
 
 
 def as_uint64(value) -> np.ndarray:

@@ -48,7 +48,7 @@ from robotempo.permutation import locality_permute, permute
 logger = logging.getLogger(__name__)
 
 STATE_FORMAT = "robotempo.Sampler/1"
-_CHUNK = 8192  # positions computed per vectorised call
+_CHUNK = 2048  # positions computed per vectorised call: working buffers stay well under 1 MB
 _OUTER, _INNER = 1, 2  # key domains
 
 
@@ -136,8 +136,6 @@ class Sampler(torch.utils.data.Sampler):
         if self.offsets[-1] == 0:
             raise SamplerError(f"cannot sample from an empty dataset (lengths {self.lengths.tolist()})")
         if weights is None:
-            if self.num_samples == self.offsets[-1]:
-                return self.lengths.copy()
             weights = self.lengths.astype(np.float64)
         if len(weights) != len(self.lengths) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
             raise SamplerError(
@@ -146,6 +144,10 @@ class Sampler(torch.utils.data.Sampler):
             )
         if weights.sum() <= 0:
             raise SamplerError(f"mixture weights sum to 0 ({weights.tolist()}); give some dataset a weight")
+        total = int(self.offsets[-1])
+        proportional = np.allclose(weights / weights.sum() * total, self.lengths, rtol=0, atol=1e-3)
+        if proportional and self.num_samples == total:
+            return self.lengths.copy()  # every frame once per epoch, exactly
         counts = apportion(weights, self.num_samples)
         starved = np.flatnonzero((weights > 0) & ((counts == 0) | (self.lengths == 0)))
         if starved.size:
@@ -153,7 +155,7 @@ class Sampler(torch.utils.data.Sampler):
             raise SamplerError(
                 f"dataset {d} of the mixture (length {int(self.lengths[d])}, weight {weights[d]:.3g}) would "
                 f"never be sampled with num_samples={self.num_samples}; raise num_samples to at least "
-                f"{math.ceil(0.5 * weights.sum() / weights[d])} or give it weight 0"
+                f"{math.ceil(weights.sum() / weights[d])} or give it weight 0"
             )
         return counts
 
