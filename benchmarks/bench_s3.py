@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> dict:
     reps = args.reps or (2 if args.quick else 3)
     loader_kw = {"batch_size": 64, "workers": 2, "warmup": 5, "batches": 30 if args.quick else 80}
     base = Path(args.dir)
-    roots = {name: corpora.ensure(name, scale, base) for name in ("Vtab", "V264")}
+    roots = {} if args.no_loader else {name: corpora.ensure(name, scale, base) for name in ("Vtab", "V264")}
     open_roots = {name: corpora.ensure(name, 1.0, base) for name in OPEN_CORPORA} if not args.no_open else {}
     server = S3Server()
     gate = Gate(server.port)
@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--quick", action="store_true")
     r.add_argument("--reps", type=int, default=0)
     r.add_argument("--no-open", action="store_true", help="skip the 1k vs 20k open counts")
+    r.add_argument("--no-loader", action="store_true", help="only the open counts")
     r.add_argument("--dir", default=str(corpora.DEFAULT_DIR))
     r.add_argument("--out", default=str(BENCH / "results"))
     w = sub.add_parser("worker")
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report(json.loads(Path(args.json).read_text())))
         return 0
     record = run(args)
-    out = Path(args.out) / f"{record['date']}-s3{'-quick' if args.quick else ''}.json"
+    part = "-open" if args.no_loader else ("-loader" if args.no_open else "")
+    out = Path(args.out) / f"{record['date']}-s3{'-quick' if args.quick else ''}{part}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
     print(report(record))
