@@ -17,7 +17,8 @@ Per corpus, in one run, each measurement a fresh process:
              forward, FFmpeg's own threads on (thread_type AUTO), RGB conversion included; for PNG, PIL
              decoding the needed cells (bytes read beforehand). Reported in frames per CPU-second and as
              samples per CPU-second (frames / 6 per sample).
-  robotempo  LeRobotDataset + robotempo.collate, DataLoader, 2 workers, batch 32 (samples/s, samples/CPU-s)
+  robotempo  LeRobotDataset + robotempo.collate, DataLoader, 2 workers, batch 32 (samples/s, samples/CPU-s);
+             robotempo-uint8 the same with return_uint8=True (frames cross from the workers as uint8)
   lerobot    LeRobot 0.6.1, torchcodec and pyav backends (v3.0 corpora)
   opentau    OpenTau 0.14.0 on the PNG corpus (v2.1)
 robotempo's fraction of the limit is samples per CPU-second / the limit's samples per CPU-second: the
@@ -211,8 +212,8 @@ def _decode_pngs(pngs: list) -> int:
 # -- the run --------------------------------------------------------------------------------------------------
 def systems_for(name: str) -> list[str]:
     if CORPORA[name]["camera"] == "image":
-        return ["limit", "robotempo", "opentau-torchcodec"]
-    return ["limit", "robotempo", "lerobot-torchcodec", "lerobot-pyav"]
+        return ["limit", "robotempo", "robotempo-uint8", "opentau-torchcodec"]
+    return ["limit", "robotempo", "robotempo-uint8", "lerobot-torchcodec", "lerobot-pyav"]
 
 
 def run_system(system: str, root: Path, idx: Path, plan: dict, args) -> dict:
@@ -220,7 +221,9 @@ def run_system(system: str, root: Path, idx: Path, plan: dict, args) -> dict:
         cmd = [str(p5.ROBOTEMPO_PY), str(Path(__file__).resolve()), "limit-worker", "--root", str(root),
                "--indices", str(idx), "--batches", str(plan["warmup"] + plan["batches"])]  # fmt: skip
         return p5.run_one(cmd, timeout=args.timeout)
-    cmd, _ = p5.command(system, root, 1, idx, 2, plan, None)
+    cmd, _ = p5.command(system.removesuffix("-uint8"), root, 1, idx, 2, plan, None)
+    if system.endswith("-uint8"):
+        cmd = [*cmd, "--return-uint8"]
     return p5.run_one([*cmd, "--batch-size", str(BATCH)] if cmd[0] != "bash" else
                       [*cmd[:-1], cmd[-1] + f" --batch-size {BATCH}"], timeout=args.timeout)  # fmt: skip
 
@@ -277,17 +280,22 @@ def summarize(records: list[dict]) -> list[dict]:
             ]
         peers = [s for s in med if s.startswith(("lerobot", "opentau")) and med[s]["samples_per_s"]]
         best = max(peers, key=lambda s: med[s]["samples_per_s"]) if peers else None
-        rt, lim = med.get("robotempo", {}), med.get("limit", {})
+        lim = med.get("limit", {})
 
         def ratio(a, b):
             return a / b if a and b else None
 
-        rows.append({
-            "corpus": name, "systems": med, "peer_best": best,
-            "vs_peer_best": ratio(rt.get("samples_per_s"), best and med[best]["samples_per_s"]),
-            "vs_peer_best_cpu": ratio(rt.get("samples_per_cpu_s"), best and med[best]["samples_per_cpu_s"]),
-            "fraction_of_limit_cpu": ratio(rt.get("samples_per_cpu_s"), lim.get("samples_per_cpu_s")),
-        })  # fmt: skip
+        row = {"corpus": name, "systems": med, "peer_best": best}
+        for mode in ("robotempo", "robotempo-uint8"):
+            rt = med.get(mode, {})
+            row[mode] = {
+                "vs_peer_best": ratio(rt.get("samples_per_s"), best and med[best]["samples_per_s"]),
+                "vs_peer_best_cpu": ratio(
+                    rt.get("samples_per_cpu_s"), best and med[best]["samples_per_cpu_s"]
+                ),
+                "fraction_of_limit_cpu": ratio(rt.get("samples_per_cpu_s"), lim.get("samples_per_cpu_s")),
+            }
+        rows.append(row)
     return rows
 
 
@@ -302,9 +310,11 @@ def print_summary(rows: list[dict]) -> None:
             print(
                 f"{row['corpus']:12} {system:19} {f(m['samples_per_s']):>10} {f(m['samples_per_cpu_s']):>8}{err}"
             )
-        print(f"{row['corpus']:12} robotempo / {row['peer_best']}: {f(row['vs_peer_best'], '{:.2f}x')} (wall), "
-              f"{f(row['vs_peer_best_cpu'], '{:.2f}x')} (CPU); fraction of the decoder limit (CPU): "
-              f"{f(row['fraction_of_limit_cpu'], '{:.0%}')}")  # fmt: skip
+        for mode in ("robotempo", "robotempo-uint8"):
+            r = row[mode]
+            print(f"{row['corpus']:12} {mode} / {row['peer_best']}: {f(r['vs_peer_best'], '{:.2f}x')} (wall), "
+                  f"{f(r['vs_peer_best_cpu'], '{:.2f}x')} (CPU); fraction of the decoder limit (CPU): "
+                  f"{f(r['fraction_of_limit_cpu'], '{:.0%}')}")  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -314,7 +324,9 @@ def main(argv=None) -> int:
     r.add_argument("--quick", action="store_true")
     r.add_argument("--corpora", default="", help=f"comma list of {list(CORPORA)}")
     r.add_argument("--reps", type=int, default=3)
-    r.add_argument("--systems", default="", help="comma list (default: all of limit, robotempo and the peers)")
+    r.add_argument(
+        "--systems", default="", help="comma list (default: all of limit, robotempo and the peers)"
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--timeout", type=float, default=900.0)
     r.add_argument("--out", default="")
