@@ -157,6 +157,17 @@ def resize_images(rows: slice, size: int) -> Callable[[pa.Table], pa.Table]:
     return lambda t: rows_of(CAM, fn, t.schema.field(CAM).type)(t)
 
 
+def recolour_images(rows: slice, mode: str) -> Callable[[pa.Table], pa.Table]:
+    def fn(cells: list) -> list:
+        for cell in cells[rows]:
+            buf = io.BytesIO()
+            Image.open(io.BytesIO(cell["bytes"])).convert(mode).save(buf, format="PNG")
+            cell["bytes"] = buf.getvalue()
+        return cells
+
+    return lambda t: rows_of(CAM, fn, t.schema.field(CAM).type)(t)
+
+
 def replace_with(rel: str, make: Callable[[Path], None]) -> Callable[[Path], None]:
     def corrupt(root: Path) -> None:
         path = root / rel
@@ -229,6 +240,8 @@ CLASS_CASES = [
     Case("3 v3.0 video re-encoded at 48x48", "v3.0-video", reencode(V30_VIDEO, size=48), V, [V30_VIDEO, "48x48"]),
     Case("3 v3.0 video re-encoded at 5 fps", "v3.0-video", reencode(V30_VIDEO, fps=5), V, [V30_VIDEO, "5 fps"]),
     Case("3 one embedded image of another size", "v3.0", parquet_edit(V30_DATA, resize_images(slice(5, 6), 16)), F, [V30_DATA, "16x16", "[32, 32, 3]"]),
+    Case("3 grey image where RGB is declared", "v2.1", parquet_edit(V21_EP, recolour_images(slice(2, 3), "L")), F, [V21_EP, "32x32 L image", "[32, 32, 3]"]),
+    Case("3 RGBA image where RGB is declared", "v3.0", parquet_edit(V30_DATA, recolour_images(slice(9, 10), "RGBA")), F, [V30_DATA, "RGBA", "[32, 32, 3]"]),
     Case("3 declared video shape disagrees", "v2.1-video", info(lambda d: d["features"][CAM].update(shape=[64, 64, 3])), D, ["info.json", "video.height"]),
     Case("3 declared image shape disagrees", "v3.0", info(lambda d: d["features"][CAM].update(shape=[64, 64, 3])), F, [V30_DATA, "32x32", "[64, 64, 3]"]),
     # 4. data that points at things that do not exist
