@@ -258,6 +258,7 @@ CLASS_CASES = [
     Case("5 feature shape 10**25", "v2.1", info(lambda d: d["features"]["action"].update(shape=[10**25])), D, ["info.json", "'action'", "shape"]),
     Case("5 feature shape a string", "v3.0", info(lambda d: d["features"]["action"].update(shape="5")), D, ["info.json", "'action'", "'5'"]),
     Case("5 speed percentiles 1e300", "v2.1", speed_file(json.dumps({**PERCENTILES, "percentiles": [1e300] * 10}) + "\n"), E.SpeedLabelError, ["speed_percentiles.jsonl:1", "1e+300"]),
+    Case("5 v3.0 episode lengths stored as strings", "v3.0", parquet_edit(V30_META, rows_of("length", lambda r: [str(x) for x in r])), D, ["meta/episodes", "'length'", "string"]),
     Case("5 v3.0 from_timestamp NaN", "v3.0-video", meta30(shift(f"{WIN}/from_timestamp", [0], float("nan"))), D, ["meta/episodes", "nan"]),
     Case("5 info.json not UTF-8", "v2.1", lambda r: (r / "meta/info.json").write_bytes(b'{"fps": "\xff"}'), D, ["info.json", "UTF-8"]),
     Case("5 video.fps in info disagrees", "v2.1-video", info(lambda d: d["features"][CAM]["info"].update({"video.fps": 1e300})), D, ["info.json", "video.fps"]),
