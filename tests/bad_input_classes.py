@@ -227,9 +227,10 @@ CLASS_CASES = [
     # 2. lengths and offsets
     Case("2 v2.1 metadata lists fewer rows than the last file", "v2.1", jsonl_edit("meta/episodes.jsonl", 4, lambda r: r.update(length=r["length"] - 2)), R, [V21_LAST, "rows", "file holds"]),
     Case("2 v3.0 last episode of a file shortened", "v3.0", meta30(last_episode_shorter), R, [V30_DATA, "file holds"]),
-    Case("2 v3.0 episode the metadata does not list", "v3.0", meta30_rows(slice(0, -1)), R, [V30_DATA, "episode_index 3"]),
-    Case("2 v3.0 first episode not listed", "v3.0", meta30_rows(slice(1, None)), R, [V30_DATA, "episode_index 0"]),
-    Case("2 v3.0 episode boundary moved, lengths consistent", "v3.0", meta30(both(shift("length", [1], -2), shift("dataset_from_index", [1], 2))), R, [V30_DATA, "episode_index 1"]),
+    Case("2 v3.0 episode the metadata does not list", "v3.0", meta30_rows(slice(0, -1)), R, [V30_DATA, "3 episode(s)", "the file holds"]),
+    Case("2 v3.0 first episode not listed", "v3.0", meta30_rows(slice(1, None)), R, [V30_DATA, "episodes [1, 2, 3]", "the file holds"]),
+    Case("2 v3.0 episode boundary moved, lengths consistent", "v3.0", meta30(both(shift("length", [1], -2), shift("dataset_from_index", [1], 2))), R, [V30_DATA, "the file holds"]),
+    Case("2 v3.0 boundary moved, row count kept", "v3.0", meta30(both(shift("length", [1], -2), shift("dataset_to_index", [1], -2), shift("length", [2], 2), shift("dataset_from_index", [2], -2))), R, [V30_DATA, "episode 1", "shifted"], {"episodes": [1]}),
     Case("2 v3.0 video window start shifted a frame", "v3.0-video", meta30(shift(f"{WIN}/from_timestamp", [1], 0.1)), D, ["meta/episodes", "episode 1", "from_timestamp"]),
     Case("2 v3.0 video window shifted a frame (overlap)", "v3.0-video", meta30(both(shift(f"{WIN}/from_timestamp", [1], 0.1), shift(f"{WIN}/to_timestamp", [1], 0.1))), D, ["meta/episodes", "overlaps"]),
     Case("2 v3.0 video window beyond the video's end", "v3.0-video", meta30(both(shift(f"{WIN}/from_timestamp", [-1], 0.5), shift(f"{WIN}/to_timestamp", [-1], 0.5))), V, [CAM, "ends before", "episode 3"]),
