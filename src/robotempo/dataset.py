@@ -294,6 +294,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         """uint8 frames (n, H, W, 3) of each camera at the given table rows."""
         out = {}
         requests, slots = [], []
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None:  # the loader's workers hold one heavy-cache budget together, not one each
+            self.frames.heavy_cache.share(worker.num_workers)
         for key, rows in rows_by_key.items():
             ep = self.frames.episode_of(rows)
             if key in self.image_keys:

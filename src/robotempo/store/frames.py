@@ -42,11 +42,13 @@ class _Lru:
 class _HeavyCache:
     """Row-group columns of heavy features, LRU-bounded by bytes; dropped in a forked child, never pickled.
 
-    Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`).
+    Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`). `budget` is
+    what a lone process holds; `share(n)` holds a 1/n share of it, for one of n DataLoader workers.
     """
 
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.max_bytes = budget
         self._lru: ProcessLocal[_Lru] = ProcessLocal(_Lru)
 
     def get(self, key: tuple, load: Callable[[], pa.Array]) -> pa.Array:
@@ -67,10 +69,14 @@ class _HeavyCache:
     def nbytes(self) -> int:
         return self._lru.get().nbytes
 
+    def share(self, processes: int) -> None:
+        """Hold at most budget / processes from now on (idempotent): n workers together hold one budget."""
+        self.max_bytes = max(1, self.budget // max(1, processes))
+
     def __reduce__(self):
         if self is _default_heavy_cache:
             return default_heavy_cache, ()  # the receiving process's own shared cache
-        return _HeavyCache, (self.max_bytes,)
+        return _HeavyCache, (self.budget,)
 
 
 _default_heavy_cache: _HeavyCache | None = None
@@ -342,6 +348,10 @@ class FrameTable:
             )
         with ref.root.guard(ref.rel):
             return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
+
+    @property
+    def heavy_cache(self) -> _HeavyCache:
+        return self._heavy_cache
 
     @property
     def numeric_nbytes(self) -> int:
