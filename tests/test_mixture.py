@@ -208,7 +208,7 @@ def test_one_cache_budget_per_process(mix):
     assert copy.frames._heavy_cache is default_heavy_cache() and copy.frames.files is default_parquet_files()
     private = LeRobotDataset("p", root=mix.datasets[1].root, heavy_cache_mb=1)
     assert private.frames._heavy_cache is not default_heavy_cache()
-    assert private.frames._heavy_cache.max_bytes == 2**20
+    assert private.frames._heavy_cache.budget == 2**20
 
 
 def test_shared_caches_never_serve_a_replaced_file(tmp_path):
@@ -228,3 +228,22 @@ def test_shared_caches_never_serve_a_replaced_file(tmp_path):
     assert len(new) == len(fresh) != len(old)
     for key in ("observation.state", CAMERA_KEY):
         assert torch.equal(new[0][key], fresh[0][key]) and not torch.equal(new[0][key], first[key])
+
+
+def _cache_limit(batch) -> int:
+    from robotempo.store.frames import default_heavy_cache
+
+    return default_heavy_cache().max_bytes
+
+
+def test_loader_workers_hold_one_heavy_cache_budget_together(v30_dataset):
+    from robotempo.store.frames import default_heavy_cache
+
+    ds = LeRobotDataset("img", root=v30_dataset)
+    assert ds.image_keys
+    budget = default_heavy_cache().budget
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=16, num_workers=2, collate_fn=_cache_limit, multiprocessing_context="fork"
+    )
+    assert set(loader) == {budget // 2}
+    assert default_heavy_cache().max_bytes == budget  # the main process keeps the whole budget

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from robotempo.errors import DatasetFormatError
+from robotempo.errors import DatasetFormatError, FeatureMismatchError
 
 
-def decode_image(value, path: Path | str, key: str) -> np.ndarray:
-    """An embedded image cell (`{"bytes": ..., "path": ...}`) as uint8 (H, W, 3)."""
+def decode_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None = None) -> np.ndarray:
+    """An embedded image cell (`{"bytes": ..., "path": ...}`) as uint8 (H, W, 3); `hwc` is the declared
+    (height, width, channels), checked against what decodes."""
     data = value.get("bytes") if isinstance(value, dict) else value
     if not data:
         raise DatasetFormatError(
@@ -23,13 +24,21 @@ def decode_image(value, path: Path | str, key: str) -> np.ndarray:
         )
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("RGB"))
+            image = np.asarray(img.convert("RGB"))
     except (OSError, ValueError) as e:
         raise DatasetFormatError(
             path,
             f"image column {key!r} holds bytes that do not decode ({e})",
             "re-export the dataset; the image bytes are corrupt",
         ) from None
+    if hwc is not None and image.shape != tuple(hwc):
+        raise FeatureMismatchError(
+            path,
+            f"image column {key!r} holds a {image.shape[0]}x{image.shape[1]} image (served as RGB, "
+            f"{image.shape[2]} channels) but meta/info.json declares height x width x channels {list(hwc)}",
+            "re-export the images at the declared size, or correct the feature's shape in meta/info.json",
+        )
+    return image
 
 
 def to_item_layout(frames: np.ndarray, return_uint8: bool) -> torch.Tensor:

@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from robotempo.arguments import check_size, check_tolerance
 from robotempo.cameras import decode_image, to_item_layout
 from robotempo.errors import MissingFileError
 from robotempo.format import DatasetMeta, read_metadata
-from robotempo.fs import as_root
+from robotempo.fs import FileRef, as_root
 from robotempo.selection import select_episodes
 from robotempo.store.frames import FrameTable
 from robotempo.temporal import check_timestamps, plan_deltas, query_rows
+from robotempo.video.stream import VideoExpectation, check_stream
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         heavy_cache_mb: float | None = None,
         video_cache_size: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        check_finite: bool = False,
     ):
         """Open the dataset `repo_id` stored at `root` (a local folder or an object-store URL), in place.
 
@@ -94,6 +97,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
         `region`, `anonymous`, `access_key`, `secret_key`, ...; see `robotempo.fs.DatasetRoot`); without it
         the standard AWS environment applies. Nothing is ever written to an object-store root: speed
         percentiles computed for it are kept in the user cache.
+
+        `check_finite=True` refuses float features holding NaN or infinity (`NonFiniteValueError` at open,
+        naming the file, column and row); by default they are served as they are (a sensor may report NaN on
+        purpose), and `robotempo validate` counts them.
         """
         super().__init__()
         self.repo_id = repo_id
@@ -102,8 +109,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if video_backend not in (None, "pyav"):
             logger.info("video_backend=%r ignored: robotempo decodes video with PyAV", video_backend)
         self.image_transforms = image_transforms
-        self.tolerance_s = tolerance_s
         self.return_uint8 = return_uint8
+        check_size("heavy_cache_mb", heavy_cache_mb, float, 0, 2**40)
+        check_size("video_cache_size", video_cache_size, int, 1, 2**20)
         try:
             self.meta: DatasetMeta = read_metadata(self.location)
         except MissingFileError as e:
@@ -117,10 +125,20 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 "repo_type='dataset', local_dir=...))",
             ) from None
         info = self.meta.info
+        self.tolerance_s = check_tolerance(tolerance_s, info.fps)
         positions = select_episodes(self.meta.episodes, episodes, excluded_episodes, self.root)
         self._selected = self.meta.episodes.take(positions)
         self.episodes = self._selected.episode_index.tolist()
-        self.frames = FrameTable(self.location, info, self._selected, heavy_cache_mb=heavy_cache_mb)
+        self.frames = FrameTable(
+            self.location,
+            info,
+            self._selected,
+            catalog=self.meta.episodes,
+            tasks=self.meta.tasks,
+            heavy_cache_mb=heavy_cache_mb,
+        )
+        if check_finite:
+            self.frames.check_finite()
         self.image_keys = [k for k in info.image_keys if k in self.frames.heavy_keys]
         self.video_keys = info.video_keys
         self.camera_keys = self.image_keys + self.video_keys
@@ -133,7 +151,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
             self._check_timestamps()
         self._video_from = {k: self._snapped_offsets(k) for k in self.video_keys}
         self._fetcher = None
-        self._video_cache_size = video_cache_size
+        self._checked_videos: dict[tuple[str, int], FileRef] = {}
+        self._video_by_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._video_cache_size = None if video_cache_size is None else int(video_cache_size)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
         self._speed_dropout = _make_dropout(speed_dropout, seed)
         self.epoch = 0
@@ -274,14 +294,19 @@ class LeRobotDataset(torch.utils.data.Dataset):
         """uint8 frames (n, H, W, 3) of each camera at the given table rows."""
         out = {}
         requests, slots = [], []
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None:  # the loader's workers hold one heavy-cache budget together, not one each
+            self.frames.heavy_cache.share(worker.num_workers)
         for key, rows in rows_by_key.items():
             ep = self.frames.episode_of(rows)
             if key in self.image_keys:
                 cells = self.frames.read_heavy(key, rows)
-                files = self._selected.data_files
+                names = self._selected.data_files
+                codes = self._selected.data_file
+                hwc = self.meta.info.features[key].hwc
                 out[key] = np.stack(
                     [
-                        decode_image(v, self.location.where(files[int(self._selected.data_file[e])]), key)
+                        decode_image(v, self.location.where(names[int(codes[e])]), key, hwc)
                         for v, e in zip(cells, ep)
                     ]
                 )
@@ -291,13 +316,39 @@ class LeRobotDataset(torch.utils.data.Dataset):
             files = loc.file[ep]
             for code in np.unique(files):
                 sel = np.flatnonzero(files == code)
-                requests.append((self.location.file(loc.files[int(code)]), times[sel]))
+                requests.append((self.video_file(key, int(code)), times[sel]))
                 slots.append((key, sel, len(rows)))
         for (key, sel, n), decoded in zip(slots, self._video().fetch(requests, self.tolerance_s)):
             if key not in out:
                 out[key] = np.empty((n, *decoded.shape[1:]), dtype=np.uint8)
             out[key][sel] = decoded
         return out
+
+    def video_file(self, key: str, code: int) -> FileRef:
+        """A camera's video file, checked the first time this process uses it: its stream (fps, frame size,
+        frames) agrees with the metadata's windows for that file (`robotempo.video.stream.check_stream`)."""
+        ref = self._checked_videos.get((key, code))
+        if ref is None:
+            ref = self.location.file(self._selected.videos[key].files[code])
+            with self._video().cache.reader(ref) as reader:
+                check_stream(ref.where, reader.info, self._video_expectation(key, code))
+            self._checked_videos[(key, code)] = ref
+        return ref
+
+    def _video_expectation(self, key: str, code: int) -> VideoExpectation:
+        """Every window the metadata (the whole dataset, not only the selection) puts in one video file."""
+        catalog = self.meta.episodes
+        loc = catalog.videos[key]
+        if key not in self._video_by_file:
+            order = np.argsort(loc.file, kind="stable")
+            self._video_by_file[key] = order, loc.file[order]
+        order, sorted_codes = self._video_by_file[key]
+        lo, hi = np.searchsorted(sorted_codes, [code, code + 1])
+        mine = order[lo:hi]
+        start = loc.from_timestamp[mine]
+        end = start + catalog.length[mine] / self.fps if loc.to_timestamp is None else loc.to_timestamp[mine]
+        height, width = self.meta.info.features[key].hwc[:2]
+        return VideoExpectation(key, self.fps, height, width, catalog.episode_index[mine], start, end)
 
     def _video(self):
         if self._fetcher is None:

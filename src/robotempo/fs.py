@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ import pyarrow.fs as pafs
 from robotempo.env import env_int
 from robotempo.errors import ConfigError, StorageError
 from robotempo.forksafe import ProcessLocal
+from robotempo.safepath import check_file
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ RETRIES_ENV = "ROBOTEMPO_S3_RETRIES"
 DEFAULT_BLOCK_KB = 1024
 DEFAULT_BLOCKS = 8
 DEFAULT_RETRIES = 10
+LOCAL_FIX = "replace it by the regular file the dataset's metadata names (or re-download the dataset)"
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 30.0
 
@@ -197,10 +200,15 @@ class DatasetRoot:
         return FileRef(self, rel)
 
     # -- reading -----------------------------------------------------------------------------------------
+    def local(self, rel: str) -> str:
+        """The path of `rel` in a local root, once `robotempo.safepath.check_file` accepts it: inside the root
+        (no '..', absolute path or symlink leads out) and a regular file (not a FIFO, device or directory)."""
+        return str(check_file(self.base, rel, "the file", LOCAL_FIX))
+
     def read_bytes(self, rel: str) -> bytes:
         """The whole file; `FileNotFoundError` if absent, `StorageError` for store faults."""
         if self.is_local:
-            with open(self.path(rel), "rb") as f:
+            with open(self.local(rel), "rb") as f:
                 return f.read()
         with self.guard(rel):
             with self.fs.open_input_stream(self.path(rel)) as f:
@@ -208,13 +216,15 @@ class DatasetRoot:
 
     def open_input_file(self, rel: str) -> pa.NativeFile:
         """A random-access file (parquet reads ranges of it; on an object store each range is a request)."""
+        if self.is_local:
+            self.local(rel)
         with self.guard(rel):
             return self.fs.open_input_file(self.path(rel))
 
     def open_video(self, rel: str) -> str | BlockFile:
         """What FFmpeg opens: the file name for a local root, else a block-cached file object."""
         if self.is_local:
-            return self.path(rel)
+            return self.local(rel)
         return BlockFile(self.open_input_file(rel), self.where(rel))
 
     def is_file(self, rel: str) -> bool:
@@ -231,7 +241,13 @@ class DatasetRoot:
         """
         if not self.is_local:
             return ()
-        st = os.stat(self.path(rel))
+        try:
+            st = os.stat(self.path(rel))
+        except OSError:
+            self.local(rel)  # the typed error: absent, a symlink loop...
+            raise
+        if not stat.S_ISREG(st.st_mode):
+            self.local(rel)
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def size(self, rel: str) -> int:
@@ -256,7 +272,7 @@ class DatasetRoot:
         return sorted(
             i.path[start:].replace(os.sep, "/")
             for i in infos
-            if i.type == pafs.FileType.File
+            if i.type in (pafs.FileType.File, pafs.FileType.Unknown)  # a FIFO is Unknown: opening it names it
             and i.path.endswith(suffix)
             and not os.path.basename(i.path).startswith(".")
         )

@@ -15,7 +15,11 @@ def _as_indices(name: str, values: Iterable) -> np.ndarray:
         raise SelectionError(f"{name} must be a list of episode indices, got {values!r}")
     values = list(values)
     for v in values:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        if (
+            isinstance(v, (bool, np.bool_))
+            or not isinstance(v, (int, np.integer))
+            or not -(2**62) < v < 2**62
+        ):
             raise SelectionError(f"{name} must hold integer episode indices, got {v!r} in {values[:10]!r}")
     arr = np.asarray(values, dtype=np.int64).reshape(-1)
     uniq, counts = np.unique(arr, return_counts=True)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
+from robotempo.arguments import is_real
 from robotempo.errors import DeltaTimestampsError, TimestampError
+
+# Offsets beyond this many frames pad every row of any real episode; bounding them keeps row arithmetic exact.
+MAX_DELTA_FRAMES = 2**31
 
 
 def plan_deltas(
@@ -24,15 +30,21 @@ def plan_deltas(
                 f"delta_timestamps has key {key!r}, which is not a feature of this dataset; "
                 f"use one of {sorted(keys)}"
             )
-        try:
-            values = np.asarray(list(deltas), dtype=np.float64)
-        except (TypeError, ValueError):
+        if isinstance(deltas, (str, bytes, dict)) or not isinstance(deltas, Iterable):
             raise DeltaTimestampsError(
                 f"delta_timestamps[{key!r}] must be a list of numbers (seconds), got {deltas!r}"
-            ) from None
-        if values.ndim != 1 or len(values) == 0 or not np.all(np.isfinite(values)):
+            )
+        deltas = list(deltas)
+        if not deltas or not all(is_real(v) for v in deltas):
             raise DeltaTimestampsError(
-                f"delta_timestamps[{key!r}] must be a non-empty list of finite seconds, got {deltas!r}"
+                f"delta_timestamps[{key!r}] must be a non-empty list of finite numbers (seconds), "
+                f"got {deltas!r}"
+            )
+        values = np.array([float(v) for v in deltas], dtype=np.float64)
+        if np.any(np.abs(values * fps) > MAX_DELTA_FRAMES):
+            raise DeltaTimestampsError(
+                f"delta_timestamps[{key!r}] must hold seconds within {MAX_DELTA_FRAMES} frames "
+                f"({MAX_DELTA_FRAMES / fps:g} s), got {deltas!r}"
             )
         rows, off = grid_rows(values, fps)
         bad = np.flatnonzero(off > tolerance_s)

@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _print_error(console: Console, text: str) -> None:
+    console.print("[bold red]error:[/]", end=" ")
+    console.print(text, markup=False, highlight=False)  # messages hold brackets (lists) that are not markup
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
@@ -83,7 +88,16 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_bench(args, console)
     except RobotempoError as e:
-        console.print(f"[bold red]error:[/] {type(e).__name__}: {e}")
+        _print_error(console, f"{type(e).__name__}: {e}")
+        return 2
+    except Exception as e:  # a bug, not a bad dataset: say so, without a traceback unless asked (-v)
+        if args.verbose:
+            raise
+        _print_error(
+            console,
+            f"{type(e).__name__}: {e}\n(an unexpected error inside robotempo: please report it with the "
+            "output of the same command run with -v)",
+        )
         return 2
     return 0
 

@@ -19,6 +19,9 @@ class VideoLocation:
     file: np.ndarray  # int32, code into `files`
     from_timestamp: np.ndarray  # float64 seconds; video time of a row = from_timestamp + row timestamp
     files: list[str]  # paths relative to the dataset root
+    to_timestamp: np.ndarray | None = (
+        None  # float64 end of the episode's window (v3.0); None: start + length/fps
+    )
 
 
 @dataclass
@@ -64,7 +67,12 @@ class EpisodeTable:
             data_row_from=self.data_row_from[positions],
             data_files=self.data_files,
             videos={
-                k: VideoLocation(v.file[positions], v.from_timestamp[positions], v.files)
+                k: VideoLocation(
+                    v.file[positions],
+                    v.from_timestamp[positions],
+                    v.files,
+                    None if v.to_timestamp is None else v.to_timestamp[positions],
+                )
                 for k, v in self.videos.items()
             },
         )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from robotempo.errors import DatasetFormatError, UnsupportedVersionError
+from robotempo.errors import DatasetFormatError, UnsafePathError, UnsupportedVersionError
 from robotempo.fs import DatasetRoot, as_root
 from robotempo.io import read_json
 
@@ -21,6 +23,12 @@ V21_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_
 V30_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 V30_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 V30_EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+
+# Bounds on numbers read from metadata: beyond them arithmetic on indices, times or sizes would overflow or
+# lose precision (float64 holds integers exactly up to 2**53).
+MAX_COUNT = 2**53
+MAX_DIM = 2**31
+MIN_FPS, MAX_FPS = 1e-3, 1e6
 
 INFO_FIX = (
     "repair meta/info.json (see the LeRobot format description in docs/formats.md) or re-export the dataset"
@@ -53,6 +61,15 @@ class FeatureSpec:
     def is_numeric(self) -> bool:
         return self.dtype not in CAMERA_DTYPES and self.dtype != "string"
 
+    @property
+    def hwc(self) -> tuple[int, ...]:
+        """(height, width, channels) of a camera feature: shapes are [H, W, C] unless `names` puts channels
+        first (some LeRobot datasets declare [C, H, W] with names ["channels", "height", "width"])."""
+        names = self.names if isinstance(self.names, list) else []
+        if len(self.shape) == 3 and len(names) == 3 and str(names[0]).startswith("channel"):
+            return (self.shape[1], self.shape[2], self.shape[0])
+        return self.shape
+
     @classmethod
     def from_dict(cls, name: str, d: Any, path: Path) -> FeatureSpec:
         if not isinstance(d, dict) or "dtype" not in d or "shape" not in d:
@@ -60,21 +77,26 @@ class FeatureSpec:
                 path, f"feature {name!r} must be an object with 'dtype' and 'shape', got {d!r}", INFO_FIX
             )
         dtype = d["dtype"]
+        if not isinstance(dtype, str):
+            raise DatasetFormatError(path, f"feature {name!r} has a non-string dtype {dtype!r}", INFO_FIX)
         if dtype not in CAMERA_DTYPES and dtype != "string":
             try:
-                np.dtype(dtype)
+                if np.dtype(dtype).kind not in "biuf":
+                    raise TypeError
             except TypeError:
                 raise DatasetFormatError(
                     path,
                     f"feature {name!r} has unknown dtype {dtype!r}",
                     "use a numpy dtype, 'image', 'video' or 'string'",
                 ) from None
-        try:
-            shape = tuple(int(s) for s in d["shape"])
-        except (TypeError, ValueError):
+        shape = d["shape"]
+        if not isinstance(shape, (list, tuple)) or not all(is_int(s) and 1 <= s <= MAX_DIM for s in shape):
             raise DatasetFormatError(
-                path, f"feature {name!r} has a bad shape {d['shape']!r}", INFO_FIX
-            ) from None
+                path,
+                f"feature {name!r} has a bad shape {shape!r}",
+                f"shape must be a list of integers in 1..{MAX_DIM}, e.g. [6] or [480, 640, 3]",
+            )
+        shape = tuple(int(s) for s in shape)
         if "/" in name:
             raise DatasetFormatError(
                 path, f"feature name {name!r} contains '/'", "rename the feature without '/'"
@@ -88,16 +110,56 @@ class FeatureSpec:
         return d
 
 
-def _check_template(path: Path, key: str, template: str, fields: dict) -> None:
+def is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_template(path: Path, key: str, template: Any, fields: dict, needs: str | None = None) -> None:
+    """The template formats with exactly the format's fields and names a file inside the dataset root."""
+    if not isinstance(template, str):
+        raise DatasetFormatError(path, f"{key} must be a string template, got {template!r}", INFO_FIX)
     try:
-        template.format(**fields)
-    except (KeyError, IndexError, ValueError) as e:
+        sample = template.format(**fields)
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
         names = sorted(fields)
         raise DatasetFormatError(
             path,
             f"{key} template {template!r} does not format ({type(e).__name__}: {e})",
             f"use only the fields {names} in {key}",
         ) from None
+    if needs is not None and "{" + needs not in template:
+        raise DatasetFormatError(
+            path,
+            f"{key} template {template!r} lacks {{{needs}}}, so every episode would name the same file",
+            f"put {{{needs}}} in {key} (default {V21_DATA_PATH!r})",
+        )
+    if os.path.isabs(sample) or os.path.normpath(sample).split(os.sep)[0] == "..":
+        raise UnsafePathError(
+            path,
+            f"{key} template {template!r} names {sample!r}, outside the dataset root",
+            f"use a relative path inside the dataset folder in {key} (no leading '/', no '..')",
+        )
+
+
+def _check_video_info(path: Path, spec: FeatureSpec, fps: float) -> None:
+    """A video feature's shape is [H, W, C]-like and its `info` (video.fps, video.height, video.width), where
+    present, agrees with the dataset's fps and the feature's shape."""
+    if len(spec.shape) != 3:
+        raise DatasetFormatError(
+            path, f"video feature {spec.name!r} has shape {list(spec.shape)}", "use [height, width, channels]"
+        )
+    declared = spec.info if isinstance(spec.info, dict) else {}
+    height, width = spec.hwc[:2]
+    for key, want in (("video.fps", fps), ("video.height", height), ("video.width", width)):
+        value = declared.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value - want) > 1e-3 * want:
+            raise DatasetFormatError(
+                path,
+                f"video feature {spec.name!r} has info {key}={value!r}, but the dataset says {want:g}",
+                f"set {key} to {want:g} (or fix fps / the feature's shape if {value!r} is right)",
+            )
 
 
 @dataclass
@@ -160,8 +222,15 @@ class DatasetInfo:
             if key not in d:
                 raise DatasetFormatError(path, f"required key {key!r} is missing", INFO_FIX)
         fps = d["fps"]
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
-            raise DatasetFormatError(path, f"fps must be a positive number, got {fps!r}", INFO_FIX)
+        if (
+            isinstance(fps, bool)
+            or not isinstance(fps, (int, float))
+            or not math.isfinite(fps)
+            or not MIN_FPS <= fps <= MAX_FPS
+        ):
+            raise DatasetFormatError(
+                path, f"fps must be a number in [{MIN_FPS:g}, {MAX_FPS:g}], got {fps!r}", INFO_FIX
+            )
         if not isinstance(d["features"], dict) or not d["features"]:
             raise DatasetFormatError(
                 path, f"features must be a non-empty object, got {d['features']!r}", INFO_FIX
@@ -183,8 +252,8 @@ class DatasetInfo:
         p = self.path
         for key in ("total_episodes", "total_frames", "total_tasks", "chunks_size"):
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise DatasetFormatError(p, f"{key} must be a non-negative integer, got {v!r}", INFO_FIX)
+            if not is_int(v) or not 0 <= v <= MAX_COUNT:
+                raise DatasetFormatError(p, f"{key} must be an integer in 0..2**53, got {v!r}", INFO_FIX)
         if self.chunks_size == 0:
             raise DatasetFormatError(
                 p, "chunks_size is 0", "set chunks_size to a positive integer (default 1000)"
@@ -192,7 +261,9 @@ class DatasetInfo:
         fields = (
             {"chunk_index": 0, "file_index": 0} if self.is_v3 else {"episode_chunk": 0, "episode_index": 0}
         )
-        _check_template(p, "data_path", str(self.data_path), fields)
+        _check_template(p, "data_path", self.data_path, fields, None if self.is_v3 else "episode_index")
+        for key in self.video_keys:
+            _check_video_info(p, self.features[key], self.fps)
         if self.video_keys:
             if not self.video_path:
                 raise DatasetFormatError(
@@ -200,7 +271,14 @@ class DatasetInfo:
                     f"video features {self.video_keys} but video_path is {self.video_path!r}",
                     "set video_path to the MP4 path template",
                 )
-            _check_template(p, "video_path", self.video_path, {**fields, "video_key": self.video_keys[0]})
+            for key in self.video_keys:
+                _check_template(
+                    p,
+                    "video_path",
+                    self.video_path,
+                    {**fields, "video_key": key},
+                    None if self.is_v3 else "episode_index",
+                )
 
     def to_dict(self) -> dict:
         d = {

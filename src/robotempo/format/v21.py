@@ -17,7 +17,7 @@ import numpy as np
 
 from robotempo.errors import DatasetFormatError
 from robotempo.format.episodes import EpisodeTable, VideoLocation
-from robotempo.format.info import DatasetInfo
+from robotempo.format.info import MAX_COUNT, DatasetInfo
 from robotempo.fs import DatasetRoot
 from robotempo.io import parse_jsonl, read_file, read_jsonl
 
@@ -31,8 +31,10 @@ TASKS_FIX = 'each line of meta/tasks.jsonl must be {"task_index": int, "task": s
 
 def _int_field(path: Path | str, lineno: int, row: dict, key: str, fix: str, minimum: int = 0) -> int:
     v = row.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise DatasetFormatError(path, f"{key} must be an integer >= {minimum}, got {v!r}", fix, line=lineno)
+    if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= MAX_COUNT:
+        raise DatasetFormatError(
+            path, f"{key} must be an integer in {minimum}..2**53, got {v!r}", fix, line=lineno
+        )
     return v
 
 
@@ -52,9 +54,12 @@ def read_tasks_v21(root: DatasetRoot) -> dict[int, str]:
     return tasks
 
 
-_CANONICAL = re.compile(rb'\{"episode_index": (\d+), "tasks": \["([^"\\]*)"[^\]]*\], "length": (\d+)[,}]')
-_EPISODE = re.compile(rb'"episode_index"\s*:\s*(\d+)[,}\s]')
-_LENGTH = re.compile(rb'"length"\s*:\s*(\d+)[,}\s]')
+# Numbers of more than 15 digits do not match (they would overflow int64): the strict parser names the line.
+_CANONICAL = re.compile(
+    rb'\{"episode_index": (\d{1,15}), "tasks": \["([^"\\]*)"[^\]]*\], "length": (\d{1,15})[,}]'
+)
+_EPISODE = re.compile(rb'"episode_index"\s*:\s*(\d{1,15})[,}\s]')
+_LENGTH = re.compile(rb'"length"\s*:\s*(\d{1,15})[,}\s]')
 _TASK = re.compile(rb'"tasks"\s*:\s*\[\s*"((?:[^"\\]|\\.)*)"')
 
 # (episode_index, length, code of the first task per episode (-1: none), the task string of each code)
@@ -101,7 +106,10 @@ def _fast_episodes(data: bytes) -> Parsed | None:
     task_code = np.fromiter(
         (codes.setdefault(t, len(codes)) for t in tasks), dtype=np.int64, count=len(tasks)
     )
-    names = [json.loads(b'"' + raw + b'"') for raw in codes]
+    try:
+        names = [json.loads(b'"' + raw + b'"') for raw in codes]
+    except ValueError:  # not UTF-8, or a bad escape: the strict parser names the line
+        return None
     return np.array(episodes, dtype=np.int64), np.array(lengths, dtype=np.int64), task_code, names
 
 
@@ -136,9 +144,15 @@ def read_episodes_v21(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
     fast = _fast_episodes(data)
     episode_index, length, task_code, names = fast if fast is not None else _strict_episodes(data, path)
     n = len(episode_index)
-    if np.any(length < 1):
+    if np.any(length < 1) or np.any(length > MAX_COUNT) or np.any(episode_index > MAX_COUNT):
         # Only the fast path can get here (the strict parser checks each line): let it name the line.
         _strict_episodes(data, path)
+    if length.sum(dtype=np.float64) > MAX_COUNT:
+        raise DatasetFormatError(
+            path,
+            f"the episode lengths sum to {length.sum(dtype=np.float64):.3g} frames, beyond 2**53",
+            EPISODES_FIX,
+        )
     order = np.argsort(episode_index, kind="stable")
     episode_index, length, task_code = episode_index[order], length[order], task_code[order]
     dup = np.flatnonzero(np.diff(episode_index) == 0)

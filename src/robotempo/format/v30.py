@@ -17,8 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from robotempo.errors import DatasetFormatError, MissingFileError
+from robotempo.format.checks import check_video_windows
 from robotempo.format.episodes import EpisodeTable, VideoLocation
-from robotempo.format.info import DatasetInfo
+from robotempo.format.info import MAX_COUNT, DatasetInfo
 from robotempo.fs import DatasetRoot
 
 logger = logging.getLogger(__name__)
@@ -99,14 +100,15 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
         f"videos/{k}/{c}" for k in info.video_keys for c in ("chunk_index", "file_index", "from_timestamp")
     ]
     what = "the v3.0 episode metadata"
+    to_cols = [f"videos/{k}/to_timestamp" for k in info.video_keys]
     for rel in episode_metadata_files(root):
         pf = open_parquet(root, rel, what, META_FIX)
         names = pf.schema_arrow.names
         missing = [c for c in REQUIRED + tuple(video_cols) if c not in names]
         if missing:
             raise DatasetFormatError(root.where(rel), f"columns {missing} are missing", META_FIX)
-        cols = list(REQUIRED) + video_cols + (["tasks"] if "tasks" in names else [])
-        parts.append(_read(pf, cols, root.where(rel), what, META_FIX))
+        optional = [c for c in ["tasks", *to_cols] if c in names]
+        parts.append(_read(pf, list(REQUIRED) + video_cols + optional, root.where(rel), what, META_FIX))
     table = pa.concat_tables(parts, promote_options="permissive")
     meta_dir = root.where(EPISODES_DIR)
 
@@ -126,7 +128,9 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
         raise DatasetFormatError(meta_dir, f"episode_index {ep} appears twice", META_FIX)
     length = col("length")
     from_index, to_index = col("dataset_from_index"), col("dataset_to_index")
-    bad = np.flatnonzero((to_index - from_index != length) | (length < 1))
+    bad = np.flatnonzero(
+        (to_index - from_index != length) | (length < 1) | (length > MAX_COUNT) | (from_index < 0)
+    )
     if len(bad):
         i = bad[0]
         raise DatasetFormatError(
@@ -157,9 +161,11 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
             col(f"videos/{key}/file_index"),
             lambda k=key, **f: info.video_file(k, **f),
         )
-        videos[key] = VideoLocation(
-            file=code, from_timestamp=col(f"videos/{key}/from_timestamp", np.float64), files=files
-        )
+        start = col(f"videos/{key}/from_timestamp", np.float64)
+        to_name = f"videos/{key}/to_timestamp"
+        end = col(to_name, np.float64) if to_name in table.column_names else start + length / info.fps
+        check_video_windows(meta_dir, key, episode_index, length, code, start, end, info.fps)
+        videos[key] = VideoLocation(file=code, from_timestamp=start, files=files, to_timestamp=end)
 
     task_index = np.full(len(episode_index), -1, dtype=np.int64)
     if "tasks" in table.column_names and tasks:

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SPEED_PERCENTILES_FILE = "meta/speed_percentiles.jsonl"
 SCHEMA_VERSION = 1
+_MAX_FRAMES = 2**53  # beyond it a count or a length is no real dataset's, and float64 loses integers
 _REQUIRED_KEYS = ("task_index", "task", "n_episodes", "percentiles")
 _EMPTY_FINGERPRINT = hashlib.blake2b(b"", digest_size=8).hexdigest()
 
@@ -153,12 +154,12 @@ def _row_problem(obj: dict[str, Any]) -> str | None:
     missing = [k for k in _REQUIRED_KEYS if k not in obj]
     if missing:
         return f"missing key(s) {missing} in {json.dumps(obj)[:120]}"
-    if not _is_int(obj["task_index"]) or obj["task_index"] < 0:
-        return f"'task_index' must be an int >= 0, got {obj['task_index']!r}"
+    if not _is_int(obj["task_index"]) or not 0 <= obj["task_index"] <= _MAX_FRAMES:
+        return f"'task_index' must be an int in 0..2**53, got {obj['task_index']!r}"
     if not isinstance(obj["task"], str):
         return f"'task' must be a string, got {obj['task']!r}"
-    if not _is_int(obj["n_episodes"]) or obj["n_episodes"] < 0:
-        return f"'n_episodes' must be an int >= 0, got {obj['n_episodes']!r}"
+    if not _is_int(obj["n_episodes"]) or not 0 <= obj["n_episodes"] <= _MAX_FRAMES:
+        return f"'n_episodes' must be an int in 0..2**53, got {obj['n_episodes']!r}"
     if "version" in obj and not (_is_int(obj["version"]) and 1 <= obj["version"] <= SCHEMA_VERSION):
         return f"'version' {obj['version']!r} is not one this robotempo reads (<= {SCHEMA_VERSION})"
     if "fingerprint" in obj and not isinstance(obj["fingerprint"], str):
@@ -171,8 +172,8 @@ def _row_problem(obj: dict[str, Any]) -> str | None:
         return f"'percentiles' must be null or a list of {n} boundaries (p5..p95), got {p!r}"
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in p):
         return f"'percentiles' must be finite numbers, got {p!r}"
-    if any(x < 0 for x in p):
-        return f"'percentiles' must not be negative, got {p!r}"
+    if any(not 0 <= x <= _MAX_FRAMES for x in p):
+        return f"'percentiles' must be episode lengths (not negative, at most 2**53 frames), got {p!r}"
     if any(b < a for a, b in zip(p[:-1], p[1:], strict=True)):
         return f"'percentiles' must be sorted ascending, got {p!r}"
     return None

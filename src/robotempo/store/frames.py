@@ -10,31 +10,25 @@ episodes, in order, with the promised lengths and global indices.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from robotempo.env import env_float
-from robotempo.errors import DatasetFormatError, RowAlignmentError
+from robotempo.errors import DatasetFormatError, NonFiniteValueError, RowAlignmentError, UnknownTaskError
 from robotempo.forksafe import ProcessLocal
 from robotempo.format.episodes import EpisodeTable
-from robotempo.format.info import DEFAULT_COLUMNS, DatasetInfo
+from robotempo.format.info import DatasetInfo
 from robotempo.fs import DatasetRoot, FileRef, as_root
-from robotempo.store.parquet import (
-    ParquetFiles,
-    default_parquet_files,
-    first_value,
-    is_fixed_shape,
-    item_ndim,
-    row_group_offsets,
-    to_numpy,
-)
+from robotempo.store.columns import ALIGN_FIX, check_schema, column_values, plan_columns, undeclared
+from robotempo.store.parquet import ParquetFiles, default_parquet_files, row_group_offsets
 from robotempo.store.shared import SharedArrays, for_child_process, share_tables
 
-ALIGN_FIX = "the metadata and the data disagree: re-export the dataset, or regenerate meta/ from the data"
+logger = logging.getLogger(__name__)
 HEAVY_CACHE_ENV = "ROBOTEMPO_HEAVY_CACHE_MB"
 DEFAULT_HEAVY_CACHE_MB = 256
 
@@ -48,11 +42,13 @@ class _Lru:
 class _HeavyCache:
     """Row-group columns of heavy features, LRU-bounded by bytes; dropped in a forked child, never pickled.
 
-    Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`).
+    Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`). `budget` is
+    what a lone process holds; `share(n)` holds a 1/n share of it, for one of n DataLoader workers.
     """
 
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.max_bytes = budget
         self._lru: ProcessLocal[_Lru] = ProcessLocal(_Lru)
 
     def get(self, key: tuple, load: Callable[[], pa.Array]) -> pa.Array:
@@ -73,10 +69,14 @@ class _HeavyCache:
     def nbytes(self) -> int:
         return self._lru.get().nbytes
 
+    def share(self, processes: int) -> None:
+        """Hold at most budget / processes from now on (idempotent): n workers together hold one budget."""
+        self.max_bytes = max(1, self.budget // max(1, processes))
+
     def __reduce__(self):
         if self is _default_heavy_cache:
             return default_heavy_cache, ()  # the receiving process's own shared cache
-        return _HeavyCache, (self.max_bytes,)
+        return _HeavyCache, (self.budget,)
 
 
 _default_heavy_cache: _HeavyCache | None = None
@@ -98,8 +98,11 @@ def default_heavy_cache() -> _HeavyCache:
 class FrameTable:
     """Rows of the selected episodes (`episodes`, a sub-table sorted by episode_index), in that order.
 
-    `files` and the heavy cache default to the process-wide ones (one budget per process); `heavy_cache_mb`
-    gives this table a private cache of that size instead.
+    `catalog` is the whole dataset's episode table (the selection's file codes index it): every data file
+    read must hold exactly the rows the catalog lists for it. `tasks` is the task table: every `task_index`
+    read must be in it. Both are used while opening only (not kept). `files` and the heavy cache default to
+    the process-wide ones (one budget per process); `heavy_cache_mb` gives this table a private cache of that
+    size instead.
     """
 
     def __init__(
@@ -107,6 +110,8 @@ class FrameTable:
         root: str | Path | DatasetRoot,
         info: DatasetInfo,
         episodes: EpisodeTable,
+        catalog: EpisodeTable,
+        tasks: Mapping[int, str],
         files: ParquetFiles | None = None,
         heavy_cache_mb: float | None = None,
     ):
@@ -122,101 +127,86 @@ class FrameTable:
         self.ep_to = np.cumsum(episodes.length)
         self.ep_from = self.ep_to - episodes.length
         self.num_rows = int(self.ep_to[-1]) if len(self.ep_to) else 0
+        self.plan = plan_columns(info)
         self.columns: dict[str, np.ndarray] = {}
-        self.heavy_keys: list[str] = []
+        self.heavy_keys: list[str] = list(self.plan.heavy)
         self._rg_offsets: dict[int, np.ndarray] = {}
         self._file_ids: dict[int, tuple] = {}  # identity of each data file as read at open (cache keys)
         self.row_from = np.empty(len(episodes), dtype=np.int64)  # verified in-file row offset per episode
-        self._read()
+        self._read(catalog, tasks)
 
     # -- open -------------------------------------------------------------------------------------------
     def _path(self, code: int) -> FileRef:
         return self.location.file(self.episodes.data_files[code])
 
-    def _plan_columns(self, schema: pa.Schema) -> tuple[list[str], dict[str, int]]:
-        numeric, ndim = [], {}
-        for name in schema.names:
-            spec = self.info.features.get(name)
-            if name == "__index_level_0__" or (spec is not None and spec.is_video):
-                continue
-            type_ = schema.field(name).type
-            if (spec is None or not spec.is_camera) and is_fixed_shape(type_):
-                numeric.append(name)
-                ndim[name] = item_ndim(type_)
-            elif spec is not None:
-                self.heavy_keys.append(name)
-        return numeric, ndim
-
-    def _item_shape(self, name: str, ndim: int) -> tuple[int, ...]:
-        if ndim == 0:
-            return ()
-        spec = self.info.features.get(name)
-        if spec is not None and len(spec.shape) == ndim:
-            return spec.shape
-        return (-1,) * ndim
-
-    def _read(self) -> None:
+    def _read(self, catalog: EpisodeTable, tasks: Mapping[int, str]) -> None:
         eps = self.episodes
         order = np.argsort(eps.data_file, kind="stable")
         codes, starts = np.unique(eps.data_file[order], return_index=True)
         bounds = list(starts[1:]) + [len(order)]
-        if not len(codes):
-            return
-        first_path = self._path(int(codes[0]))
-        numeric, ndim = self._plan_columns(self.files.get(first_path).schema_arrow)
-        missing = [c for c in DEFAULT_COLUMNS if c not in numeric]
-        if missing:
-            raise RowAlignmentError(first_path.where, f"default columns {missing} are missing", ALIGN_FIX)
-        shapes = {n: self._item_shape(n, ndim[n]) for n in numeric}
+        layout = _FileLayout(catalog)
+        numeric = list(self.plan.numeric)
         for code, lo, hi in zip(codes, starts, bounds):
             positions = order[lo:hi]
-            table = self._read_file(int(code), positions, numeric)
-            for name in numeric:
-                values = to_numpy(table.column(name), shapes[name], self._path(int(code)).where, name)
+            path = self._path(int(code)).where
+            table = self._read_file(int(code), positions, numeric, layout)
+            for name, spec in self.plan.numeric.items():
+                values = column_values(table.column(name), spec, path)
                 if name not in self.columns:
                     self.columns[name] = np.empty((self.num_rows, *values.shape[1:]), dtype=values.dtype)
-                    shapes[name] = values.shape[1:]
                 dest = self.columns[name]
+                values = values.reshape((len(values), *dest.shape[1:]))  # scalar and [1]-list files mixed
                 offset = 0
                 for p in positions:
                     n = int(eps.length[p])
                     dest[self.ep_from[p] : self.ep_from[p] + n] = values[offset : offset + n]
                     offset += n
-        self._verify()
+        if len(codes):
+            self._verify()
+            self._check_tasks(tasks)
 
-    def _read_file(self, code: int, positions: np.ndarray, columns: list[str]) -> pa.Table:
+    def _check_layout(self, code: int, pf, positions: np.ndarray, layout: _FileLayout) -> np.ndarray:
+        """The file holds exactly the catalog's episodes for it, in order, with their lengths; returns each
+        selected episode's first row in the file."""
+        listed, lengths = layout.of(code)
+        expected = np.repeat(listed, lengths)
+        actual = pf.read(columns=["episode_index"], use_threads=False).column(0).to_numpy()
+        if len(actual) != len(expected) or not np.array_equal(actual, expected):
+            n = min(len(actual), len(expected))
+            diff = np.flatnonzero(actual[:n] != expected[:n])
+            row = int(diff[0]) if len(diff) else n
+            found = f"episode_index {actual[row]}" if row < len(actual) else "no row (the file ends)"
+            wanted = f"episode {expected[row]}" if row < len(expected) else "no row (its episodes end)"
+            raise RowAlignmentError(
+                self._path(code).where,
+                f"the metadata lists {len(listed)} episode(s) with {len(expected)} rows for this file, the "
+                f"file holds {len(actual)}: file row {row} holds {found} where the metadata puts {wanted}",
+                ALIGN_FIX,
+            )
+        by_episode = np.argsort(listed)
+        first_row = (np.cumsum(lengths) - lengths)[by_episode]
+        return first_row[np.searchsorted(listed, self.episodes.episode_index[positions], sorter=by_episode)]
+
+    def _read_file(
+        self, code: int, positions: np.ndarray, columns: list[str], layout: _FileLayout
+    ) -> pa.Table:
         """Read the row groups of one file that hold the given episodes, and slice out exactly their rows."""
         ref = self._path(code)
         path = ref.where
         self._file_ids[code], pf = self.files.get_with_identity(ref)
+        check_schema(pf.schema_arrow, self.plan, path)
+        extra = undeclared(pf.schema_arrow, self.plan)
+        if extra:
+            logger.debug("%s: columns %s are not declared in meta/info.json and are not served", path, extra)
         offsets = row_group_offsets(pf)
         self._rg_offsets[code] = offsets
         eps = self.episodes
-        first_index = first_value(pf, "index")
-        if first_index is None:
-            raise RowAlignmentError(path, "the file holds no rows (or no 'index' column)", ALIGN_FIX)
-        row_from = eps.dataset_from_index[positions] - first_index
+        row_from = self._check_layout(code, pf, positions, layout)
         row_to = row_from + eps.length[positions]
-        bad = np.flatnonzero((row_from < 0) | (row_to > offsets[-1]))
-        if len(bad):
-            p = positions[bad[0]]
-            raise RowAlignmentError(
-                path,
-                f"episode {eps.episode_index[p]} (global rows {eps.dataset_from_index[p]}.."
-                f"{eps.dataset_to_index[p]}) is not inside this file (first index {first_index}, "
-                f"{offsets[-1]} rows)",
-                ALIGN_FIX,
-            )
         self.row_from[positions] = row_from
         first_rg = np.searchsorted(offsets, row_from, side="right") - 1
         last_rg = np.searchsorted(offsets, row_to - 1, side="right") - 1
         groups = sorted({g for a, b in zip(first_rg, last_rg) for g in range(int(a), int(b) + 1)})
-        names = set(pf.schema_arrow.names)
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise RowAlignmentError(
-                path, f"columns {missing} are missing (other data files have them)", ALIGN_FIX
-            )
         with ref.root.guard(ref.rel):
             table = pf.read_row_groups(groups, columns=columns, use_threads=False)
         # The groups read are concatenated: file row r sits at r + shift[g] where g is r's first group.
@@ -229,6 +219,23 @@ class FrameTable:
         if len(take) == table.num_rows and np.array_equal(take, np.arange(len(take))):
             return table
         return table.take(pa.array(take))
+
+    def _check_tasks(self, tasks: Mapping[int, str]) -> None:
+        """Every frame's task_index names a task of the task table (an unknown one would serve no prompt)."""
+        known = np.fromiter(tasks, dtype=np.int64, count=len(tasks))
+        task = self.columns["task_index"]
+        bad = np.flatnonzero(~np.isin(task, known))
+        if len(bad):
+            row = int(bad[0])
+            e = int(np.searchsorted(self.ep_to, row, side="right"))
+            eps = self.episodes
+            table = "meta/tasks.parquet" if self.info.is_v3 else "meta/tasks.jsonl"
+            raise UnknownTaskError(
+                self._path(int(eps.data_file[e])).where,
+                f"episode {eps.episode_index[e]} frame {row - self.ep_from[e]} has task_index {task[row]}, "
+                f"which {table} does not list (it lists {sorted(tasks)[:10]}; {len(bad)} frame(s) affected)",
+                f"add the task to {table}, or correct the task_index column",
+            )
 
     def _verify(self) -> None:
         """Rows must carry exactly the selected episodes with the promised lengths and global indices."""
@@ -249,6 +256,30 @@ class FrameTable:
                 f"expected "
                 f"episode_index {expected_ep[row]} and index {expected_index[row]}",
                 ALIGN_FIX,
+            )
+
+    def non_finite(self) -> dict[str, tuple[int, int]]:
+        """Float columns holding NaN or infinity: name -> (how many values, first table row)."""
+        out = {}
+        for name, values in self.columns.items():
+            if values.dtype.kind != "f":
+                continue
+            bad = ~np.isfinite(values.reshape(len(values), -1))
+            rows = np.flatnonzero(bad.any(axis=1))
+            if len(rows):
+                out[name] = (int(bad.sum()), int(rows[0]))
+        return out
+
+    def check_finite(self) -> None:
+        """Raise `NonFiniteValueError` naming the file, column and row of the first NaN or infinity."""
+        for name, (count, row) in self.non_finite().items():
+            e = int(np.searchsorted(self.ep_to, row, side="right"))
+            eps = self.episodes
+            raise NonFiniteValueError(
+                self._path(int(eps.data_file[e])).where,
+                f"column {name!r} holds {count} NaN or infinite value(s); the first in episode "
+                f"{eps.episode_index[e]} frame {row - self.ep_from[e]}: {self.columns[name][row].tolist()!r}",
+                "clean the data, or pass check_finite=False to serve NaN and infinity as they are",
             )
 
     # -- access -----------------------------------------------------------------------------------------
@@ -290,6 +321,10 @@ class FrameTable:
             return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
 
     @property
+    def heavy_cache(self) -> _HeavyCache:
+        return self._heavy_cache
+
+    @property
     def numeric_nbytes(self) -> int:
         return sum(a.nbytes for a in self.columns.values())
 
@@ -316,3 +351,23 @@ class FrameTable:
             state["columns"] = {name: arrays[prefix + name] for name in state["columns"]}
             state["shared"] = None
         self.__dict__.update(state)
+
+
+class _FileLayout:
+    """Which catalog episodes the metadata puts in each data file, in row order (grouped once, on demand)."""
+
+    def __init__(self, catalog: EpisodeTable):
+        self.catalog = catalog
+        self._order: np.ndarray | None = None
+        self._codes: np.ndarray | None = None
+
+    def of(self, code: int) -> tuple[np.ndarray, np.ndarray]:
+        """(episode_index, length) of the episodes of data file `code`, sorted by dataset_from_index."""
+        cat = self.catalog
+        if self._order is None:
+            self._order = np.argsort(cat.data_file, kind="stable")
+            self._codes = cat.data_file[self._order]
+        lo, hi = np.searchsorted(self._codes, [code, code + 1])
+        mine = self._order[lo:hi]
+        mine = mine[np.argsort(cat.dataset_from_index[mine], kind="stable")]
+        return cat.episode_index[mine], cat.length[mine]

@@ -1,4 +1,4 @@
-"""Parquet access: a bounded, fork-safe cache of open files; arrow -> numpy for fixed-shape columns.
+"""Parquet access: a bounded, fork-safe cache of open files; footer helpers (row groups, statistics).
 
 An open `ParquetFile` holds its parsed footer, so a file's footer is read once per process while it stays
 in the cache (`ROBOTEMPO_PARQUET_HANDLES`, default 64). On an object store each later read fetches only the
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -135,49 +134,3 @@ def first_value(pf: pq.ParquetFile, column: str) -> int | None:
     if stats is not None and rows and stats.min == stats.max - rows + 1:
         return int(stats.min)  # a contiguous run of `rows` values starting at min: the first row holds min
     return int(pf.read_row_group(0, columns=[column]).column(0)[0].as_py())
-
-
-def is_list_type(type_: pa.DataType) -> bool:
-    return pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_)
-
-
-def is_fixed_shape(type_: pa.DataType) -> bool:
-    while pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
-        type_ = type_.value_type
-    return pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_)
-
-
-def item_ndim(type_: pa.DataType) -> int:
-    n = 0
-    while pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
-        type_, n = type_.value_type, n + 1
-    return n
-
-
-def to_numpy(
-    column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], path: Path | str, name: str
-) -> np.ndarray:
-    """A numeric (possibly nested-list) column as an array `(rows, *shape)`; `shape` is () for scalars."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(arr)
-    if isinstance(arr.type, pa.ExtensionType):
-        arr = arr.storage
-    while True:
-        if arr.null_count:
-            raise DatasetFormatError(
-                path,
-                f"column {name!r} has {arr.null_count} null values",
-                "fill the missing values; robotempo reads dense numeric columns",
-            )
-        if not (is_list_type(arr.type)):
-            break
-        arr = arr.flatten()
-    values = arr.to_numpy(zero_copy_only=False)
-    expected = n * int(np.prod(shape, dtype=np.int64))
-    if values.size != expected:
-        raise DatasetFormatError(
-            path,
-            f"column {name!r} holds {values.size} values for {n} rows, expected shape {shape} per row",
-            "make info.json's feature shape match the data",
-        )
-    return values.reshape((n, *shape))

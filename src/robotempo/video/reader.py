@@ -26,6 +26,7 @@ from av.video.reformatter import VideoReformatter
 from robotempo.errors import FrameTimestampError, StorageError, VideoDecodeError
 from robotempo.fs import FileRef, as_file
 from robotempo.video.seek_plan import plan_seeks, seek_cost_frames
+from robotempo.video.stream import StreamInfo
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,14 @@ class VideoReader:
         self.start_pts = int(stream.start_time) if stream.start_time is not None else 0
         self.end_pts = self.start_pts + stream.duration if stream.duration else None  # end of the last frame
         self.width, self.height = context.width, context.height
+        self.info = StreamInfo(
+            fps=float(rate),
+            frames=int(stream.frames or 0),
+            start_s=self.start_pts * self.time_base,
+            end_s=None if self.end_pts is None else self.end_pts * self.time_base,
+            width=self.width,
+            height=self.height,
+        )
         self._seek_cost = seek_cost_frames(context.name)
         self._index = stream.index_entries
         self._index_is_per_frame = bool(stream.frames) and len(self._index) == stream.frames

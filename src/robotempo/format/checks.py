@@ -1,0 +1,58 @@
+"""Metadata-only consistency checks, vectorised over the whole episode table at open (no file is read)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from robotempo.errors import DatasetFormatError
+
+WINDOW_FIX = (
+    "the episode metadata's video windows disagree with the episode lengths: re-export the dataset, or "
+    "recompute videos/<key>/from_timestamp and to_timestamp from the videos"
+)
+# How far (in frames) a window's bounds may stray from the frame grid: merged datasets carry float error;
+# a whole frame of disagreement is a shifted window.
+WINDOW_SLACK_FRAMES = 0.5
+
+
+def check_video_windows(
+    where: Path,
+    key: str,
+    episode_index: np.ndarray,
+    length: np.ndarray,
+    file: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    fps: float,
+) -> None:
+    """Each episode's window `[start, end)` in its video file holds exactly its `length` frames, and no two
+    windows of one file overlap (a shifted window would serve a neighbour's frames)."""
+    slack = WINDOW_SLACK_FRAMES / fps
+
+    def fail(i: int, problem: str) -> None:
+        raise DatasetFormatError(
+            where,
+            f"episode {episode_index[i]}: videos/{key} window from_timestamp {start[i]!r} .. to_timestamp "
+            f"{end[i]!r} {problem}",
+            WINDOW_FIX,
+        )
+
+    finite = np.isfinite(start) & np.isfinite(end) & (start >= -slack) & (end < 2.0**53)
+    if not finite.all():
+        fail(int(np.flatnonzero(~finite)[0]), "is not a finite, non-negative time")
+    span = (end - start) * fps
+    bad = np.flatnonzero(np.abs(span - length) > WINDOW_SLACK_FRAMES)
+    if len(bad):
+        i = int(bad[0])
+        fail(i, f"spans {span[i]:.3f} frames at {fps:g} fps, but the episode has {length[i]} frames")
+    order = np.lexsort((start, file))
+    same_file = file[order][1:] == file[order][:-1]
+    overlap = np.flatnonzero(same_file & (start[order][1:] < end[order][:-1] - slack))
+    if len(overlap):
+        i, j = int(order[overlap[0]]), int(order[overlap[0] + 1])
+        fail(
+            j,
+            f"overlaps the window of episode {episode_index[i]} ({start[i]!r} .. {end[i]!r}) in its file",
+        )

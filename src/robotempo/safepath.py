@@ -1,0 +1,80 @@
+"""Dataset files stay inside the dataset, and are regular files: checked before anything opens them.
+
+A dataset from the internet chooses its path templates, file entries and symlinks; none of them may make the
+loader read other files of the machine, and none may make it block (opening a FIFO for reading waits for a
+writer forever) or read a device. `check_file(root, path, ...)` resolves `path` (following symlinks), checks
+that it lies inside the root, and that it is a regular file, with one `stat` per call after the root is known.
+
+Symlinks pointing inside the root are fine. A symlink may also point into a trusted folder: the `blobs/`
+folder of a huggingface_hub cache repository when the root is one of its `snapshots/<revision>` folders
+(that is how the hub cache stores files), and the folders listed in `ROBOTEMPO_TRUSTED_ROOTS`
+(`os.pathsep`-separated), for datasets assembled from symlinks on purpose.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from functools import lru_cache
+from pathlib import Path
+
+from robotempo.errors import MissingFileError, UnsafePathError
+
+TRUSTED_ROOTS_ENV = "ROBOTEMPO_TRUSTED_ROOTS"
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+@lru_cache(maxsize=64)
+def _allowed(root: str, trusted: str) -> tuple[str, ...]:
+    """The resolved folders files of `root` may live in."""
+    real = os.path.realpath(root)
+    out = [real]
+    parts = Path(root).absolute().parts
+    if len(parts) >= 3 and parts[-2] == "snapshots":  # huggingface_hub cache: snapshots/<rev> -> ../../blobs
+        out.append(os.path.realpath(os.path.join(root, "..", "..", "blobs")))
+    out += [os.path.realpath(t) for t in trusted.split(os.pathsep) if t]
+    return tuple(out)
+
+
+def _inside(path: str, folders: tuple[str, ...]) -> bool:
+    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
+
+
+def check_file(root: str | Path, path: str | Path, what: str, fix: str) -> Path:
+    """`path` (absolute, or relative to `root`) as a Path, once known to be a regular file inside `root`.
+
+    Raises `MissingFileError` if it does not exist, `UnsafePathError` if it resolves outside the root (through
+    '..', an absolute path or a symlink), is a symlink loop, or is not a regular file.
+    """
+    root = os.fspath(root)
+    full = os.path.join(root, os.fspath(path))
+    try:
+        real = os.path.realpath(full, strict=True)
+        mode = os.stat(real).st_mode
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):  # absent, or a dangling symlink on the way
+            raise MissingFileError(full, what, fix) from None
+        if e.errno == errno.ELOOP:
+            raise UnsafePathError(
+                full, f"{what} is a symlink loop", "replace the symlink by the file it should name"
+            ) from None
+        raise UnsafePathError(full, f"{what} cannot be inspected ({e.strerror})", fix) from None
+    if not _inside(real, _allowed(root, os.environ.get(TRUSTED_ROOTS_ENV, ""))):
+        raise UnsafePathError(
+            full,
+            f"{what} resolves to {real}, outside the dataset root {os.path.realpath(root)}",
+            "keep every file of the dataset inside its folder (fix the path template or the symlink), or, "
+            f"if the dataset is assembled from symlinks on purpose, list their target folders in "
+            f"{TRUSTED_ROOTS_ENV}",
+        )
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise UnsafePathError(full, f"{what} is {kind}, not a regular file", fix)
+    return Path(full)

@@ -1,0 +1,87 @@
+"""The CLI on bad datasets: `info`, `validate` and `speed` never show a traceback; a dataset that cannot be
+opened exits 2 with the typed message; `validate` reads every file and lists every bad one (exit 1)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from robotempo.synth import write_synthetic
+from robotempo.validation import validate_dataset
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=4, n_tasks=2, fps=10, seed=3, mean_length=12.0,
+                    camera="image", image_size=(32, 32))  # fmt: skip
+    return root
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "robotempo"), *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def edit_column(path, name, fn) -> None:
+    t = pq.read_table(path)
+    pq.write_table(t.set_column(t.column_names.index(name), name, fn(t.column(name))), path)
+
+
+def test_unreadable_metadata_exits_2_with_the_typed_message(good, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(good, root)
+    info = json.loads((root / "meta/info.json").read_text())
+    (root / "meta/info.json").write_text(json.dumps({**info, "fps": float("nan")}))
+    for command in ("info", "validate", "speed"):
+        result = cli(command, str(root))
+        out = result.stdout + result.stderr
+        assert "Traceback" not in out, out
+        if command == "validate":
+            assert result.returncode == 1 and "FAILED" in out and "fps" in out
+        else:
+            assert result.returncode == 2 and "DatasetFormatError" in out and "info.json" in out, out
+
+
+def test_validate_lists_every_bad_file_and_counts_nan(good, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(good, root)
+    data = root / "data/chunk-000"
+    uneven = lambda c: pa.array([r + [0.5] if i == 3 else r for i, r in enumerate(c.to_pylist())])  # noqa: E731
+    edit_column(data / "episode_000001.parquet", "action", uneven)
+    edit_column(data / "episode_000002.parquet", "task_index", lambda c: pa.array(np.full(len(c), 9)))
+    nan_state = lambda c: pa.array([[np.nan] * len(r) for r in c.to_pylist()], c.type)  # noqa: E731
+    edit_column(data / "episode_000003.parquet", "observation.state", nan_state)
+    findings = validate_dataset(root)
+    failed = {f.check.strip(): f.details for f in findings if f.status == "failed"}
+    assert failed["data/chunk-000/episode_000001.parquet"].startswith("FeatureMismatchError")
+    assert "row 3" in failed["data/chunk-000/episode_000001.parquet"]
+    assert failed["data/chunk-000/episode_000002.parquet"].startswith("UnknownTaskError")
+    assert "2 of 4 data files failed" in failed["data files (schema, rows, dtypes, tasks, timestamps)"]
+    notes = [f for f in findings if f.status == "note"]
+    assert len(notes) == 1 and "observation.state" in notes[0].details
+    result = cli("validate", str(root))
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+
+
+def test_validate_passes_a_good_dataset_and_reads_every_image(good, tmp_path):
+    result = cli("validate", str(good))
+    assert result.returncode == 0, result.stdout
+    root = tmp_path / "ds"
+    shutil.copytree(good, root)
+    path = root / "data/chunk-000/episode_000002.parquet"
+    t = pq.read_table(path)
+    cells = t.column("observation.images.top").to_pylist()
+    cells[5]["bytes"] = cells[5]["bytes"][:40]  # a damaged image in the middle of an episode
+    edit_column(path, "observation.images.top", lambda c: pa.array(cells, c.type))
+    failed = [f for f in validate_dataset(root) if f.status == "failed"]
+    assert failed and "episode 2 frame 5" in failed[0].details, failed
