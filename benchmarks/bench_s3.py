@@ -93,12 +93,22 @@ def worker(args: argparse.Namespace) -> None:
     it = iter(loader)
     for _ in range(args.warmup):
         next(it)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _cpu_s()
     samples = 0
     for batch in it:
         samples += len(batch["index"])
     wall = time.perf_counter() - t
-    print(json.dumps({"samples": samples, "wall_s": wall, "samples_per_s": samples / wall}))
+    del it  # the workers exit and are waited for: their CPU time lands in RUSAGE_CHILDREN
+    cpu = _cpu_s() - cpu
+    print(json.dumps({"samples": samples, "wall_s": wall, "samples_per_s": samples / wall, "cpu_s": cpu}))
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the loader's workers)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _measure(root: str, options: dict | None, **kw) -> dict:
@@ -122,7 +132,7 @@ def run(args: argparse.Namespace) -> dict:
     reps = args.reps or (2 if args.quick else 3)
     loader_kw = {"batch_size": 64, "workers": 2, "warmup": 5, "batches": 30 if args.quick else 80}
     base = Path(args.dir)
-    roots = {name: corpora.ensure(name, scale, base) for name in ("Vtab", "V264")}
+    roots = {} if args.no_loader else {name: corpora.ensure(name, scale, base) for name in ("Vtab", "V264")}
     open_roots = {name: corpora.ensure(name, 1.0, base) for name in OPEN_CORPORA} if not args.no_open else {}
     server = S3Server()
     gate = Gate(server.port)
@@ -139,11 +149,13 @@ def run(args: argparse.Namespace) -> dict:
             "loader": loader_kw,
             "corpora": {n: corpora.describe(r) for n, r in roots.items()},
             "throughput": {},
+            "per_cpu_s": {},
             "traffic": {},
             "open": {},
         }
         for name, root in roots.items():
             runs: dict[str, list[float]] = {"local": [], "s3": []}
+            cpu_runs: dict[str, list[float]] = {"local": [], "s3": []}
             for rep in range(reps):
                 order = ["local", "s3"] if rep % 2 == 0 else ["s3", "local"]
                 for where in order:
@@ -155,8 +167,10 @@ def run(args: argparse.Namespace) -> dict:
                         **loader_kw,
                     )
                     runs[where].append(res["samples_per_s"])
+                    cpu_runs[where].append(res["samples"] / res["cpu_s"])
                     print(f"{name} rep {rep} {where}: {res['samples_per_s']:.0f} samples/s", flush=True)
             record["throughput"][name] = runs
+            record["per_cpu_s"][name] = cpu_runs
             gate.reset_counts()
             res = _measure(urls[name], relayed, video=name == "V264", seed=99, **loader_kw)
             requests, sent = gate.reset_counts()
@@ -191,6 +205,16 @@ def report(record: dict) -> str:
         lines.append(f"| {name} | {local:,.0f} | {s3:,.0f} | {s3 / local:.2f}x | {verdict} |")
     lines += [
         "",
+        "Per CPU-second of the loader (main process + workers; the server's CPU not counted):",
+        "",
+        "| corpus | local samples/CPU-s | s3 samples/CPU-s | s3 / local |",
+        "|---|---|---|---|",
+    ]
+    for name, runs in record.get("per_cpu_s", {}).items():
+        local, s3 = statistics.median(runs["local"]), statistics.median(runs["s3"])
+        lines.append(f"| {name} | {local:,.0f} | {s3:,.0f} | {s3 / local:.2f}x |")
+    lines += [
+        "",
         "| corpus | samples | requests | requests/sample | bytes/sample | dataset bytes |",
         "|---|---|---|---|---|---|",
     ]
@@ -221,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--quick", action="store_true")
     r.add_argument("--reps", type=int, default=0)
     r.add_argument("--no-open", action="store_true", help="skip the 1k vs 20k open counts")
+    r.add_argument("--no-loader", action="store_true", help="only the open counts")
     r.add_argument("--dir", default=str(corpora.DEFAULT_DIR))
     r.add_argument("--out", default=str(BENCH / "results"))
     w = sub.add_parser("worker")
@@ -244,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report(json.loads(Path(args.json).read_text())))
         return 0
     record = run(args)
-    out = Path(args.out) / f"{record['date']}-s3{'-quick' if args.quick else ''}.json"
+    part = "-open" if args.no_loader else ("-loader" if args.no_open else "")
+    out = Path(args.out) / f"{record['date']}-s3{'-quick' if args.quick else ''}{part}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
     print(report(record))

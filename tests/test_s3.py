@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -300,3 +301,24 @@ def test_mixture_of_s3_specs_equals_the_local_mixture(store, v30_video_dataset, 
     want = Mixture(local, key_maps=maps, delta_timestamps=deltas)
     rows = np.random.default_rng(1).choice(len(want), 48, replace=False).tolist()
     assert_same_batches(got.__getitems__(rows).stacked, want.__getitems__(rows).stacked)
+
+
+def test_an_endpoint_that_never_answers_fails_typed_in_bounded_time(store, monkeypatch):
+    """A server that accepts connections and says nothing: each request gives up after request_timeout."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    held: list[socket.socket] = []
+    threading.Thread(
+        target=lambda: [held.append(hole.accept()[0]) for _ in iter(int, 1)], daemon=True
+    ).start()
+    monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "1")
+    options = store.options(endpoint_override=f"http://127.0.0.1:{hole.getsockname()[1]}", request_timeout=2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match="object store failed the request") as e:
+            LeRobotDataset("x", root=f"s3://{BUCKET}/datasets/v21_dataset", storage_options=options)
+    finally:
+        hole.close()
+    assert time.monotonic() - started < 20
+    assert f"s3://{BUCKET}/datasets/v21_dataset/meta/info.json" in str(e.value)

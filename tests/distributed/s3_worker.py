@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 import robotempo.speed.store as store
-from robotempo import LeRobotDataset, collate
+from robotempo import LeRobotDataset, Sampler, collate
 
 RANK = int(os.environ["RANK"])
 
@@ -38,7 +38,8 @@ def main(url: str, out: str) -> None:
 
     store.compute_percentiles_by_task, store.write_percentiles_file = compute, write
     ds = LeRobotDataset("dist", root=url, delta_timestamps={"observation.images.top": [-0.1, 0.0]})
-    sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=5, drop_last=True)
+    # An even number of positions: each rank serves exactly half, no wrapped position repeats.
+    sampler = Sampler(ds, seed=5, num_samples=len(ds) - len(ds) % 2)
     loader = torch.utils.data.DataLoader(ds, batch_size=8, sampler=sampler, num_workers=1, collate_fn=collate)
     indices: list[int] = []
     labels: dict[int, int] = {}

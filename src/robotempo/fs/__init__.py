@@ -13,11 +13,9 @@ by name.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import stat
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,76 +23,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from robotempo.env import env_int
 from robotempo.errors import ConfigError, StorageError
 from robotempo.forksafe import ProcessLocal
+from robotempo.fs.blockfile import BlockFile
+from robotempo.fs.store import classify, s3_options, split_scheme
 from robotempo.safepath import check_file
+
+__all__ = ["BlockFile", "DatasetRoot", "FileRef", "as_file", "as_root", "classify", "s3_options"]
 
 logger = logging.getLogger(__name__)
 
-BLOCK_KB_ENV = "ROBOTEMPO_REMOTE_BLOCK_KB"
-BLOCKS_ENV = "ROBOTEMPO_REMOTE_BLOCKS"
-RETRIES_ENV = "ROBOTEMPO_S3_RETRIES"
-DEFAULT_BLOCK_KB = 1024
-DEFAULT_BLOCKS = 8
-DEFAULT_RETRIES = 10
 LOCAL_FIX = "replace it by the regular file the dataset's metadata names (or re-download the dataset)"
-CONNECT_TIMEOUT_S = 5.0
-REQUEST_TIMEOUT_S = 30.0
-
-_S3_ALIASES = {  # fsspec / boto-style names users already write -> pyarrow's names
-    "endpoint_url": "endpoint_override",
-    "region_name": "region",
-    "anon": "anonymous",
-    "key": "access_key",
-    "aws_access_key_id": "access_key",
-    "secret": "secret_key",
-    "aws_secret_access_key": "secret_key",
-    "token": "session_token",
-    "aws_session_token": "session_token",
-}
-CREDENTIALS_FIX = (
-    "pass storage_options={'access_key': ..., 'secret_key': ...} (or 'anonymous': True for a public bucket), "
-    "or set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE"
-)
-ENDPOINT_FIX = (
-    "check the endpoint (storage_options={'endpoint_override': 'http://host:port'} or AWS_ENDPOINT_URL) "
-    f"and the network; transient faults were retried ({RETRIES_ENV} sets how often)"
-)
-
-
-def _split_scheme(text: str) -> tuple[str, str]:
-    if "://" in text:
-        scheme, rest = text.split("://", 1)
-        if scheme.isidentifier() and len(scheme) > 1:  # "C://" on Windows is a drive, not a scheme
-            return scheme.lower(), rest
-    return "", text
-
-
-def s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Keyword arguments for `pyarrow.fs.S3FileSystem`: aliases resolved, finite timeouts, bounded retries."""
-    opts: dict[str, Any] = {}
-    for key, value in (storage_options or {}).items():
-        opts[_S3_ALIASES.get(key, key)] = value
-    endpoint = (
-        opts.get("endpoint_override")
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    if endpoint:
-        scheme, rest = _split_scheme(str(endpoint))
-        opts["endpoint_override"] = rest.rstrip("/")
-        if scheme:
-            opts.setdefault("scheme", scheme)
-    if "region" not in opts and (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
-        opts["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    opts.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-    opts.setdefault("request_timeout", REQUEST_TIMEOUT_S)
-    if "retry_strategy" not in opts:
-        opts["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(
-            max_attempts=env_int(RETRIES_ENV, DEFAULT_RETRIES)
-        )
-    return opts
 
 
 class DatasetRoot:
@@ -112,7 +51,7 @@ class DatasetRoot:
 
     def __init__(self, root: str | os.PathLike, storage_options: Mapping[str, Any] | None = None):
         text = os.fspath(root) if isinstance(root, os.PathLike) else str(root)
-        scheme, rest = _split_scheme(text)
+        scheme, rest = split_scheme(text)
         self.storage_options = dict(storage_options or {})
         if scheme in ("", "file"):
             self.scheme = "file"
@@ -293,11 +232,11 @@ class DatasetRoot:
 
     def storage_error(self, error: BaseException, rel: str = "") -> BaseException:
         """The typed error for a failed read of `rel`: `StorageError` for a store fault, else `error`."""
-        return classify(error, self.where(rel), self)
+        return classify(error, self.where(rel))
 
     def fault(self, error: BaseException, rel: str, otherwise: BaseException) -> BaseException:
         """`StorageError` when `error` is a store fault (denied, no bucket, unreachable), else `otherwise`."""
-        typed = classify(error, self.where(rel), self)
+        typed = classify(error, self.where(rel))
         return typed if isinstance(typed, StorageError) else otherwise
 
     def missing_root_error(self, rel: str) -> StorageError | None:
@@ -308,7 +247,7 @@ class DatasetRoot:
         try:
             kind = self.fs.get_file_info(bucket).type
         except OSError as e:
-            err = classify(e, self.where(rel), self)
+            err = classify(e, self.where(rel))
             return err if isinstance(err, StorageError) else None
         if kind == pafs.FileType.NotFound:
             return StorageError(
@@ -335,36 +274,6 @@ class _Guard:
         if typed is not error:
             raise typed from None
         return False
-
-
-_DENIED = (
-    "ACCESS_DENIED",
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "HTTP response code: 403",
-)
-_NO_BUCKET = ("NoSuchBucket", "NO_SUCH_BUCKET")
-_UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Couldn't connect", "timed out", "Connection refused")
-
-
-def classify(error: BaseException, where: Path | str, root: DatasetRoot | None = None) -> BaseException:
-    """`StorageError` for a denied, unknown-bucket or unreachable-store failure; other errors unchanged."""
-    if (
-        isinstance(error, StorageError)
-        or not isinstance(error, OSError)
-        or isinstance(error, FileNotFoundError)
-    ):
-        return error
-    text = str(error)
-    url = str(where)
-    if any(s in text for s in _DENIED):
-        return StorageError(url, f"access denied ({text.strip()[:160]})", CREDENTIALS_FIX)
-    if any(s in text for s in _NO_BUCKET):
-        return StorageError(url, "the bucket does not exist", "check the bucket name in the root URL")
-    if any(s in text for s in _UNREACHABLE) or "AWS Error" in text:
-        return StorageError(url, f"the object store failed the request ({text.strip()[:200]})", ENDPOINT_FIX)
-    return error
 
 
 class FileRef:
@@ -419,103 +328,9 @@ def as_file(path: FileRef | str | os.PathLike) -> FileRef:
     if isinstance(path, FileRef):
         return path
     text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
-    scheme, rest = _split_scheme(text)
+    scheme, rest = split_scheme(text)
     if scheme in ("", "file"):
         full = os.path.abspath(os.path.expanduser(rest))
         return FileRef(DatasetRoot(os.path.dirname(full)), os.path.basename(full))
     folder, _, name = text.rpartition("/")
     return FileRef(DatasetRoot(folder), name)
-
-
-class BlockFile(io.RawIOBase):
-    """A read-only, seekable file object over a random-access store file, fetched in aligned blocks.
-
-    FFmpeg reads in small pieces (32 KB) and seeks back and forth around keyframes; each block is fetched
-    with one ranged request, contiguous missing blocks of one read are fetched together, and the last
-    `ROBOTEMPO_REMOTE_BLOCKS` blocks (default 8 of `ROBOTEMPO_REMOTE_BLOCK_KB`, default 1024 KB) are kept,
-    so a seek plus the decode of one cluster costs about (cluster bytes / block size) + 1 requests.
-    """
-
-    def __init__(
-        self,
-        source: pa.NativeFile,
-        name: Path | str,
-        block_size: int | None = None,
-        blocks: int | None = None,
-    ):
-        super().__init__()
-        self._source = source
-        self.name = str(name)
-        self._size = source.size()
-        self._block = block_size or env_int(BLOCK_KB_ENV, DEFAULT_BLOCK_KB) * 1024
-        self._max_blocks = blocks or env_int(BLOCKS_ENV, DEFAULT_BLOCKS)
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._size + offset
-        else:
-            raise ValueError(f"unsupported whence {whence}")
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
-        self._pos = pos
-        return pos
-
-    def read(self, n: int = -1) -> bytes:
-        end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
-        if end <= self._pos:
-            return b""
-        first, last = self._pos // self._block, (end - 1) // self._block
-        self._fetch([b for b in range(first, last + 1) if b not in self._blocks])
-        parts = []
-        for b in range(first, last + 1):
-            data = self._blocks[b]
-            self._blocks.move_to_end(b)
-            lo = max(self._pos - b * self._block, 0)
-            hi = min(end - b * self._block, len(data))
-            parts.append(data[lo:hi])
-        out = b"".join(parts) if len(parts) > 1 else parts[0]
-        self._pos += len(out)
-        while len(self._blocks) > max(self._max_blocks, last - first + 1):
-            self._blocks.popitem(last=False)
-        return out
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def _fetch(self, blocks: list[int]) -> None:
-        """One ranged read per run of consecutive missing blocks."""
-        run_start = 0
-        for i in range(1, len(blocks) + 1):
-            if i == len(blocks) or blocks[i] != blocks[i - 1] + 1:
-                lo = blocks[run_start] * self._block
-                hi = min((blocks[i - 1] + 1) * self._block, self._size)
-                try:
-                    data = self._source.read_at(hi - lo, lo)
-                except OSError as e:
-                    raise classify(e, self.name) from None
-                for j, b in enumerate(blocks[run_start:i]):
-                    self._blocks[b] = data[j * self._block : (j + 1) * self._block]
-                run_start = i
-
-    def close(self) -> None:
-        if not self.closed:
-            self._blocks.clear()
-            self._source.close()
-        super().close()

@@ -1,0 +1,120 @@
+"""robotempo.fs without a server: root naming, local reads, S3 options, BlockFile against the bytes."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+
+from robotempo.errors import ConfigError
+from robotempo.fs import BlockFile, DatasetRoot, as_file, s3_options
+
+
+def test_local_root_reads_and_names(tmp_path):
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "info.json").write_bytes(b"{}")
+    (tmp_path / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+    (tmp_path / "meta" / "episodes" / "chunk-000" / "file-000.parquet").write_bytes(b"x")
+    (tmp_path / "meta" / "episodes" / "chunk-000" / ".file-001.parquet.tmp").write_bytes(b"x")
+    root = DatasetRoot(tmp_path)
+    assert root.is_local and root.where("meta/info.json") == tmp_path / "meta" / "info.json"
+    assert root.read_bytes("meta/info.json") == b"{}" and root.size("meta/info.json") == 2
+    assert root.is_file("meta/info.json") and not root.is_file("meta/nope.json")
+    assert root.list_files("meta/episodes", ".parquet") == ["meta/episodes/chunk-000/file-000.parquet"]
+    assert root.identity("meta/info.json")[1] == 2
+    with pytest.raises(FileNotFoundError):
+        root.read_bytes("meta/nope.json")
+    again = pickle.loads(pickle.dumps(root))
+    assert again == root and again.read_bytes("meta/info.json") == b"{}"
+    ref = as_file(tmp_path / "meta" / "info.json")
+    assert str(ref) == str(tmp_path / "meta" / "info.json") and ref.read_bytes() == b"{}"
+
+
+def test_object_store_urls_are_named_as_urls():
+    root = DatasetRoot("s3://bucket/some/prefix/", {"endpoint_url": "http://127.0.0.1:9"})
+    assert not root.is_local and root.url == "s3://bucket/some/prefix"
+    assert root.where("meta/info.json") == "s3://bucket/some/prefix/meta/info.json"
+    assert root.path("data/x.parquet") == "bucket/some/prefix/data/x.parquet"
+    assert pickle.loads(pickle.dumps(root)) == root
+    with pytest.raises(ConfigError, match="names no bucket"):
+        DatasetRoot("s3://")
+
+
+def test_s3_options_aliases_environment_and_bounds(monkeypatch):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    opts = s3_options({"endpoint_url": "https://minio:9000", "anon": True, "key": "k", "secret": "s"})
+    assert opts["endpoint_override"] == "minio:9000" and opts["scheme"] == "https"
+    assert opts["anonymous"] is True and (opts["access_key"], opts["secret_key"]) == ("k", "s")
+    assert opts["connect_timeout"] > 0 and opts["request_timeout"] > 0
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    opts = s3_options(None)
+    assert (opts["endpoint_override"], opts["scheme"], opts["region"]) == (
+        "127.0.0.1:4566",
+        "http",
+        "eu-west-3",
+    )
+    monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "0")
+    with pytest.raises(ConfigError, match="ROBOTEMPO_S3_RETRIES"):
+        s3_options(None)
+
+
+def test_unknown_storage_option_is_a_config_error():
+    root = DatasetRoot("s3://bucket/ds", {"endpoint_override": "127.0.0.1:9", "no_such_setting": 1})
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        _ = root.fs
+
+
+class _Counting:
+    """A random-access source that counts its ranged reads (stands in for a store file)."""
+
+    def __init__(self, data: bytes):
+        self.data, self.reads = data, 0
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def read_at(self, n: int, offset: int) -> bytes:
+        self.reads += 1
+        return self.data[offset : offset + n]
+
+    def close(self) -> None:
+        pass
+
+
+def test_blockfile_reads_equal_the_bytes_and_stay_bounded():
+    data = np.random.default_rng(0).integers(0, 256, 100_003, dtype=np.uint8).tobytes()
+    source = _Counting(data)
+    f = BlockFile(source, "mem", block_size=4096, blocks=3)
+    plain = io.BytesIO(data)
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        whence = int(rng.integers(0, 3))
+        offset = int(rng.integers(0, len(data))) - (len(data) if whence == io.SEEK_END else 0)
+        if whence == io.SEEK_CUR:
+            offset = int(rng.integers(-100, 5000))
+            offset = max(offset, -plain.tell())
+        n = int(rng.integers(0, 20_000))
+        assert f.seek(offset, whence) == plain.seek(offset, whence)
+        before = source.reads
+        assert f.read(n) == plain.read(n)
+        assert source.reads - before <= 1  # one ranged request per read at most (missing blocks merged)
+        assert f.tell() == plain.tell() and len(f._blocks) <= 20_000 // 4096 + 2  # the largest read
+    f.seek(0)
+    buf = bytearray(10)
+    assert f.readinto(buf) == 10 and bytes(buf) == data[:10]
+
+
+def test_blockfile_over_a_real_file(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(os.urandom(70_000))
+    f = BlockFile(pafs.LocalFileSystem().open_input_file(str(path)), path, block_size=8192, blocks=2)
+    f.seek(65_000)
+    assert f.read() == path.read_bytes()[65_000:]
+    f.close()
+    assert f.closed
