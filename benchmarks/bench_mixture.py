@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from measure import FPS, RESULT_TAG, emit, query, settled_rss, tree_memory
+from measure import FPS, RESULT_TAG, children, emit, pss_bytes, query, rss_bytes, settled_rss
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -203,6 +203,27 @@ def worker_open(a: dict) -> dict:
     }
 
 
+def node_memory() -> dict:
+    """PSS and RSS summed over this process and all its descendants: forkserver workers are children of the
+    fork server, not of this process."""
+    pids, todo = [], [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        try:
+            todo += children(pid)
+        except OSError:
+            pass
+    out = {"pss": 0, "rss": 0, "processes": len(pids)}
+    for pid in pids:
+        try:
+            out["pss"] += pss_bytes(pid)
+            out["rss"] += rss_bytes(pid)
+        except (OSError, KeyError):
+            pass
+    return out
+
+
 def worker_pass(a: dict) -> dict:
     import torch
 
@@ -224,7 +245,7 @@ def worker_pass(a: dict) -> dict:
     for b, batch in enumerate(loader):
         samples += len(batch["index"])
         if b % 5 == 4:
-            m = tree_memory()
+            m = node_memory()
             peak = {k: max(peak[k], m[k]) for k in peak} | {"processes": m["processes"]}
         if b + 1 >= a["batches"]:
             break
@@ -323,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="10 datasets x 10 episodes (about 10 minutes)")
     ap.add_argument("--batches", type=int, default=60, help="batches per DataLoader pass")
     ap.add_argument("--figures", type=lambda x: x.split(","), default=list(FIGURES), help="open,pass,cache")
+    ap.add_argument(
+        "--methods", type=lambda x: tuple(x.split(",")), default=METHODS, help="fork,spawn,forkserver"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the open figure (median)")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -342,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if "pass" in a.figures:
         n_frames = int(p["n"] * p["episodes"] * p["length"])
         res["pass"] = []
-        for method in METHODS:
+        for method in a.methods:
             for workers in (2, 4):
                 for kind, before in (
                     ("empty", False),
@@ -369,13 +393,13 @@ def main(argv: list[str] | None = None) -> int:
                     )
         print(
             f"\n{'node PSS (MB)':24} "
-            + " ".join(f"{m + ' 2w':>12} {m + ' 4w':>12} {'4w/2w':>6}" for m in METHODS)
+            + " ".join(f"{m + ' 2w':>12} {m + ' 4w':>12} {'4w/2w':>6}" for m in a.methods)
         )
         table = {(r["kind"], r["method"], r["workers"]): r["pss_max"] for r in res["pass"]}
         res["pss_ratios"] = {}
         for kind in ("mixture", "separate@" + BEFORE, "one", "empty"):
             cells, ratios = [], {}
-            for method in METHODS:
+            for method in a.methods:
                 two, four = table[(kind, method, 2)], table[(kind, method, 4)]
                 e2, e4 = table[("empty", method, 2)], table[("empty", method, 4)]
                 ratios[method] = {"node": four / two, "dataset": (four - e4) / max(two - e2, 1)}
@@ -387,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "dataset PSS (node minus the empty run) 4w/2w: "
             + ", ".join(
-                f"{k} " + " ".join(f"{m} {v[m]['dataset']:.2f}" for m in METHODS)
+                f"{k} " + " ".join(f"{m} {v[m]['dataset']:.2f}" for m in a.methods)
                 for k, v in res["pss_ratios"].items()
                 if k != "empty"
             )
@@ -408,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     tag = ("quick" if a.quick else "full") + ("" if a.figures == FIGURES else "-" + "-".join(a.figures))
+    tag += "" if a.methods == METHODS else "-" + "-".join(a.methods)
     out = BENCH / "results" / f"{res['date']}-P9-{tag}.json"
     out.write_text(json.dumps(res, indent=1))
     print(f"\nsaved {out.relative_to(REPO)}")
