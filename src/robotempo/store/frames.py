@@ -221,27 +221,56 @@ class FrameTable:
                     dest[self.ep_from[p] : self.ep_from[p] + n] = values[offset : offset + n]
                     offset += n
 
-    def _check_layout(self, code: int, pf, positions: np.ndarray, layout: _FileLayout) -> np.ndarray:
-        """The file holds exactly the catalog's episodes for it, in order, with their lengths; returns each
-        selected episode's first row in the file."""
+    def _check_layout(
+        self, code: int, pf, offsets: np.ndarray, positions: np.ndarray, layout: _FileLayout
+    ) -> np.ndarray:
+        """Each selected episode's first row in the file, from the metadata's layout of the file (every
+        episode it puts there, in order, with its length), once the file agrees with it: the file holds as
+        many rows as the layout (footer), and the rows just outside each selected episode belong to other
+        episodes (its own rows are checked by `_verify`). Together they catch a truncated or extended
+        episode, shifted boundaries and episodes the metadata does not list, reading at most the row groups
+        around the selected episodes."""
+        path = self._path(code).where
         listed, lengths = layout.of(code)
-        expected = np.repeat(listed, lengths)
-        actual = pf.read(columns=["episode_index"], use_threads=False).column(0).to_numpy()
-        if len(actual) != len(expected) or not np.array_equal(actual, expected):
-            n = min(len(actual), len(expected))
-            diff = np.flatnonzero(actual[:n] != expected[:n])
-            row = int(diff[0]) if len(diff) else n
-            found = f"episode_index {actual[row]}" if row < len(actual) else "no row (the file ends)"
-            wanted = f"episode {expected[row]}" if row < len(expected) else "no row (its episodes end)"
+        total = int(lengths.sum())
+        if total != offsets[-1]:
+            many = f"episodes {listed[:8].tolist()}{'...' if len(listed) > 8 else ''}"
+            which = f"episode {listed[0]}" if len(listed) == 1 else many
             raise RowAlignmentError(
-                self._path(code).where,
-                f"the metadata lists {len(listed)} episode(s) with {len(expected)} rows for this file, the "
-                f"file holds {len(actual)}: file row {row} holds {found} where the metadata puts {wanted}",
+                path,
+                f"the metadata lists {len(listed)} episode(s) with {total} rows for this file ({which}); the "
+                f"file holds {offsets[-1]}",
                 ALIGN_FIX,
             )
         by_episode = np.argsort(listed)
         first_row = (np.cumsum(lengths) - lengths)[by_episode]
-        return first_row[np.searchsorted(listed, self.episodes.episode_index[positions], sorter=by_episode)]
+        mine = self.episodes.episode_index[positions]
+        row_from = first_row[np.searchsorted(listed, mine, sorter=by_episode)]
+        row_to = row_from + self.episodes.length[positions]
+        outside = np.concatenate([row_from - 1, row_to])
+        owner = np.concatenate([mine, mine])
+        keep = (outside >= 0) & (outside < total)
+        outside, owner = outside[keep], owner[keep]
+        if len(outside):
+            groups = np.unique(np.searchsorted(offsets, outside, side="right") - 1)
+            values = pf.read_row_groups(groups.tolist(), columns=["episode_index"], use_threads=False)
+            held = values.column(0).to_numpy()
+            sizes = offsets[groups + 1] - offsets[groups]
+            starts = np.concatenate([[0], np.cumsum(sizes)])[:-1]
+            group_of = np.searchsorted(offsets, outside, side="right") - 1
+            at = starts[np.searchsorted(groups, group_of)] + (outside - offsets[group_of])
+            bad = np.flatnonzero(held[at] == owner)
+            if len(bad):
+                i = int(bad[0])
+                side = "before" if outside[i] < row_from[np.flatnonzero(mine == owner[i])[0]] else "after"
+                raise RowAlignmentError(
+                    path,
+                    f"file row {outside[i]}, just {side} the rows the metadata gives episode {owner[i]}, "
+                    f"also holds episode_index {owner[i]}: the metadata's episode boundaries in this file "
+                    "are shifted (or its lengths are wrong)",
+                    ALIGN_FIX,
+                )
+        return row_from
 
     def _read_file(
         self, code: int, positions: np.ndarray, columns: list[str], layout: _FileLayout
@@ -258,18 +287,15 @@ class FrameTable:
                 logger.debug(
                     "%s: columns %s are not declared in meta/info.json and are not served", path, extra
                 )
+            offsets = row_group_offsets(pf)
+            self._rg_offsets[code] = offsets
             eps = self.episodes
-            row_from = self._check_layout(code, pf, positions, layout)
+            row_from = self._check_layout(code, pf, offsets, positions, layout)
             row_to = row_from + eps.length[positions]
             self.row_from[positions] = row_from
-            if (
-                row_from[0] == 0
-                and row_to[-1] == pf.metadata.num_rows
-                and np.array_equal(row_from[1:], row_to[:-1])
-            ):
+            if row_from[0] == 0 and row_to[-1] == offsets[-1] and np.array_equal(row_from[1:], row_to[:-1]):
                 with ref.root.guard(ref.rel):
                     return pf.read(columns=columns, use_threads=False)  # the selection is the whole file
-            offsets = row_group_offsets(pf)
             first_rg = np.searchsorted(offsets, row_from, side="right") - 1
             last_rg = np.searchsorted(offsets, row_to - 1, side="right") - 1
             groups = sorted({g for a, b in zip(first_rg, last_rg) for g in range(int(a), int(b) + 1)})
