@@ -25,7 +25,7 @@ from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
 from robotempo.fs import DatasetRoot, FileRef, as_root
 from robotempo.store.columns import ALIGN_FIX, check_schema, column_values, plan_columns, undeclared
-from robotempo.store.parquet import ParquetFiles, default_parquet_files, row_group_offsets
+from robotempo.store.parquet import ParquetFiles, default_parquet_files, footer_min_max, row_group_offsets
 from robotempo.store.shared import SharedArrays, for_child_process, share_tables
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,23 @@ def default_heavy_cache() -> _HeavyCache:
         mb = env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
         _default_heavy_cache = _HeavyCache(int(mb * 2**20))
     return _default_heavy_cache
+
+
+def _footer_agrees(pf, expected: np.ndarray) -> bool:
+    """Whether every row group's row count and episode_index min / max (footer statistics) are those of the
+    rows the metadata lays out for the file. Reading the whole column instead would cost the file's size on
+    an object store (one chunk per row group, coalesced) to open one episode."""
+    offsets = row_group_offsets(pf)
+    if offsets[-1] != len(expected) or len(offsets) < 2 or np.any(np.diff(offsets) == 0):
+        return False
+    stats = footer_min_max(pf, "episode_index")
+    if stats is None:
+        return False
+    starts = offsets[:-1]
+    return bool(
+        np.array_equal(np.minimum.reduceat(expected, starts), stats[0])
+        and np.array_equal(np.maximum.reduceat(expected, starts), stats[1])
+    )
 
 
 class FrameTable:
@@ -170,7 +187,11 @@ class FrameTable:
         selected episode's first row in the file."""
         listed, lengths = layout.of(code)
         expected = np.repeat(listed, lengths)
-        actual = pf.read(columns=["episode_index"], use_threads=False).column(0).to_numpy()
+        if _footer_agrees(pf, expected):
+            actual = expected  # the rows served are checked value by value in `_verify`
+        else:  # no usable statistics, or a disagreement: read the column to find (and name) the first bad row
+            with self._path(code).root.guard(self._path(code).rel):
+                actual = pf.read(columns=["episode_index"], use_threads=False).column(0).to_numpy()
         if len(actual) != len(expected) or not np.array_equal(actual, expected):
             n = min(len(actual), len(expected))
             diff = np.flatnonzero(actual[:n] != expected[:n])
