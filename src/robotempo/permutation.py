@@ -14,6 +14,8 @@ import numpy as np
 from robotempo.hashing import GOLDEN, derive_key, mix64
 
 _HALF_ROUNDS = 8  # four full Feistel rounds: each half is rewritten four times from the other
+with np.errstate(over="ignore"):
+    _ROUND_OFFSETS = [np.uint64(r + 1) * GOLDEN for r in range(_HALF_ROUNDS)]
 
 
 def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -35,28 +37,30 @@ class _Network:
         one = np.uint64(1)
         self.lo_mask = (one << self.lo_bits) - one
         self.hi_mask = (one << (bits - self.lo_bits)) - one
-        # `key` is already a hash; the round function mixes it again, so offsets make distinct round keys.
-        with np.errstate(over="ignore"):
-            self.round_keys = [key + np.uint64(r + 1) * GOLDEN for r in range(_HALF_ROUNDS)]
+        self.key = key
 
     def subset(self, idx: np.ndarray) -> _Network:
         sub = object.__new__(_Network)
-        sub.n, sub.lo_bits = _take(self.n, idx), _take(self.lo_bits, idx)
+        sub.n, sub.lo_bits, sub.key = _take(self.n, idx), _take(self.lo_bits, idx), _take(self.key, idx)
         sub.lo_mask, sub.hi_mask = _take(self.lo_mask, idx), _take(self.hi_mask, idx)
-        sub.round_keys = [_take(k, idx) for k in self.round_keys]
         return sub
+
+    def _round(self, v: np.ndarray, r: int) -> np.ndarray:
+        # `key` is already a hash and the round function mixes again, so offsets make distinct round keys;
+        # computed per round rather than stored: per-element keys would otherwise hold 8 arrays at once.
+        with np.errstate(over="ignore"):
+            return mix64(v ^ (self.key + _ROUND_OFFSETS[r]))
 
     def step(self, x: np.ndarray, inverse: bool) -> np.ndarray:
         lo, hi = x & self.lo_mask, x >> self.lo_bits
-        rk = self.round_keys
         if not inverse:
             for r in range(0, _HALF_ROUNDS, 2):
-                lo = lo ^ (mix64(hi ^ rk[r]) & self.lo_mask)
-                hi = hi ^ (mix64(lo ^ rk[r + 1]) & self.hi_mask)
+                lo = lo ^ (self._round(hi, r) & self.lo_mask)
+                hi = hi ^ (self._round(lo, r + 1) & self.hi_mask)
         else:
             for r in range(_HALF_ROUNDS - 2, -1, -2):
-                hi = hi ^ (mix64(lo ^ rk[r + 1]) & self.hi_mask)
-                lo = lo ^ (mix64(hi ^ rk[r]) & self.lo_mask)
+                hi = hi ^ (self._round(lo, r + 1) & self.hi_mask)
+                lo = lo ^ (self._round(hi, r) & self.lo_mask)
         return (hi << self.lo_bits) | lo
 
 
