@@ -65,15 +65,20 @@ def main() -> None:
     ap.add_argument("--after", type=Path, default=Path(__file__).resolve().parents[1] / "src")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--t-scale", type=float, default=0.2, help="scale of the T corpus for P2 (full: 1)")
+    ap.add_argument("--corpora", default="S,S3,T", help="which of S, S3 (P3) and T (P2) to measure")
     ap.add_argument("--dir", type=Path, default=corpora.DEFAULT_DIR)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
     cases = []
+    wanted = args.corpora.split(",")
     for name in ("S", "S3"):
-        root = corpora.ensure(name, 1.0, args.dir)
-        k = corpora.record(name, 1.0, args.dir)["episodes"] // 2
-        cases.append((f"P3 open episodes=[{k}] on {name}", root, [k]))
-    cases.append((f"P2 open all of T (x{args.t_scale:g})", corpora.ensure("T", args.t_scale, args.dir), None))
+        if name in wanted:
+            root = corpora.ensure(name, 1.0, args.dir)
+            k = corpora.record(name, 1.0, args.dir)["episodes"] // 2
+            cases.append((f"P3 open episodes=[{k}] on {name}", root, [k]))
+    if "T" in wanted:
+        root = corpora.ensure("T", args.t_scale, args.dir)
+        cases.append((f"P2 open all of T (x{args.t_scale:g})", root, None))
     trees = {"before": args.before, "after": args.after}
     runs: dict = {(c[0], t): [] for c in cases for t in trees}
     for _ in range(args.rounds):
@@ -109,7 +114,7 @@ def main() -> None:
         )
     Console().print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{record['date']}-check-cost.json"
+    path = args.out / f"{record['date']}-check-cost-{'-'.join(wanted)}.json"
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
 

@@ -29,13 +29,14 @@ import argparse
 import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from measure import FPS, RESULT_TAG, emit, query, settled_rss, tree_memory
+from measure import FPS, RESULT_TAG, children, emit, pss_bytes, query, rss_bytes, settled_rss
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -202,6 +203,27 @@ def worker_open(a: dict) -> dict:
     }
 
 
+def node_memory() -> dict:
+    """PSS and RSS summed over this process and all its descendants: forkserver workers are children of the
+    fork server, not of this process."""
+    pids, todo = [], [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        try:
+            todo += children(pid)
+        except OSError:
+            pass
+    out = {"pss": 0, "rss": 0, "processes": len(pids)}
+    for pid in pids:
+        try:
+            out["pss"] += pss_bytes(pid)
+            out["rss"] += rss_bytes(pid)
+        except (OSError, KeyError):
+            pass
+    return out
+
+
 def worker_pass(a: dict) -> dict:
     import torch
 
@@ -223,7 +245,7 @@ def worker_pass(a: dict) -> dict:
     for b, batch in enumerate(loader):
         samples += len(batch["index"])
         if b % 5 == 4:
-            m = tree_memory()
+            m = node_memory()
             peak = {k: max(peak[k], m[k]) for k in peak} | {"processes": m["processes"]}
         if b + 1 >= a["batches"]:
             break
@@ -263,6 +285,7 @@ def worker_cache(a: dict) -> dict:
 
 
 METHODS = ("fork", "spawn", "forkserver")
+FIGURES = ["open", "pass", "cache"]
 WORKERS = {"open": worker_open, "pass": worker_pass, "cache": worker_cache}
 
 
@@ -282,6 +305,36 @@ def run(figure: str, args: dict, before: bool = False, timeout: float = 1800) ->
     raise RuntimeError(f"{figure} {args.get('kind')} failed:\n{proc.stderr[-3000:]}")
 
 
+def figure_open(res: dict, common: dict, budget: float, rounds: int) -> None:
+    """Open figures, `rounds` interleaved rounds (fresh process each); medians."""
+    kinds = ("separate", "mixture", "one")
+    runs = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for k in kinds:
+            runs[k].append(run("open", {**common, "kind": k}))
+    o = res["open"] = {}
+    print(
+        f"\n{'open':10} {'time s':>8} {'RSS growth MB':>14} {'columns MB':>11} {'RSS/(columns+budget)':>21}"
+    )
+    for k in kinds:
+        r = {
+            key: statistics.median(x[key] for x in runs[k])
+            for key in ("open_s", "sum_single_opens_s", "rss_growth")
+        }
+        r |= {"columns_bytes": runs[k][0]["columns_bytes"], "rounds": runs[k]}
+        r["ratio_to_columns_plus_budget"] = r["rss_growth"] / (r["columns_bytes"] + budget)
+        r["ratio_to_columns"] = r["rss_growth"] / r["columns_bytes"]
+        o[k] = r
+        print(
+            f"{k:10} {r['open_s']:8.2f} {mb(r['rss_growth']):>14} {mb(r['columns_bytes']):>11} "
+            f"{r['ratio_to_columns_plus_budget']:21.2f}"
+        )
+    res["open_ratio"] = o["mixture"]["open_s"] / o["separate"]["sum_single_opens_s"]
+    print(
+        f"mixture open / sum of single opens (medians of {rounds}): {res['open_ratio']:.2f} (target <= 1.2)"
+    )
+
+
 def mb(x: float) -> str:
     return f"{x / 2**20:,.1f}"
 
@@ -290,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10 datasets x 10 episodes (about 10 minutes)")
     ap.add_argument("--batches", type=int, default=60, help="batches per DataLoader pass")
+    ap.add_argument("--figures", type=lambda x: x.split(","), default=list(FIGURES), help="open,pass,cache")
+    ap.add_argument(
+        "--methods", type=lambda x: tuple(x.split(",")), default=METHODS, help="fork,spawn,forkserver"
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the open figure (median)")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
@@ -303,78 +361,79 @@ def main(argv: list[str] | None = None) -> int:
     budget = float(os.environ.get("ROBOTEMPO_HEAVY_CACHE_MB", 256)) * 2**20
     res: dict = {"plan": p, "date": dt.date.today().isoformat(), "before": BEFORE, "cache_budget": budget}
 
-    res["open"] = {k: run("open", {**common, "kind": k}) for k in ("separate", "mixture", "one")}
-    o = res["open"]
-    print(
-        f"\n{'open':10} {'time s':>8} {'RSS growth MB':>14} {'columns MB':>11} {'RSS/(columns+budget)':>21}"
-    )
-    for k, r in o.items():
-        ratio = r["rss_growth"] / (r["columns_bytes"] + budget)
-        r["ratio_to_columns_plus_budget"] = ratio
+    if "open" in a.figures:
+        figure_open(res, common, budget, a.rounds)
+    if "pass" in a.figures:
+        n_frames = int(p["n"] * p["episodes"] * p["length"])
+        res["pass"] = []
+        for method in a.methods:
+            for workers in (2, 4):
+                for kind, before in (
+                    ("empty", False),
+                    ("mixture", False),
+                    ("separate", True),
+                    ("one", False),
+                ):
+                    r = run(
+                        "pass",
+                        {
+                            **common,
+                            "kind": kind,
+                            "method": method,
+                            "workers": workers,
+                            "batches": a.batches,
+                            "frames": n_frames,
+                        },
+                    )
+                    r.update(kind="separate@" + BEFORE if before else kind, method=method, workers=workers)
+                    res["pass"].append(r)
+                    print(
+                        f"pass {method:5} {workers} workers {r['kind']:17} node PSS {mb(r['pss_max']):>9} MB "
+                        f"({r['samples_per_s']:.0f} samples/s)"
+                    )
         print(
-            f"{k:10} {r['open_s']:8.2f} {mb(r['rss_growth']):>14} {mb(r['columns_bytes']):>11} {ratio:21.2f}"
+            f"\n{'node PSS (MB)':24} "
+            + " ".join(f"{m + ' 2w':>12} {m + ' 4w':>12} {'4w/2w':>6}" for m in a.methods)
         )
-    res["open_ratio"] = o["mixture"]["open_s"] / o["separate"]["sum_single_opens_s"]
-    print(f"mixture open / sum of single opens: {res['open_ratio']:.2f} (target <= 1.2)")
-
-    n_frames = int(p["n"] * p["episodes"] * p["length"])
-    res["pass"] = []
-    for method in METHODS:
-        for workers in (2, 4):
-            for kind, before in (("empty", False), ("mixture", False), ("separate", True), ("one", False)):
-                r = run(
-                    "pass",
-                    {
-                        **common,
-                        "kind": kind,
-                        "method": method,
-                        "workers": workers,
-                        "batches": a.batches,
-                        "frames": n_frames,
-                    },
-                )
-                r.update(kind="separate@" + BEFORE if before else kind, method=method, workers=workers)
-                res["pass"].append(r)
-                print(
-                    f"pass {method:5} {workers} workers {r['kind']:17} node PSS {mb(r['pss_max']):>9} MB "
-                    f"({r['samples_per_s']:.0f} samples/s)"
-                )
-    print(
-        f"\n{'node PSS (MB)':24} "
-        + " ".join(f"{m + ' 2w':>12} {m + ' 4w':>12} {'4w/2w':>6}" for m in METHODS)
-    )
-    table = {(r["kind"], r["method"], r["workers"]): r["pss_max"] for r in res["pass"]}
-    res["pss_ratios"] = {}
-    for kind in ("mixture", "separate@" + BEFORE, "one", "empty"):
-        cells, ratios = [], {}
-        for method in METHODS:
-            two, four = table[(kind, method, 2)], table[(kind, method, 4)]
-            e2, e4 = table[("empty", method, 2)], table[("empty", method, 4)]
-            ratios[method] = {"node": four / two, "dataset": (four - e4) / max(two - e2, 1)}
-            cells += [mb(two), mb(four), f"{four / two:.2f}"]
-        res["pss_ratios"][kind] = ratios
-        print(f"{kind:24} " + " ".join(f"{c:>12}" if i % 3 != 2 else f"{c:>6}" for i, c in enumerate(cells)))
-    print(
-        "dataset PSS (node minus the empty run) 4w/2w: "
-        + ", ".join(
-            f"{k} " + " ".join(f"{m} {v[m]['dataset']:.2f}" for m in METHODS)
-            for k, v in res["pss_ratios"].items()
-            if k != "empty"
-        )
-    )
-
-    samples = 300 if a.quick else 3000
-    res["cache"] = {
-        "mixture": run("cache", {**common, "kind": "mixture", "samples": samples}),
-        "separate@" + BEFORE: run("cache", {**common, "kind": "separate", "samples": samples}, before=True),
-    }
-    for k, r in res["cache"].items():
+        table = {(r["kind"], r["method"], r["workers"]): r["pss_max"] for r in res["pass"]}
+        res["pss_ratios"] = {}
+        for kind in ("mixture", "separate@" + BEFORE, "one", "empty"):
+            cells, ratios = [], {}
+            for method in a.methods:
+                two, four = table[(kind, method, 2)], table[(kind, method, 4)]
+                e2, e4 = table[("empty", method, 2)], table[("empty", method, 4)]
+                ratios[method] = {"node": four / two, "dataset": (four - e4) / max(two - e2, 1)}
+                cells += [mb(two), mb(four), f"{four / two:.2f}"]
+            res["pss_ratios"][kind] = ratios
+            print(
+                f"{kind:24} " + " ".join(f"{c:>12}" if i % 3 != 2 else f"{c:>6}" for i, c in enumerate(cells))
+            )
         print(
-            f"cache {k:17} {r['caches']:3} caches hold {mb(r['heavy_cache_bytes']):>8} MB, "
-            f"RSS +{mb(r['rss_growth'])} MB, {r['items_per_s']:.0f} items/s"
+            "dataset PSS (node minus the empty run) 4w/2w: "
+            + ", ".join(
+                f"{k} " + " ".join(f"{m} {v[m]['dataset']:.2f}" for m in a.methods)
+                for k, v in res["pss_ratios"].items()
+                if k != "empty"
+            )
         )
 
-    out = BENCH / "results" / f"{res['date']}-P9-{'quick' if a.quick else 'full'}.json"
+    if "cache" in a.figures:
+        samples = 300 if a.quick else 3000
+        res["cache"] = {
+            "mixture": run("cache", {**common, "kind": "mixture", "samples": samples}),
+            "separate@" + BEFORE: run(
+                "cache", {**common, "kind": "separate", "samples": samples}, before=True
+            ),
+        }
+        for k, r in res["cache"].items():
+            print(
+                f"cache {k:17} {r['caches']:3} caches hold {mb(r['heavy_cache_bytes']):>8} MB, "
+                f"RSS +{mb(r['rss_growth'])} MB, {r['items_per_s']:.0f} items/s"
+            )
+
+    tag = ("quick" if a.quick else "full") + ("" if a.figures == FIGURES else "-" + "-".join(a.figures))
+    tag += "" if a.methods == METHODS else "-" + "-".join(a.methods)
+    out = BENCH / "results" / f"{res['date']}-P9-{tag}.json"
     out.write_text(json.dumps(res, indent=1))
     print(f"\nsaved {out.relative_to(REPO)}")
     return 0

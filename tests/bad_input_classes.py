@@ -157,6 +157,17 @@ def resize_images(rows: slice, size: int) -> Callable[[pa.Table], pa.Table]:
     return lambda t: rows_of(CAM, fn, t.schema.field(CAM).type)(t)
 
 
+def recolour_images(rows: slice, mode: str) -> Callable[[pa.Table], pa.Table]:
+    def fn(cells: list) -> list:
+        for cell in cells[rows]:
+            buf = io.BytesIO()
+            Image.open(io.BytesIO(cell["bytes"])).convert(mode).save(buf, format="PNG")
+            cell["bytes"] = buf.getvalue()
+        return cells
+
+    return lambda t: rows_of(CAM, fn, t.schema.field(CAM).type)(t)
+
+
 def replace_with(rel: str, make: Callable[[Path], None]) -> Callable[[Path], None]:
     def corrupt(root: Path) -> None:
         path = root / rel
@@ -216,9 +227,10 @@ CLASS_CASES = [
     # 2. lengths and offsets
     Case("2 v2.1 metadata lists fewer rows than the last file", "v2.1", jsonl_edit("meta/episodes.jsonl", 4, lambda r: r.update(length=r["length"] - 2)), R, [V21_LAST, "rows", "file holds"]),
     Case("2 v3.0 last episode of a file shortened", "v3.0", meta30(last_episode_shorter), R, [V30_DATA, "file holds"]),
-    Case("2 v3.0 episode the metadata does not list", "v3.0", meta30_rows(slice(0, -1)), R, [V30_DATA, "episode_index 3"]),
-    Case("2 v3.0 first episode not listed", "v3.0", meta30_rows(slice(1, None)), R, [V30_DATA, "episode_index 0"]),
-    Case("2 v3.0 episode boundary moved, lengths consistent", "v3.0", meta30(both(shift("length", [1], -2), shift("dataset_from_index", [1], 2))), R, [V30_DATA, "episode_index 1"]),
+    Case("2 v3.0 episode the metadata does not list", "v3.0", meta30_rows(slice(0, -1)), R, [V30_DATA, "3 episode(s)", "the file holds"]),
+    Case("2 v3.0 first episode not listed", "v3.0", meta30_rows(slice(1, None)), R, [V30_DATA, "episodes [1, 2, 3]", "the file holds"]),
+    Case("2 v3.0 episode boundary moved, lengths consistent", "v3.0", meta30(both(shift("length", [1], -2), shift("dataset_from_index", [1], 2))), R, [V30_DATA, "the file holds"]),
+    Case("2 v3.0 boundary moved, row count kept", "v3.0", meta30(both(shift("length", [1], -2), shift("dataset_to_index", [1], -2), shift("length", [2], 2), shift("dataset_from_index", [2], -2))), R, [V30_DATA, "episode 1", "shifted"], {"episodes": [1]}),
     Case("2 v3.0 video window start shifted a frame", "v3.0-video", meta30(shift(f"{WIN}/from_timestamp", [1], 0.1)), D, ["meta/episodes", "episode 1", "from_timestamp"]),
     Case("2 v3.0 video window shifted a frame (overlap)", "v3.0-video", meta30(both(shift(f"{WIN}/from_timestamp", [1], 0.1), shift(f"{WIN}/to_timestamp", [1], 0.1))), D, ["meta/episodes", "overlaps"]),
     Case("2 v3.0 video window beyond the video's end", "v3.0-video", meta30(both(shift(f"{WIN}/from_timestamp", [-1], 0.5), shift(f"{WIN}/to_timestamp", [-1], 0.5))), V, [CAM, "ends before", "episode 3"]),
@@ -229,6 +241,8 @@ CLASS_CASES = [
     Case("3 v3.0 video re-encoded at 48x48", "v3.0-video", reencode(V30_VIDEO, size=48), V, [V30_VIDEO, "48x48"]),
     Case("3 v3.0 video re-encoded at 5 fps", "v3.0-video", reencode(V30_VIDEO, fps=5), V, [V30_VIDEO, "5 fps"]),
     Case("3 one embedded image of another size", "v3.0", parquet_edit(V30_DATA, resize_images(slice(5, 6), 16)), F, [V30_DATA, "16x16", "[32, 32, 3]"]),
+    Case("3 grey image where RGB is declared", "v2.1", parquet_edit(V21_EP, recolour_images(slice(2, 3), "L")), F, [V21_EP, "32x32 L image", "[32, 32, 3]"]),
+    Case("3 RGBA image where RGB is declared", "v3.0", parquet_edit(V30_DATA, recolour_images(slice(9, 10), "RGBA")), F, [V30_DATA, "RGBA", "[32, 32, 3]"]),
     Case("3 declared video shape disagrees", "v2.1-video", info(lambda d: d["features"][CAM].update(shape=[64, 64, 3])), D, ["info.json", "video.height"]),
     Case("3 declared image shape disagrees", "v3.0", info(lambda d: d["features"][CAM].update(shape=[64, 64, 3])), F, [V30_DATA, "32x32", "[64, 64, 3]"]),
     # 4. data that points at things that do not exist
@@ -245,6 +259,7 @@ CLASS_CASES = [
     Case("5 feature shape 10**25", "v2.1", info(lambda d: d["features"]["action"].update(shape=[10**25])), D, ["info.json", "'action'", "shape"]),
     Case("5 feature shape a string", "v3.0", info(lambda d: d["features"]["action"].update(shape="5")), D, ["info.json", "'action'", "'5'"]),
     Case("5 speed percentiles 1e300", "v2.1", speed_file(json.dumps({**PERCENTILES, "percentiles": [1e300] * 10}) + "\n"), E.SpeedLabelError, ["speed_percentiles.jsonl:1", "1e+300"]),
+    Case("5 v3.0 episode lengths stored as strings", "v3.0", parquet_edit(V30_META, rows_of("length", lambda r: [str(x) for x in r])), D, ["meta/episodes", "'length'", "string"]),
     Case("5 v3.0 from_timestamp NaN", "v3.0-video", meta30(shift(f"{WIN}/from_timestamp", [0], float("nan"))), D, ["meta/episodes", "nan"]),
     Case("5 info.json not UTF-8", "v2.1", lambda r: (r / "meta/info.json").write_bytes(b'{"fps": "\xff"}'), D, ["info.json", "UTF-8"]),
     Case("5 video.fps in info disagrees", "v2.1-video", info(lambda d: d["features"][CAM]["info"].update({"video.fps": 1e300})), D, ["info.json", "video.fps"]),

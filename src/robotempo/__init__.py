@@ -7,6 +7,7 @@ from robotempo.prompt import SpeedDropout, format_speed_prompt, validate_speed_s
 from robotempo.sampling import Sampler
 from robotempo.splits import split_episodes
 from robotempo.stats import compute_stats
+from robotempo.validation import validate_dataset
 
 __version__ = "0.1.0"
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "compute_stats",
     "format_speed_prompt",
     "split_episodes",
+    "validate_dataset",
     "validate_speed_setting",
 ]

@@ -11,6 +11,10 @@ from PIL import Image
 
 from robotempo.errors import DatasetFormatError, FeatureMismatchError
 
+# Image modes that are three colour channels as stored ("P" is a palette of RGB colours); a grey ("L") or
+# RGBA image under a 3-channel declaration is a disagreement, not something to convert silently.
+RGB_MODES = ("RGB", "P", "YCbCr")
+
 
 def decode_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None = None) -> np.ndarray:
     """An embedded image cell (`{"bytes": ..., "path": ...}`) as uint8 (H, W, 3); `hwc` is the declared
@@ -24,6 +28,7 @@ def decode_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None 
         )
     try:
         with Image.open(io.BytesIO(data)) as img:
+            mode = img.mode
             image = np.asarray(img.convert("RGB"))
     except (OSError, ValueError) as e:
         raise DatasetFormatError(
@@ -31,12 +36,12 @@ def decode_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None 
             f"image column {key!r} holds bytes that do not decode ({e})",
             "re-export the dataset; the image bytes are corrupt",
         ) from None
-    if hwc is not None and image.shape != tuple(hwc):
+    if hwc is not None and (mode not in RGB_MODES or image.shape != tuple(hwc)):
         raise FeatureMismatchError(
             path,
-            f"image column {key!r} holds a {image.shape[0]}x{image.shape[1]} image (served as RGB, "
-            f"{image.shape[2]} channels) but meta/info.json declares height x width x channels {list(hwc)}",
-            "re-export the images at the declared size, or correct the feature's shape in meta/info.json",
+            f"image column {key!r} holds a {image.shape[0]}x{image.shape[1]} {mode} image but "
+            f"meta/info.json declares height x width x channels {list(hwc)} (served as RGB)",
+            "re-export the images as RGB at the declared size, or correct the feature's shape in info.json",
         )
     return image
 

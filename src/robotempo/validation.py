@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from robotempo.cameras import RGB_MODES
 from robotempo.errors import DatasetFormatError, FeatureMismatchError, RobotempoError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.speed import SPEED_PERCENTILES_FILE, read_percentiles_file
@@ -222,7 +223,8 @@ def _check_camera(ds, key: str, progress: Progress) -> list[Finding]:
 
 
 def _check_image_sizes(ds, key: str, progress: Progress, batch: int = 4096) -> None:
-    """Every embedded image's size from its header (no decoding) against the declared shape."""
+    """Every embedded image: its header (size, mode) against the declared shape, and its chunks' integrity
+    (`Image.verify`, no pixel decoding)."""
     height, width = ds.meta.info.features[key].hwc[:2]
     frames = ds.frames
     for start in range(0, frames.num_rows, batch):
@@ -231,15 +233,20 @@ def _check_image_sizes(ds, key: str, progress: Progress, batch: int = 4096) -> N
             data = cell.get("bytes") if isinstance(cell, dict) else cell
             try:
                 with Image.open(io.BytesIO(data or b"")) as img:
-                    size = img.size
-            except (OSError, ValueError):
-                size = None
-            if size != (width, height):
+                    size, mode = img.size, img.mode
+                    img.verify()
+            except (OSError, ValueError, SyntaxError):  # PIL reports damaged chunks as SyntaxError
+                size = mode = None
+            if size != (width, height) or mode not in RGB_MODES:
                 path, where = _where(frames, int(row))
-                held = "bytes that are not an image" if size is None else f"a {size[1]}x{size[0]} image"
+                held = (
+                    "bytes that are not a whole image"
+                    if size is None
+                    else f"a {size[1]}x{size[0]} {mode} image"
+                )
                 raise FeatureMismatchError(
                     path,
-                    f"{where}: image column {key!r} holds {held}, but info.json declares {height}x{width}",
-                    "re-export the images at the declared size, or correct the feature's shape in info.json",
+                    f"{where}: image column {key!r} holds {held}; info.json declares {height}x{width} RGB",
+                    "re-export the images as RGB at the declared size, or correct the feature's shape",
                 )
         progress(f"{key}: image sizes", int(rows[-1]) + 1, frames.num_rows)

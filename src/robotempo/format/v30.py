@@ -116,6 +116,10 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
         c = table.column(name)
         if c.null_count:
             raise DatasetFormatError(meta_dir, f"column {name!r} has {c.null_count} null values", META_FIX)
+        kind_ok = pa.types.is_integer(c.type) or (dtype is np.float64 and pa.types.is_floating(c.type))
+        if not kind_ok:
+            want = "integers" if dtype is np.int64 else "numbers"
+            raise DatasetFormatError(meta_dir, f"column {name!r} holds {c.type} values, not {want}", META_FIX)
         return c.to_numpy().astype(dtype, copy=False)
 
     episode_index = col("episode_index")

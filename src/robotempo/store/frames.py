@@ -25,7 +25,7 @@ from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
 from robotempo.fs import DatasetRoot, FileRef, as_root
 from robotempo.store.columns import ALIGN_FIX, check_schema, column_values, plan_columns, undeclared
-from robotempo.store.parquet import ParquetFiles, default_parquet_files, footer_min_max, row_group_offsets
+from robotempo.store.parquet import ParquetFiles, default_parquet_files, row_group_offsets
 from robotempo.store.shared import SharedArrays, for_child_process, share_tables
 
 logger = logging.getLogger(__name__)
@@ -93,23 +93,6 @@ def default_heavy_cache() -> _HeavyCache:
         mb = env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
         _default_heavy_cache = _HeavyCache(int(mb * 2**20))
     return _default_heavy_cache
-
-
-def _footer_agrees(pf, expected: np.ndarray) -> bool:
-    """Whether every row group's row count and episode_index min / max (footer statistics) are those of the
-    rows the metadata lays out for the file. Reading the whole column instead would cost the file's size on
-    an object store (one chunk per row group, coalesced) to open one episode."""
-    offsets = row_group_offsets(pf)
-    if offsets[-1] != len(expected) or len(offsets) < 2 or np.any(np.diff(offsets) == 0):
-        return False
-    stats = footer_min_max(pf, "episode_index")
-    if stats is None:
-        return False
-    starts = offsets[:-1]
-    return bool(
-        np.array_equal(np.minimum.reduceat(expected, starts), stats[0])
-        and np.array_equal(np.maximum.reduceat(expected, starts), stats[1])
-    )
 
 
 class FrameTable:
@@ -182,31 +165,57 @@ class FrameTable:
             self._verify()
             self._check_tasks(tasks)
 
-    def _check_layout(self, code: int, pf, positions: np.ndarray, layout: _FileLayout) -> np.ndarray:
-        """The file holds exactly the catalog's episodes for it, in order, with their lengths; returns each
-        selected episode's first row in the file."""
+    def _check_layout(
+        self, code: int, pf, offsets: np.ndarray, positions: np.ndarray, layout: _FileLayout
+    ) -> np.ndarray:
+        """Each selected episode's first row in the file, from the metadata's layout of the file (every
+        episode it puts there, in order, with its length), once the file agrees with it: the file holds as
+        many rows as the layout (footer), and the rows just outside each selected episode belong to other
+        episodes (its own rows are checked by `_verify`). Together they catch a truncated or extended
+        episode, shifted boundaries and episodes the metadata does not list, reading at most the row groups
+        around the selected episodes."""
+        path = self._path(code).where
         listed, lengths = layout.of(code)
-        expected = np.repeat(listed, lengths)
-        if _footer_agrees(pf, expected):
-            actual = expected  # the rows served are checked value by value in `_verify`
-        else:  # no usable statistics, or a disagreement: read the column to find (and name) the first bad row
-            with self._path(code).root.guard(self._path(code).rel):
-                actual = pf.read(columns=["episode_index"], use_threads=False).column(0).to_numpy()
-        if len(actual) != len(expected) or not np.array_equal(actual, expected):
-            n = min(len(actual), len(expected))
-            diff = np.flatnonzero(actual[:n] != expected[:n])
-            row = int(diff[0]) if len(diff) else n
-            found = f"episode_index {actual[row]}" if row < len(actual) else "no row (the file ends)"
-            wanted = f"episode {expected[row]}" if row < len(expected) else "no row (its episodes end)"
+        total = int(lengths.sum())
+        if total != offsets[-1]:
+            many = f"episodes {listed[:8].tolist()}{'...' if len(listed) > 8 else ''}"
+            which = f"episode {listed[0]}" if len(listed) == 1 else many
             raise RowAlignmentError(
-                self._path(code).where,
-                f"the metadata lists {len(listed)} episode(s) with {len(expected)} rows for this file, the "
-                f"file holds {len(actual)}: file row {row} holds {found} where the metadata puts {wanted}",
+                path,
+                f"the metadata lists {len(listed)} episode(s) with {total} rows for this file ({which}); the "
+                f"file holds {offsets[-1]}",
                 ALIGN_FIX,
             )
         by_episode = np.argsort(listed)
         first_row = (np.cumsum(lengths) - lengths)[by_episode]
-        return first_row[np.searchsorted(listed, self.episodes.episode_index[positions], sorter=by_episode)]
+        mine = self.episodes.episode_index[positions]
+        row_from = first_row[np.searchsorted(listed, mine, sorter=by_episode)]
+        row_to = row_from + self.episodes.length[positions]
+        outside = np.concatenate([row_from - 1, row_to])
+        owner = np.concatenate([mine, mine])
+        keep = (outside >= 0) & (outside < total)
+        outside, owner = outside[keep], owner[keep]
+        if len(outside):
+            groups = np.unique(np.searchsorted(offsets, outside, side="right") - 1)
+            with self._path(code).root.guard(self._path(code).rel):
+                values = pf.read_row_groups(groups.tolist(), columns=["episode_index"], use_threads=False)
+            held = values.column(0).to_numpy()
+            sizes = offsets[groups + 1] - offsets[groups]
+            starts = np.concatenate([[0], np.cumsum(sizes)])[:-1]
+            group_of = np.searchsorted(offsets, outside, side="right") - 1
+            at = starts[np.searchsorted(groups, group_of)] + (outside - offsets[group_of])
+            bad = np.flatnonzero(held[at] == owner)
+            if len(bad):
+                i = int(bad[0])
+                side = "before" if outside[i] < row_from[np.flatnonzero(mine == owner[i])[0]] else "after"
+                raise RowAlignmentError(
+                    path,
+                    f"file row {outside[i]}, just {side} the rows the metadata gives episode {owner[i]}, "
+                    f"also holds episode_index {owner[i]}: the metadata's episode boundaries in this file "
+                    "are shifted (or its lengths are wrong)",
+                    ALIGN_FIX,
+                )
+        return row_from
 
     def _read_file(
         self, code: int, positions: np.ndarray, columns: list[str], layout: _FileLayout
@@ -222,7 +231,7 @@ class FrameTable:
         offsets = row_group_offsets(pf)
         self._rg_offsets[code] = offsets
         eps = self.episodes
-        row_from = self._check_layout(code, pf, positions, layout)
+        row_from = self._check_layout(code, pf, offsets, positions, layout)
         row_to = row_from + eps.length[positions]
         self.row_from[positions] = row_from
         first_rg = np.searchsorted(offsets, row_from, side="right") - 1

@@ -115,22 +115,6 @@ def leaf_index(pf: pq.ParquetFile, column: str) -> int | None:
     return None
 
 
-def footer_min_max(pf: pq.ParquetFile, column: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per row group, min and max of an integer column from the footer's statistics (no data read); None
-    when a row group lacks them."""
-    leaf = leaf_index(pf, column)
-    if leaf is None:
-        return None
-    md = pf.metadata
-    lo, hi = np.empty(md.num_row_groups, dtype=np.int64), np.empty(md.num_row_groups, dtype=np.int64)
-    for g in range(md.num_row_groups):
-        stats = md.row_group(g).column(leaf).statistics
-        if stats is None or not stats.has_min_max:
-            return None
-        lo[g], hi[g] = stats.min, stats.max
-    return lo, hi
-
-
 def column_stats(pf: pq.ParquetFile, group: int, column: str):
     """Min/max statistics of a primitive column in one row group, or None when the file has none."""
     leaf = leaf_index(pf, column)
