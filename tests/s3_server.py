@@ -11,8 +11,8 @@ import atexit
 import ctypes
 import json
 import os
-import signal
 import re
+import signal
 import socket
 import subprocess
 import sys

@@ -144,7 +144,9 @@ def test_open_of_one_episode_costs_the_same_requests_at_any_size(store, tmp_path
     assert sent < data / 3, (sent, data)  # the selected episode's rows, the footer: not the data file
     # The footer of a file holding 10x the row groups may need one more ranged read; nothing else grows.
     assert counts[1] - counts[0] in (0, 1), counts
-    assert counts[1] <= 16, counts
+    # info, tasks, episode metadata (+ listing for v3.0), speed file, one data file (HEAD, footer, the
+    # episode's row groups and its neighbours' episode_index for the layout check): a constant.
+    assert counts[1] <= 18, counts
 
 
 def test_one_episode_of_a_long_video_file_fetches_a_bounded_share(store, tmp_path, monkeypatch):

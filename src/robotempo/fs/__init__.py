@@ -150,8 +150,8 @@ class DatasetRoot:
             with open(self.local(rel), "rb") as f:
                 return f.read()
         with self.guard(rel):
-            with self.fs.open_input_stream(self.path(rel)) as f:
-                return f.read()
+            with self.fs.open_input_file(self.path(rel)) as f:
+                return f.read_at(f.size(), 0)  # one ranged GET (a stream reads in chunks, a request each)
 
     def open_input_file(self, rel: str) -> pa.NativeFile:
         """A random-access file (parquet reads ranges of it; on an object store each range is a request)."""
