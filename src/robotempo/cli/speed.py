@@ -29,7 +29,9 @@ def run_speed(args, console: Console) -> None:
     meta = read_metadata(args.root, storage_options(args))
     with progress_callback(console, "reading task_index from the frame data") as progress:
         percentiles = dataset_percentiles(meta, recompute=args.recompute, progress=progress)
-        task_of_episode = episode_task_index(meta.location, meta.episodes, progress=progress)
+        task_of_episode = episode_task_index(
+            meta.location, meta.episodes, progress=progress, tasks=meta.tasks
+        )
     labels = percentiles.labels(task_of_episode, meta.episodes.length)
     console.print(f"speed percentiles: [bold]{percentiles.source}[/] ({percentiles.path})")
     table = Table(title="per-task speed labels (label histogram over 0, 10, ..., 100)", title_justify="left")

@@ -30,7 +30,7 @@ def dataset_percentiles(
         return SpeedPopulation(
             episode_index=table.episode_index,
             length=table.length,
-            task_index=episode_task_index(meta.location, table, progress=progress),
+            task_index=episode_task_index(meta.location, table, progress=progress, tasks=meta.tasks),
         )
 
     view = MetadataView(episode_index=table.episode_index, length=table.length, task_index=table.task_index)

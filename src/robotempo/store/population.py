@@ -6,12 +6,13 @@ footer's row-group statistics already say min == max for an episode's row group,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from robotempo.errors import RowAlignmentError
+from robotempo.errors import FeatureMismatchError, RowAlignmentError, UnknownTaskError
 from robotempo.format.episodes import EpisodeTable
 from robotempo.fs import DatasetRoot, as_root
 from robotempo.store.parquet import ParquetFiles, column_stats, first_value, row_group_offsets
@@ -29,8 +30,13 @@ def episode_task_index(
     table: EpisodeTable,
     progress: ProgressFn | None = None,
     files: ParquetFiles | None = None,
+    tasks: Mapping[int, str] | None = None,
 ) -> np.ndarray:
-    """`task_index` of the first frame of every episode in `table`, read from the data files."""
+    """`task_index` of the first frame of every episode in `table`, read from the data files.
+
+    With the task table `tasks`, every task found must be in it (`UnknownTaskError`): speed percentiles are
+    computed over every episode, so a bad file the selection does not touch would still change labels.
+    """
     root = as_root(root)
     files = files or ParquetFiles(max_open=4)
     out = np.full(len(table), -1, dtype=np.int64)
@@ -41,6 +47,14 @@ def episode_task_index(
         ref = root.file(table.data_files[int(code)])
         path = ref.where
         pf = files.get(ref)
+        if "task_index" in pf.schema_arrow.names and not pa.types.is_integer(
+            pf.schema_arrow.field("task_index").type
+        ):
+            raise FeatureMismatchError(
+                path,
+                f"column 'task_index' holds {pf.schema_arrow.field('task_index').type} values, not integers",
+                "re-export the dataset (task_index is an int64 column)",
+            )
         positions = order[lo:hi]
         offsets = row_group_offsets(pf)
         first_index = first_value(pf, "index")
@@ -71,4 +85,19 @@ def episode_task_index(
         if progress is not None:
             progress(done + 1, len(codes))
     files.close()
+    if tasks is not None:
+        _check_known(root, table, out, tasks)
     return out
+
+
+def _check_known(root: DatasetRoot, table: EpisodeTable, found: np.ndarray, tasks: Mapping[int, str]) -> None:
+    known = np.fromiter(tasks, dtype=np.int64, count=len(tasks))
+    bad = np.flatnonzero(~np.isin(found, known))
+    if len(bad):
+        i = int(bad[0])
+        raise UnknownTaskError(
+            root.where(table.data_files[int(table.data_file[i])]),
+            f"episode {table.episode_index[i]} starts with task_index {found[i]}, which the task table does "
+            f"not list (it lists {sorted(tasks)[:10]}; {len(bad)} episode(s) affected)",
+            "add the task to the task table (meta/tasks.*), or correct the task_index column",
+        )
