@@ -58,6 +58,10 @@ def as_float64(c: pa.ChunkedArray) -> pa.Array:
     return c.cast(pa.list_(pa.float64(), c.type.list_size))
 
 
+def as_float16(c: pa.ChunkedArray) -> pa.Array:
+    return c.cast(pa.list_(pa.float16(), c.type.list_size))
+
+
 def more_precise(c: pa.ChunkedArray) -> pa.Array:
     """float64 values 1e-9 off the float32 grid: what a float32 column cannot hold."""
     flat = pc.add(c.combine_chunks().flatten().cast(pa.float64()), 1e-9)
@@ -220,6 +224,7 @@ CLASS_CASES = [
     Case("1 declared feature absent from the data", "v3.0", parquet_edit(V30_DATA, lambda t: t.drop(["action"])), F, [V30_DATA, "['action']", "declared"]),
     Case("1 declared int64, data holds fractions", "v2.1", info(lambda d: d["features"]["action"].update(dtype="int64")), F, [V21_EP0, "'action'", "float32", "int64"]),
     Case("1 float64 values that float32 cannot hold", "v3.0", parquet_edit(V30_DATA, column("observation.state", more_precise)), F, [V30_DATA, "'observation.state'", "float64", "row 0"]),
+    Case("1 state rewritten as float16 (narrower than declared)", "v3.0", parquet_edit(V30_DATA, column("observation.state", as_float16)), F, [V30_DATA, "'observation.state'", "float16", "narrower"]),
     Case("1 declared shape wider than the data", "v2.1", info(lambda d: d["features"]["observation.state"].update(shape=[7])), F, [V21_EP0, "'observation.state'", "[7]"]),
     Case("1 declared 2-d shape, 1-d data", "v3.0", info(lambda d: d["features"]["action"].update(shape=[2, 3])), F, [V30_DATA, "'action'", "[2, 3]"]),
     Case("1 image column holds numbers", "v2.1", parquet_edit(V21_EP, column(CAM, lambda c: pa.array(np.zeros(len(c))))), F, [V21_EP, CAM, "double"]),

@@ -7,9 +7,12 @@ goes away mid-epoch (connections reset, new ones refused) and comes back with it
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +35,12 @@ CLEAN_ENV = (
     "AWS_SECRET_ACCESS_KEY",
 )
 _REQUEST_LINE = re.compile(rb"(?:GET|HEAD|PUT|POST|DELETE) /[^ ]* HTTP/1\.1\r\n")
+
+
+def _die_with_parent() -> None:
+    """In the server's process: be sent SIGTERM when the process that started it dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -69,7 +78,9 @@ class S3Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
+            preexec_fn=_die_with_parent,
         )
+        atexit.register(self.stop)
         _wait_listening(self.port, proc=self._proc)
 
     @property
@@ -101,6 +112,8 @@ class S3Server:
         return sorted(i.path for i in infos if i.type == pafs.FileType.File)
 
     def stop(self) -> None:
+        if self._proc.poll() is not None:
+            return
         self._proc.terminate()
         try:
             self._proc.wait(10)

@@ -118,3 +118,25 @@ def test_blockfile_over_a_real_file(tmp_path):
     assert f.read() == path.read_bytes()[65_000:]
     f.close()
     assert f.closed
+
+
+def test_other_schemes_go_through_fsspec(v30_dataset):
+    """A `memory://` root (fsspec's in-process filesystem) serves the same items as the local folder."""
+    fsspec = pytest.importorskip("fsspec")
+    import torch
+
+    from robotempo import LeRobotDataset
+
+    mem = fsspec.filesystem("memory")
+    mem.put(str(v30_dataset), "/robotempo-fs-test/ds", recursive=True)
+    try:
+        remote = LeRobotDataset(
+            "m", root="memory://robotempo-fs-test/ds", speed_labels=False, episodes=[2, 7]
+        )
+        local = LeRobotDataset("m", root=v30_dataset, speed_labels=False, episodes=[2, 7])
+        rows = list(range(len(local)))
+        got, want = remote.__getitems__(rows).stacked, local.__getitems__(rows).stacked
+        assert remote.root == "memory://robotempo-fs-test/ds"
+        assert all(torch.equal(got[k], v) for k, v in want.items() if isinstance(v, torch.Tensor))
+    finally:
+        mem.rm("/robotempo-fs-test", recursive=True)

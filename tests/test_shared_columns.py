@@ -50,7 +50,8 @@ def test_forkserver_workers_map_the_columns_and_nothing_leaks(v30_dataset):
     shm_before = set(os.listdir("/dev/shm"))
     ds = LeRobotDataset("s", root=v30_dataset, delta_timestamps={"action": [0.0, 0.1]})
     expected = {k: v.copy() for k, v in ds.frames.columns.items()}
-    memfds_before = _memfds()  # other tests' datasets may still own theirs
+    gc.collect()  # other tests' garbage closes its descriptors now, not in the middle of this test
+    memfds_before = _memfds()  # other tests' live datasets may still own theirs
     assert ds.frames.shared is None
     loader = torch.utils.data.DataLoader(
         ds,

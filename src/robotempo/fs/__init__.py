@@ -150,8 +150,8 @@ class DatasetRoot:
             with open(self.local(rel), "rb") as f:
                 return f.read()
         with self.guard(rel):
-            with self.fs.open_input_stream(self.path(rel)) as f:
-                return f.read()
+            with self.fs.open_input_file(self.path(rel)) as f:
+                return f.read_at(f.size(), 0)  # one ranged GET (a stream reads in chunks, a request each)
 
     def open_input_file(self, rel: str) -> pa.NativeFile:
         """A random-access file (parquet reads ranges of it; on an object store each range is a request)."""
@@ -207,14 +207,19 @@ class DatasetRoot:
             infos = self.fs.get_file_info(
                 pafs.FileSelector(self.path(rel_dir), recursive=True, allow_not_found=True)
             )
-        start = len(self.base) + 1
         return sorted(
-            i.path[start:].replace(os.sep, "/")
+            self._relative(i.path)
             for i in infos
             if i.type in (pafs.FileType.File, pafs.FileType.Unknown)  # a FIFO is Unknown: opening it names it
             and i.path.endswith(suffix)
             and not os.path.basename(i.path).startswith(".")
         )
+
+    def _relative(self, fs_path: str) -> str:
+        """A listed path relative to the root (fsspec filesystems list with a leading '/')."""
+        if self.is_local:
+            return os.path.relpath(fs_path, self.base).replace(os.sep, "/")
+        return fs_path.lstrip("/")[len(self.base) + 1 :]
 
     def tree_size(self, rel_dir: str) -> tuple[int, int]:
         """Total bytes and number of files under `rel_dir` (a listing; for `robotempo info` only)."""

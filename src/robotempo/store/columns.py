@@ -7,9 +7,10 @@ Nothing here reads a file: callers pass what they read, so the checks cost nothi
 
 Decisions:
 - The declared dtype decides the output dtype, never the first file's. A column stored in another dtype is
-  cast when every value survives the round trip (int32 -> int64, float32 -> float64, whole floats -> int,
-  float64 values that are exact float32s -> float32); otherwise `FeatureMismatchError` (no float is ever
-  truncated or rounded silently).
+  cast when every value survives the round trip (int32 -> int64, whole floats -> int, float64 values that
+  are exact float32s -> float32); otherwise `FeatureMismatchError` (no float is ever truncated or rounded
+  silently). A float stored narrower than declared (float16 where float32 is declared) is an error too:
+  its values were rounded when the file was written, so no reader can serve what the card promises.
 - Every row of a list column must hold exactly the declared number of values: rows of uneven length are an
   error even when the total count happens to match.
 - A scalar column stands for a feature of shape [1] (items hold 0-d values, as LeRobot serves them).
@@ -180,6 +181,14 @@ def _as_declared(values: np.ndarray, spec: FeatureSpec, path: Path) -> np.ndarra
     dtype = np.dtype(spec.dtype)
     if values.dtype == dtype:
         return values
+    if values.dtype.kind == "f" and dtype.kind == "f" and values.dtype.itemsize < dtype.itemsize:
+        raise FeatureMismatchError(
+            path,
+            f"column {spec.name!r} is stored as {values.dtype}, narrower than the declared "
+            f"{_describe(spec)}: its values lost precision when this file was written (e.g. rewritten by "
+            "another tool)",
+            FEATURE_FIX,
+        )
     with np.errstate(all="ignore"):
         cast = values.astype(dtype)
         back = cast.astype(values.dtype)

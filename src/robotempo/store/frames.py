@@ -253,7 +253,8 @@ class FrameTable:
         outside, owner = outside[keep], owner[keep]
         if len(outside):
             groups = np.unique(np.searchsorted(offsets, outside, side="right") - 1)
-            values = pf.read_row_groups(groups.tolist(), columns=["episode_index"], use_threads=False)
+            with self._path(code).root.guard(self._path(code).rel):
+                values = pf.read_row_groups(groups.tolist(), columns=["episode_index"], use_threads=False)
             held = values.column(0).to_numpy()
             sizes = offsets[groups + 1] - offsets[groups]
             starts = np.concatenate([[0], np.cumsum(sizes)])[:-1]
