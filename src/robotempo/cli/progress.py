@@ -9,16 +9,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
-@contextmanager
-def progress_callback(console: Console, description: str) -> Iterator:
-    with Progress(
+def progress_bar(console: Console) -> Progress:
+    """The CLI's one progress-bar layout: description, bar, done/total, elapsed time."""
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=False,
-    ) as bar:
+    )
+
+
+@contextmanager
+def progress_callback(console: Console, description: str) -> Iterator:
+    with progress_bar(console) as bar:
         task = bar.add_task(description, total=None)
 
         def update(done: int, total: int) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from robotempo.cli.progress import progress_bar
 from robotempo.cli.storage import storage_options
 from robotempo.validation import validate_dataset
 
@@ -13,13 +13,7 @@ STYLE = {"ok": "[green]ok[/]", "failed": "[bold red]FAILED[/]", "note": "[yellow
 
 
 def run_validate(args, console: Console) -> int:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    with progress_bar(console) as bar:
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
