@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from robotempo.arguments import check_size, check_tolerance
-from robotempo.cameras import decode_image, to_item_layout
+from robotempo.cameras import decode_image, frames_tensor, to_item_layout
 from robotempo.errors import MissingFileError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.fs import FileRef, as_root
@@ -275,7 +275,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return ItemBatch(torch.utils.data.default_collate(items) if items else stacked, len(items), items)
 
     def _add_cameras(self, stacked: dict, rows: np.ndarray, ep_from: np.ndarray, ep_to: np.ndarray) -> None:
-        """Camera frames (and pad masks) of a batch; all video files of all cameras in one parallel fetch."""
+        """Camera frames (and pad masks) of a batch. The video files of all cameras are decoded in one
+        parallel fetch, each frame written straight into the batch's tensor (`frames_tensor`)."""
         where = {}
         for key in self.camera_keys:
             offsets = self._deltas.get(key)
@@ -284,11 +285,25 @@ class LeRobotDataset(torch.utils.data.Dataset):
             else:
                 where[key], pad = query_rows(rows, offsets, ep_from, ep_to)
                 stacked[f"{key}_is_pad"] = torch.from_numpy(pad)
-        frames = self.camera_frames({k: w.reshape(-1) for k, w in where.items()})
-        for key, images in frames.items():
-            images = images.reshape(*where[key].shape, *images.shape[1:])
-            layout = images[:, 0] if key not in self._deltas else images
-            stacked[key] = to_item_layout(layout, self.return_uint8)
+        images = self.camera_frames({k: where[k].reshape(-1) for k in self.image_keys})
+        requests = []
+        for key in self.camera_keys:
+            if key in images:
+                layout = images[key].reshape(*where[key].shape, *images[key].shape[1:])
+                stacked[key] = to_item_layout(
+                    layout if key in self._deltas else layout[:, 0], self.return_uint8
+                )
+                continue
+            height, width = self.meta.info.features[key].hwc[:2]
+            out = frames_tensor(where[key].shape, 3, height, width, self.return_uint8)
+            flat = out.view(-1, 3, height, width).numpy()
+            requests += [
+                (ref, times, flat, sel)
+                for ref, times, sel in self._video_requests(key, where[key].reshape(-1))
+            ]
+            stacked[key] = out if key in self._deltas else out[:, 0]
+        if requests:
+            self._video().fetch_into(requests, self.tolerance_s)
 
     def camera_frames(self, rows_by_key: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """uint8 frames (n, H, W, 3) of each camera at the given table rows."""
@@ -298,8 +313,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if worker is not None:  # the loader's workers hold one heavy-cache budget together, not one each
             self.frames.heavy_cache.share(worker.num_workers)
         for key, rows in rows_by_key.items():
-            ep = self.frames.episode_of(rows)
             if key in self.image_keys:
+                ep = self.frames.episode_of(rows)
                 cells = self.frames.read_heavy(key, rows)
                 names = self._selected.data_files
                 codes = self._selected.data_file
@@ -311,18 +326,26 @@ class LeRobotDataset(torch.utils.data.Dataset):
                     ]
                 )
                 continue
-            loc = self._selected.videos[key]
-            times = self._video_from[key][ep] + self.frames.columns["timestamp"][rows].astype(np.float64)
-            files = loc.file[ep]
-            for code in np.unique(files):
-                sel = np.flatnonzero(files == code)
-                requests.append((self.video_file(key, int(code)), times[sel]))
+            for ref, times, sel in self._video_requests(key, rows):
+                requests.append((ref, times))
                 slots.append((key, sel, len(rows)))
         for (key, sel, n), decoded in zip(slots, self._video().fetch(requests, self.tolerance_s)):
             if key not in out:
                 out[key] = np.empty((n, *decoded.shape[1:]), dtype=np.uint8)
             out[key][sel] = decoded
         return out
+
+    def _video_requests(self, key: str, rows: np.ndarray) -> list[tuple[FileRef, np.ndarray, np.ndarray]]:
+        """A camera's frames at table rows, per video file: (file, times in the file, positions in `rows`)."""
+        ep = self.frames.episode_of(rows)
+        loc = self._selected.videos[key]
+        times = self._video_from[key][ep] + self.frames.columns["timestamp"][rows].astype(np.float64)
+        files = loc.file[ep]
+        requests = []
+        for code in np.unique(files):
+            sel = np.flatnonzero(files == code)
+            requests.append((self.video_file(key, int(code)), times[sel], sel))
+        return requests
 
     def video_file(self, key: str, code: int) -> FileRef:
         """A camera's video file, checked the first time this process uses it: its stream (fps, frame size,

@@ -4,7 +4,8 @@
 clusters (a new seek only where seeking is cheaper than decoding forward, see `robotempo.video.seek_plan`),
 and per cluster makes one seek and one forward decode pass, converting to RGB only the frames it returns.
 `VideoDecoderCache` keeps files open (and their decoder positions) between calls; `FrameFetcher` decodes
-several files (cameras) in parallel threads, as PyAV releases the GIL while it decodes.
+several files (cameras) in parallel threads, as PyAV releases the GIL while it decodes; `fetch_into` has
+them write straight into the caller's arrays (the batch's final tensors), channels first.
 """
 
 from __future__ import annotations
@@ -120,6 +121,31 @@ class FrameFetcher:
             for i, array in zip(members, arrays):
                 results[i] = array
         return results
+
+    def fetch_into(
+        self,
+        requests: Sequence[tuple[str | Path | FileRef, np.ndarray, np.ndarray, np.ndarray]],
+        tolerance_s: float = DEFAULT_TOLERANCE_S,
+    ) -> None:
+        """Decode `(path, timestamps, out, rows)` requests in place: each frame into its `out[rows[i]]` as
+        `VideoReader.frames_into` writes it ((3, H, W) RGB, uint8, or float32 in [0, 1]). Files are decoded in
+        parallel; requests on the same file run one after another in one thread."""
+        groups: dict[str, list[tuple]] = {}
+        for path, timestamps, out, rows in requests:
+            query = _as_query(path, timestamps, tolerance_s)
+            groups.setdefault(cache_key(path), []).append((path, query, out, rows))
+        jobs = list(groups.values())
+        if len(jobs) <= 1 or self.max_workers == 1:
+            for parts in jobs:
+                self._decode_into(parts, tolerance_s)
+            return
+        pool = self._pool.get().executor()
+        _results_in_order([pool.submit(self._decode_into, parts, tolerance_s) for parts in jobs])
+
+    def _decode_into(self, parts: list[tuple], tolerance_s: float) -> None:
+        with self.cache.reader(parts[0][0]) as reader:
+            for _, query, out, rows in parts:
+                reader.frames_into(query, tolerance_s, out, rows)
 
     def _decode(self, path: str | Path, parts: list[np.ndarray], tolerance_s: float) -> list[np.ndarray]:
         if len(parts) == 1:

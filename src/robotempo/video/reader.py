@@ -5,10 +5,11 @@ Choices, measured on 96x96 files on a 2-core machine (`benchmarks/bench_decoder.
   even in a lone process: H.264 71 -> 98 us per frame decoded in sequence, 269 -> 494 us per random seek and
   decode; AV1 (libdav1d) 106 -> 130 and 202 -> 405 us. Parallelism comes from FrameFetcher threads and
   DataLoader workers instead.
-- RGB conversion goes through one `VideoReformatter` per file, which keeps its swscale context, with one
-  swscale thread: ~8 us of CPU per 96x96 frame, against ~28 us with swscale's default thread pool (its
-  hand-offs cost more than the conversion) and 85-350 us when each frame builds its own context
-  (`frame.to_ndarray(format="rgb24")`). Only the frames returned are converted.
+- RGB conversion goes through one `PixelWriter` per file (`robotempo.video.pixels`), which keeps its swscale
+  context, with one swscale thread: ~8 us of CPU per 96x96 frame, against ~28 us with swscale's default
+  thread pool (its hand-offs cost more than the conversion) and 85-350 us when each frame builds its own
+  context (`frame.to_ndarray(format="rgb24")`). Only the frames returned are converted, and `frames_into`
+  writes them straight into the caller's array.
 - The decoder position is kept between calls: a call whose frames lie a little ahead of the last one decoded
   (sequential reads) continues forward without seeking.
 """
@@ -17,19 +18,21 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
 from robotempo.errors import FrameTimestampError, StorageError, VideoDecodeError
 from robotempo.fs import FileRef, as_file
+from robotempo.video.pixels import PixelWriter
 from robotempo.video.seek_plan import plan_seeks, seek_cost_frames
 from robotempo.video.stream import StreamInfo
 
 logger = logging.getLogger(__name__)
 
+_OUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 _FIX_CORRUPT = "the file is damaged or not a video: re-encode or re-download it"
 _FIX_SHORT = (
     "the video is shorter than its episode: re-encode the episode's video, or check the episode's "
@@ -59,7 +62,7 @@ class VideoReader:
         except BaseException:
             self._container.close()
             raise
-        self._reformatter = VideoReformatter()
+        self._pixels = PixelWriter()
         # Decoder state: a live decode generator (None after a decode error), the last two frames it produced
         # (`_prev`, `_cur`: consecutive in presentation order), whether it reached the end, and whether it
         # sits at the start of the file with nothing decoded yet.
@@ -118,9 +121,56 @@ class VideoReader:
 
     def frames_at(self, timestamps: np.ndarray, tolerance_s: float) -> np.ndarray:
         """uint8 (N, H, W, 3) RGB frames nearest to `timestamps` (seconds), in the order given."""
-        query = np.asarray(timestamps, dtype=np.float64).reshape(-1) / self.time_base
+        query = np.asarray(timestamps, dtype=np.float64).reshape(-1)
         if query.size == 0:
             return np.empty((0, self.height, self.width, 3), dtype=np.uint8)
+        out: np.ndarray | None = None
+        last_pts, rgb = None, None
+        for frame, where in self._walk(query, tolerance_s):
+            if frame.pts != last_pts:
+                rgb = self._pixels.rgb(frame)
+                last_pts = frame.pts
+            if out is None:
+                out = np.empty((query.size, *rgb.shape), dtype=np.uint8)
+            out[where] = rgb
+        assert out is not None
+        return out
+
+    def frames_into(
+        self, timestamps: np.ndarray, tolerance_s: float, out: np.ndarray, rows: np.ndarray
+    ) -> None:
+        """Write the frame nearest to `timestamps[i]` (seconds) into `out[rows[i]]`, RGB channels first.
+
+        out: (M, 3, H, W) uint8 (pixels as decoded) or float32 (pixels / 255, the values `frames_at` gives
+            divided by 255 in float32); the same frames `frames_at` returns, in another layout and dtype.
+        rows: one row of `out` per timestamp.
+        """
+        query = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if out.ndim != 4 or out.shape[1:] != (3, self.height, self.width) or out.dtype not in _OUT_DTYPES:
+            raise ValueError(
+                f"{self.path}: frames_into takes a (M, 3, {self.height}, {self.width}) uint8 or float32, "
+                f"got {out.dtype} {out.shape}"
+            )
+        if rows.shape != query.shape:
+            raise ValueError(f"{self.path}: {query.size} timestamps but {rows.size} rows")
+        if query.size == 0:
+            return
+        last_pts, last_row = None, 0
+        for frame, where in self._walk(query, tolerance_s):
+            dest = rows[where]
+            if frame.pts != last_pts:
+                self._pixels.write_chw(frame, out[dest[0]])
+                last_pts, last_row = frame.pts, dest[0]
+            else:
+                out[dest[0]] = out[last_row]
+            for row in dest[1:]:
+                out[row] = out[dest[0]]
+
+    def _walk(self, query_s: np.ndarray, tolerance_s: float) -> Iterator[tuple[av.VideoFrame, np.ndarray]]:
+        """For each distinct query time, in increasing order: its frame and the positions in `query_s` it
+        fills. Decodes in forward passes, seeking where the cost model says so."""
+        query = query_s / self.time_base
         tol = tolerance_s / self.time_base
         # Float error of a seconds -> pts conversion is far below a pts tick; 1e-6 tick of slack absorbs it.
         tol_pts = tol + 1e-6
@@ -140,22 +190,13 @@ class VideoReader:
             self._position_for(targets[0], slack),
             self._seek_cost,
         )
-        out: np.ndarray | None = None
-        last_pts, rgb = None, None
         for target, seek, where in zip(targets, seeks, rows):
             if seek:
                 self._seek(target, slack)
             frame = self._nearest(target)
             if abs(frame.pts - target) > tol_pts:
                 self._raise_off_grid(target, frame.pts, tolerance_s)
-            if frame.pts != last_pts:
-                rgb = self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
-                last_pts = frame.pts
-            if out is None:
-                out = np.empty((query.size, *rgb.shape), dtype=np.uint8)
-            out[where] = rgb
-        assert out is not None
-        return out
+            yield frame, where
 
     # --- planning -------------------------------------------------------------------------------------------
 

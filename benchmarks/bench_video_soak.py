@@ -1,0 +1,270 @@
+"""Long runs on the realistic VLA corpus (issue 11, item 5; P8 on this corpus): memory, open files and open
+video decoders of the main process and of each DataLoader worker, over several epochs.
+
+    .venv/bin/python benchmarks/bench_video_soak.py --corpus vla224_av1 --epochs 12
+    .venv/bin/python benchmarks/bench_video_soak.py --corpus vla480_av1 --epochs 12 --return-uint8
+
+The corpus is `bench_vla.py`'s (quick scale unless `--full`; written on first use): 3 cameras, the workload
+of 2 frames of history per camera, state history and a 50-step action chunk. DataLoader with 2 persistent
+fork workers (the same worker processes all run long), batch 32, a new shuffle every epoch. After every batch
+each worker reports, from inside itself (in the collate function), its open file descriptors (not counting
+torch's shared-memory files of the batches in flight) and its open video decoders (`len(fetcher.cache)`);
+at `--marks` points of the run the main process reads PSS (`/proc/<pid>/smaps_rollup`) and RSS of itself and
+of each worker. Prints a table per epoch and saves
+`benchmarks/results/<date>-video-soak-<corpus>[-uint8].{json,png}`.
+
+Targets: P8, PSS and RSS of main + workers at the end of the run <= 1.1x their value at 10% of it (medians of
+the marks in [8%, 12%] and [96%, 100%]); open descriptors and decoders per worker flat from epoch to epoch,
+decoders never above the cache size (ROBOTEMPO_VIDEO_CACHE_SIZE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH / "peer_side"))
+sys.path.insert(0, str(BENCH))
+
+import bench_vla  # noqa: E402
+from measure import children, pss_bytes, rss_bytes  # noqa: E402
+from video_loader_peer import benchmark_query, read_info  # noqa: E402
+
+RESULTS = BENCH / "results"
+BATCH = 32
+WORKERS = 2
+
+
+def open_fds(pid: int | str = "self") -> int:
+    """Open descriptors, leaving out torch's shared-memory files of batches in flight (their number follows
+    the loader's timing, not what the dataset holds)."""
+    targets = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            pass
+    return sum(not t.startswith("/dev/shm/torch_") for t in targets)
+
+
+def probing_collate(samples):
+    """robotempo's collate, plus what this worker holds open: (pid, descriptors, decoders)."""
+    import torch
+
+    from robotempo import collate
+    from robotempo.video.decoder import default_fetcher
+
+    batch = collate(samples)
+    batch["_probe"] = torch.tensor([os.getpid(), open_fds(), len(default_fetcher().cache)])
+    return batch
+
+
+def memory(pid: int) -> dict:
+    try:
+        return {"pss": pss_bytes(pid), "rss": rss_bytes(pid), "fds": open_fds(pid)}
+    except (OSError, KeyError):
+        return {}
+
+
+def run(args) -> dict:
+    import torch
+
+    from robotempo import LeRobotDataset
+    from robotempo.video.cache import default_cache_size
+
+    root = bench_vla.write_corpus(args.corpus, "full" if args.full else "quick")
+    deltas = benchmark_query(read_info(root), True)
+    ds = LeRobotDataset(
+        f"bench/{args.corpus}",
+        root=root,
+        delta_timestamps=deltas,
+        speed_labels=False,
+        return_uint8=args.return_uint8,
+    )
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=BATCH,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(args.seed),
+        num_workers=WORKERS,
+        persistent_workers=True,
+        multiprocessing_context="fork",
+        collate_fn=probing_collate,
+    )
+    total = args.epochs * len(loader)
+    marks = {max(1, round(total * (k + 1) / args.marks)) for k in range(args.marks)}
+    me = os.getpid()
+    trace, probes, done, samples = [], {}, 0, 0
+    t0 = time.perf_counter()
+    for epoch in range(args.epochs):
+        for batch in loader:
+            pid, fds, decoders = (int(x) for x in batch["_probe"])
+            probes[pid] = {"fds": fds, "decoders": decoders}
+            done += 1
+            samples += len(batch["index"])
+            if done in marks:
+                procs = {"main": memory(me)}
+                procs.update({f"worker{j}": memory(p) for j, p in enumerate(children(me))})
+                trace.append(
+                    {
+                        "batch": done,
+                        "epoch": epoch,
+                        "fraction": done / total,
+                        "samples": samples,
+                        "wall_s": time.perf_counter() - t0,
+                        "processes": procs,
+                        "pss": sum(m.get("pss", 0) for m in procs.values()),
+                        "rss": sum(m.get("rss", 0) for m in procs.values()),
+                        "worker_probes": {str(k): dict(v) for k, v in probes.items()},
+                    }
+                )
+    wall = time.perf_counter() - t0
+    out = {
+        "date": dt.date.today().isoformat(),
+        "corpus": args.corpus,
+        "root": str(root),
+        "return_uint8": args.return_uint8,
+        "epochs": args.epochs,
+        "batches": total,
+        "samples": samples,
+        "epoch_samples": len(ds),
+        "batch_size": BATCH,
+        "workers": WORKERS,
+        "wall_s": wall,
+        "samples_per_s": samples / wall,
+        "video_cache_size": default_cache_size(),
+        "trace": trace,
+    }
+    for key in ("pss", "rss"):
+        at10, end = window(trace, key, 0.08, 0.12), window(trace, key, 0.96, 1.0)
+        out[f"{key}_10"], out[f"{key}_end"], out[f"{key}_ratio"] = at10, end, end / at10
+    out["per_epoch"] = per_epoch(trace)
+    return out
+
+
+def window(trace: list[dict], key: str, lo: float, hi: float) -> float:
+    inside = [m[key] for m in trace if lo <= m["fraction"] <= hi]
+    return statistics.median(inside or [min(trace, key=lambda m: abs(m["fraction"] - hi))[key]])
+
+
+def per_epoch(trace: list[dict]) -> list[dict]:
+    """The last mark of each epoch: tree PSS/RSS, and per worker its descriptors and decoders."""
+    rows = []
+    for epoch in sorted({m["epoch"] for m in trace}):
+        last = [m for m in trace if m["epoch"] == epoch][-1]
+        workers = sorted(last["worker_probes"].items())
+        rows.append(
+            {
+                "epoch": epoch,
+                "samples": last["samples"],
+                "pss": last["pss"],
+                "rss": last["rss"],
+                "main_fds": last["processes"]["main"].get("fds"),
+                "worker_fds": [w["fds"] for _, w in workers],
+                "worker_decoders": [w["decoders"] for _, w in workers],
+                "worker_pss": [m.get("pss") for k, m in sorted(last["processes"].items()) if k != "main"],
+            }
+        )
+    return rows
+
+
+def report(result: dict) -> None:
+    mb = 1 / 2**20
+    print(
+        f"{result['corpus']} return_uint8={result['return_uint8']}: {result['samples']} samples in "
+        f"{result['epochs']} epochs of {result['epoch_samples']}, {result['samples_per_s']:.0f} samples/s, "
+        f"video cache size {result['video_cache_size']}"
+    )
+    print(
+        f"{'epoch':>5} {'samples':>8} {'PSS MB':>8} {'RSS MB':>8} {'main fds':>8} {'worker fds':>12} "
+        f"{'decoders':>10} {'worker PSS MB':>16}"
+    )
+    for r in result["per_epoch"]:
+        wpss = "/".join(f"{p * mb:.0f}" for p in r["worker_pss"] if p)
+        print(
+            f"{r['epoch']:>5} {r['samples']:>8} {r['pss'] * mb:>8.0f} {r['rss'] * mb:>8.0f} "
+            f"{r['main_fds']:>8} "
+            f"{'/'.join(map(str, r['worker_fds'])):>12} {'/'.join(map(str, r['worker_decoders'])):>10} "
+            f"{wpss:>16}"
+        )
+    for key in ("pss", "rss"):
+        ratio = result[f"{key}_ratio"]
+        print(
+            f"P8 {key.upper()}: {result[f'{key}_10'] * mb:.0f} MB at 10% -> "
+            f"{result[f'{key}_end'] * mb:.0f} MB "
+            f"at the end: {ratio:.3f}x ({'PASS' if ratio <= 1.1 else 'FAIL'}, target <= 1.1)"
+        )
+    fds = [tuple(r["worker_fds"]) for r in result["per_epoch"]]
+    dec = [max(r["worker_decoders"]) for r in result["per_epoch"]]
+    flat = len(set(fds)) == 1
+    print(
+        f"worker descriptors per epoch: {'flat' if flat else 'CHANGED'} ({sorted(set(fds))}); "
+        f"decoders at most "
+        f"{max(dec)} (cache size {result['video_cache_size']})"
+    )
+
+
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trace = result["trace"]
+    x = [m["samples"] for m in trace]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot(x, [m["pss"] / 2**20 for m in trace], label="PSS (main + workers)")
+    axes[0].plot(x, [m["rss"] / 2**20 for m in trace], label="RSS (main + workers)")
+    axes[0].set_ylabel("MB")
+    names = sorted({k for m in trace for k in m["processes"]})
+    for name in names:
+        axes[1].plot(x, [m["processes"].get(name, {}).get("fds") for m in trace], label=name)
+    axes[1].set_ylabel("open file descriptors")
+    pids = sorted({k for m in trace for k in m["worker_probes"]})
+    for j, pid in enumerate(pids):
+        axes[2].plot(x, [m["worker_probes"].get(pid, {}).get("decoders") for m in trace], label=f"worker {j}")
+    axes[2].axhline(result["video_cache_size"], color="grey", linestyle=":", label="cache size")
+    axes[2].set_ylabel("open video decoders")
+    for ax in axes:
+        ax.set_xlabel("samples")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+    mode = "uint8" if result["return_uint8"] else "float32"
+    fig.suptitle(f"{result['corpus']} ({mode}), {result['epochs']} epochs, 2 persistent workers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--corpus",
+        default="vla224_av1",
+        choices=[n for n, c in bench_vla.CORPORA.items() if c["camera"] == "video"],
+    )
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--marks", type=int, default=60)
+    ap.add_argument("--return-uint8", action="store_true")
+    ap.add_argument("--full", action="store_true", help="the full-scale corpus (written on first use: long)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    result = run(args)
+    tag = f"{result['date']}-video-soak-{args.corpus}{'-uint8' if args.return_uint8 else ''}"
+    out = Path(args.out) if args.out else RESULTS / f"{tag}.json"
+    out.write_text(json.dumps(result, indent=1))
+    chart(result, out.with_suffix(".png"))
+    report(result)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

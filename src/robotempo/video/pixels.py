@@ -1,0 +1,60 @@
+"""Decoded frames to RGB pixels: packed (H, W, 3) arrays, or written in place channels first into a caller's
+array as uint8 or float32 in [0, 1].
+
+Writing in place is what keeps a DataLoader worker cheap at large frame sizes: every fresh page a worker
+writes costs a kernel page fault and a page clear (at 480x640 that cost more CPU than decoding, see
+docs/benchmarks.md), so a frame goes straight from FFmpeg's conversion buffer into the batch's final
+tensor, in its final dtype and layout, with no intermediate array.
+
+Channels first comes straight from swscale's planar `gbrp` output (three plane copies) for 8-bit YUV sources
+with even width and height, where it is bit-identical to packed `rgb24` (tested); any other source goes
+through `rgb24` and a transposing copy.
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+# 8-bit YUV layouts whose planar RGB conversion equals the packed one exactly (odd sizes and 10-bit sources
+# differ: swscale rounds their chroma edges and dithers differently per output format).
+PLANAR_EXACT = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
+_SCALE = np.float32(255)
+
+
+class PixelWriter:
+    """RGB conversion for one video stream; keeps its swscale context (one swscale thread: its thread pool's
+    hand-offs cost more than the conversion). Not thread-safe, like its reader."""
+
+    def __init__(self) -> None:
+        self._reformatter = VideoReformatter()
+
+    def rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """uint8 (H, W, 3) RGB."""
+        return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+    def write_chw(self, frame: av.VideoFrame, out: np.ndarray) -> None:
+        """Write `frame` as RGB into `out`, a (3, H, W) uint8 or float32 array (float32: value / 255)."""
+        if frame.format.name in PLANAR_EXACT and not (frame.width % 2 or frame.height % 2):
+            planar = self._reformatter.reformat(frame, format="gbrp", threads=1)
+            g, b, r = (_plane(p, frame.height, frame.width) for p in planar.planes)
+            for channel, plane in zip(out, (r, g, b)):
+                store(channel, plane)
+        else:
+            store(out, self.rgb(frame).transpose(2, 0, 1))
+
+
+def store(out: np.ndarray, pixels: np.ndarray) -> None:
+    """`out[...] = pixels` for uint8 `out`; `pixels / 255` in float32 for float32 `out` (the same values as
+    torch's `pixels.to(torch.float32) / 255`, tested for all 256 levels)."""
+    if out.dtype == np.uint8:
+        np.copyto(out, pixels)
+    else:
+        np.divide(pixels, _SCALE, out=out, dtype=np.float32)
+
+
+def _plane(plane, height: int, width: int) -> np.ndarray:
+    """A view of one plane's pixels (its rows may be padded to `line_size`)."""
+    stride = plane.line_size
+    return np.frombuffer(plane, np.uint8, count=stride * height).reshape(height, stride)[:, :width]
