@@ -18,9 +18,11 @@ CACHE = 2
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
 
 
-def open_files() -> tuple[int, int]:
-    """(descriptors, descriptors on MP4 files) of this process, leaving out torch's shared-memory files of the
-    batches in flight (their number depends on timing, not on what the dataset holds)."""
+def open_files(root: str) -> tuple[int, int]:
+    """(descriptors, descriptors on the MP4 files under `root`) of this process, leaving out torch's
+    shared-memory files of the batches in flight (their number depends on timing, not on what the dataset
+    holds). Only `root`'s MP4s count as this dataset's decoders: a forked worker also inherits, untouched,
+    the files its parent's caches hold open (other datasets of the same process)."""
     targets = []
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -28,7 +30,7 @@ def open_files() -> tuple[int, int]:
         except OSError:  # closed between listing and reading
             pass
     targets = [t for t in targets if not t.startswith("/dev/shm/torch_")]
-    return len(targets), sum(t.endswith(".mp4") for t in targets)
+    return len(targets), sum(t.startswith(root) and t.endswith(".mp4") for t in targets)
 
 
 class _Probe(torch.utils.data.Dataset):
@@ -42,7 +44,7 @@ class _Probe(torch.utils.data.Dataset):
 
     def __getitems__(self, indices):
         batch = collate(self.dataset.__getitems__(indices))
-        return {"batch": batch, "probe": (os.getpid(), *open_files())}
+        return {"batch": batch, "probe": (os.getpid(), *open_files(os.path.realpath(self.dataset.root)))}
 
 
 def test_descriptors_and_decoders_stay_bounded_across_epochs(tmp_path):
