@@ -273,8 +273,8 @@ def summarize(records: list[dict]) -> list[dict]:
         med = {}
         for system in dict.fromkeys(r["system"] for r in mine):
             ok = [r for r in mine if r["system"] == system and "samples_per_s" in r]
-            med[system] = {k: statistics.median(r[k] for r in ok) if ok else None
-                           for k in ("samples_per_s", "samples_per_cpu_s")}  # fmt: skip
+            med[system] = {k: statistics.median(r[k] for r in ok) if ok and all(k in r for r in ok) else None
+                           for k in ("samples_per_s", "samples_per_cpu_s", "read_bytes_per_sample")}  # fmt: skip
             med[system]["errors"] = [
                 str(r["error"])[:200] for r in mine if r["system"] == system and "error" in r
             ]
@@ -303,13 +303,13 @@ def print_summary(rows: list[dict]) -> None:
     def f(x, fmt="{:.1f}"):
         return fmt.format(x) if x is not None else "-"
 
-    print(f"{'corpus':12} {'system':19} {'samples/s':>10} {'/CPU-s':>8}")
+    print(f"{'corpus':12} {'system':19} {'samples/s':>10} {'/CPU-s':>8} {'KB read/sample':>15}")
     for row in rows:
         for system, m in row["systems"].items():
             err = f"  ERR {m['errors'][0][:100]}" if m["errors"] and m["samples_per_s"] is None else ""
-            print(
-                f"{row['corpus']:12} {system:19} {f(m['samples_per_s']):>10} {f(m['samples_per_cpu_s']):>8}{err}"
-            )
+            kb = m["read_bytes_per_sample"] / 1e3 if m.get("read_bytes_per_sample") is not None else None
+            print(f"{row['corpus']:12} {system:19} {f(m['samples_per_s']):>10} {f(m['samples_per_cpu_s']):>8} "
+                  f"{f(kb):>15}{err}")  # fmt: skip
         for mode in ("robotempo", "robotempo-uint8"):
             r = row[mode]
             print(f"{row['corpus']:12} {mode} / {row['peer_best']}: {f(r['vs_peer_best'], '{:.2f}x')} (wall), "
