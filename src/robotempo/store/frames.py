@@ -2,10 +2,10 @@
 
 Numeric columns (the five default columns and every numeric feature) are read once, for the selected rows
 only, into contiguous numpy arrays (forked DataLoader workers share their pages). Heavy columns
-(embedded images, strings) stay on disk and are read per row group on demand through a bounded LRU cache,
-so memory does not grow with camera data. Every read is checked against the metadata: the rows must
-carry exactly the selected
-episodes, in order, with the promised lengths and global indices.
+(embedded images, strings) stay on disk and are read on demand, by page or by row group, through a bounded
+LRU cache (`store/heavy.py`), so memory does not grow with camera data. Every read is checked against the
+metadata: the rows must carry exactly the selected episodes, in order, with the promised lengths and global
+indices.
 """
 
 from __future__ import annotations
@@ -74,13 +74,17 @@ class FrameTable:
         self.columns: dict[str, np.ndarray] = {}
         self.heavy_keys: list[str] = list(self.plan.heavy)
         self._rg_offsets: dict[int, np.ndarray] = {}
+        self._refs: dict[int, FileRef] = {}  # data file of each code, named once
         self._file_ids: dict[int, tuple] = {}  # identity of each data file as read at open (cache keys)
         self.row_from = np.empty(len(episodes), dtype=np.int64)  # verified in-file row offset per episode
         self._read(catalog, tasks)
 
     # -- open -------------------------------------------------------------------------------------------
     def _path(self, code: int) -> FileRef:
-        return self.location.file(self.episodes.data_files[code])
+        ref = self._refs.get(code)
+        if ref is None:
+            ref = self._refs[code] = self.location.file(self.episodes.data_files[code])
+        return ref
 
     def _read(self, catalog: EpisodeTable, tasks: Mapping[int, str]) -> None:
         eps = self.episodes
@@ -329,12 +333,13 @@ class FrameTable:
             mask = np.flatnonzero(codes == code)
             offsets = self._offsets(code)
             groups = np.searchsorted(offsets, in_file[mask], side="right") - 1
-            file = (str(self._path(code)), self._file_ids[code])
+            ref = self._path(code)
+            file = (str(ref), self._file_ids[code])
             pf = self._opened_file(code)
             for g in np.unique(groups).tolist():
                 sel = mask[groups == g]
                 values = read_group_rows(
-                    self._heavy_cache, file, pf, self._path(code), g, key, in_file[sel] - offsets[g], image
+                    self._heavy_cache, file, pf, ref, g, key, in_file[sel] - offsets[g], image
                 )
                 for i, value in zip(sel.tolist(), values):
                     out[i] = value

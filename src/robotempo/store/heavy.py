@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -39,7 +40,6 @@ DEFAULT_HEAVY_CACHE_MB = 256
 # Pages are read one by one when they hold at most this share of the column chunk's bytes; past it, one read
 # of the whole chunk costs less than many page reads and serves the rest of the row group from the cache.
 PAGE_SHARE = 0.25
-_NO_PAGES = ChunkPages(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64))
 
 
 class _Lru:
@@ -49,9 +49,11 @@ class _Lru:
 
 
 class HeavyCache:
-    """Row-group columns, pages and page indexes of heavy features, LRU-bounded by bytes (each value has an
-    `nbytes`); dropped in a forked child, never pickled.
+    """Row-group columns and pages of heavy features, LRU-bounded by bytes (each value has an `nbytes`);
+    dropped in a forked child, never pickled.
 
+    Page indexes and page layouts (`index=True`) have an LRU of their own, an eighth of the budget: they are
+    small and needed for every page read, and must not be pushed out by the images they locate.
     Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`). `budget` is
     what a lone process holds; `share(n)` holds a 1/n share of it, for one of n DataLoader workers.
     """
@@ -60,37 +62,39 @@ class HeavyCache:
         self.budget = budget
         self.max_bytes = budget
         self._lru: ProcessLocal[_Lru] = ProcessLocal(_Lru)
+        self._index: ProcessLocal[_Lru] = ProcessLocal(_Lru)
 
-    def get(self, key: tuple, load: Callable[[], object]):
-        hit = self.peek(key)
+    def get(self, key: tuple, load: Callable[[], object], index: bool = False):
+        hit = self.peek(key, index)
         if hit is not None:
             return hit
         value = load()
-        self.put(key, value)
+        self.put(key, value, index)
         return value
 
-    def peek(self, key: tuple):
+    def peek(self, key: tuple, index: bool = False):
         """The cached value, or None; a hit becomes the most recently used."""
-        lru = self._lru.get()
+        lru = (self._index if index else self._lru).get()
         hit = lru.items.get(key)
         if hit is not None:
             lru.items.move_to_end(key)
         return hit
 
-    def put(self, key: tuple, value) -> None:
-        lru = self._lru.get()
+    def put(self, key: tuple, value, index: bool = False) -> None:
+        lru = (self._index if index else self._lru).get()
+        limit = self.max_bytes // 8 if index else self.max_bytes - self.max_bytes // 8
         old = lru.items.pop(key, None)
         if old is not None:
             lru.nbytes -= old.nbytes
         lru.items[key] = value
         lru.nbytes += value.nbytes
-        while lru.nbytes > self.max_bytes and len(lru.items) > 1:
+        while lru.nbytes > limit and len(lru.items) > 1:
             _, old = lru.items.popitem(last=False)
             lru.nbytes -= old.nbytes
 
     @property
     def nbytes(self) -> int:
-        return self._lru.get().nbytes
+        return self._lru.get().nbytes + self._index.get().nbytes
 
     def share(self, processes: int) -> None:
         """Hold at most budget / processes from now on (idempotent): n workers together hold one budget."""
@@ -159,6 +163,32 @@ def _load(pf: DataFile, ref: FileRef, group: int, key: str, image: bool) -> pa.A
     return column
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How one column chunk's images are read: its pages (None: the row group's whole column), codec and
+    maximum definition level, and the chunk's bytes (what a row-group read costs)."""
+
+    pages: ChunkPages | None
+    compression: str = ""
+    max_def: int = 0
+    chunk_bytes: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return 128 + (self.pages.nbytes if self.pages is not None else 0)
+
+
+_WHOLE = _Plan(None)
+
+
+class _PageValues(list):
+    """One page's values (bytes or None), sized for the cache's byte budget."""
+
+    @property
+    def nbytes(self) -> int:
+        return 64 + sum(40 + len(v) if v is not None else 8 for v in self)
+
+
 def _image_leaf(pf: DataFile, key: str) -> tuple[int, str, int] | None:
     """(leaf column, codec, max definition level) of an image column's bytes, when the page reader can
     decode it: a flat BYTE_ARRAY leaf without repetition levels or a dictionary."""
@@ -177,41 +207,48 @@ def _image_leaf(pf: DataFile, key: str) -> tuple[int, str, int] | None:
         return None
 
 
-def _from_pages(cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, group: int, key: str, rows):
-    """The rows' values read page by page, or None when the whole column is the better read (no page
-    index, an unhandled layout, most of the chunk needed, or a page that does not decode exactly)."""
+def _plan(cache: HeavyCache, file: tuple, pf: DataFile, group: int, key: str) -> _Plan:
+    """The page plan of one chunk from the file's page index (read once per file), checked against the
+    chunk's footer entry; `_WHOLE` when there is no index or the layout is not one the page reader handles."""
     found = _image_leaf(pf, key)
     if found is None:
-        return None
+        return _WHOLE
     leaf, compression, max_def = found
-    index = cache.get((file, "page-index"), lambda: offset_indexes(pf.source))
+    index = cache.get((file, "page-index"), lambda: offset_indexes(pf.source), index=True)
     location = index.locations.get((group, leaf))
     chunk = pf.metadata.row_group(group).column(leaf)
     if location is None or chunk.has_dictionary_page:
-        return None
+        return _WHOLE
     span = (chunk.data_page_offset, chunk.data_page_offset + chunk.total_compressed_size)
-    num_rows = pf.metadata.row_group(group).num_rows
+    pages = chunk_pages(pf.source, location, pf.metadata.row_group(group).num_rows, span)
+    return _Plan(pages, compression, max_def, chunk.total_compressed_size)
+
+
+def _from_pages(cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, group: int, key: str, rows):
+    """The rows' values read page by page, or None when the whole column is the better read (no page
+    index, an unhandled layout, or most of the chunk needed)."""
     try:
-        layout = cache.get(
-            (file, group, key, "pages"), lambda: chunk_pages(pf.source, location, num_rows, span)
-        )
-        if not len(layout.offsets):
-            return None
-        page_of = layout.pages_of(rows)
-        pages = np.unique(page_of)
-        if layout.sizes[pages].sum() > PAGE_SHARE * chunk.total_compressed_size:
-            return None
-        out: list = [None] * len(rows)
-        for p in pages.tolist():
-            values = cache.get((file, group, key, p), lambda p=p: _page(pf, layout, p, compression, max_def))
-            sel = np.flatnonzero(page_of == p)
-            taken = values.take(pa.array(rows[sel] - layout.first_rows[p])).to_pylist()
-            for i, value in zip(sel.tolist(), taken):
-                out[i] = value
-        return out
+        with ref.root.guard(ref.rel):
+            plan = cache.get(
+                (file, group, key, "plan"), lambda: _plan(cache, file, pf, group, key), index=True
+            )
+            if plan.pages is None:
+                return None
+            pages = plan.pages
+            page_of = pages.pages_of(rows)
+            wanted = np.unique(page_of)
+            if pages.sizes[wanted].sum() > PAGE_SHARE * plan.chunk_bytes:
+                return None
+            out: list = [None] * len(rows)
+            for p in wanted.tolist():
+                values = cache.get((file, group, key, p), lambda p=p: _page(pf, plan, p))
+                first = int(pages.first_rows[p])
+                for i in np.flatnonzero(page_of == p).tolist():
+                    out[i] = values[int(rows[i]) - first]
+            return out
     except PageUnsupported as e:
         logger.debug("%s: row group %d of %r read whole (%s)", ref.where, group, key, e)
-        cache.put((file, group, key, "pages"), _NO_PAGES)
+        cache.put((file, group, key, "plan"), _WHOLE, index=True)
         return None
     except PageCorrupt as e:
         # pyarrow does not check page headers (a checksum covers the body only) and would serve whatever
@@ -220,7 +257,8 @@ def _from_pages(cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, grou
         raise DatasetFormatError(ref.where, what, READ_FIX) from None
 
 
-def _page(pf: DataFile, layout: ChunkPages, page: int, compression: str, max_def: int) -> pa.Array:
-    raw = pf.source.read_at(int(layout.sizes[page]), int(layout.offsets[page]))
-    rows = int(layout.first_rows[page + 1] - layout.first_rows[page])
-    return pa.array(decode_page(raw, compression, max_def, rows), pa.binary())
+def _page(pf: DataFile, plan: _Plan, page: int) -> _PageValues:
+    pages = plan.pages
+    raw = pf.source.read_at(int(pages.sizes[page]), int(pages.offsets[page]))
+    rows = int(pages.first_rows[page + 1] - pages.first_rows[page])
+    return _PageValues(decode_page(raw, plan.compression, plan.max_def, rows))
