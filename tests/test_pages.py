@@ -40,6 +40,18 @@ def _pyarrow_bytes(path, key: str) -> list:
     return [c["bytes"] if c else None for c in cells]
 
 
+def test_a_cache_with_room_keeps_whole_columns_then_reads_pages(tmp_path):
+    path = _write(tmp_path / "t.parquet", _image_table(np.random.default_rng(4), nulls=False))
+    pf, ref = open_parquet(path), as_file(path)
+    chunk = pf.metadata.row_group(0).column(0).total_compressed_size
+    cache = HeavyCache(int(chunk * 1.5 * 8 / 7))  # room for one row group's column, not two
+    for group in (0, 1):
+        read_group_rows(cache, ("f", 0), pf, ref, group, "cam", np.array([3]), True)
+    kinds = [(len(k), k[1]) for k in cache._lru.get().items]
+    assert kinds == [(3, 0), (4, 1)]  # group 0 whole while there was room, then group 1's page
+    pf.close()
+
+
 def _cache_kinds(cache: HeavyCache) -> set[str]:
     """'page' / 'column' entries held by a cache (a page key ends with the page number)."""
     kinds = set()
@@ -68,7 +80,8 @@ def test_writer_makes_small_pages_and_a_page_index(image_dataset):
 
 
 def test_items_read_page_by_page_equal_the_row_group_read(image_dataset):
-    by_page = LeRobotDataset("t", root=image_dataset, speed_labels=False, heavy_cache_mb=64)
+    # a cache smaller than one row group's column: while a cache has room, whole columns are read and kept
+    by_page = LeRobotDataset("t", root=image_dataset, speed_labels=False, heavy_cache_mb=0.05)
     by_group = LeRobotDataset("t", root=image_dataset, speed_labels=False, heavy_cache_mb=64)
     n = len(by_page)
     rng = np.random.default_rng(0)
@@ -122,7 +135,7 @@ def _image_table(rng, n=100, nulls=True) -> pa.Table:
 
 
 def _read_each_row(path) -> tuple[list, HeavyCache]:
-    pf, cache = open_parquet(path), HeavyCache(2**30)
+    pf, cache = open_parquet(path), HeavyCache(20_000)  # full after a page or two: pages are read
     ref, offsets = (
         as_file(path),
         np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]),
@@ -166,6 +179,7 @@ def test_page_reader_equals_pyarrow_with_nulls_codecs_and_page_versions(tmp_path
     ids=["no-index", "dictionary", "one-page"],
 )
 def test_layouts_without_a_cheaper_page_read_use_the_row_group(tmp_path, options):
+    """Files as other writers make them (and a cache with room) read the row group's whole column."""
     path = _write(tmp_path / "t.parquet", _image_table(np.random.default_rng(2)), **options)
     served, cache = _read_each_row(path)
     assert served == _pyarrow_bytes(path, "cam")
@@ -207,7 +221,7 @@ def test_damaged_pages_and_page_index_never_serve_other_bytes(image_dataset, tmp
     errors = 0
     for spot in spots:
         original = _flip(path, spot)
-        pf, cache, ref = open_parquet(path), HeavyCache(2**30), as_file(path)
+        pf, cache, ref = open_parquet(path), HeavyCache(20_000), as_file(path)
         for row in range(int(pages.first_rows[3])):  # the rows of the first three pages
             try:
                 got = read_group_rows(cache, ("f", spot), pf, ref, 0, CAMERA_KEY, np.array([row]), True)
@@ -229,7 +243,7 @@ def test_a_damaged_image_page_is_a_typed_error_through_the_dataset(image_dataset
     path = sorted((root / "data").rglob("*.parquet"))[0]
     _, pages = _image_pages(path)
     _flip(path, int(pages.offsets[2] + pages.sizes[2] // 2))
-    ds = LeRobotDataset("t", root=root, speed_labels=False, heavy_cache_mb=64)
+    ds = LeRobotDataset("t", root=root, speed_labels=False, heavy_cache_mb=0.05)
     row = int(pages.first_rows[2])  # episode 0 is the first rows of the first file
     with pytest.raises(DatasetFormatError, match="checksum|CRC"):
         ds[row]

@@ -1,12 +1,13 @@
 """Heavy columns (embedded images, strings): read on demand through one byte-bounded LRU per process.
 
-An embedded-image read takes the pages that hold the rows asked for when the file has a page index and they
-are a small part of the row group's column (`PAGE_SHARE`); otherwise, and for every layout the page reader
-does not handle, the row group's whole column, as pyarrow reads it. Both paths give the same bytes: pages are
-served only when they decode exactly (checksum when written, sizes, counts, no trailing bytes); a page or page
-index that contradicts itself is a `DatasetFormatError` naming the file (pyarrow's row-group read checks the
-page checksums too). Images come back as their encoded bytes (None for an empty cell), other heavy columns
-as Python values.
+An embedded-image read takes the pages that hold the rows asked for when the file has a page index, they are
+a small part of the row group's column (`PAGE_SHARE`) and the cache is full (while it has room, the whole
+column is read and kept: a dataset that fits the cache is read once); otherwise, and for every layout the
+page reader does not handle, the row group's whole column, as pyarrow reads it. Both paths give the same
+bytes: pages are served only when they decode exactly (checksum when written, sizes, counts, no trailing
+bytes); a page or page index that contradicts itself is a `DatasetFormatError` naming the file (pyarrow's
+row-group read checks the page checksums too). Images come back as their encoded bytes (None for an empty
+cell), other heavy columns as Python values.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ class HeavyCache:
         while lru.nbytes > limit and len(lru.items) > 1:
             _, old = lru.items.popitem(last=False)
             lru.nbytes -= old.nbytes
+
+    def room(self) -> int:
+        """Bytes the data LRU can still take without evicting anything."""
+        return self.max_bytes - self.max_bytes // 8 - self._lru.get().nbytes
 
     @property
     def nbytes(self) -> int:
@@ -226,7 +231,7 @@ def _plan(cache: HeavyCache, file: tuple, pf: DataFile, group: int, key: str) ->
 
 def _from_pages(cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, group: int, key: str, rows):
     """The rows' values read page by page, or None when the whole column is the better read (no page
-    index, an unhandled layout, or most of the chunk needed)."""
+    index, an unhandled layout, most of the chunk needed, or room in the cache to keep it all)."""
     try:
         with ref.root.guard(ref.rel):
             plan = cache.get(
@@ -237,7 +242,7 @@ def _from_pages(cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, grou
             pages = plan.pages
             page_of = pages.pages_of(rows)
             wanted = np.unique(page_of)
-            if pages.sizes[wanted].sum() > PAGE_SHARE * plan.chunk_bytes:
+            if plan.chunk_bytes <= cache.room() or pages.sizes[wanted].sum() > PAGE_SHARE * plan.chunk_bytes:
                 return None
             out: list = [None] * len(rows)
             for p in wanted.tolist():
