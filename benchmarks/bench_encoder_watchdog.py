@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--datasets", type=int, default=20, help="datasets written per round")
     parser.add_argument("--round-timeout", type=float, default=600)
+    parser.add_argument("--label", default="child", help="names the results file")
     args = parser.parse_args()
     rows = []
     for n in range(args.rounds):
@@ -81,7 +82,7 @@ def main() -> None:
     )
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / f"{date.today()}-encoder-watchdog.json").write_text(json.dumps(summary, indent=1))
+    (out_dir / f"{date.today()}-encoder-watchdog-{args.label}.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
