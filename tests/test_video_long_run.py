@@ -19,17 +19,18 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="need
 
 
 def open_files(root: str) -> tuple[int, int]:
-    """(descriptors, descriptors on the MP4 files under `root`) of this process, leaving out torch's
-    shared-memory files of the batches in flight (their number depends on timing, not on what the dataset
-    holds). Only `root`'s MP4s count as this dataset's decoders: a forked worker also inherits, untouched,
-    the files its parent's caches hold open (other datasets of the same process)."""
+    """(descriptors on files, descriptors on the MP4 files under `root`) of this process. Sockets, pipes and
+    torch's shared-memory files of the batches in flight are left out: torch's machinery opens and closes them
+    as batches travel (their number follows timing, not what the dataset holds). Only `root`'s MP4s count as
+    this dataset's decoders: a forked worker also inherits, untouched, the files its parent's caches hold open
+    (other datasets of the same process)."""
     targets = []
     for fd in os.listdir("/proc/self/fd"):
         try:
             targets.append(os.readlink(f"/proc/self/fd/{fd}"))
         except OSError:  # closed between listing and reading
             pass
-    targets = [t for t in targets if not t.startswith("/dev/shm/torch_")]
+    targets = [t for t in targets if t.startswith("/") and not t.startswith("/dev/shm/torch_")]
     return len(targets), sum(t.startswith(root) and t.endswith(".mp4") for t in targets)
 
 
