@@ -20,9 +20,9 @@ Public API used: ``LeRobotDataset.create(repo_id, fps, root=, robot_type=, featu
 generator sets ``ds.meta.info["chunks_size"]`` before the first episode (written to info.json by
 save_episode) so that the 30 episodes span several ``chunk-XXX`` directories.
 
-OpenTau's writer slows down as a dataset grows (each ``save_episode`` concatenates the new episode onto the
-in-memory dataset of all earlier ones and re-indexes every episode; measured below), so a 5,000-episode
-tabular dataset takes hours in one session on a loaded machine. ``--continue-from OLD --continue-at N``
+OpenTau's writer takes 0.7-1.7 s per tabular episode on this shared 2-core machine (a ``datasets`` map and a
+parquet write per episode; every ``save_episode`` also checks the files and lengths of all earlier episodes),
+so 5,000 episodes take 1.5-2.5 hours in one session. ``--continue-from OLD --continue-at N``
 resumes the same plan from episode N in a fresh writer session: the new root gets hard links to OLD's first N
 episode files and the first N lines of its episodes(_stats).jsonl, the writer's metadata object is brought
 to the state it had after N episodes (task table added in OLD's order, counters, episode lengths), and
