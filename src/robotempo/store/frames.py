@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from robotempo.arrays import distinct
 from robotempo.env import env_float
 from robotempo.errors import DatasetFormatError, NonFiniteValueError, RowAlignmentError, UnknownTaskError
 from robotempo.forksafe import ProcessLocal
@@ -256,7 +257,7 @@ class FrameTable:
         keep = (outside >= 0) & (outside < total)
         outside, owner = outside[keep], owner[keep]
         if len(outside):
-            groups = np.unique(np.searchsorted(offsets, outside, side="right") - 1)
+            groups = distinct(np.searchsorted(offsets, outside, side="right") - 1)
             with self._path(code).root.guard(self._path(code).rel):
                 values = pf.read_row_groups(groups.tolist(), columns=["episode_index"], use_threads=False)
             held = values.column(0).to_numpy()
@@ -387,11 +388,11 @@ class FrameTable:
         codes = self.episodes.data_file[eps]
         in_file = self.row_from[eps] + (rows - self.ep_from[eps])
         out: list = [None] * len(rows)
-        for code in np.unique(codes):
+        for code in distinct(codes):
             mask = np.flatnonzero(codes == code)
             offsets = self._offsets(int(code))
             groups = np.searchsorted(offsets, in_file[mask], side="right") - 1
-            for g in np.unique(groups):
+            for g in distinct(groups):
                 sel = mask[groups == g]
                 file = (str(self._path(int(code))), self._file_ids[int(code)])
                 column = self._heavy_cache.get(
