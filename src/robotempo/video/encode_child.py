@@ -3,8 +3,9 @@
 It imports only PyAV and numpy, so it starts in a fraction of a second without torch. The protocol (all
 integers little-endian) is spoken over stdin/stdout by `robotempo.video.encoder._ChildEncoder`:
 
-* parent -> child: one JSON line `{"path", "fps", "width", "height", "encoder", "options"}`, then commands:
-  `b"W" + u64 n + n*H*W*3 bytes` (encode n RGB frames) or `b"C"` (flush, close the file, exit).
+* parent -> child, per file: one JSON line `{"path", "fps", "width", "height", "encoder", "options"}`, then
+  commands `b"W" + u64 n + n*H*W*3 bytes` (encode n RGB frames) and finally `b"C"` (flush, close the file).
+  The child then waits for the next file's JSON line; it exits when stdin closes.
 * child -> parent: `b"R"` once the file is open, `b"P" + u64 frames + u64 bytes` after every frame encoded
   and every flushed packet (progress: the parent's stall watchdog is reset by it), `b"D"` once the file
   is closed, and on a Python error `b"E" + u32 n + n bytes` of UTF-8 text before exiting with status 1.
@@ -27,12 +28,11 @@ def _read_exact(stream, n: int) -> bytes:
     return data
 
 
-def main() -> int:
+def encode_file(cfg: dict, stdin, stdout) -> None:
+    """Encode one file: `cfg` was read; frames and the close command follow on `stdin`."""
     import av
     import numpy as np
 
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    cfg = json.loads(stdin.readline())
     width, height = int(cfg["width"]), int(cfg["height"])
     container = av.open(cfg["path"], mode="w", format="mp4")
     rate = Fraction(cfg["fps"]).limit_denominator(1000)
@@ -64,7 +64,7 @@ def main() -> int:
             container.close()
             stdout.write(b"D")
             stdout.flush()
-            return 0
+            return
         if command != b"W":
             raise ValueError(f"unknown command {command!r}")
         (n,) = struct.unpack("<Q", _read_exact(stdin, 8))
@@ -75,6 +75,18 @@ def main() -> int:
             mux(stream.encode(frame))
             frames_written += 1
             progress()
+
+
+def main() -> int:
+    """Encode file after file (the parent keeps idle children for its next files) until stdin closes."""
+    import av  # noqa: F401  (imported before the first file, so a new child's start-up is paid once)
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            return 0
+        encode_file(json.loads(line), stdin, stdout)
 
 
 if __name__ == "__main__":

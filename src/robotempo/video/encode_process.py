@@ -11,10 +11,13 @@ is started and fed again every frame of the file so far, as long as those frames
 raises a WriterError naming the file; the writer then aborts its uncommitted episodes as for any failure.
 
 The child writes the MP4 itself (to the temp name given by `VideoEncoder`); frames travel through its stdin.
+A child that closed its file cleanly waits for the next one (up to `MAX_IDLE` per process), so a writer
+pays the start of a child once, not per file; a child that failed is never reused.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -31,6 +34,7 @@ import numpy as np
 
 from robotempo.env import env_float, env_int
 from robotempo.errors import WriterError
+from robotempo.forksafe import ProcessLocal
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ CHILD_SCRIPT = Path(__file__).with_name("encode_child.py")
 STALL_ENV = "ROBOTEMPO_ENCODER_STALL_S"
 REPLAY_ENV = "ROBOTEMPO_ENCODER_REPLAY_MB"
 RESTARTS = 2
+MAX_IDLE = 4  # idle children kept per process for the next files (a v3.0 writer encodes one per camera)
 STARTUP_S = 60.0  # a new child (Python + PyAV import) may take this long on a loaded machine before "ready"
 _CHUNK = 1 << 20
 _PROGRESS = struct.Struct("<QQ")
@@ -45,6 +50,53 @@ _PROGRESS = struct.Struct("<QQ")
 
 class _ChildFailure(Exception):
     """The child stalled or died; `str()` says which (internal: turned into a restart or a WriterError)."""
+
+
+def _spawn() -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+    )
+    os.set_blocking(proc.stdin.fileno(), False)
+    os.set_blocking(proc.stdout.fileno(), False)
+    return proc
+
+
+def _take_child() -> subprocess.Popen:
+    """An idle child of this process (still alive), else a new one."""
+    idle = _IDLE.get()
+    while idle:
+        proc = idle.pop()
+        if proc.poll() is None:
+            return proc
+    return _spawn()
+
+
+def _give_back(proc: subprocess.Popen) -> None:
+    idle = _IDLE.get()
+    if len(idle) < MAX_IDLE:
+        idle.append(proc)
+    else:
+        _release(proc)
+
+
+def _release(proc: subprocess.Popen) -> None:
+    """Let a healthy child exit (it does when its stdin closes)."""
+    with contextlib.suppress(Exception):
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+
+
+def _release_idle() -> None:
+    idle = _IDLE.mine() or []
+    while idle:
+        _release(idle.pop())
+
+
+_IDLE: ProcessLocal[list[subprocess.Popen]] = ProcessLocal(list)
+atexit.register(_release_idle)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -94,13 +146,9 @@ class ChildEncoder:
         return self._proc.pid
 
     def _start(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, str(CHILD_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
-        )
-        self._finalizer = weakref.finalize(self, _kill, self._proc)
+        self._proc = _take_child()
+        self._finalizer = weakref.finalize(self, _kill, self._proc)  # a failed or abandoned file kills it
         self._in, self._out = self._proc.stdin.fileno(), self._proc.stdout.fileno()
-        os.set_blocking(self._in, False)
-        os.set_blocking(self._out, False)
         self._buf = b""
         self._done = self._config_sent = self._ready = False
         self.frames_written = self.bytes_written = 0
@@ -124,9 +172,8 @@ class ChildEncoder:
             except _ChildFailure as failure:
                 self._restart(failure)
         self._closed = True
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(timeout=self._stall_s)
-        self._finalizer()
+        self._finalizer.detach()
+        _give_back(self._proc)  # healthy and between files: the next file reuses it
 
     def abort(self) -> None:
         self._finalizer()
