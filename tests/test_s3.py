@@ -167,6 +167,42 @@ def test_one_episode_of_a_long_video_file_fetches_a_bounded_share(store, tmp_pat
     assert requests <= 10, store.gate.lines
 
 
+@pytest.mark.parametrize("codec", ["h264", "av1"])
+def test_frame_windows_cost_a_request_each_at_most_in_a_file_larger_than_the_cache(
+    store, tmp_path, monkeypatch, codec
+):
+    """A batch's frame windows are fetched before decoding (merged, concurrently) and the decode makes no
+    request of its own: a seek plus the decode of one cluster costs one request of about the cluster's bytes,
+    however small the cache against the file, and the items equal the local ones bit for bit."""
+    root = write_synthetic(
+        tmp_path / codec, version="v3.0", n_episodes=30, n_tasks=1, camera="video", codec=codec,
+        image_size=(64, 64), seed=11, fps=10, state_dim=3, action_dim=3, mean_length=30.0,
+    )  # fmt: skip
+    monkeypatch.setenv("ROBOTEMPO_REMOTE_BLOCKS", "2")  # 2 blocks of 64 KB; as much for prefetched ranges
+    assert next(root.rglob("*.mp4")).stat().st_size > 2 * 2 * 64 * 1024
+    deltas = {CAMERA_KEY: [-0.1, 0.0], "action": [0.0, 0.1]}
+    remote = _fresh(store, root, f"windows-{codec}", delta_timestamps=deltas)
+    local = LeRobotDataset("local", root=root, speed_labels=False, delta_timestamps=deltas)
+    remote.__getitems__([0])  # opens the file: its head and its index
+    rng = np.random.default_rng(4)
+    store.gate.reset_counts()
+    for row in rng.choice(len(local), 12, replace=False).tolist():
+        got = remote.__getitems__([row]).stacked
+        lines = list(store.gate.lines)
+        requests, sent = store.gate.reset_counts()
+        # The cluster (two 64x64 frames and a few samples of margin, < 8 KB) plus the bytes FFmpeg reads
+        # instead of seeking when the cluster lies less than 32 KB past its last read; not 64 KB blocks.
+        assert requests <= 1 and sent < 40 * 1024, (row, sent, lines)
+        assert_same_batches(got, local.__getitems__([row]).stacked)
+    for _ in range(4):
+        rows = rng.choice(len(local), 24, replace=False).tolist()
+        got = remote.__getitems__(rows).stacked
+        lines = list(store.gate.lines)
+        requests, _ = store.gate.reset_counts()
+        assert requests <= len(rows), lines
+        assert_same_batches(got, local.__getitems__(rows).stacked)
+
+
 def _fresh(store: Store, root: Path, name: str, **kwargs) -> LeRobotDataset:
     url = store.upload(root, name)
     return LeRobotDataset(name, root=url, storage_options=store.options(), speed_labels=False, **kwargs)
