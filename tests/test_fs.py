@@ -119,8 +119,8 @@ def test_blockfile_reads_equal_the_bytes_and_stay_bounded():
 def test_blockfile_prefetch_fetches_merged_ranges_once_and_serves_reads_from_them():
     data = np.random.default_rng(2).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
     source = _Counting(data)
-    f = BlockFile(source, "mem", block_size=1000, blocks=50)  # 50 KB of blocks, 50 KB of prefetched ranges
-    # Two ranges less than a block apart become one request; the others one each; nothing read twice.
+    f = BlockFile(source, "mem", block_size=1000, blocks=50, hole=1000)  # 50 KB of blocks, 50 KB of ranges
+    # Two ranges less than `hole` apart become one request; the others one each; nothing read twice.
     wanted = [(10_000, 12_000), (12_500, 14_000), (60_000, 61_000), (150_000, 150_100), (199_900, 250_000)]
     assert f.prefetch(wanted) == 4
     merged = [(10_000, 14_000), (60_000, 61_000), (150_000, 150_100), (199_900, 200_000)]
@@ -158,7 +158,7 @@ def test_blockfile_prefetch_error_is_typed_and_leaves_the_file_usable():
             return super().read_at(n, offset)
 
     source = Flaky(data)
-    f = BlockFile(source, "s3://b/ds/videos/x.mp4", block_size=1000, blocks=50)
+    f = BlockFile(source, "s3://b/ds/videos/x.mp4", block_size=1000, blocks=50, hole=1000)
     with pytest.raises(StorageError, match="s3://b/ds/videos/x.mp4"):
         f.prefetch([(1_000, 2_000), (60_000, 61_000)])
     source.fail = False

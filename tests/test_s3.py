@@ -251,6 +251,23 @@ def test_endpoint_gone_gives_a_typed_error_in_bounded_time(store, v30_video_data
     assert ds.__getitems__(groups[1]).stacked[CAMERA_KEY].shape[0] == len(groups[1])  # usable again
 
 
+def test_an_object_rewritten_during_a_run_is_a_typed_error_at_its_next_open(store, v30_video_dataset):
+    ds = _fresh(store, v30_video_dataset, "rewritten", video_cache_size=1)
+    local = LeRobotDataset("local", root=v30_video_dataset, speed_labels=False)
+    groups = _rows_by_video_file(ds)
+    assert_same_batches(ds.__getitems__(groups[0]).stacked, local.__getitems__(groups[0]).stacked)
+    assert_same_batches(ds.__getitems__(groups[1]).stacked, local.__getitems__(groups[1]).stacked)
+    fs = store.server.filesystem()
+    videos = [k for k in store.keys() if "/rewritten/videos/" in k]
+    contents = [fs.open_input_file(k).read() for k in videos]
+    for key, data in zip(videos, contents[1:] + contents[:1]):  # every video object now holds another's bytes
+        with fs.open_output_stream(key) as out:
+            out.write(data)
+    with pytest.raises(StorageError, match="the object changed while the dataset was being read") as e:
+        ds.__getitems__(groups[0])  # its reader was evicted (cache of 1): a new handle, compared with the first
+    assert f"{BUCKET}/datasets/rewritten/videos/" in str(e.value) and "Fix:" in str(e.value)
+
+
 def test_wrong_secret_is_access_denied(store, v21_dataset):
     url = store.upload(v21_dataset, "v21_dataset")
     with pytest.raises(StorageError, match="access denied") as e:

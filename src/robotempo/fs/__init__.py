@@ -65,6 +65,7 @@ class DatasetRoot:
             self.url = f"{scheme}://{self.base}"
         self.is_local = self.scheme == "file"
         self._fs: ProcessLocal[pafs.FileSystem] = ProcessLocal(self._make_fs)
+        self._versions: dict[str, tuple] = {}  # object -> (size, ETag or Last-Modified) at its first open
 
     def __getstate__(self) -> dict:
         return {"root": self.url, "storage_options": self.storage_options}
@@ -158,7 +159,30 @@ class DatasetRoot:
         if self.is_local:
             self.local(rel)
         with self.guard(rel):
-            return self.fs.open_input_file(self.path(rel))
+            f = self.fs.open_input_file(self.path(rel))
+        if not self.is_local:
+            self._check_unchanged(rel, f)
+        return f
+
+    def _check_unchanged(self, rel: str, f: pa.NativeFile) -> None:
+        """Raise `StorageError` when the object `f` opens differs from the one this root first opened.
+
+        A store file is opened with one HEAD request, whose answer (size, ETag, Last-Modified) `f` already
+        holds: comparing it costs no request. A file already open is not re-checked (that would cost a
+        request per read), so a rewrite is noticed at the next open of the object, not mid-read.
+        """
+        meta = f.metadata() or {}
+        version = (f.size(), meta.get(b"ETag") or meta.get(b"Last-Modified"))
+        first = self._versions.setdefault(rel, version)
+        if first != version:
+            f.close()
+            raise StorageError(
+                str(self.where(rel)),
+                f"the object changed while the dataset was being read (size, version {first} at its first "
+                f"open, now {version})",
+                "do not rewrite a dataset's objects while a run reads it: let the run finish, or restart it "
+                "to read the new version (items already served came from the old one)",
+            )
 
     def open_video(self, rel: str) -> str | BlockFile:
         """What FFmpeg opens: the file name for a local root, else a block-cached file object."""
@@ -175,8 +199,8 @@ class DatasetRoot:
     def identity(self, rel: str) -> tuple:
         """What tells a rewritten file from the one opened before: (inode, size, mtime) of a local file.
 
-        An object in a store is taken as it was when first opened: checking it on every read would cost a
-        request each, and a dataset is not rewritten in place in a bucket while it trains.
+        An object in a store has no identity here (asking would cost a request on every cache lookup);
+        instead each new handle on it is compared with its first open (`open_input_file`), for free.
         """
         if not self.is_local:
             return ()

@@ -18,7 +18,11 @@ from robotempo.fs.store import classify
 BLOCK_KB_ENV = "ROBOTEMPO_REMOTE_BLOCK_KB"
 BLOCKS_ENV = "ROBOTEMPO_REMOTE_BLOCKS"
 CONCURRENCY_ENV = "ROBOTEMPO_REMOTE_CONCURRENCY"
+HOLE_KB_ENV = "ROBOTEMPO_REMOTE_HOLE_KB"
 DEFAULT_BLOCK_KB = 64
+# Prefetched ranges closer than this are fetched as one: a request's time to first byte buys about this many
+# bytes (pyarrow's CacheOptions.from_network_metrics gives 1.5-2 MB for 20-30 ms and 50-100 MiB/s).
+DEFAULT_HOLE_KB = 1024
 DEFAULT_BLOCKS = 128
 DEFAULT_CONCURRENCY = 8
 
@@ -44,8 +48,9 @@ class BlockFile(io.RawIOBase):
 
     `prefetch` fetches byte ranges the caller knows it will read (a batch's frame windows) before FFmpeg asks
     for them, concurrently; a read that starts inside a prefetched range is served from it (a short read up
-    to the range's end, which FFmpeg's reader accepts) without a request. Prefetched ranges have their own
-    budget of the same size as the block cache; the oldest are dropped first.
+    to the range's end, which FFmpeg's reader accepts) without a request. Ranges less than `hole` bytes apart
+    (`ROBOTEMPO_REMOTE_HOLE_KB`, default 1024) are fetched as one. Prefetched ranges have their own budget of
+    the same size as the block cache; the oldest are dropped first.
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class BlockFile(io.RawIOBase):
         name: Path | str,
         block_size: int | None = None,
         blocks: int | None = None,
+        hole: int | None = None,
     ):
         super().__init__()
         self._source = source
@@ -63,6 +69,7 @@ class BlockFile(io.RawIOBase):
         self._max_blocks = blocks or env_int(BLOCKS_ENV, DEFAULT_BLOCKS)
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._ranges = _Ranges(self._block * self._max_blocks)
+        self.hole = hole or env_int(HOLE_KB_ENV, DEFAULT_HOLE_KB) * 1024
         self._pos = 0
         self._last_end = -1  # where the previous read ended
         self._ahead = 1  # blocks a missing read fetches from its first block on
@@ -134,13 +141,13 @@ class BlockFile(io.RawIOBase):
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Fetch the byte ranges `[start, end)` not held yet, concurrently; returns the requests made.
 
-        Ranges less than a block apart are merged into one request (a round trip costs more than the bytes
-        between them); at most `ROBOTEMPO_REMOTE_CONCURRENCY` requests (default 8) are under way at once in
-        this process. Ask for at most `prefetch_budget` bytes per call: older ranges make room.
+        Ranges less than `hole` bytes apart are merged into one request (a round trip costs more than the
+        bytes between them); at most `ROBOTEMPO_REMOTE_CONCURRENCY` requests (default 8) are under way at
+        once in this process. Ask for at most `prefetch_budget` bytes per call: older ranges make room.
         """
         wanted = _merge(((max(lo, 0), min(hi, self._size)) for lo, hi in ranges), 0)
         gaps = [g for lo, hi in wanted if not self._cached(lo, hi) for g in self._ranges.missing(lo, hi)]
-        spans = _merge(gaps, self._block)
+        spans = _merge(gaps, self.hole)
         if not spans:
             return 0
         if len(spans) == 1:

@@ -201,8 +201,9 @@ class VideoReader:
         self, targets: list[float], seeks: list[bool], slack: float
     ) -> dict[int, list[tuple[int, int]]]:
         """Byte ranges of the clusters of `targets` in an object-store file, in waves that each fit the
-        prefetch budget, keyed by the position in `targets` where a wave starts. A cluster larger than the
-        budget is left to the block reader (a long forward decode reads ahead geometrically)."""
+        prefetch budget (holes between windows merged into one request counted), keyed by the position in
+        `targets` where a wave starts. A cluster larger than the budget is left to the block reader (a long
+        forward decode reads ahead geometrically)."""
         assert self._blocks is not None
         budget = self._blocks.prefetch_budget
         starts = [i for i, seek in enumerate(seeks) if seek or i == 0]
@@ -218,6 +219,11 @@ class VideoReader:
                 read_to = None
                 continue
             read_to = span[1]
+            if wave and wave[-1][0] <= span[0] and span[0] - wave[-1][1] < self._blocks.hole:
+                grow = max(span[1] - wave[-1][1], 0)  # one request with the previous window, hole included
+                if held + grow <= budget:
+                    wave[-1], held = (wave[-1][0], wave[-1][1] + grow), held + grow
+                    continue
             if held + span[1] - span[0] > budget:
                 waves[wave_at] = wave
                 wave_at, wave, held = i, [], 0
