@@ -1,0 +1,239 @@
+"""Run an encoder in a child process, with a stall watchdog and a bounded replay.
+
+Why: libsvtav1 (SVT-AV1 4.1.0, the AV1 encoder bundled with PyAV) can deadlock inside
+`svt_av1_enc_send_picture` and wait forever with the CPU idle (a known upstream bug, also reported against
+3.1.x). PyAV holds the GIL during that call, so nothing in the same process can notice or recover. In a child
+process the hang is visible: a child that reports no progress for `ROBOTEMPO_ENCODER_STALL_S` seconds
+(default 60; it reports after every frame, so a healthy child is never that quiet; a starting child gets
+`STARTUP_S`) is killed, and a new one
+is started and fed again every frame of the file so far, as long as those frames fit in the replay buffer
+(`ROBOTEMPO_ENCODER_REPLAY_MB`, default 512). Past that, or after `RESTARTS` failed restarts, the write
+raises a WriterError naming the file; the writer then aborts its uncommitted episodes as for any failure.
+
+The child writes the MP4 itself (to the temp name given by `VideoEncoder`); frames travel through its stdin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import struct
+import subprocess
+import sys
+import time
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from robotempo.env import env_float, env_int
+from robotempo.errors import WriterError
+
+logger = logging.getLogger(__name__)
+
+CHILD_SCRIPT = Path(__file__).with_name("encode_child.py")
+STALL_ENV = "ROBOTEMPO_ENCODER_STALL_S"
+REPLAY_ENV = "ROBOTEMPO_ENCODER_REPLAY_MB"
+RESTARTS = 2
+STARTUP_S = 60.0  # a new child (Python + PyAV import) may take this long on a loaded machine before "ready"
+_CHUNK = 1 << 20
+_PROGRESS = struct.Struct("<QQ")
+
+
+class _ChildFailure(Exception):
+    """The child stalled or died; `str()` says which (internal: turned into a restart or a WriterError)."""
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=10)
+    for pipe in (proc.stdin, proc.stdout):
+        with contextlib.suppress(Exception):
+            pipe.close()
+
+
+class ChildEncoder:
+    """Encode frames into `tmp` in a child process. `path` (the file being written) is for messages."""
+
+    def __init__(
+        self, tmp: Path, path: Path, fps: float, width: int, height: int, encoder: str, options: dict
+    ):
+        self._config = (
+            json.dumps(
+                {
+                    "path": str(tmp),
+                    "fps": fps,
+                    "width": width,
+                    "height": height,
+                    "encoder": encoder,
+                    "options": options,
+                }
+            ).encode()
+            + b"\n"
+        )
+        self._tmp, self._path, self._encoder = tmp, path, encoder
+        self._stall_s = env_float(STALL_ENV, 60.0, minimum=0.1)
+        self._replay_limit = env_int(REPLAY_ENV, 512, minimum=0) * 2**20
+        self._replay: list[np.ndarray] | None = []
+        self._replay_bytes = 0
+        self._target = 0  # frames sent to the current child (or to be replayed into it)
+        self.frames_written = self.bytes_written = 0
+        self.restarts = 0
+        self._closed = False
+        self._proc: subprocess.Popen | None = None
+        self._start()
+
+    @property
+    def pid(self) -> int:
+        """The child's process id (for diagnostics and tests)."""
+        return self._proc.pid
+
+    def _start(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, str(CHILD_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+        )
+        self._finalizer = weakref.finalize(self, _kill, self._proc)
+        self._in, self._out = self._proc.stdin.fileno(), self._proc.stdout.fileno()
+        os.set_blocking(self._in, False)
+        os.set_blocking(self._out, False)
+        self._buf = b""
+        self._done = self._config_sent = self._ready = False
+        self.frames_written = self.bytes_written = 0
+
+    # -- public operations -------------------------------------------------------------------------------
+    def write(self, frames: np.ndarray) -> None:
+        frames = np.ascontiguousarray(frames)
+        self._remember(frames)
+        self._target += len(frames)
+        buffers = [b"W" + struct.pack("<Q", len(frames)), *(memoryview(f).cast("B") for f in frames)]
+        try:
+            self._exchange(buffers, lambda: self.frames_written >= self._target)
+        except _ChildFailure as failure:
+            self._restart(failure)  # the replay includes these frames
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._exchange([b"C"], lambda: self._done)
+                break
+            except _ChildFailure as failure:
+                self._restart(failure)
+        self._closed = True
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=self._stall_s)
+        self._finalizer()
+
+    def abort(self) -> None:
+        self._finalizer()
+
+    # -- the watchdog -------------------------------------------------------------------------------------
+    def _remember(self, frames: np.ndarray) -> None:
+        if self._replay is None:
+            return
+        self._replay_bytes += frames.nbytes
+        if self._replay_bytes > self._replay_limit:
+            self._replay = None  # too big to replay: a failure from here on is a WriterError
+        else:
+            self._replay.append(np.array(frames, copy=True))  # the caller may reuse its array
+
+    def _restart(self, failure: _ChildFailure) -> None:
+        while True:
+            self._finalizer()
+            if self._replay is None or self.restarts >= RESTARTS:
+                raise WriterError(self._failure_message(failure))
+            self.restarts += 1
+            logger.warning(
+                "%s: the %s encoder process %s; restarting it (%d of %d) and replaying %d frames",
+                self._path,
+                self._encoder,
+                failure,
+                self.restarts,
+                RESTARTS,
+                self._target,
+            )
+            self._start()
+            buffers = [b"W" + struct.pack("<Q", self._target)]
+            buffers += [memoryview(f).cast("B") for frames in self._replay for f in frames]
+            try:
+                self._exchange(buffers, lambda: self.frames_written >= self._target)
+                return
+            except _ChildFailure as again:
+                failure = again
+
+    def _failure_message(self, failure: _ChildFailure) -> str:
+        if self._replay is None:
+            limit = self._replay_limit >> 20
+            why = f"the frames written so far exceed {REPLAY_ENV}={limit} MB, so it was not replayed"
+        else:
+            why = f"{self.restarts} restarts failed too"
+        return (
+            f"{self._path}: the {self._encoder} encoder process {failure} after {self._target} frames; "
+            f"{why}. The file was not written. Fix: write again (DatasetWriter.resume continues from the "
+            f"last commit); if it recurs, raise {STALL_ENV} on a very slow machine, or write this dataset "
+            f"with codec='h264'"
+        )
+
+    def _exchange(self, buffers: list, done) -> None:
+        """Send `buffers` to the child while reading its messages, until `done()`; raise _ChildFailure."""
+        pending = [memoryview(b) for b in buffers]
+        if not self._config_sent:  # a new child reads its configuration first
+            pending.insert(0, memoryview(self._config))
+            self._config_sent = True
+        last = time.monotonic()
+        while pending or not done():
+            limit = self._stall_s if self._ready else max(self._stall_s, STARTUP_S)
+            left = limit - (time.monotonic() - last)
+            if left <= 0:
+                raise _ChildFailure(f"made no progress for {limit:g} s (stalled)")
+            readable, writable, _ = select.select([self._out], [self._in] if pending else [], [], left)
+            if writable:
+                try:
+                    sent = os.write(self._in, pending[0][:_CHUNK])
+                except BrokenPipeError:
+                    sent = 0
+                    pending = []
+                    readable = [self._out]  # the child exited: read why
+                if sent:
+                    pending[0] = pending[0][sent:]
+                    if not len(pending[0]):
+                        pending.pop(0)
+                    last = time.monotonic()
+            if readable:
+                chunk = os.read(self._out, 1 << 16)
+                if not chunk:
+                    raise _ChildFailure(f"exited with status {self._proc.wait(timeout=10)}")
+                self._buf += chunk
+                self._parse()
+                last = time.monotonic()
+
+    def _parse(self) -> None:
+        buf = self._buf
+        while buf:
+            kind = buf[:1]
+            if kind == b"P" and len(buf) >= 1 + _PROGRESS.size:
+                self.frames_written, self.bytes_written = _PROGRESS.unpack_from(buf, 1)
+                buf = buf[1 + _PROGRESS.size :]
+            elif kind in (b"D", b"R"):
+                self._done = self._done or kind == b"D"
+                self._ready = True
+                buf = buf[1:]
+            elif kind == b"E" and len(buf) >= 5:
+                (n,) = struct.unpack_from("<I", buf, 1)
+                if len(buf) < 5 + n:
+                    break
+                text = buf[5 : 5 + n].decode("utf-8", "replace").strip().splitlines()
+                raise WriterError(
+                    f"{self._path}: the {self._encoder} encoder failed: {text[-1] if text else '?'}"
+                )
+            elif kind in (b"P", b"E"):
+                break  # incomplete message: wait for the rest
+            else:
+                raise WriterError(
+                    f"{self._path}: the {self._encoder} encoder process sent {kind!r} (protocol error)"
+                )
+        self._buf = buf
