@@ -264,7 +264,7 @@ def test_an_object_rewritten_during_a_run_is_a_typed_error_at_its_next_open(stor
         with fs.open_output_stream(key) as out:
             out.write(data)
     with pytest.raises(StorageError, match="the object changed while the dataset was being read") as e:
-        ds.__getitems__(groups[0])  # its reader was evicted (cache of 1): a new handle, compared with the first
+        ds.__getitems__(groups[0])  # its reader was evicted (cache of 1): a new handle, compared
     assert f"{BUCKET}/datasets/rewritten/videos/" in str(e.value) and "Fix:" in str(e.value)
 
 
