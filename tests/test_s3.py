@@ -362,21 +362,31 @@ def test_mixture_of_s3_specs_equals_the_local_mixture(store, v30_video_dataset, 
 
 
 def test_an_endpoint_that_never_answers_fails_typed_in_bounded_time(store, monkeypatch):
-    """A server that accepts connections and says nothing: each request gives up after request_timeout."""
+    """A server that accepts connections and says nothing: with the default retries and timeouts (minutes of
+    attempts in all) the operation gives up at its deadline, ROBOTEMPO_S3_DEADLINE_S."""
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen(16)
     held: list[socket.socket] = []
-    threading.Thread(
-        target=lambda: [held.append(hole.accept()[0]) for _ in iter(int, 1)], daemon=True
-    ).start()
-    monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "1")
-    options = store.options(endpoint_override=f"http://127.0.0.1:{hole.getsockname()[1]}", request_timeout=2)
+
+    def accept_and_say_nothing() -> None:
+        try:
+            while True:
+                held.append(hole.accept()[0])
+        except OSError:  # the test closed the socket
+            pass
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "3")
+    options = store.options(endpoint_override=f"http://127.0.0.1:{hole.getsockname()[1]}")
     started = time.monotonic()
     try:
-        with pytest.raises(StorageError, match="object store failed the request") as e:
+        with pytest.raises(StorageError, match="did not answer within 3 s") as e:
             LeRobotDataset("x", root=f"s3://{BUCKET}/datasets/v21_dataset", storage_options=options)
     finally:
         hole.close()
-    assert time.monotonic() - started < 20
+        for conn in held:  # the abandoned request fails at once and frees its thread
+            conn.close()
+    assert time.monotonic() - started < 20  # without the deadline: 10 attempts x 10 s of silence, and backoff
     assert f"s3://{BUCKET}/datasets/v21_dataset/meta/info.json" in str(e.value)
+    assert "ROBOTEMPO_S3_DEADLINE_S" in str(e.value) and "Fix:" in str(e.value)

@@ -6,32 +6,22 @@ import bisect
 import io
 from collections import OrderedDict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait
 from pathlib import Path
 
 import pyarrow as pa
 
 from robotempo.env import env_int
-from robotempo.forksafe import ProcessLocal
-from robotempo.fs.store import classify
+from robotempo.fs.store import classify, deadline_error, deadline_s, store_pool, within_deadline
 
 BLOCK_KB_ENV = "ROBOTEMPO_REMOTE_BLOCK_KB"
 BLOCKS_ENV = "ROBOTEMPO_REMOTE_BLOCKS"
-CONCURRENCY_ENV = "ROBOTEMPO_REMOTE_CONCURRENCY"
 HOLE_KB_ENV = "ROBOTEMPO_REMOTE_HOLE_KB"
 DEFAULT_BLOCK_KB = 64
 # Prefetched ranges closer than this are fetched as one: a request's time to first byte buys about this many
 # bytes (pyarrow's CacheOptions.from_network_metrics gives 1.5-2 MB for 20-30 ms and 50-100 MiB/s).
 DEFAULT_HOLE_KB = 1024
 DEFAULT_BLOCKS = 128
-DEFAULT_CONCURRENCY = 8
-
-# One pool per process for every file's prefetches: its size bounds the requests under way at once.
-_pool: ProcessLocal[ThreadPoolExecutor] = ProcessLocal(
-    lambda: ThreadPoolExecutor(
-        env_int(CONCURRENCY_ENV, DEFAULT_CONCURRENCY), thread_name_prefix="robotempo-prefetch"
-    )
-)
 
 
 class BlockFile(io.RawIOBase):
@@ -143,22 +133,22 @@ class BlockFile(io.RawIOBase):
 
         Ranges less than `hole` bytes apart are merged into one request (a round trip costs more than the
         bytes between them); at most `ROBOTEMPO_REMOTE_CONCURRENCY` requests (default 8) are under way at
-        once in this process. Ask for at most `prefetch_budget` bytes per call: older ranges make room.
+        once in this process, all waited for `ROBOTEMPO_S3_DEADLINE_S` at most. Ask for at most
+        `prefetch_budget` bytes per call: older ranges make room.
         """
         wanted = _merge(((max(lo, 0), min(hi, self._size)) for lo, hi in ranges), 0)
         gaps = [g for lo, hi in wanted if not self._cached(lo, hi) for g in self._ranges.missing(lo, hi)]
         spans = _merge(gaps, self.hole)
         if not spans:
             return 0
-        if len(spans) == 1:
-            datas = [self._read_at(*spans[0])]
-        else:
-            futures = [_pool.get().submit(self._read_at, lo, hi) for lo, hi in spans]
-            errors = [f.exception() for f in futures]  # wait for all before raising the first failure
-            for error in errors:
-                if error is not None:
-                    raise error
-            datas = [f.result() for f in futures]
+        seconds = deadline_s()
+        futures = [store_pool().submit(self._read_at, lo, hi) for lo, hi in spans]
+        if wait(futures, timeout=seconds).not_done:
+            raise deadline_error(self.name, seconds)
+        for future in futures:  # all done: the first failure, if any
+            if future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        datas = [f.result() for f in futures]
         for (lo, _), data in zip(spans, datas):
             self._ranges.add(lo, data)
         return len(spans)
@@ -177,7 +167,8 @@ class BlockFile(io.RawIOBase):
         """Blocks `first..last` in one ranged read (a round trip costs more than re-reading a few cached
         blocks among them)."""
         lo = first * self._block
-        data = self._read_at(lo, min((last + 1) * self._block, self._size))
+        hi = min((last + 1) * self._block, self._size)
+        data = within_deadline(lambda: self._read_at(lo, hi), self.name)
         for b in range(first, last + 1):
             at = (b - first) * self._block
             self._blocks[b] = data[at : at + self._block]
