@@ -21,6 +21,8 @@ Per corpus, in one run, each measurement a fresh process:
              robotempo-uint8 the same with return_uint8=True (frames cross from the workers as uint8)
   lerobot    LeRobot 0.6.1, torchcodec and pyav backends (v3.0 corpora)
   opentau    OpenTau 0.14.0 on the PNG corpus (v2.1)
+  baseline   with --baseline-python: another checkout's robotempo (e.g. main before a change) on the same
+             corpus as that checkout's writer made it (under --baseline-dir), same indices, in the same run
 robotempo's fraction of the limit is samples per CPU-second / the limit's samples per CPU-second: the
 machine is shared, CPU time is what each system consumed whatever the others did. Writes
 benchmarks/results/<date>-vla[-quick].json.
@@ -221,7 +223,12 @@ def run_system(system: str, root: Path, idx: Path, plan: dict, args) -> dict:
         cmd = [str(p5.ROBOTEMPO_PY), str(Path(__file__).resolve()), "limit-worker", "--root", str(root),
                "--indices", str(idx), "--batches", str(plan["warmup"] + plan["batches"])]  # fmt: skip
         return p5.run_one(cmd, timeout=args.timeout)
-    cmd, _ = p5.command(system.removesuffix("-uint8"), root, 1, idx, 2, plan, None)
+    if system.startswith("baseline"):  # another checkout's robotempo on the corpus its own writer made
+        root = Path(args.baseline_dir) / "vla" / root.parent.name / root.name
+        cmd, _ = p5.command("robotempo", root, 1, idx, 2, plan, None)
+        cmd[0] = args.baseline_python
+    else:
+        cmd, _ = p5.command(system.removesuffix("-uint8"), root, 1, idx, 2, plan, None)
     if system.endswith("-uint8"):
         cmd = [*cmd, "--return-uint8"]
     return p5.run_one([*cmd, "--batch-size", str(BATCH)] if cmd[0] != "bash" else
@@ -241,6 +248,13 @@ def cmd_run(args) -> int:
             n = (plan["warmup"] + plan["batches"]) * BATCH
             idx = p5.make_indices(root, n, args.seed)
             systems = [s for s in systems_for(name) if not args.systems or s in args.systems.split(",")]
+            if args.baseline_python:
+                base = read_info(Path(args.baseline_dir) / "vla" / scale / name)["total_frames"]
+                if base != read_info(root)["total_frames"]:
+                    raise SystemExit(
+                        f"the baseline's {name} holds {base} frames, not {read_info(root)['total_frames']}"
+                    )
+                systems.insert(1, "baseline")
             k = rep % len(systems)
             for system in systems[k:] + systems[:k]:
                 r = run_system(system, root, idx, plan, args)
@@ -273,8 +287,8 @@ def summarize(records: list[dict]) -> list[dict]:
         med = {}
         for system in dict.fromkeys(r["system"] for r in mine):
             ok = [r for r in mine if r["system"] == system and "samples_per_s" in r]
-            med[system] = {k: statistics.median(r[k] for r in ok) if ok else None
-                           for k in ("samples_per_s", "samples_per_cpu_s")}  # fmt: skip
+            med[system] = {k: statistics.median(r[k] for r in ok) if ok and all(k in r for r in ok) else None
+                           for k in ("samples_per_s", "samples_per_cpu_s", "read_bytes_per_sample")}  # fmt: skip
             med[system]["errors"] = [
                 str(r["error"])[:200] for r in mine if r["system"] == system and "error" in r
             ]
@@ -286,7 +300,7 @@ def summarize(records: list[dict]) -> list[dict]:
             return a / b if a and b else None
 
         row = {"corpus": name, "systems": med, "peer_best": best}
-        for mode in ("robotempo", "robotempo-uint8"):
+        for mode in ("robotempo", "robotempo-uint8", "baseline"):
             rt = med.get(mode, {})
             row[mode] = {
                 "vs_peer_best": ratio(rt.get("samples_per_s"), best and med[best]["samples_per_s"]),
@@ -303,14 +317,14 @@ def print_summary(rows: list[dict]) -> None:
     def f(x, fmt="{:.1f}"):
         return fmt.format(x) if x is not None else "-"
 
-    print(f"{'corpus':12} {'system':19} {'samples/s':>10} {'/CPU-s':>8}")
+    print(f"{'corpus':12} {'system':19} {'samples/s':>10} {'/CPU-s':>8} {'KB read/sample':>15}")
     for row in rows:
         for system, m in row["systems"].items():
             err = f"  ERR {m['errors'][0][:100]}" if m["errors"] and m["samples_per_s"] is None else ""
-            print(
-                f"{row['corpus']:12} {system:19} {f(m['samples_per_s']):>10} {f(m['samples_per_cpu_s']):>8}{err}"
-            )
-        for mode in ("robotempo", "robotempo-uint8"):
+            kb = m["read_bytes_per_sample"] / 1e3 if m.get("read_bytes_per_sample") is not None else None
+            print(f"{row['corpus']:12} {system:19} {f(m['samples_per_s']):>10} {f(m['samples_per_cpu_s']):>8} "
+                  f"{f(kb):>15}{err}")  # fmt: skip
+        for mode in ("robotempo", "robotempo-uint8", "baseline"):
             r = row[mode]
             print(f"{row['corpus']:12} {mode} / {row['peer_best']}: {f(r['vs_peer_best'], '{:.2f}x')} (wall), "
                   f"{f(r['vs_peer_best_cpu'], '{:.2f}x')} (CPU); fraction of the decoder limit (CPU): "
@@ -330,6 +344,13 @@ def main(argv=None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--timeout", type=float, default=900.0)
     r.add_argument("--out", default="")
+    r.add_argument(
+        "--baseline-python",
+        default="",
+        help="python of another robotempo checkout, run as system 'baseline' (e.g. before a change)",
+    )
+    r.add_argument("--baseline-dir", default=str(p5.BENCH_DIR),
+                   help="bench dir holding the corpora as the baseline's writer made them")  # fmt: skip
     w = sub.add_parser("write")
     w.add_argument("--quick", action="store_true")
     w.add_argument("--corpora", default="")

@@ -101,3 +101,15 @@ def test_a_bad_watchdog_setting_is_a_config_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="ROBOTEMPO_ENCODER_STALL_S"):
         VideoEncoder(tmp_path / "c.mp4", FPS, W, H, codec="av1")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_child_serves_the_next_file_and_a_failed_one_is_never_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBOTEMPO_ENCODER_STALL_S", "3")
+    first = encode(tmp_path / "1.mp4", [frames(6, 0)])
+    second = VideoEncoder(tmp_path / "2.mp4", FPS, W, H, codec="av1")
+    assert second._child.pid == first._child.pid  # the idle child took the next file
+    os.kill(second._child.pid, signal.SIGKILL)
+    second.write(frames(6, 1))  # replayed into a new child
+    second.close()
+    assert second._child.pid != first._child.pid and gone(first._child.pid)
+    assert len(decode(tmp_path / "2.mp4")) == 6

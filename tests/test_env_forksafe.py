@@ -10,7 +10,7 @@ import pytest
 from robotempo.env import env_float, env_int
 from robotempo.errors import ConfigError
 from robotempo.forksafe import ProcessLocal
-from robotempo.store import frames
+from robotempo.store import heavy
 from robotempo.store.parquet import ParquetFiles
 from robotempo.video.cache import VideoDecoderCache
 
@@ -55,10 +55,10 @@ def test_cache_knobs_fail_loudly(monkeypatch, name, make):
 
 
 def test_heavy_cache_knob_fails_loudly(monkeypatch):
-    monkeypatch.setattr(frames, "_default_heavy_cache", None)  # the process-wide cache, built on first use
+    monkeypatch.setattr(heavy, "_default_heavy_cache", None)  # the process-wide cache, built on first use
     monkeypatch.setenv("ROBOTEMPO_HEAVY_CACHE_MB", "big")
     with pytest.raises(ConfigError, match="ROBOTEMPO_HEAVY_CACHE_MB"):
-        frames.default_heavy_cache()
+        heavy.default_heavy_cache()
 
 
 def _child(local: ProcessLocal, parent_value_id: int, queue) -> None:

@@ -199,7 +199,7 @@ def test_dataloader_spawn_workers_give_the_batches_of_no_workers(mix):
 def test_one_cache_budget_per_process(mix):
     import pickle
 
-    from robotempo.store.frames import default_heavy_cache
+    from robotempo.store.heavy import default_heavy_cache
     from robotempo.store.parquet import default_parquet_files
 
     assert all(ds.frames._heavy_cache is default_heavy_cache() for ds in mix.datasets)
@@ -231,13 +231,13 @@ def test_shared_caches_never_serve_a_replaced_file(tmp_path):
 
 
 def _cache_limit(batch) -> int:
-    from robotempo.store.frames import default_heavy_cache
+    from robotempo.store.heavy import default_heavy_cache
 
     return default_heavy_cache().max_bytes
 
 
 def test_loader_workers_hold_one_heavy_cache_budget_together(v30_dataset):
-    from robotempo.store.frames import default_heavy_cache
+    from robotempo.store.heavy import default_heavy_cache
 
     ds = LeRobotDataset("img", root=v30_dataset)
     assert ds.image_keys

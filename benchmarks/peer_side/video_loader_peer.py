@@ -81,6 +81,20 @@ def tree_cpu(pids: list[int]) -> dict[int, float]:
     return {p: _proc_cpu_s(p) for p in pids}
 
 
+def tree_rchar(pids: list[int]) -> int:
+    """Bytes these processes asked of files and pipes through read calls (/proc/<pid>/io rchar): what a
+    loader reads, page cache or not. Memory-mapped reads (HF datasets' Arrow cache) are not counted."""
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/io").read_text().splitlines():
+                if line.startswith("rchar:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
@@ -152,6 +166,7 @@ def measure_loader(
     me = os.getpid()
     pids = [me, *_children(me)]
     cpu0 = tree_cpu(pids)
+    rchar0 = tree_rchar(pids)
     m0 = proc_stat_busy()
     la0 = loadavg()
     t0 = time.perf_counter()
@@ -173,6 +188,7 @@ def measure_loader(
             break
     wall = time.perf_counter() - t0
     cpu1 = tree_cpu(pids)
+    rchar1 = tree_rchar(pids)
     m1 = proc_stat_busy()
     del it  # shut the workers down
     cpu = {("main" if p == me else f"worker{j}"): cpu1[p] - cpu0[p] for j, p in enumerate(pids)}
@@ -183,6 +199,7 @@ def measure_loader(
         "batches": done, "samples": samples, "wall_s": wall, "samples_per_s": samples / wall,
         "cpu_s": cpu, "cpu_s_total": sum(cpu.values()),
         "samples_per_cpu_s": samples / max(sum(cpu.values()), 1e-9),
+        "read_bytes_per_sample": (rchar1 - rchar0) / max(samples, 1),
         "machine_busy_cores": machine_busy, "own_busy_cores": sum(cpu.values()) / wall,
         "loadavg_start": la0, "loadavg_end": loadavg(),
         "first_batch_s": first_batch_s, "warmup_s": warmup_s,

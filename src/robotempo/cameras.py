@@ -29,7 +29,7 @@ def decode_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None 
     try:
         with Image.open(io.BytesIO(data)) as img:
             mode = img.mode
-            image = np.asarray(img.convert("RGB"))
+            image = np.asarray(img if mode == "RGB" else img.convert("RGB"))  # convert would copy an RGB one
     except (OSError, ValueError) as e:
         raise DatasetFormatError(
             path,

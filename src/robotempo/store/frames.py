@@ -2,30 +2,28 @@
 
 Numeric columns (the five default columns and every numeric feature) are read once, for the selected rows
 only, into contiguous numpy arrays (forked DataLoader workers share their pages). Heavy columns
-(embedded images, strings) stay on disk and are read per row group on demand through a bounded LRU cache,
-so memory does not grow with camera data. Every read is checked against the metadata: the rows must
-carry exactly the selected
-episodes, in order, with the promised lengths and global indices.
+(embedded images, strings) stay on disk and are read on demand, by page or by row group, through a bounded
+LRU cache (`store/heavy.py`), so memory does not grow with camera data. Every read is checked against the
+metadata: the rows must carry exactly the selected episodes, in order, with the promised lengths and global
+indices.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from robotempo.env import env_float
 from robotempo.errors import DatasetFormatError, NonFiniteValueError, RowAlignmentError, UnknownTaskError
-from robotempo.forksafe import ProcessLocal
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
 from robotempo.fs import DatasetRoot, FileRef, as_root
 from robotempo.store.columns import ALIGN_FIX, check_schema, column_values, plan_columns, undeclared
+from robotempo.store.heavy import HeavyCache, default_heavy_cache, read_group_rows
 from robotempo.store.parquet import (
     ParquetFiles,
     default_parquet_files,
@@ -37,71 +35,7 @@ from robotempo.store.parquet import (
 from robotempo.store.shared import SharedArrays, for_child_process, share_tables
 
 logger = logging.getLogger(__name__)
-HEAVY_CACHE_ENV = "ROBOTEMPO_HEAVY_CACHE_MB"
-DEFAULT_HEAVY_CACHE_MB = 256
 OPEN_THREADS = 8  # files read at once while opening; reads mostly wait on pyarrow outside the GIL
-
-
-class _Lru:
-    def __init__(self) -> None:
-        self.items: OrderedDict[tuple, pa.Array] = OrderedDict()
-        self.nbytes = 0
-
-
-class _HeavyCache:
-    """Row-group columns of heavy features, LRU-bounded by bytes; dropped in a forked child, never pickled.
-
-    Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`). `budget` is
-    what a lone process holds; `share(n)` holds a 1/n share of it, for one of n DataLoader workers.
-    """
-
-    def __init__(self, budget: int):
-        self.budget = budget
-        self.max_bytes = budget
-        self._lru: ProcessLocal[_Lru] = ProcessLocal(_Lru)
-
-    def get(self, key: tuple, load: Callable[[], pa.Array]) -> pa.Array:
-        lru = self._lru.get()
-        hit = lru.items.get(key)
-        if hit is not None:
-            lru.items.move_to_end(key)
-            return hit
-        value = load()
-        lru.items[key] = value
-        lru.nbytes += value.nbytes
-        while lru.nbytes > self.max_bytes and len(lru.items) > 1:
-            _, old = lru.items.popitem(last=False)
-            lru.nbytes -= old.nbytes
-        return value
-
-    @property
-    def nbytes(self) -> int:
-        return self._lru.get().nbytes
-
-    def share(self, processes: int) -> None:
-        """Hold at most budget / processes from now on (idempotent): n workers together hold one budget."""
-        self.max_bytes = max(1, self.budget // max(1, processes))
-
-    def __reduce__(self):
-        if self is _default_heavy_cache:
-            return default_heavy_cache, ()  # the receiving process's own shared cache
-        return _HeavyCache, (self.budget,)
-
-
-_default_heavy_cache: _HeavyCache | None = None
-
-
-def default_heavy_cache() -> _HeavyCache:
-    """The process's one heavy-column cache, shared by every dataset opened without `heavy_cache_mb`.
-
-    Its budget is `ROBOTEMPO_HEAVY_CACHE_MB` (default 256 MB) for the whole process, however many datasets
-    (or mixtures) read through it.
-    """
-    global _default_heavy_cache
-    if _default_heavy_cache is None:
-        mb = env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
-        _default_heavy_cache = _HeavyCache(int(mb * 2**20))
-    return _default_heavy_cache
 
 
 class FrameTable:
@@ -130,7 +64,7 @@ class FrameTable:
         self.episodes = episodes
         self.files = files or default_parquet_files()
         self._heavy_cache = (
-            _HeavyCache(int(heavy_cache_mb * 2**20)) if heavy_cache_mb is not None else default_heavy_cache()
+            HeavyCache(int(heavy_cache_mb * 2**20)) if heavy_cache_mb is not None else default_heavy_cache()
         )
         self.shared: tuple[SharedArrays, str] | None = None  # (segment, key prefix) once columns are shared
         self.ep_to = np.cumsum(episodes.length)
@@ -140,13 +74,17 @@ class FrameTable:
         self.columns: dict[str, np.ndarray] = {}
         self.heavy_keys: list[str] = list(self.plan.heavy)
         self._rg_offsets: dict[int, np.ndarray] = {}
+        self._refs: dict[int, FileRef] = {}  # data file of each code, named once
         self._file_ids: dict[int, tuple] = {}  # identity of each data file as read at open (cache keys)
         self.row_from = np.empty(len(episodes), dtype=np.int64)  # verified in-file row offset per episode
         self._read(catalog, tasks)
 
     # -- open -------------------------------------------------------------------------------------------
     def _path(self, code: int) -> FileRef:
-        return self.location.file(self.episodes.data_files[code])
+        ref = self._refs.get(code)
+        if ref is None:
+            ref = self._refs[code] = self.location.file(self.episodes.data_files[code])
+        return ref
 
     def _read(self, catalog: EpisodeTable, tasks: Mapping[int, str]) -> None:
         eps = self.episodes
@@ -383,23 +321,27 @@ class FrameTable:
         return np.searchsorted(self.ep_to, rows, side="right")
 
     def read_heavy(self, key: str, rows: np.ndarray) -> list:
-        """Values of a heavy column at the given table rows (python objects: dicts for images, str...)."""
+        """Values of a heavy column at the given table rows: an embedded image's encoded bytes (None for an
+        empty cell), other columns as Python values (str...). See `store/heavy.py` for how they are read."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         eps = self.episode_of(rows)
         codes = self.episodes.data_file[eps]
         in_file = self.row_from[eps] + (rows - self.ep_from[eps])
+        image = self.info.features[key].dtype == "image"
         out: list = [None] * len(rows)
-        for code in np.unique(codes):
+        for code in np.unique(codes).tolist():
             mask = np.flatnonzero(codes == code)
-            offsets = self._offsets(int(code))
+            offsets = self._offsets(code)
             groups = np.searchsorted(offsets, in_file[mask], side="right") - 1
-            for g in np.unique(groups):
+            ref = self._path(code)
+            file = (str(ref), self._file_ids[code])
+            pf = self._opened_file(code)
+            for g in np.unique(groups).tolist():
                 sel = mask[groups == g]
-                file = (str(self._path(int(code))), self._file_ids[int(code)])
-                column = self._heavy_cache.get(
-                    (file, int(g), key), lambda c=int(code), g=int(g): self._load(c, g, key)
+                values = read_group_rows(
+                    self._heavy_cache, file, pf, ref, g, key, in_file[sel] - offsets[g], image
                 )
-                for i, value in zip(sel, column.take(pa.array(in_file[sel] - offsets[g])).to_pylist()):
+                for i, value in zip(sel.tolist(), values):
                     out[i] = value
         return out
 
@@ -420,13 +362,8 @@ class FrameTable:
             )
         return pf
 
-    def _load(self, code: int, group: int, key: str) -> pa.Array:
-        ref, pf = self._path(code), self._opened_file(code)
-        with ref.root.guard(ref.rel):
-            return pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
-
     @property
-    def heavy_cache(self) -> _HeavyCache:
+    def heavy_cache(self) -> HeavyCache:
         return self._heavy_cache
 
     @property

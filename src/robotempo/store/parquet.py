@@ -34,12 +34,25 @@ def file_identity(ref: FileRef) -> tuple:
         raise MissingFileError(ref.where, "the data file", READ_FIX) from None
 
 
-def open_parquet(path: FileRef | str | os.PathLike) -> pq.ParquetFile:
+class DataFile(pq.ParquetFile):
+    """A `ParquetFile` that keeps its input file beside the reader: single pages are read from it
+    (`store/pages.py`). Pages written with a checksum are verified on every read."""
+
+    def __init__(self, source: pa.NativeFile, pre_buffer: bool):
+        super().__init__(source, pre_buffer=pre_buffer, page_checksum_verification=True)
+        self.source = source
+
+    def close(self, force: bool = False) -> None:
+        super().close(force=force)
+        self.source.close()
+
+
+def open_parquet(path: FileRef | str | os.PathLike) -> DataFile:
     """Open one data file (reads its footer) outside any cache, with typed errors naming the file."""
     ref = as_file(path)
     root = ref.root
     try:
-        return pq.ParquetFile(ref.open_input_file(), pre_buffer=not root.is_local)
+        return DataFile(ref.open_input_file(), pre_buffer=not root.is_local)
     except FileNotFoundError:
         raise root.missing_root_error(ref.rel) or MissingFileError(
             ref.where, "the data file", READ_FIX
@@ -62,12 +75,12 @@ class ParquetFiles:
 
     def __init__(self, max_open: int | None = None):
         self.max_open = max_open or env_int(HANDLES_ENV, DEFAULT_HANDLES)
-        self._open: ProcessLocal[OrderedDict[str, tuple[tuple, pq.ParquetFile]]] = ProcessLocal(OrderedDict)
+        self._open: ProcessLocal[OrderedDict[str, tuple[tuple, DataFile]]] = ProcessLocal(OrderedDict)
 
-    def get(self, path: FileRef | str | os.PathLike) -> pq.ParquetFile:
+    def get(self, path: FileRef | str | os.PathLike) -> DataFile:
         return self.get_with_identity(path)[1]
 
-    def get_with_identity(self, path: FileRef | str | os.PathLike) -> tuple[tuple, pq.ParquetFile]:
+    def get_with_identity(self, path: FileRef | str | os.PathLike) -> tuple[tuple, DataFile]:
         """(identity of the file, see `DatasetRoot.identity`; its open handle)."""
         ref = as_file(path)
         key = str(ref)

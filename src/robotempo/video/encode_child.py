@@ -3,11 +3,13 @@
 It imports only PyAV and numpy, so it starts in a fraction of a second without torch. The protocol (all
 integers little-endian) is spoken over stdin/stdout by `robotempo.video.encoder._ChildEncoder`:
 
-* parent -> child: one JSON line `{"path", "fps", "width", "height", "encoder", "options"}`, then commands:
-  `b"W" + u64 n + n*H*W*3 bytes` (encode n RGB frames) or `b"C"` (flush, close the file, exit).
-* child -> parent: `b"R"` once the file is open, `b"P" + u64 frames + u64 bytes` after every frame encoded
-  and every flushed packet (progress: the parent's stall watchdog is reset by it), `b"D"` once the file
-  is closed, and on a Python error `b"E" + u32 n + n bytes` of UTF-8 text before exiting with status 1.
+* parent -> child, per file: one JSON line `{"path", "fps", "width", "height", "encoder", "options"}`, then
+  commands `b"W" + u64 n + n*H*W*3 bytes` (encode n RGB frames) and finally `b"C"` (flush, close the file).
+  The child then waits for the next file's JSON line; it exits when stdin closes.
+* child -> parent: `b"R"` once the file is open, `b"P" + u64 frames + u64 bytes` (progress, resetting
+  the parent's stall watchdog) at most every REPORT_EVERY_S while encoding and at the end of each command,
+  `b"D"` once the file is closed, and on a Python error `b"E" + u32 n + n bytes` of UTF-8 text before
+  exiting with status 1.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import contextlib
 import json
 import struct
 import sys
+import time
 import traceback
 from fractions import Fraction
+
+REPORT_EVERY_S = 0.25
 
 
 def _read_exact(stream, n: int) -> bytes:
@@ -27,12 +32,11 @@ def _read_exact(stream, n: int) -> bytes:
     return data
 
 
-def main() -> int:
+def encode_file(cfg: dict, stdin, stdout) -> None:
+    """Encode one file: `cfg` was read; frames and the close command follow on `stdin`."""
     import av
     import numpy as np
 
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    cfg = json.loads(stdin.readline())
     width, height = int(cfg["width"]), int(cfg["height"])
     container = av.open(cfg["path"], mode="w", format="mp4")
     rate = Fraction(cfg["fps"]).limit_denominator(1000)
@@ -44,9 +48,17 @@ def main() -> int:
     stdout.write(b"R")  # ready: the parent's watchdog switches from the start-up allowance to the stall limit
     stdout.flush()
 
-    def progress() -> None:
-        stdout.write(b"P" + struct.pack("<QQ", frames_written, bytes_written))
-        stdout.flush()
+    last_report = time.monotonic()
+
+    def progress(force: bool = False) -> None:
+        # Every frame would wake the parent per frame (a context switch each on a busy machine); a few
+        # reports per second are plenty for a watchdog that waits a minute.
+        nonlocal last_report
+        now = time.monotonic()
+        if force or now - last_report >= REPORT_EVERY_S:
+            last_report = now
+            stdout.write(b"P" + struct.pack("<QQ", frames_written, bytes_written))
+            stdout.flush()
 
     def mux(packets) -> None:
         nonlocal bytes_written
@@ -62,9 +74,10 @@ def main() -> int:
                 mux([packet])
                 progress()
             container.close()
+            progress(force=True)
             stdout.write(b"D")
             stdout.flush()
-            return 0
+            return
         if command != b"W":
             raise ValueError(f"unknown command {command!r}")
         (n,) = struct.unpack("<Q", _read_exact(stdin, 8))
@@ -75,6 +88,19 @@ def main() -> int:
             mux(stream.encode(frame))
             frames_written += 1
             progress()
+        progress(force=True)  # the batch is done: the parent is waiting for exactly this
+
+
+def main() -> int:
+    """Encode file after file (the parent keeps idle children for its next files) until stdin closes."""
+    import av  # noqa: F401  (imported before the first file, so a new child's start-up is paid once)
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            return 0
+        encode_file(json.loads(line), stdin, stdout)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from robotempo.format.info import FeatureSpec
 from robotempo.io import atomic_write, temp_path_for
 from robotempo.video.encoder import VideoEncoder
 
+DATA_PAGE_BYTES = 16 * 1024  # about one 224x224 PNG, a few small ones, ~300 rows of a 14-float vector
+
 
 def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -33,9 +35,19 @@ def open_parquet(final: Path, schema: pa.Schema) -> tuple[pq.ParquetWriter, Path
     staged = temp_path_for(final)
     heavy = {f.name for f in schema if pa.types.is_struct(f.type) or pa.types.is_binary(f.type)}
     light = [f.name for f in schema if f.name not in heavy]
-    # Dictionaries and min/max statistics of PNG bytes cost time and footer space for nothing.
+    # Dictionaries and min/max statistics of PNG bytes cost time and footer space for nothing. Small pages
+    # (a row per write batch, so a page closes once it passes DATA_PAGE_BYTES) and a page index let a reader
+    # fetch one image's page instead of the row group's column; checksums let it tell a damaged page.
     writer = pq.ParquetWriter(
-        staged, schema, compression="snappy", use_dictionary=light, write_statistics=light
+        staged,
+        schema,
+        compression="snappy",
+        use_dictionary=light,
+        write_statistics=light,
+        data_page_size=DATA_PAGE_BYTES,
+        write_batch_size=1 if heavy else None,
+        write_page_index=True,
+        write_page_checksum=True,
     )
     return writer, staged
 

@@ -1,0 +1,269 @@
+"""Heavy columns (embedded images, strings): read on demand through one byte-bounded LRU per process.
+
+An embedded-image read takes the pages that hold the rows asked for when the file has a page index, they are
+a small part of the row group's column (`PAGE_SHARE`) and the cache is full (while it has room, the whole
+column is read and kept: a dataset that fits the cache is read once); otherwise, and for every layout the
+page reader does not handle, the row group's whole column, as pyarrow reads it. Both paths give the same
+bytes: pages are served only when they decode exactly (checksum when written, sizes, counts, no trailing
+bytes); a page or page index that contradicts itself is a `DatasetFormatError` naming the file (pyarrow's
+row-group read checks the page checksums too). Images come back as their encoded bytes (None for an empty
+cell), other heavy columns as Python values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from robotempo.env import env_float
+from robotempo.errors import DatasetFormatError
+from robotempo.forksafe import ProcessLocal
+from robotempo.fs import FileRef
+from robotempo.store.pages import (
+    ChunkPages,
+    PageCorrupt,
+    PageUnsupported,
+    chunk_pages,
+    codec_of,
+    decode_page,
+    offset_indexes,
+)
+from robotempo.store.parquet import READ_FIX, DataFile, leaf_index
+
+logger = logging.getLogger(__name__)
+HEAVY_CACHE_ENV = "ROBOTEMPO_HEAVY_CACHE_MB"
+DEFAULT_HEAVY_CACHE_MB = 256
+# Pages are read one by one when they hold at most this share of the column chunk's bytes; past it, one read
+# of the whole chunk costs less than many page reads and serves the rest of the row group from the cache.
+PAGE_SHARE = 0.25
+
+
+class _Lru:
+    def __init__(self) -> None:
+        self.items: OrderedDict[tuple, object] = OrderedDict()
+        self.nbytes = 0
+
+
+class HeavyCache:
+    """Row-group columns and pages of heavy features, LRU-bounded by bytes (each value has an `nbytes`);
+    dropped in a forked child, never pickled.
+
+    Page indexes and page layouts (`index=True`) have an LRU of their own, an eighth of the budget: they are
+    small and needed for every page read, and must not be pushed out by the images they locate.
+    Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`). `budget` is
+    what a lone process holds; `share(n)` holds a 1/n share of it, for one of n DataLoader workers.
+    """
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.max_bytes = budget
+        self._lru: ProcessLocal[_Lru] = ProcessLocal(_Lru)
+        self._index: ProcessLocal[_Lru] = ProcessLocal(_Lru)
+
+    def get(self, key: tuple, load: Callable[[], object], index: bool = False):
+        hit = self.peek(key, index)
+        if hit is not None:
+            return hit
+        value = load()
+        self.put(key, value, index)
+        return value
+
+    def peek(self, key: tuple, index: bool = False):
+        """The cached value, or None; a hit becomes the most recently used."""
+        lru = (self._index if index else self._lru).get()
+        hit = lru.items.get(key)
+        if hit is not None:
+            lru.items.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple, value, index: bool = False) -> None:
+        lru = (self._index if index else self._lru).get()
+        limit = self.max_bytes // 8 if index else self.max_bytes - self.max_bytes // 8
+        old = lru.items.pop(key, None)
+        if old is not None:
+            lru.nbytes -= old.nbytes
+        lru.items[key] = value
+        lru.nbytes += value.nbytes
+        while lru.nbytes > limit and len(lru.items) > 1:
+            _, old = lru.items.popitem(last=False)
+            lru.nbytes -= old.nbytes
+
+    def room(self) -> int:
+        """Bytes the data LRU can still take without evicting anything."""
+        return self.max_bytes - self.max_bytes // 8 - self._lru.get().nbytes
+
+    @property
+    def nbytes(self) -> int:
+        return self._lru.get().nbytes + self._index.get().nbytes
+
+    def share(self, processes: int) -> None:
+        """Hold at most budget / processes from now on (idempotent): n workers together hold one budget."""
+        self.max_bytes = max(1, self.budget // max(1, processes))
+
+    def __reduce__(self):
+        if self is _default_heavy_cache:
+            return default_heavy_cache, ()  # the receiving process's own shared cache
+        return HeavyCache, (self.budget,)
+
+
+_default_heavy_cache: HeavyCache | None = None
+
+
+def default_heavy_cache() -> HeavyCache:
+    """The process's one heavy-column cache, shared by every dataset opened without `heavy_cache_mb`.
+
+    Its budget is `ROBOTEMPO_HEAVY_CACHE_MB` (default 256 MB) for the whole process, however many datasets
+    (or mixtures) read through it.
+    """
+    global _default_heavy_cache
+    if _default_heavy_cache is None:
+        mb = env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
+        _default_heavy_cache = HeavyCache(int(mb * 2**20))
+    return _default_heavy_cache
+
+
+def read_group_rows(
+    cache: HeavyCache,
+    file: tuple,
+    pf: DataFile,
+    ref: FileRef,
+    group: int,
+    key: str,
+    rows: np.ndarray,
+    image: bool,
+) -> list:
+    """Values of column `key` at `rows` (within row group `group`) of one data file; `file` names the file
+    and its identity in cache keys. `image`: the column is an embedded image (its bytes are served)."""
+    whole = (file, group, key)
+    column = cache.peek(whole)
+    if column is None and image:
+        values = _from_pages(cache, file, pf, ref, group, key, rows)
+        if values is not None:
+            return values
+    if column is None:
+        column = cache.get(whole, lambda: _load(pf, ref, group, key, image))
+    return column.take(pa.array(rows)).to_pylist()
+
+
+def _load(pf: DataFile, ref: FileRef, group: int, key: str, image: bool) -> pa.Array:
+    """The whole column of one row group, as pyarrow reads it (images: the `bytes` field)."""
+    try:
+        with ref.root.guard(ref.rel):
+            column = pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
+    except (pa.ArrowException, OSError) as e:
+        what = f"row group {group} of column {key!r} does not read ({e})"
+        bad = DatasetFormatError(ref.where, what, READ_FIX)
+        raise ref.root.fault(e, ref.rel, bad) from None
+    expected = pf.metadata.row_group(group).num_rows
+    if len(column) != expected:  # pyarrow skips a page whose header does not parse
+        what = f"row group {group} of column {key!r} reads as {len(column)} rows; the footer says {expected}"
+        raise DatasetFormatError(ref.where, what, READ_FIX)
+    if image and pa.types.is_struct(column.type):
+        return column.flatten()[column.type.get_field_index("bytes")]  # null where the struct is null
+    return column
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one column chunk's images are read: its pages (None: the row group's whole column), codec and
+    maximum definition level, and the chunk's bytes (what a row-group read costs)."""
+
+    pages: ChunkPages | None
+    compression: str = ""
+    max_def: int = 0
+    chunk_bytes: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return 128 + (self.pages.nbytes if self.pages is not None else 0)
+
+
+_WHOLE = _Plan(None)
+
+
+class _PageValues(list):
+    """One page's values (bytes or None), sized for the cache's byte budget."""
+
+    @property
+    def nbytes(self) -> int:
+        return 64 + sum(40 + len(v) if v is not None else 8 for v in self)
+
+
+def _image_leaf(pf: DataFile, key: str) -> tuple[int, str, int] | None:
+    """(leaf column, codec, max definition level) of an image column's bytes, when the page reader can
+    decode it: a flat BYTE_ARRAY leaf without repetition levels or a dictionary."""
+    leaf = leaf_index(pf, f"{key}.bytes")
+    if leaf is None:
+        leaf = leaf_index(pf, key)
+    if leaf is None:
+        return None
+    column = pf.metadata.schema.column(leaf)
+    chunk = pf.metadata.row_group(0).column(leaf)
+    if column.physical_type != "BYTE_ARRAY" or column.max_repetition_level or chunk.has_dictionary_page:
+        return None
+    try:
+        return leaf, codec_of(chunk.compression), column.max_definition_level
+    except PageUnsupported:
+        return None
+
+
+def _plan(cache: HeavyCache, file: tuple, pf: DataFile, group: int, key: str) -> _Plan:
+    """The page plan of one chunk from the file's page index (read once per file), checked against the
+    chunk's footer entry; `_WHOLE` when there is no index or the layout is not one the page reader handles."""
+    found = _image_leaf(pf, key)
+    if found is None:
+        return _WHOLE
+    leaf, compression, max_def = found
+    index = cache.get((file, "page-index"), lambda: offset_indexes(pf.source), index=True)
+    location = index.locations.get((group, leaf))
+    chunk = pf.metadata.row_group(group).column(leaf)
+    if location is None or chunk.has_dictionary_page:
+        return _WHOLE
+    span = (chunk.data_page_offset, chunk.data_page_offset + chunk.total_compressed_size)
+    pages = chunk_pages(pf.source, location, pf.metadata.row_group(group).num_rows, span)
+    return _Plan(pages, compression, max_def, chunk.total_compressed_size)
+
+
+def _from_pages(cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, group: int, key: str, rows):
+    """The rows' values read page by page, or None when the whole column is the better read (no page
+    index, an unhandled layout, most of the chunk needed, or room in the cache to keep it all)."""
+    try:
+        with ref.root.guard(ref.rel):
+            plan = cache.get(
+                (file, group, key, "plan"), lambda: _plan(cache, file, pf, group, key), index=True
+            )
+            if plan.pages is None:
+                return None
+            pages = plan.pages
+            page_of = pages.pages_of(rows)
+            wanted = np.unique(page_of)
+            if plan.chunk_bytes <= cache.room() or pages.sizes[wanted].sum() > PAGE_SHARE * plan.chunk_bytes:
+                return None
+            out: list = [None] * len(rows)
+            for p in wanted.tolist():
+                values = cache.get((file, group, key, p), lambda p=p: _page(pf, plan, p))
+                first = int(pages.first_rows[p])
+                for i in np.flatnonzero(page_of == p).tolist():
+                    out[i] = values[int(rows[i]) - first]
+            return out
+    except PageUnsupported as e:
+        logger.debug("%s: row group %d of %r read whole (%s)", ref.where, group, key, e)
+        cache.put((file, group, key, "plan"), _WHOLE, index=True)
+        return None
+    except PageCorrupt as e:
+        # pyarrow does not check page headers (a checksum covers the body only) and would serve whatever
+        # a damaged header makes of the pages: a file that contradicts its own page index is not read.
+        what = f"row group {group} of image column {key!r}: {e}"
+        raise DatasetFormatError(ref.where, what, READ_FIX) from None
+
+
+def _page(pf: DataFile, plan: _Plan, page: int) -> _PageValues:
+    pages = plan.pages
+    raw = pf.source.read_at(int(pages.sizes[page]), int(pages.offsets[page]))
+    rows = int(pages.first_rows[page + 1] - pages.first_rows[page])
+    return _PageValues(decode_page(raw, plan.compression, plan.max_def, rows))
