@@ -194,36 +194,34 @@ class _PageValues(list):
         return 64 + sum(40 + len(v) if v is not None else 8 for v in self)
 
 
-def _image_leaf(pf: DataFile, key: str) -> tuple[int, str, int] | None:
-    """(leaf column, codec, max definition level) of an image column's bytes, when the page reader can
-    decode it: a flat BYTE_ARRAY leaf without repetition levels or a dictionary."""
+def _image_leaf(pf: DataFile, key: str) -> tuple[int, int] | None:
+    """(leaf column, max definition level) of an image column's bytes, when the page reader can decode it:
+    a flat BYTE_ARRAY leaf, no repetition levels."""
     leaf = leaf_index(pf, f"{key}.bytes")
     if leaf is None:
         leaf = leaf_index(pf, key)
     if leaf is None:
         return None
     column = pf.metadata.schema.column(leaf)
-    chunk = pf.metadata.row_group(0).column(leaf)
-    if column.physical_type != "BYTE_ARRAY" or column.max_repetition_level or chunk.has_dictionary_page:
+    if column.physical_type != "BYTE_ARRAY" or column.max_repetition_level:
         return None
-    try:
-        return leaf, codec_of(chunk.compression), column.max_definition_level
-    except PageUnsupported:
-        return None
+    return leaf, column.max_definition_level
 
 
 def _plan(cache: HeavyCache, file: tuple, pf: DataFile, group: int, key: str) -> _Plan:
     """The page plan of one chunk from the file's page index (read once per file), checked against the
-    chunk's footer entry; `_WHOLE` when there is no index or the layout is not one the page reader handles."""
+    chunk's footer entry; `_WHOLE` when there is no index or the layout is not one the page reader handles
+    (a dictionary page, a codec `pa.Codec` does not decode)."""
     found = _image_leaf(pf, key)
     if found is None:
         return _WHOLE
-    leaf, compression, max_def = found
+    leaf, max_def = found
     index = cache.get((file, "page-index"), lambda: offset_indexes(pf.source), index=True)
     location = index.locations.get((group, leaf))
     chunk = pf.metadata.row_group(group).column(leaf)
     if location is None or chunk.has_dictionary_page:
         return _WHOLE
+    compression = codec_of(chunk.compression)  # PageUnsupported: the caller reads the row group
     span = (chunk.data_page_offset, chunk.data_page_offset + chunk.total_compressed_size)
     pages = chunk_pages(pf.source, location, pf.metadata.row_group(group).num_rows, span)
     return _Plan(pages, compression, max_def, chunk.total_compressed_size)
