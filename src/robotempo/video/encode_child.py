@@ -6,9 +6,10 @@ integers little-endian) is spoken over stdin/stdout by `robotempo.video.encoder.
 * parent -> child, per file: one JSON line `{"path", "fps", "width", "height", "encoder", "options"}`, then
   commands `b"W" + u64 n + n*H*W*3 bytes` (encode n RGB frames) and finally `b"C"` (flush, close the file).
   The child then waits for the next file's JSON line; it exits when stdin closes.
-* child -> parent: `b"R"` once the file is open, `b"P" + u64 frames + u64 bytes` after every frame encoded
-  and every flushed packet (progress: the parent's stall watchdog is reset by it), `b"D"` once the file
-  is closed, and on a Python error `b"E" + u32 n + n bytes` of UTF-8 text before exiting with status 1.
+* child -> parent: `b"R"` once the file is open, `b"P" + u64 frames + u64 bytes` (progress, resetting
+  the parent's stall watchdog) at most every REPORT_EVERY_S while encoding and at the end of each command,
+  `b"D"` once the file is closed, and on a Python error `b"E" + u32 n + n bytes` of UTF-8 text before
+  exiting with status 1.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import contextlib
 import json
 import struct
 import sys
+import time
 import traceback
 from fractions import Fraction
+
+REPORT_EVERY_S = 0.25
 
 
 def _read_exact(stream, n: int) -> bytes:
@@ -44,9 +48,17 @@ def encode_file(cfg: dict, stdin, stdout) -> None:
     stdout.write(b"R")  # ready: the parent's watchdog switches from the start-up allowance to the stall limit
     stdout.flush()
 
-    def progress() -> None:
-        stdout.write(b"P" + struct.pack("<QQ", frames_written, bytes_written))
-        stdout.flush()
+    last_report = time.monotonic()
+
+    def progress(force: bool = False) -> None:
+        # Every frame would wake the parent per frame (a context switch each on a busy machine); a few
+        # reports per second are plenty for a watchdog that waits a minute.
+        nonlocal last_report
+        now = time.monotonic()
+        if force or now - last_report >= REPORT_EVERY_S:
+            last_report = now
+            stdout.write(b"P" + struct.pack("<QQ", frames_written, bytes_written))
+            stdout.flush()
 
     def mux(packets) -> None:
         nonlocal bytes_written
@@ -62,6 +74,7 @@ def encode_file(cfg: dict, stdin, stdout) -> None:
                 mux([packet])
                 progress()
             container.close()
+            progress(force=True)
             stdout.write(b"D")
             stdout.flush()
             return
@@ -75,6 +88,7 @@ def encode_file(cfg: dict, stdin, stdout) -> None:
             mux(stream.encode(frame))
             frames_written += 1
             progress()
+        progress(force=True)  # the batch is done: the parent is waiting for exactly this
 
 
 def main() -> int:
