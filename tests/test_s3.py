@@ -130,6 +130,18 @@ def _open_requests(store: Store, root: Path, name: str, episode: int) -> tuple[i
     return requests, sent
 
 
+def test_images_read_page_by_page_from_s3_equal_local_items(store, tmp_path):
+    root = write_synthetic(
+        tmp_path / "img", version="v3.0", n_episodes=3, n_tasks=1, camera="image", image_size=(64, 64),
+        seed=9, fps=10, state_dim=4, action_dim=3, mean_length=30.0,
+    )  # fmt: skip
+    remote, local = both(store, root, "pages", heavy_cache_mb=0.05)  # smaller than a row group's images
+    for i in np.random.default_rng(1).permutation(len(local))[:25].tolist():
+        assert_same_batches(remote[i], local[i])
+    held = remote.frames.heavy_cache._lru.get().items
+    assert any(len(key) == 4 and isinstance(key[3], int) for key in held)  # pages, by ranged reads
+
+
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
 def test_open_of_one_episode_costs_the_same_requests_at_any_size(store, tmp_path, version):
     counts = []
