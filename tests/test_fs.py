@@ -167,6 +167,32 @@ def test_blockfile_prefetch_error_is_typed_and_leaves_the_file_usable():
     assert f.read(1_000) == data[60_000:61_000]
 
 
+def test_blockfile_reads_that_get_no_answer_fail_typed_at_the_deadline(monkeypatch):
+    """A store that never answers: prefetches and block reads give up at ROBOTEMPO_S3_DEADLINE_S with a
+    StorageError naming the file, whatever the client's own retries and timeouts would take."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class Silent(_Counting):
+        def read_at(self, n: int, offset: int) -> bytes:
+            release.wait(30)  # the request hangs until the test ends
+            return super().read_at(n, offset)
+
+    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "0.5")
+    f = BlockFile(Silent(bytes(100_000)), "s3://b/ds/videos/x.mp4", block_size=1000, blocks=50, hole=1000)
+    try:
+        for attempt in (lambda: f.prefetch([(0, 10), (50_000, 50_010)]), lambda: f.read(100)):
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="did not answer within 0.5 s") as e:
+                attempt()
+            assert time.monotonic() - started < 10
+            assert "s3://b/ds/videos/x.mp4" in str(e.value) and "ROBOTEMPO_S3_DEADLINE_S" in str(e.value)
+    finally:
+        release.set()  # the abandoned requests end and free the pool
+
+
 def test_blockfile_over_a_real_file(tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(os.urandom(70_000))
