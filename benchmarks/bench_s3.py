@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_s3.py run --quick     # Vtab/V264 at x0.05, open counts at 1k vs 20k
     .venv/bin/python benchmarks/bench_s3.py run             # Vtab/V264 at x0.2, 3 reps
+    .venv/bin/python benchmarks/bench_s3.py run --no-open --corpora V264 --reps 1   # the video corpus only
     .venv/bin/python benchmarks/bench_s3.py report benchmarks/results/<date>-s3.json
 
 The server is moto in server mode (its own process on 127.0.0.1, the tests' `tests/s3_server.py`), holding
@@ -132,7 +133,8 @@ def run(args: argparse.Namespace) -> dict:
     reps = args.reps or (2 if args.quick else 3)
     loader_kw = {"batch_size": 64, "workers": 2, "warmup": 5, "batches": 30 if args.quick else 80}
     base = Path(args.dir)
-    roots = {} if args.no_loader else {name: corpora.ensure(name, scale, base) for name in ("Vtab", "V264")}
+    names = args.corpora.split(",")
+    roots = {} if args.no_loader else {name: corpora.ensure(name, scale, base) for name in names}
     open_roots = {name: corpora.ensure(name, 1.0, base) for name in OPEN_CORPORA} if not args.no_open else {}
     server = S3Server()
     gate = Gate(server.port)
@@ -246,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--reps", type=int, default=0)
     r.add_argument("--no-open", action="store_true", help="skip the 1k vs 20k open counts")
     r.add_argument("--no-loader", action="store_true", help="only the open counts")
+    r.add_argument("--corpora", default="Vtab,V264", help="loader corpora, comma-separated")
     r.add_argument("--dir", default=str(corpora.DEFAULT_DIR))
     r.add_argument("--out", default=str(BENCH / "results"))
+    r.add_argument("--tag", default="", help="suffix of the results file name (e.g. -before)")
     w = sub.add_parser("worker")
     w.add_argument("--task", default="loader", choices=["loader", "open"])
     w.add_argument("--root", required=True)
@@ -270,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     record = run(args)
     part = "-open" if args.no_loader else ("-loader" if args.no_open else "")
-    out = Path(args.out) / f"{record['date']}-s3{'-quick' if args.quick else ''}{part}.json"
+    tag = "" if args.corpora == "Vtab,V264" else "-" + args.corpora.replace(",", "-")
+    out = Path(args.out) / f"{record['date']}-s3{'-quick' if args.quick else ''}{part}{tag}{args.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
     print(report(record))

@@ -7,7 +7,8 @@ A worker is one fresh process doing one measurement:
 `LIB` names a `Library` adapter (robotempo's in benchmarks/worker.py, the peers' and the two loading recipes'
 in benchmarks/peer_side/worker.py). Tasks:
 
-  open    import, then open; import time, open time, RSS after import and after open (P2, P3)
+  open    import, then open; import time, open time (wall and CPU), RSS and PSS after import and after open
+          (P2, P3)
   pass    open + one full sequential pass over every row; rows read and the process's write counters (P1)
   items   random single items with the benchmark query, one thread (P4a)
   batch   random batches through `__getitems__` (robotempo only; P4b)
@@ -23,7 +24,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from measure import emit, io_written, items_per_s, loader_memory, one_thread, query, settled_rss
+from measure import emit, io_written, items_per_s, loader_memory, one_thread, pss_bytes, query, settled_rss
 
 
 class Library:
@@ -68,11 +69,14 @@ def task_open(lib: Library, a: dict) -> dict:
     lib.load()
     import_s = time.perf_counter() - t
     rss_import = settled_rss()
+    pss_import = pss_bytes()
     ds, open_s = _open_timed(lib, a, None)
     rss_open = settled_rss()
+    pss_open = pss_bytes()
     return {
         "import_s": import_s, "open_s": open_s, "open_cpu_s": lib.open_cpu_s, "rss_start": rss_start,
-        "rss_import": rss_import,
+        "rss_import": rss_import, "pss_import": pss_import, "pss_open": pss_open,
+        "pss_delta": pss_open - pss_import,
         "rss_open": rss_open, "rss_delta": rss_open - rss_import, "len": len(ds), **lib.extras(ds),
     }  # fmt: skip
 

@@ -214,6 +214,14 @@ class Gate:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            if not from_client:  # the second pump to end closes the pair (a long test run opens thousands)
+                self._release(src, dst)
+
+    def _release(self, *socks: socket.socket) -> None:
+        with self._lock:
+            self._conns = [c for c in self._conns if c not in socks]
+        for s in socks:
+            s.close()
 
 
 class Store:

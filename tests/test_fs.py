@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-from robotempo.errors import ConfigError
+from robotempo.errors import ConfigError, StorageError
 from robotempo.fs import BlockFile, DatasetRoot, as_file, s3_options
 
 
@@ -74,13 +74,17 @@ class _Counting:
     """A random-access source that counts its ranged reads (stands in for a store file)."""
 
     def __init__(self, data: bytes):
-        self.data, self.reads = data, 0
+        self.data, self.ranges = data, []
+
+    @property
+    def reads(self) -> int:
+        return len(self.ranges)
 
     def size(self) -> int:
         return len(self.data)
 
     def read_at(self, n: int, offset: int) -> bytes:
-        self.reads += 1
+        self.ranges.append((offset, offset + n))  # list.append is atomic: prefetch threads call this
         return self.data[offset : offset + n]
 
     def close(self) -> None:
@@ -102,12 +106,91 @@ def test_blockfile_reads_equal_the_bytes_and_stay_bounded():
         n = int(rng.integers(0, 20_000))
         assert f.seek(offset, whence) == plain.seek(offset, whence)
         before = source.reads
-        assert f.read(n) == plain.read(n)
+        got = f.read(n)
         assert source.reads - before <= 1  # one ranged request per read at most (missing blocks merged)
+        assert 0 < len(got) or n == 0 or plain.tell() >= len(data)  # a short read, never an empty one
+        assert got == plain.read(len(got))
         assert f.tell() == plain.tell() and len(f._blocks) <= 20_000 // 4096 + 2  # the largest read
     f.seek(0)
     buf = bytearray(10)
     assert f.readinto(buf) == 10 and bytes(buf) == data[:10]
+
+
+def test_blockfile_prefetch_fetches_merged_ranges_once_and_serves_reads_from_them():
+    data = np.random.default_rng(2).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
+    source = _Counting(data)
+    f = BlockFile(source, "mem", block_size=1000, blocks=50, hole=1000)  # 50 KB of blocks, 50 KB of ranges
+    # Two ranges less than `hole` apart become one request; the others one each; nothing read twice.
+    wanted = [(10_000, 12_000), (12_500, 14_000), (60_000, 61_000), (150_000, 150_100), (199_900, 250_000)]
+    assert f.prefetch(wanted) == 4
+    merged = [(10_000, 14_000), (60_000, 61_000), (150_000, 150_100), (199_900, 200_000)]
+    assert sorted(source.ranges) == merged
+    assert f.prefetch(wanted) == 0 and source.reads == 4  # held: no request
+    for lo, hi in wanted:
+        f.seek(lo)
+        got = b""
+        while f.tell() < min(hi, len(data)):
+            got += f.read(32_768)  # a short read stops at the end of a prefetched range
+        assert got[: hi - lo] == data[lo:hi]
+    assert source.reads == 4  # every read fell inside a prefetched range
+    # Overlapping and adjacent ranges: only the missing parts are fetched, the bytes stay right.
+    source.ranges.clear()
+    assert f.prefetch([(11_000, 20_000)]) == 1 and source.ranges == [(14_000, 20_000)]
+    f.seek(10_000)
+    assert b"".join(f.read(3_000) for _ in range(4))[:10_000] == data[10_000:20_000]
+    # The prefetched ranges stay within their budget: the oldest are dropped.
+    for start in range(0, 200_000, 20_000):
+        f.prefetch([(start, start + 15_000)])
+        assert f._ranges._held <= f.prefetch_budget
+    f.seek(180_000)
+    assert f.read(15_000) == data[180_000:195_000]
+
+
+def test_blockfile_prefetch_error_is_typed_and_leaves_the_file_usable():
+    data = bytes(range(256)) * 400
+
+    class Flaky(_Counting):
+        fail = True
+
+        def read_at(self, n: int, offset: int) -> bytes:
+            if self.fail and offset >= 50_000:
+                raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 7")
+            return super().read_at(n, offset)
+
+    source = Flaky(data)
+    f = BlockFile(source, "s3://b/ds/videos/x.mp4", block_size=1000, blocks=50, hole=1000)
+    with pytest.raises(StorageError, match="s3://b/ds/videos/x.mp4"):
+        f.prefetch([(1_000, 2_000), (60_000, 61_000)])
+    source.fail = False
+    assert f.prefetch([(60_000, 61_000)]) == 1
+    f.seek(60_000)
+    assert f.read(1_000) == data[60_000:61_000]
+
+
+def test_blockfile_reads_that_get_no_answer_fail_typed_at_the_deadline(monkeypatch):
+    """A store that never answers: prefetches and block reads give up at ROBOTEMPO_S3_DEADLINE_S with a
+    StorageError naming the file, whatever the client's own retries and timeouts would take."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class Silent(_Counting):
+        def read_at(self, n: int, offset: int) -> bytes:
+            release.wait(30)  # the request hangs until the test ends
+            return super().read_at(n, offset)
+
+    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "0.5")
+    f = BlockFile(Silent(bytes(100_000)), "s3://b/ds/videos/x.mp4", block_size=1000, blocks=50, hole=1000)
+    try:
+        for attempt in (lambda: f.prefetch([(0, 10), (50_000, 50_010)]), lambda: f.read(100)):
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="did not answer within 0.5 s") as e:
+                attempt()
+            assert time.monotonic() - started < 10
+            assert "s3://b/ds/videos/x.mp4" in str(e.value) and "ROBOTEMPO_S3_DEADLINE_S" in str(e.value)
+    finally:
+        release.set()  # the abandoned requests end and free the pool
 
 
 def test_blockfile_over_a_real_file(tmp_path):

@@ -130,6 +130,18 @@ def _open_requests(store: Store, root: Path, name: str, episode: int) -> tuple[i
     return requests, sent
 
 
+def test_images_read_page_by_page_from_s3_equal_local_items(store, tmp_path):
+    root = write_synthetic(
+        tmp_path / "img", version="v3.0", n_episodes=3, n_tasks=1, camera="image", image_size=(64, 64),
+        seed=9, fps=10, state_dim=4, action_dim=3, mean_length=30.0,
+    )  # fmt: skip
+    remote, local = both(store, root, "pages", heavy_cache_mb=0.05)  # smaller than a row group's images
+    for i in np.random.default_rng(1).permutation(len(local))[:25].tolist():
+        assert_same_batches(remote[i], local[i])
+    held = remote.frames.heavy_cache._lru.get().items
+    assert any(len(key) == 4 and isinstance(key[3], int) for key in held)  # pages, by ranged reads
+
+
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
 def test_open_of_one_episode_costs_the_same_requests_at_any_size(store, tmp_path, version):
     counts = []
@@ -165,6 +177,42 @@ def test_one_episode_of_a_long_video_file_fetches_a_bounded_share(store, tmp_pat
     # FFmpeg reads the file head, the index (moov) and the episode's cluster: a few 16 KB blocks in all.
     assert sent < mp4.stat().st_size / 4, (sent, mp4.stat().st_size)
     assert requests <= 10, store.gate.lines
+
+
+@pytest.mark.parametrize("codec", ["h264", "av1"])
+def test_frame_windows_cost_a_request_each_at_most_in_a_file_larger_than_the_cache(
+    store, tmp_path, monkeypatch, codec
+):
+    """A batch's frame windows are fetched before decoding (merged, concurrently) and the decode makes no
+    request of its own: a seek plus the decode of one cluster costs one request of about the cluster's bytes,
+    however small the cache against the file, and the items equal the local ones bit for bit."""
+    root = write_synthetic(
+        tmp_path / codec, version="v3.0", n_episodes=30, n_tasks=1, camera="video", codec=codec,
+        image_size=(64, 64), seed=11, fps=10, state_dim=3, action_dim=3, mean_length=30.0,
+    )  # fmt: skip
+    monkeypatch.setenv("ROBOTEMPO_REMOTE_BLOCKS", "2")  # 2 blocks of 64 KB; as much for prefetched ranges
+    assert next(root.rglob("*.mp4")).stat().st_size > 2 * 2 * 64 * 1024
+    deltas = {CAMERA_KEY: [-0.1, 0.0], "action": [0.0, 0.1]}
+    remote = _fresh(store, root, f"windows-{codec}", delta_timestamps=deltas)
+    local = LeRobotDataset("local", root=root, speed_labels=False, delta_timestamps=deltas)
+    remote.__getitems__([0])  # opens the file: its head and its index
+    rng = np.random.default_rng(4)
+    store.gate.reset_counts()
+    for row in rng.choice(len(local), 12, replace=False).tolist():
+        got = remote.__getitems__([row]).stacked
+        lines = list(store.gate.lines)
+        requests, sent = store.gate.reset_counts()
+        # The cluster (two 64x64 frames and a few samples of margin, < 8 KB) plus the bytes FFmpeg reads
+        # instead of seeking when the cluster lies less than 32 KB past its last read; not 64 KB blocks.
+        assert requests <= 1 and sent < 40 * 1024, (row, sent, lines)
+        assert_same_batches(got, local.__getitems__([row]).stacked)
+    for _ in range(4):
+        rows = rng.choice(len(local), 24, replace=False).tolist()
+        got = remote.__getitems__(rows).stacked
+        lines = list(store.gate.lines)
+        requests, _ = store.gate.reset_counts()
+        assert requests <= len(rows), lines
+        assert_same_batches(got, local.__getitems__(rows).stacked)
 
 
 def _fresh(store: Store, root: Path, name: str, **kwargs) -> LeRobotDataset:
@@ -213,6 +261,23 @@ def test_endpoint_gone_gives_a_typed_error_in_bounded_time(store, v30_video_data
         store.gate.open()
     assert f"s3://{BUCKET}/datasets/v30_video_dataset/videos/" in str(e.value) and "Fix:" in str(e.value)
     assert ds.__getitems__(groups[1]).stacked[CAMERA_KEY].shape[0] == len(groups[1])  # usable again
+
+
+def test_an_object_rewritten_during_a_run_is_a_typed_error_at_its_next_open(store, v30_video_dataset):
+    ds = _fresh(store, v30_video_dataset, "rewritten", video_cache_size=1)
+    local = LeRobotDataset("local", root=v30_video_dataset, speed_labels=False)
+    groups = _rows_by_video_file(ds)
+    assert_same_batches(ds.__getitems__(groups[0]).stacked, local.__getitems__(groups[0]).stacked)
+    assert_same_batches(ds.__getitems__(groups[1]).stacked, local.__getitems__(groups[1]).stacked)
+    fs = store.server.filesystem()
+    videos = [k for k in store.keys() if "/rewritten/videos/" in k]
+    contents = [fs.open_input_file(k).read() for k in videos]
+    for key, data in zip(videos, contents[1:] + contents[:1]):  # every video object now holds another's bytes
+        with fs.open_output_stream(key) as out:
+            out.write(data)
+    with pytest.raises(StorageError, match="the object changed while the dataset was being read") as e:
+        ds.__getitems__(groups[0])  # its reader was evicted (cache of 1): a new handle, compared
+    assert f"{BUCKET}/datasets/rewritten/videos/" in str(e.value) and "Fix:" in str(e.value)
 
 
 def test_wrong_secret_is_access_denied(store, v21_dataset):
@@ -309,21 +374,31 @@ def test_mixture_of_s3_specs_equals_the_local_mixture(store, v30_video_dataset, 
 
 
 def test_an_endpoint_that_never_answers_fails_typed_in_bounded_time(store, monkeypatch):
-    """A server that accepts connections and says nothing: each request gives up after request_timeout."""
+    """A server that accepts connections and says nothing: with the default retries and timeouts (minutes of
+    attempts in all) the operation gives up at its deadline, ROBOTEMPO_S3_DEADLINE_S."""
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen(16)
     held: list[socket.socket] = []
-    threading.Thread(
-        target=lambda: [held.append(hole.accept()[0]) for _ in iter(int, 1)], daemon=True
-    ).start()
-    monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "1")
-    options = store.options(endpoint_override=f"http://127.0.0.1:{hole.getsockname()[1]}", request_timeout=2)
+
+    def accept_and_say_nothing() -> None:
+        try:
+            while True:
+                held.append(hole.accept()[0])
+        except OSError:  # the test closed the socket
+            pass
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "3")
+    options = store.options(endpoint_override=f"http://127.0.0.1:{hole.getsockname()[1]}")
     started = time.monotonic()
     try:
-        with pytest.raises(StorageError, match="object store failed the request") as e:
+        with pytest.raises(StorageError, match="did not answer within 3 s") as e:
             LeRobotDataset("x", root=f"s3://{BUCKET}/datasets/v21_dataset", storage_options=options)
     finally:
         hole.close()
-    assert time.monotonic() - started < 20
+        for conn in held:  # the abandoned request fails at once and frees its thread
+            conn.close()
+    assert time.monotonic() - started < 20  # without the deadline: 10 attempts x 10 s of silence, and backoff
     assert f"s3://{BUCKET}/datasets/v21_dataset/meta/info.json" in str(e.value)
+    assert "ROBOTEMPO_S3_DEADLINE_S" in str(e.value) and "Fix:" in str(e.value)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from robotempo.arguments import check_size, check_tolerance
+from robotempo.arrays import distinct
 from robotempo.cameras import decode_image, frames_tensor, to_item_layout
 from robotempo.errors import MissingFileError
 from robotempo.format import DatasetMeta, read_metadata
@@ -342,7 +343,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         times = self._video_from[key][ep] + self.frames.columns["timestamp"][rows].astype(np.float64)
         files = loc.file[ep]
         requests = []
-        for code in np.unique(files):
+        for code in distinct(files):
             sel = np.flatnonzero(files == code)
             requests.append((self.video_file(key, int(code)), times[sel], sel))
         return requests

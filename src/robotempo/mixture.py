@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robotempo.arrays import distinct
 from robotempo.dataset import ItemBatch, LeRobotDataset, default_root
 from robotempo.errors import DeltaTimestampsError, MixtureError
 from robotempo.format.info import DEFAULT_COLUMNS, read_info
@@ -218,7 +219,7 @@ class Mixture(torch.utils.data.Dataset):
         """Items of the mixture: one `__getitems__` call per source dataset, put back in request order."""
         which, local = self.locate(indices)
         parts = []
-        for d in np.unique(which):
+        for d in distinct(which):
             sel = np.flatnonzero(which == d)
             d = int(d)
             batch = self.datasets[d].__getitems__(local[sel])

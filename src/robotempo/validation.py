@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from robotempo.arrays import distinct
 from robotempo.cameras import RGB_MODES
 from robotempo.errors import DatasetFormatError, FeatureMismatchError, RobotempoError
 from robotempo.format import DatasetMeta, read_metadata
@@ -186,7 +187,7 @@ def _check_camera(ds, key: str, progress: Progress) -> list[Finding]:
     found = []
     if key in ds.video_keys:
         loc = ds.meta.episodes.videos[key]
-        codes = np.unique(loc.file)
+        codes = distinct(loc.file)
         failures = []
         for done, code in enumerate(codes):
             try:

@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 from robotempo.errors import ConfigError, StorageError
 from robotempo.forksafe import ProcessLocal
 from robotempo.fs.blockfile import BlockFile
-from robotempo.fs.store import classify, s3_options, split_scheme
+from robotempo.fs.store import classify, s3_options, split_scheme, within_deadline
 from robotempo.safepath import check_file
 
 __all__ = ["BlockFile", "DatasetRoot", "FileRef", "as_file", "as_root", "classify", "s3_options"]
@@ -65,6 +65,7 @@ class DatasetRoot:
             self.url = f"{scheme}://{self.base}"
         self.is_local = self.scheme == "file"
         self._fs: ProcessLocal[pafs.FileSystem] = ProcessLocal(self._make_fs)
+        self._versions: dict[str, tuple] = {}  # object -> (size, ETag or Last-Modified) at its first open
 
     def __getstate__(self) -> dict:
         return {"root": self.url, "storage_options": self.storage_options}
@@ -149,16 +150,43 @@ class DatasetRoot:
         if self.is_local:
             with open(self.local(rel), "rb") as f:
                 return f.read()
-        with self.guard(rel):
+
+        def read() -> bytes:
             with self.fs.open_input_file(self.path(rel)) as f:
                 return f.read_at(f.size(), 0)  # one ranged GET (a stream reads in chunks, a request each)
+
+        with self.guard(rel):
+            return within_deadline(read, self.where(rel))
 
     def open_input_file(self, rel: str) -> pa.NativeFile:
         """A random-access file (parquet reads ranges of it; on an object store each range is a request)."""
         if self.is_local:
             self.local(rel)
-        with self.guard(rel):
             return self.fs.open_input_file(self.path(rel))
+        with self.guard(rel):
+            f = within_deadline(lambda: self.fs.open_input_file(self.path(rel)), self.where(rel))
+        self._check_unchanged(rel, f)
+        return f
+
+    def _check_unchanged(self, rel: str, f: pa.NativeFile) -> None:
+        """Raise `StorageError` when the object `f` opens differs from the one this root first opened.
+
+        A store file is opened with one HEAD request, whose answer (size, ETag, Last-Modified) `f` already
+        holds: comparing it costs no request. A file already open is not re-checked (that would cost a
+        request per read), so a rewrite is noticed at the next open of the object, not mid-read.
+        """
+        meta = f.metadata() or {}
+        version = (f.size(), meta.get(b"ETag") or meta.get(b"Last-Modified"))
+        first = self._versions.setdefault(rel, version)
+        if first != version:
+            f.close()
+            raise StorageError(
+                str(self.where(rel)),
+                f"the object changed while the dataset was being read (size, version {first} at its first "
+                f"open, now {version})",
+                "do not rewrite a dataset's objects while a run reads it: let the run finish, or restart it "
+                "to read the new version (items already served came from the old one)",
+            )
 
     def open_video(self, rel: str) -> str | BlockFile:
         """What FFmpeg opens: the file name for a local root, else a block-cached file object."""
@@ -170,13 +198,14 @@ class DatasetRoot:
         if self.is_local:
             return os.path.isfile(self.path(rel))
         with self.guard(rel):
-            return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+            info = within_deadline(lambda: self.fs.get_file_info(self.path(rel)), self.where(rel))
+        return info.type == pafs.FileType.File
 
     def identity(self, rel: str) -> tuple:
         """What tells a rewritten file from the one opened before: (inode, size, mtime) of a local file.
 
-        An object in a store is taken as it was when first opened: checking it on every read would cost a
-        request each, and a dataset is not rewritten in place in a bucket while it trains.
+        An object in a store has no identity here (asking would cost a request on every cache lookup);
+        instead each new handle on it is compared with its first open (`open_input_file`), for free.
         """
         if not self.is_local:
             return ()
@@ -193,7 +222,7 @@ class DatasetRoot:
         if self.is_local:
             return os.path.getsize(self.path(rel))
         with self.guard(rel):
-            info = self.fs.get_file_info(self.path(rel))
+            info = within_deadline(lambda: self.fs.get_file_info(self.path(rel)), self.where(rel))
         if info.type != pafs.FileType.File:
             raise FileNotFoundError(f"{self.where(rel)} does not exist")
         return int(info.size)
@@ -203,10 +232,7 @@ class DatasetRoot:
 
         Only for files the metadata does not name (v3.0's episode-metadata parquet files).
         """
-        with self.guard(rel_dir):
-            infos = self.fs.get_file_info(
-                pafs.FileSelector(self.path(rel_dir), recursive=True, allow_not_found=True)
-            )
+        infos = self._listing(rel_dir)
         return sorted(
             self._relative(i.path)
             for i in infos
@@ -214,6 +240,13 @@ class DatasetRoot:
             and i.path.endswith(suffix)
             and not os.path.basename(i.path).startswith(".")
         )
+
+    def _listing(self, rel_dir: str) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(self.path(rel_dir), recursive=True, allow_not_found=True)
+        if self.is_local:
+            return self.fs.get_file_info(selector)
+        with self.guard(rel_dir):
+            return within_deadline(lambda: self.fs.get_file_info(selector), self.where(rel_dir))
 
     def _relative(self, fs_path: str) -> str:
         """A listed path relative to the root (fsspec filesystems list with a leading '/')."""
@@ -223,10 +256,7 @@ class DatasetRoot:
 
     def tree_size(self, rel_dir: str) -> tuple[int, int]:
         """Total bytes and number of files under `rel_dir` (a listing; for `robotempo info` only)."""
-        with self.guard(rel_dir):
-            infos = self.fs.get_file_info(
-                pafs.FileSelector(self.path(rel_dir), recursive=True, allow_not_found=True)
-            )
+        infos = self._listing(rel_dir)
         files = [i for i in infos if i.type == pafs.FileType.File]
         return sum(int(i.size or 0) for i in files), len(files)
 

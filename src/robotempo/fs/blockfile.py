@@ -2,30 +2,45 @@
 
 from __future__ import annotations
 
+import bisect
 import io
 from collections import OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import wait
 from pathlib import Path
 
 import pyarrow as pa
 
 from robotempo.env import env_int
-from robotempo.fs.store import classify
+from robotempo.fs.store import classify, deadline_error, deadline_s, store_pool, within_deadline
 
 BLOCK_KB_ENV = "ROBOTEMPO_REMOTE_BLOCK_KB"
 BLOCKS_ENV = "ROBOTEMPO_REMOTE_BLOCKS"
+HOLE_KB_ENV = "ROBOTEMPO_REMOTE_HOLE_KB"
 DEFAULT_BLOCK_KB = 64
+# Prefetched ranges closer than this are fetched as one: a request's time to first byte buys about this many
+# bytes (pyarrow's CacheOptions.from_network_metrics gives 1.5-2 MB for 20-30 ms and 50-100 MiB/s).
+DEFAULT_HOLE_KB = 1024
 DEFAULT_BLOCKS = 128
 
 
 class BlockFile(io.RawIOBase):
     """A read-only, seekable file object over a random-access store file, fetched in aligned blocks.
 
-    FFmpeg reads in small pieces (32 KB) and seeks back and forth around keyframes. A read fetches its
-    missing blocks in one ranged request; reads that continue where the previous one ended (the MP4 index
+    FFmpeg reads in small pieces (32 KB) and seeks back and forth around keyframes. A read starting in a
+    held block returns the held blocks from there on (a short read, which FFmpeg's reader accepts: it may
+    need only those bytes); one starting in a missing block fetches it and the blocks after it in one
+    ranged request; reads that continue where the previous one ended (the MP4 index
     at open, a long forward decode) double a read-ahead up to half the cache, so a sequential stretch costs
-    a logarithmic number of requests, while a random seek fetches one small block (a training sample's
-    cluster, not megabytes around it). The last `ROBOTEMPO_REMOTE_BLOCKS` blocks (default 128 of
-    `ROBOTEMPO_REMOTE_BLOCK_KB`, default 64 KB: 8 MB per open file) are kept.
+    a logarithmic number of requests, while a random seek fetches one small block. The last
+    `ROBOTEMPO_REMOTE_BLOCKS` blocks (default 128 of `ROBOTEMPO_REMOTE_BLOCK_KB`, default 64 KB: 8 MB per open
+    file) are kept.
+
+    `prefetch` fetches byte ranges the caller knows it will read (a batch's frame windows) before FFmpeg asks
+    for them, concurrently; a read that starts inside a prefetched range is served from it (a short read up
+    to the range's end, which FFmpeg's reader accepts) without a request. Ranges less than `hole` bytes apart
+    (`ROBOTEMPO_REMOTE_HOLE_KB`, default 1024) are fetched as one. Prefetched ranges have their own budget of
+    the same size as the block cache; the oldest are dropped first.
     """
 
     def __init__(
@@ -34,6 +49,7 @@ class BlockFile(io.RawIOBase):
         name: Path | str,
         block_size: int | None = None,
         blocks: int | None = None,
+        hole: int | None = None,
     ):
         super().__init__()
         self._source = source
@@ -42,9 +58,16 @@ class BlockFile(io.RawIOBase):
         self._block = block_size or env_int(BLOCK_KB_ENV, DEFAULT_BLOCK_KB) * 1024
         self._max_blocks = blocks or env_int(BLOCKS_ENV, DEFAULT_BLOCKS)
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._ranges = _Ranges(self._block * self._max_blocks)
+        self.hole = hole or env_int(HOLE_KB_ENV, DEFAULT_HOLE_KB) * 1024
         self._pos = 0
         self._last_end = -1  # where the previous read ended
         self._ahead = 1  # blocks a missing read fetches from its first block on
+
+    @property
+    def prefetch_budget(self) -> int:
+        """Bytes of prefetched ranges kept at once: one `prefetch` call should ask for no more."""
+        return self._ranges.budget
 
     def readable(self) -> bool:
         return True
@@ -73,13 +96,22 @@ class BlockFile(io.RawIOBase):
         end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
         if end <= self._pos:
             return b""
+        out = self._ranges.read(self._pos, end)
+        if out is None:
+            out = self._read_blocks(end)
+        self._pos += len(out)
+        self._last_end = self._pos
+        return out
+
+    def _read_blocks(self, end: int) -> bytes:
         first, last = self._pos // self._block, (end - 1) // self._block
         sequential = self._pos == self._last_end
         self._ahead = min(self._ahead * 2, max(1, self._max_blocks // 2)) if sequential else 1
-        missing = [b for b in range(first, last + 1) if b not in self._blocks]
-        if missing:
+        if first in self._blocks:  # the held blocks from `first` on: a short read, FFmpeg may need no more
+            last = next((b - 1 for b in range(first + 1, last + 1) if b not in self._blocks), last)
+        else:
             stop = min(max(last, first + self._ahead - 1), (self._size - 1) // self._block)
-            self._fetch(missing[0], stop)
+            self._fetch(first, stop)
         parts = []
         for b in range(first, last + 1):
             data = self._blocks[b]
@@ -87,27 +119,56 @@ class BlockFile(io.RawIOBase):
             lo = max(self._pos - b * self._block, 0)
             hi = min(end - b * self._block, len(data))
             parts.append(data[lo:hi])
-        out = b"".join(parts) if len(parts) > 1 else parts[0]
-        self._pos += len(out)
-        self._last_end = self._pos
         while len(self._blocks) > max(self._max_blocks, last - first + 1):
             self._blocks.popitem(last=False)
-        return out
+        return b"".join(parts) if len(parts) > 1 else parts[0]
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Fetch the byte ranges `[start, end)` not held yet, concurrently; returns the requests made.
+
+        Ranges less than `hole` bytes apart are merged into one request (a round trip costs more than the
+        bytes between them); at most `ROBOTEMPO_REMOTE_CONCURRENCY` requests (default 8) are under way at
+        once in this process, all waited for `ROBOTEMPO_S3_DEADLINE_S` at most. Ask for at most
+        `prefetch_budget` bytes per call: older ranges make room.
+        """
+        wanted = _merge(((max(lo, 0), min(hi, self._size)) for lo, hi in ranges), 0)
+        gaps = [g for lo, hi in wanted if not self._cached(lo, hi) for g in self._ranges.missing(lo, hi)]
+        spans = _merge(gaps, self.hole)
+        if not spans:
+            return 0
+        seconds = deadline_s()
+        futures = [store_pool().submit(self._read_at, lo, hi) for lo, hi in spans]
+        if wait(futures, timeout=seconds).not_done:
+            raise deadline_error(self.name, seconds)
+        for future in futures:  # all done: the first failure, if any
+            if future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        datas = [f.result() for f in futures]
+        for (lo, _), data in zip(spans, datas):
+            self._ranges.add(lo, data)
+        return len(spans)
+
+    def _cached(self, lo: int, hi: int) -> bool:
+        """Whether blocks already held cover `[lo, hi)`."""
+        return all(b in self._blocks for b in range(lo // self._block, (hi - 1) // self._block + 1))
+
+    def _read_at(self, lo: int, hi: int) -> bytes:
+        try:
+            return self._source.read_at(hi - lo, lo)
+        except OSError as e:
+            raise classify(e, self.name) from None
+
     def _fetch(self, first: int, last: int) -> None:
         """Blocks `first..last` in one ranged read (a round trip costs more than re-reading a few cached
         blocks among them)."""
         lo = first * self._block
         hi = min((last + 1) * self._block, self._size)
-        try:
-            data = self._source.read_at(hi - lo, lo)
-        except OSError as e:
-            raise classify(e, self.name) from None
+        data = within_deadline(lambda: self._read_at(lo, hi), self.name)
         for b in range(first, last + 1):
             at = (b - first) * self._block
             self._blocks[b] = data[at : at + self._block]
@@ -115,5 +176,79 @@ class BlockFile(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self._blocks.clear()
+            self._ranges.clear()
             self._source.close()
         super().close()
+
+
+def _merge(ranges: Iterable[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    """Non-empty `[start, end)` ranges sorted, those less than `gap` bytes apart (or overlapping) joined."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(r for r in ranges if r[1] > r[0]):
+        if out and lo - out[-1][1] < max(gap, 1):
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+class _Ranges:
+    """Prefetched byte ranges of one file: non-overlapping, the oldest dropped first past `budget` bytes."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._starts: list[int] = []  # sorted
+        self._data: dict[int, bytes] = {}  # start -> bytes, oldest first
+        self._held = 0
+
+    def read(self, pos: int, end: int) -> bytes | None:
+        """Bytes from `pos` to `end` or to the end of the range holding `pos`; None if no range holds it."""
+        i = bisect.bisect_right(self._starts, pos) - 1
+        if i < 0:
+            return None
+        start = self._starts[i]
+        data = self._data[start]
+        if pos >= start + len(data):
+            return None
+        return data[pos - start : min(end, start + len(data)) - start]
+
+    def missing(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The parts of `[lo, hi)` no range holds."""
+        out = []
+        i = max(bisect.bisect_right(self._starts, lo) - 1, 0)
+        while lo < hi and i < len(self._starts):
+            start = self._starts[i]
+            end = start + len(self._data[start])
+            if start >= hi:
+                break
+            if end > lo:
+                if start > lo:
+                    out.append((lo, start))
+                lo = end
+            i += 1
+        if lo < hi:
+            out.append((lo, hi))
+        return out
+
+    def add(self, start: int, data: bytes) -> None:
+        """Hold `data` at `start`, replacing the ranges it overlaps; drop the oldest past the budget."""
+        end = start + len(data)
+        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        while i < len(self._starts) and self._starts[i] < end:
+            other = self._starts[i]
+            if other + len(self._data[other]) > start:
+                self._drop(other)
+            else:
+                i += 1
+        bisect.insort(self._starts, start)
+        self._data[start] = data
+        self._held += len(data)
+        while self._held > self.budget and len(self._data) > 1:
+            self._drop(next(iter(self._data)))
+
+    def _drop(self, start: int) -> None:
+        self._held -= len(self._data.pop(start))
+        self._starts.pop(bisect.bisect_left(self._starts, start))
+
+    def clear(self) -> None:
+        self._starts, self._data, self._held = [], {}, 0

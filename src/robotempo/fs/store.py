@@ -1,21 +1,31 @@
-"""Object-store settings and faults: S3 client options from `storage_options` and the AWS environment, and
-which client errors are store faults (denied, no bucket, unreachable) rather than bad files."""
+"""Object-store settings and faults: S3 client options from `storage_options` and the AWS environment, which
+client errors are store faults (denied, no bucket, unreachable) rather than bad files, and the deadline of
+one store operation."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 
-from robotempo.env import env_int
+from robotempo.env import env_float, env_int
 from robotempo.errors import StorageError
+from robotempo.forksafe import ProcessLocal
+
+T = TypeVar("T")
 
 RETRIES_ENV = "ROBOTEMPO_S3_RETRIES"
+DEADLINE_ENV = "ROBOTEMPO_S3_DEADLINE_S"
+CONCURRENCY_ENV = "ROBOTEMPO_REMOTE_CONCURRENCY"
 DEFAULT_RETRIES = 10
-CONNECT_TIMEOUT_S = 5.0
+DEFAULT_DEADLINE_S = 60.0
+DEFAULT_CONCURRENCY = 8
+CONNECT_TIMEOUT_S = 2.0  # a TCP handshake takes milliseconds; a dropped one is retried sooner
 REQUEST_TIMEOUT_S = 10.0  # no byte for this long: the request is abandoned (then retried)
 
 _S3_ALIASES = {  # fsspec / boto-style names users already write -> pyarrow's names
@@ -35,8 +45,44 @@ CREDENTIALS_FIX = (
 )
 ENDPOINT_FIX = (
     "check the endpoint (storage_options={'endpoint_override': 'http://host:port'} or AWS_ENDPOINT_URL) "
-    f"and the network; transient faults were retried ({RETRIES_ENV} sets how often)"
+    f"and the network; transient faults were retried ({RETRIES_ENV} sets how often, {DEADLINE_ENV} for "
+    "how long)"
 )
+
+# One pool per process for robotempo's own store requests: its size bounds the requests under way at once,
+# and a request waited for past the deadline finishes there (at its own timeouts) while the caller moves on.
+_pool: ProcessLocal[ThreadPoolExecutor] = ProcessLocal(
+    lambda: ThreadPoolExecutor(
+        env_int(CONCURRENCY_ENV, DEFAULT_CONCURRENCY), thread_name_prefix="robotempo-store"
+    )
+)
+
+
+def store_pool() -> ThreadPoolExecutor:
+    """This process's pool for store requests (`ROBOTEMPO_REMOTE_CONCURRENCY` threads, default 8)."""
+    return _pool.get()
+
+
+def deadline_s() -> float:
+    """How long one store operation may take, retries included (`ROBOTEMPO_S3_DEADLINE_S`, default 60)."""
+    return env_float(DEADLINE_ENV, DEFAULT_DEADLINE_S, minimum=0.001)
+
+
+def deadline_error(where: Path | str, seconds: float) -> StorageError:
+    return StorageError(
+        str(where), f"the object store did not answer within {seconds:g} s ({DEADLINE_ENV})", ENDPOINT_FIX
+    )
+
+
+def within_deadline(call: Callable[[], T], where: Path | str) -> T:
+    """`call()` (a blocking store request and its retries) on the store pool, waited for at most
+    `deadline_s()`: past it a `StorageError` naming `where`; the client's own errors pass through."""
+    future = store_pool().submit(call)
+    seconds = deadline_s()
+    try:
+        return future.result(timeout=seconds)
+    except FutureTimeout:
+        raise deadline_error(where, seconds) from None
 
 
 def split_scheme(text: str) -> tuple[str, str]:

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from robotempo.arrays import distinct
+
 SPEED_PERCENTILES: tuple[int, ...] = (5, 15, 25, 35, 45, 55, 65, 75, 85, 95)
 SPEED_BUCKET_LABELS: tuple[int, ...] = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 SPEED_BUCKET_STEP = 10
@@ -31,7 +33,7 @@ _LABELS = np.asarray(SPEED_BUCKET_LABELS, dtype=np.int64)
 def compute_task_percentiles(lengths: Sequence[int] | np.ndarray) -> list[float] | None:
     """The 10 boundaries ``[p5, ..., p95]`` of one task's episode lengths, or None if it has < 10 distinct."""
     lengths = np.asarray(lengths)
-    if len(np.unique(lengths)) < MIN_DISTINCT_LENGTHS:
+    if len(distinct(lengths)) < MIN_DISTINCT_LENGTHS:
         return None
     return [float(p) for p in np.percentile(lengths, SPEED_PERCENTILES)]
 

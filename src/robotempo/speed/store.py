@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from robotempo.arrays import distinct
 from robotempo.distributed import process_info
 from robotempo.errors import SpeedLabelError
 from robotempo.fs import DatasetRoot, FileRef, as_file, as_root
@@ -280,7 +281,7 @@ class SpeedPercentiles:
     def labels(self, task_index: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """int64 label per episode; tasks without boundaries (unknown, sparse, not in the file) get 50."""
         task_index = _int_array(task_index)
-        present = np.unique(task_index).tolist()
+        present = distinct(task_index).tolist()
         _warn_unknown_tasks(self.warner, self.root, [t for t in present if t not in self.task_names])
         for t in present:
             if t in self.task_names and t not in self.by_task:
@@ -343,7 +344,7 @@ class _Request:
         pop = self.population()
         names = np.fromiter(self.task_names, dtype=np.int64, count=len(self.task_names))
         known = np.isin(pop.task_index, names)
-        _warn_unknown_tasks(self.warner, self.root, np.unique(pop.task_index[~known]).tolist())
+        _warn_unknown_tasks(self.warner, self.root, distinct(pop.task_index[~known]).tolist())
         return pop.task_index[known], pop.length[known]
 
     def from_file(self, file: PercentilesFile, source: Source) -> SpeedPercentiles:

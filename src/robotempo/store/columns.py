@@ -21,6 +21,7 @@ Decisions:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def _describe(spec: FeatureSpec) -> str:
     return f"{spec.dtype} of shape {list(spec.shape)}"
 
 
-def check_schema(schema: pa.Schema, plan: ColumnPlan, path: Path) -> None:
+def check_schema(schema: pa.Schema, plan: ColumnPlan, path: Path | str) -> None:
     """Every declared column is present in this file with a compatible kind and number of dimensions."""
     names = set(schema.names)
     missing = [c for c in DEFAULT_COLUMNS if c not in names]
@@ -212,3 +213,27 @@ def undeclared(schema: pa.Schema, plan: ColumnPlan) -> list[str]:
     """Columns of a file that meta/info.json does not declare (not served)."""
     known = {*plan.numeric, *plan.heavy, "__index_level_0__"}
     return [n for n in schema.names if n not in known]
+
+
+class SchemaChecks:
+    """`check_schema` for the files of one open, run once per distinct schema.
+
+    The files of a dataset (5,000 of them in a v2.1 dataset) usually share one schema; comparing a schema
+    with one already accepted is one C++ call, where the check walks every column in Python. Safe to call
+    from the open's reader threads (a race only checks a schema twice).
+    """
+
+    def __init__(self, plan: ColumnPlan):
+        self.plan = plan
+        self._accepted: list[pa.Schema] = []
+
+    def check(self, schema: pa.Schema, path: Callable[[], Path | str]) -> None:
+        """Raise as `check_schema` would; `path()` names the file, asked for only on a schema not yet seen."""
+        if any(schema.equals(seen) for seen in self._accepted):
+            return
+        where = path()
+        check_schema(schema, self.plan, where)
+        extra = undeclared(schema, self.plan)
+        if extra:
+            logger.debug("%s: columns %s are not declared in meta/info.json and are not served", where, extra)
+        self._accepted.append(schema)

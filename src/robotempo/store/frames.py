@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from robotempo.arrays import distinct
 from robotempo.errors import DatasetFormatError, NonFiniteValueError, RowAlignmentError, UnknownTaskError
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
 from robotempo.fs import DatasetRoot, FileRef, as_root
-from robotempo.store.columns import ALIGN_FIX, check_schema, column_values, plan_columns, undeclared
+from robotempo.store.columns import ALIGN_FIX, SchemaChecks, column_values, plan_columns
 from robotempo.store.heavy import HeavyCache, default_heavy_cache, read_group_rows
 from robotempo.store.parquet import (
     ParquetFiles,
@@ -96,7 +97,9 @@ class FrameTable:
         jobs = [(int(c), order[lo:hi]) for c, lo, hi in zip(codes, starts, bounds)]
         layout = _FileLayout(catalog)
         layout.of(jobs[0][0])  # groups the catalog once, before any thread asks
+        self._schemas = SchemaChecks(self.plan)
         pieces = self._read_files(jobs, list(self.plan.numeric), layout)
+        del self._schemas
         if not self._fill_concatenated(pieces):
             self._fill_by_piece(pieces)
         del pieces
@@ -168,8 +171,10 @@ class FrameTable:
         episodes (its own rows are checked by `_verify`). Together they catch a truncated or extended
         episode, shifted boundaries and episodes the metadata does not list, reading at most the row groups
         around the selected episodes."""
-        path = self._path(code).where
         listed, lengths = layout.of(code)
+        if len(listed) == 1 and lengths[0] == offsets[-1]:
+            return np.zeros(1, dtype=np.int64)  # the file is that episode (v2.x); `_verify` checks its rows
+        path = self._path(code).where
         total = int(lengths.sum())
         if total != offsets[-1]:
             many = f"episodes {listed[:8].tolist()}{'...' if len(listed) > 8 else ''}"
@@ -190,7 +195,7 @@ class FrameTable:
         keep = (outside >= 0) & (outside < total)
         outside, owner = outside[keep], owner[keep]
         if len(outside):
-            groups = np.unique(np.searchsorted(offsets, outside, side="right") - 1)
+            groups = distinct(np.searchsorted(offsets, outside, side="right") - 1)
             with self._path(code).root.guard(self._path(code).rel):
                 values = pf.read_row_groups(groups.tolist(), columns=["episode_index"], use_threads=False)
             held = values.column(0).to_numpy()
@@ -216,16 +221,10 @@ class FrameTable:
     ) -> pa.Table:
         """Read the row groups of one file that hold the given episodes, and slice out exactly their rows."""
         ref = self._path(code)
-        path = ref.where
         self._file_ids[code] = file_identity(ref)
         pf = open_parquet(ref)
         try:
-            check_schema(pf.schema_arrow, self.plan, path)
-            extra = undeclared(pf.schema_arrow, self.plan)
-            if extra:
-                logger.debug(
-                    "%s: columns %s are not declared in meta/info.json and are not served", path, extra
-                )
+            self._schemas.check(pf.schema_arrow, lambda: ref.where)
             offsets = row_group_offsets(pf)
             self._rg_offsets[code] = offsets
             eps = self.episodes
@@ -329,14 +328,14 @@ class FrameTable:
         in_file = self.row_from[eps] + (rows - self.ep_from[eps])
         image = self.info.features[key].dtype == "image"
         out: list = [None] * len(rows)
-        for code in np.unique(codes).tolist():
+        for code in distinct(codes).tolist():
             mask = np.flatnonzero(codes == code)
             offsets = self._offsets(code)
             groups = np.searchsorted(offsets, in_file[mask], side="right") - 1
             ref = self._path(code)
             file = (str(ref), self._file_ids[code])
             pf = self._opened_file(code)
-            for g in np.unique(groups).tolist():
+            for g in distinct(groups).tolist():
                 sel = mask[groups == g]
                 values = read_group_rows(
                     self._heavy_cache, file, pf, ref, g, key, in_file[sel] - offsets[g], image
@@ -401,15 +400,17 @@ class _FileLayout:
     def __init__(self, catalog: EpisodeTable):
         self.catalog = catalog
         self._order: np.ndarray | None = None
-        self._codes: np.ndarray | None = None
+        self._bounds = np.zeros(1, dtype=np.int64)  # rows of file c: _order[_bounds[c] : _bounds[c + 1]]
 
     def of(self, code: int) -> tuple[np.ndarray, np.ndarray]:
         """(episode_index, length) of the episodes of data file `code`, sorted by dataset_from_index."""
         cat = self.catalog
         if self._order is None:
             self._order = np.argsort(cat.data_file, kind="stable")
-            self._codes = cat.data_file[self._order]
-        lo, hi = np.searchsorted(self._codes, [code, code + 1])
+            codes = cat.data_file[self._order]
+            self._bounds = np.searchsorted(codes, np.arange(int(codes[-1]) + 2 if len(codes) else 1))
+        lo, hi = self._bounds[code], self._bounds[code + 1]
         mine = self._order[lo:hi]
-        mine = mine[np.argsort(cat.dataset_from_index[mine], kind="stable")]
+        if hi - lo > 1:
+            mine = mine[np.argsort(cat.dataset_from_index[mine], kind="stable")]
         return cat.episode_index[mine], cat.length[mine]

@@ -194,35 +194,46 @@ class _PageValues(list):
         return 64 + sum(40 + len(v) if v is not None else 8 for v in self)
 
 
-def _image_leaf(pf: DataFile, key: str) -> tuple[int, str, int] | None:
-    """(leaf column, codec, max definition level) of an image column's bytes, when the page reader can
-    decode it: a flat BYTE_ARRAY leaf without repetition levels or a dictionary."""
+def _column_bytes(pf: DataFile, group: int, key: str) -> int:
+    """Stored bytes of column `key` (all its leaves) in one row group: what a row-group read loads."""
+    md = pf.metadata.row_group(group)
+    prefix = key + "."
+    return sum(
+        c.total_compressed_size
+        for c in (md.column(i) for i in range(md.num_columns))
+        if c.path_in_schema == key or c.path_in_schema.startswith(prefix)
+    )
+
+
+def _image_leaf(pf: DataFile, key: str) -> tuple[int, int] | None:
+    """(leaf column, max definition level) of an image column's bytes, when the page reader can decode it:
+    a flat BYTE_ARRAY leaf, no repetition levels."""
     leaf = leaf_index(pf, f"{key}.bytes")
     if leaf is None:
         leaf = leaf_index(pf, key)
     if leaf is None:
         return None
     column = pf.metadata.schema.column(leaf)
-    chunk = pf.metadata.row_group(0).column(leaf)
-    if column.physical_type != "BYTE_ARRAY" or column.max_repetition_level or chunk.has_dictionary_page:
+    if column.physical_type != "BYTE_ARRAY" or column.max_repetition_level:
         return None
-    try:
-        return leaf, codec_of(chunk.compression), column.max_definition_level
-    except PageUnsupported:
-        return None
+    return leaf, column.max_definition_level
 
 
 def _plan(cache: HeavyCache, file: tuple, pf: DataFile, group: int, key: str) -> _Plan:
-    """The page plan of one chunk from the file's page index (read once per file), checked against the
-    chunk's footer entry; `_WHOLE` when there is no index or the layout is not one the page reader handles."""
+    """The page plan of one chunk from the file's page index (the footer is parsed once per file), checked
+    against the chunk's footer entry; `_WHOLE` when the chunk has no page index or a layout the page reader
+    does not handle (a dictionary page, a codec `pa.Codec` does not decode)."""
     found = _image_leaf(pf, key)
     if found is None:
         return _WHOLE
-    leaf, compression, max_def = found
+    leaf, max_def = found
+    chunk = pf.metadata.row_group(group).column(leaf)
+    if not chunk.has_offset_index or chunk.has_dictionary_page:
+        return _WHOLE
+    compression = codec_of(chunk.compression)  # PageUnsupported: the caller reads the row group
     index = cache.get((file, "page-index"), lambda: offset_indexes(pf.source), index=True)
     location = index.locations.get((group, leaf))
-    chunk = pf.metadata.row_group(group).column(leaf)
-    if location is None or chunk.has_dictionary_page:
+    if location is None:
         return _WHOLE
     span = (chunk.data_page_offset, chunk.data_page_offset + chunk.total_compressed_size)
     pages = chunk_pages(pf.source, location, pf.metadata.row_group(group).num_rows, span)
@@ -230,19 +241,22 @@ def _plan(cache: HeavyCache, file: tuple, pf: DataFile, group: int, key: str) ->
 
 
 def _from_pages(cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, group: int, key: str, rows):
-    """The rows' values read page by page, or None when the whole column is the better read (no page
-    index, an unhandled layout, most of the chunk needed, or room in the cache to keep it all)."""
+    """The rows' values read page by page, or None when the whole column is the better read (room in the
+    cache to keep it, no page index, an unhandled layout, or most of the chunk needed)."""
     try:
         with ref.root.guard(ref.rel):
-            plan = cache.get(
-                (file, group, key, "plan"), lambda: _plan(cache, file, pf, group, key), index=True
-            )
-            if plan.pages is None:
+            plan = cache.peek((file, group, key, "plan"), index=True)
+            if plan is None:
+                if _column_bytes(pf, group, key) <= cache.room():
+                    return None  # a dataset that fits the cache never parses a page index
+                plan = _plan(cache, file, pf, group, key)
+                cache.put((file, group, key, "plan"), plan, index=True)
+            if plan.pages is None or plan.chunk_bytes <= cache.room():
                 return None
             pages = plan.pages
             page_of = pages.pages_of(rows)
             wanted = np.unique(page_of)
-            if plan.chunk_bytes <= cache.room() or pages.sizes[wanted].sum() > PAGE_SHARE * plan.chunk_bytes:
+            if pages.sizes[wanted].sum() > PAGE_SHARE * plan.chunk_bytes:
                 return None
             out: list = [None] * len(rows)
             for p in wanted.tolist():

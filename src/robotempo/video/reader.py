@@ -25,13 +25,17 @@ import av
 import numpy as np
 
 from robotempo.errors import FrameTimestampError, StorageError, VideoDecodeError
-from robotempo.fs import FileRef, as_file
+from robotempo.fs import BlockFile, FileRef, as_file
+from robotempo.video.byte_ranges import FrameByteIndex
 from robotempo.video.pixels import PixelWriter
 from robotempo.video.seek_plan import plan_seeks, seek_cost_frames
 from robotempo.video.stream import StreamInfo
 
 logger = logging.getLogger(__name__)
 
+# FFmpeg's reader (avio_seek) reads forward instead of seeking to a position at most this far past where its
+# last read ended (SHORT_SEEK_THRESHOLD): those skipped bytes are read from the file too.
+_FORWARD_READ = 32768
 _OUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 _FIX_CORRUPT = "the file is damaged or not a video: re-encode or re-download it"
 _FIX_SHORT = (
@@ -63,6 +67,11 @@ class VideoReader:
             self._container.close()
             raise
         self._pixels = PixelWriter()
+        # An object-store file: each batch's frame windows are fetched before decoding (`_plan_fetches`).
+        self._blocks = source if isinstance(source, BlockFile) else None
+        self._byte_index = None
+        if self._blocks is not None:
+            self._byte_index = FrameByteIndex.of(self._stream, self._index_shift)
         # Decoder state: a live decode generator (None after a decode error), the last two frames it produced
         # (`_prev`, `_cur`: consecutive in presentation order), whether it reached the end, and whether it
         # sits at the start of the file with nothing decoded yet.
@@ -190,7 +199,10 @@ class VideoReader:
             self._position_for(targets[0], slack),
             self._seek_cost,
         )
-        for target, seek, where in zip(targets, seeks, rows):
+        fetches = self._plan_fetches(targets, seeks, slack) if self._byte_index is not None else None
+        for i, (target, seek, where) in enumerate(zip(targets, seeks, rows)):
+            if fetches and i in fetches:
+                self._prefetch(fetches[i])
             if seek:
                 self._seek(target, slack)
             frame = self._nearest(target)
@@ -225,6 +237,61 @@ class VideoReader:
         if target + slack < low and not (self._prev is None and self._cur.pts <= self.start_pts):
             return None
         return self._position(self._cur.pts)
+
+    def _plan_fetches(
+        self, targets: list[float], seeks: list[bool], slack: float
+    ) -> dict[int, list[tuple[int, int]]]:
+        """Byte ranges of the clusters of `targets` in an object-store file, in waves that each fit the
+        prefetch budget (holes between windows merged into one request counted), keyed by the position in
+        `targets` where a wave starts. A cluster larger than the budget is left to the block reader (a long
+        forward decode reads ahead geometrically)."""
+        assert self._blocks is not None
+        budget = self._blocks.prefetch_budget
+        starts = [i for i, seek in enumerate(seeks) if seek or i == 0]
+        waves: dict[int, list[tuple[int, int]]] = {}
+        wave_at, wave, held = 0, [], 0
+        read_to: int | None = self._blocks.tell()  # where FFmpeg's next read starts
+        for c, i in enumerate(starts):
+            last = targets[(starts[c + 1] if c + 1 < len(starts) else len(targets)) - 1] + slack
+            span = self._window(targets[i] + slack, last, seeks[i])
+            if span is not None and read_to is not None and 0 < span[0] - read_to <= _FORWARD_READ:
+                span = (read_to, span[1])  # FFmpeg reads up to the window instead of seeking
+            if span is None or span[1] - span[0] > budget:
+                read_to = None
+                continue
+            read_to = span[1]
+            if wave and wave[-1][0] <= span[0] and span[0] - wave[-1][1] < self._blocks.hole:
+                grow = max(span[1] - wave[-1][1], 0)  # one request with the previous window, hole included
+                if held + grow <= budget:
+                    wave[-1], held = (wave[-1][0], wave[-1][1] + grow), held + grow
+                    continue
+            if held + span[1] - span[0] > budget:
+                waves[wave_at] = wave
+                wave_at, wave, held = i, [], 0
+            wave.append(span)
+            held += span[1] - span[0]
+        if wave:
+            waves[wave_at] = wave
+        return waves
+
+    def _window(self, first: float, last: float, seek: bool) -> tuple[int, int] | None:
+        """The bytes a cluster from `first` to `last` reads: from the keyframe a seek lands on, or from the
+        decoder's current frame when it continues forward."""
+        assert self._byte_index is not None
+        if seek:
+            return self._byte_index.window(first, last, from_keyframe=True)
+        if self._cur is not None:
+            return self._byte_index.window(self._cur.pts, last, from_keyframe=False)
+        return self._byte_index.window(self.start_pts, last, from_keyframe=True)  # a fresh decoder
+
+    def _prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        assert self._blocks is not None
+        try:
+            self._blocks.prefetch(ranges)
+        except StorageError:
+            raise
+        except OSError as e:
+            raise VideoDecodeError(self.path, f"it cannot be read ({e})", _FIX_CORRUPT) from None
 
     # --- decoding -------------------------------------------------------------------------------------------
 

@@ -37,16 +37,17 @@ def open_parquet(final: Path, schema: pa.Schema) -> tuple[pq.ParquetWriter, Path
     light = [f.name for f in schema if f.name not in heavy]
     # Dictionaries and min/max statistics of PNG bytes cost time and footer space for nothing. Small pages
     # (a row per write batch, so a page closes once it passes DATA_PAGE_BYTES) and a page index let a reader
-    # fetch one image's page instead of the row group's column; checksums let it tell a damaged page.
+    # fetch one image's page instead of the row group's column; checksums let it tell a damaged page. Files
+    # without embedded images keep pyarrow's 1 MB pages: numbers are read whole, small pages only cost there.
     writer = pq.ParquetWriter(
         staged,
         schema,
         compression="snappy",
         use_dictionary=light,
         write_statistics=light,
-        data_page_size=DATA_PAGE_BYTES,
+        data_page_size=DATA_PAGE_BYTES if heavy else None,
         write_batch_size=1 if heavy else None,
-        write_page_index=True,
+        write_page_index=bool(heavy),
         write_page_checksum=True,
     )
     return writer, staged
