@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from robotempo.store.thrift import ThriftError, read_struct
+from robotempo.store.thrift import ThriftError, read_struct, varint
 
 FOOTER_TAIL = 8  # footer length (int32) + "PAR1"
 _DATA_PAGE, _DICTIONARY_PAGE, _DATA_PAGE_V2 = 0, 2, 3
@@ -192,13 +192,18 @@ def _levels_v1(data: bytes, pos: int, max_def: int, encoding, count) -> tuple[np
         return None, pos
     if encoding != _RLE:
         raise PageUnsupported(f"definition-level encoding {encoding}")
+    pos, end = _length_prefixed(data, pos, "the definition levels")
+    return _hybrid(data, pos, end, max_def.bit_length(), count), end
+
+
+def _length_prefixed(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    """Start and end of the bytes after the u32 length at `data[pos]`, checked against the page's end."""
     if pos + 4 > len(data):
-        raise PageCorrupt("the page ends before its definition levels")
+        raise PageCorrupt(f"the page ends before {what}")
     n = struct.unpack_from("<I", data, pos)[0]
-    pos += 4
-    if pos + n > len(data):
-        raise PageCorrupt("the definition levels run past the page")
-    return _hybrid(data, pos, pos + n, max_def.bit_length(), count), pos + n
+    if pos + 4 + n > len(data):
+        raise PageCorrupt(f"{what} run past the end of the page")
+    return pos + 4, pos + 4 + n
 
 
 def _hybrid(data, pos: int, end: int, width: int, count) -> np.ndarray:
@@ -237,16 +242,10 @@ def _hybrid(data, pos: int, end: int, width: int, count) -> np.ndarray:
 
 
 def _uvarint(view: memoryview, pos: int) -> tuple[int, int]:
-    out = shift = 0
-    while True:
-        b = view[pos]
-        pos += 1
-        out |= (b & 0x7F) << shift
-        if b < 0x80:
-            return out, pos
-        shift += 7
-        if shift > 35:
-            raise PageCorrupt("a run header longer than 5 bytes")
+    try:
+        return varint(view, pos, max_bytes=5)
+    except ThriftError:
+        raise PageCorrupt("a run header longer than 5 bytes") from None
 
 
 def _plain_byte_arrays(data: bytes, pos: int, levels, max_def: int, rows: int) -> list[bytes | None]:
@@ -256,14 +255,8 @@ def _plain_byte_arrays(data: bytes, pos: int, levels, max_def: int, rows: int) -
     out: list[bytes | None] = [None] * rows
     view = memoryview(data)
     for i in np.flatnonzero(defined).tolist():
-        if pos + 4 > len(data):
-            raise PageCorrupt("the page ends inside its values")
-        n = struct.unpack_from("<I", data, pos)[0]
-        pos += 4
-        if pos + n > len(data):
-            raise PageCorrupt("a value runs past the end of the page")
-        out[i] = bytes(view[pos : pos + n])
-        pos += n
+        start, pos = _length_prefixed(data, pos, f"value {i}")
+        out[i] = bytes(view[start:pos])
     if pos != len(data):
         raise PageCorrupt(f"{len(data) - pos} bytes after the page's last value")
     return out

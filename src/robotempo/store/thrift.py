@@ -25,21 +25,21 @@ def read_struct(buf: bytes | memoryview, pos: int = 0) -> tuple[dict[int, object
         raise ThriftError(f"truncated struct (started at byte {pos})") from None
 
 
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+def varint(buf: memoryview, pos: int, max_bytes: int = 10) -> tuple[int, int]:
+    """The unsigned LEB128 integer at `buf[pos]` and the position after it (also RLE run headers)."""
     out = shift = 0
-    while True:
+    for _ in range(max_bytes):
         b = buf[pos]
         pos += 1
         out |= (b & 0x7F) << shift
         if b < 0x80:
             return out, pos
         shift += 7
-        if shift > 63:
-            raise ThriftError(f"varint longer than 10 bytes at byte {pos}")
+    raise ThriftError(f"varint longer than {max_bytes} bytes at byte {pos}")
 
 
 def _zigzag(buf: memoryview, pos: int) -> tuple[int, int]:
-    n, pos = _varint(buf, pos)
+    n, pos = varint(buf, pos)
     return (n >> 1) ^ -(n & 1), pos
 
 
@@ -47,7 +47,7 @@ def _value(buf: memoryview, pos: int, kind: int, depth: int) -> tuple[object, in
     if kind in (_I16, _I32, _I64):
         return _zigzag(buf, pos)
     if kind == _BINARY:
-        n, pos = _varint(buf, pos)
+        n, pos = varint(buf, pos)
         if pos + n > len(buf):
             raise ThriftError(f"binary of {n} bytes runs past the end at byte {pos}")
         return bytes(buf[pos : pos + n]), pos + n
@@ -58,7 +58,7 @@ def _value(buf: memoryview, pos: int, kind: int, depth: int) -> tuple[object, in
         pos += 1
         size, elem = head >> 4, head & 0x0F
         if size == 15:
-            size, pos = _varint(buf, pos)
+            size, pos = varint(buf, pos)
         if size > len(buf) - pos and elem not in (_TRUE, _FALSE):
             raise ThriftError(f"list of {size} elements cannot fit the {len(buf) - pos} bytes left")
         items = []
@@ -73,7 +73,7 @@ def _value(buf: memoryview, pos: int, kind: int, depth: int) -> tuple[object, in
     if kind == _DOUBLE:
         return struct.unpack_from("<d", buf, pos)[0], pos + 8
     if kind == _MAP:
-        size, pos = _varint(buf, pos)
+        size, pos = varint(buf, pos)
         out = {}
         if size:
             types = buf[pos]
