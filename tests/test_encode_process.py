@@ -4,6 +4,7 @@ fed the file's frames again, and past the replay buffer the write is a typed err
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import time
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from robotempo.errors import ConfigError, WriterError
+from robotempo.video import encode_process
 from robotempo.video.encoder import VideoEncoder, available_codecs
 
 pytestmark = pytest.mark.skipif("av1" not in available_codecs(), reason="PyAV has no libsvtav1")
@@ -113,3 +115,19 @@ def test_a_child_serves_the_next_file_and_a_failed_one_is_never_reused(tmp_path,
     second.close()
     assert second._child.pid != first._child.pid and gone(first._child.pid)
     assert len(decode(tmp_path / "2.mp4")) == 6
+
+
+def test_the_watchdog_works_when_the_process_holds_descriptors_above_1024(tmp_path):
+    # select() cannot wait on descriptors >= 1024; a writer that holds many files open must still encode
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the descriptor limit is {soft}")
+    encode_process._release_idle()  # the encoder below starts a child whose pipes come after `held`
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        enc = encode(tmp_path / "many.mp4", [frames(8, 0)])
+        assert min(enc._child._in, enc._child._out) >= 1024
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert len(decode(tmp_path / "many.mp4")) == 8

@@ -128,6 +128,17 @@ def _kill(proc: subprocess.Popen) -> None:
             pipe.close()
 
 
+def _wait(read_fd: int, write_fd: int | None, timeout_s: float) -> tuple[bool, bool]:
+    """Whether `read_fd` can be read (or hung up) and `write_fd` written, waiting up to `timeout_s`.
+    poll, not select: select fails on descriptors >= 1024, which a busy writer process may well hold."""
+    poller = select.poll()
+    poller.register(read_fd, select.POLLIN)
+    if write_fd is not None:
+        poller.register(write_fd, select.POLLOUT)
+    ready = dict(poller.poll(max(1, int(timeout_s * 1000))))
+    return read_fd in ready, write_fd is not None and write_fd in ready
+
+
 class ChildEncoder:
     """Encode frames into `tmp` in a child process. `path` (the file being written) is for messages."""
 
@@ -256,14 +267,14 @@ class ChildEncoder:
             left = limit - (time.monotonic() - last)
             if left <= 0:
                 raise _ChildFailure(f"made no progress for {limit:g} s (stalled)")
-            readable, writable, _ = select.select([self._out], [self._in] if pending else [], [], left)
+            readable, writable = _wait(self._out, self._in if pending else None, left)
             if writable:
                 try:
                     sent = os.writev(self._in, pending[:_IOV_MAX])
                 except BrokenPipeError:
                     sent = 0
                     pending = []
-                    readable = [self._out]  # the child exited: read why
+                    readable = True  # the child exited: read why
                 if sent:
                     last = time.monotonic()
                 while sent:  # drop what writev took, possibly several buffers and part of the next
