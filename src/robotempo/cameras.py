@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from PIL import Image
 
 from robotempo.errors import DatasetFormatError, FeatureMismatchError
+from robotempo.shm_pool import shared_tensor
 
 # Image modes that are three colour channels as stored ("P" is a palette of RGB colours); a grey ("L") or
 # RGBA image under a 3-channel declaration is a disagreement, not something to convert silently.
@@ -64,11 +64,11 @@ def frames_tensor(
     In a DataLoader worker it is allocated in shared memory, as `default_collate` does for its batches:
     handing the batch to the main process then copies nothing (a private tensor would be copied into fresh
     shared memory, and every fresh page costs a page fault and a clear: at 480x640 float32 that copy cost
-    more CPU than decoding the frames).
+    more CPU than decoding the frames). The worker takes it from its pool of storages that no process uses
+    any more (`robotempo.shm_pool`), so pages are reused from batch to batch. Every element must be written.
     """
     shape = (*lead, channels, height, width)
     dtype = torch.uint8 if return_uint8 else torch.float32
     if torch.utils.data.get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+    return shared_tensor(shape, dtype)

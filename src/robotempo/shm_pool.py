@@ -1,0 +1,286 @@
+"""Shared-memory camera tensors that a DataLoader worker reuses from batch to batch.
+
+A fresh shared-memory batch costs the kernel an allocation, a clear and a page fault per page in the worker,
+and a release when the main process frees it: at 480x640 float32 that was two thirds of the workers' CPU.
+The pool keeps each worker's camera storages and hands one out again only when provably no tensor in any
+process still uses it:
+
+- in the worker, nothing but the pool references the storage (C++ storage use count 1: every tensor, view,
+  slice and numpy array over it holds a count);
+- every time the storage was pickled for another process (our reducer wraps torch's for `UntypedStorage` and
+  counts each send in the worker's `sent`), the receiving process rebuilt it through `_rebuild`, which keeps
+  a `StorageWeakRef` (the C++ count again, not a Python weakref), and reported it released once that expired:
+  at each later receipt it adds its receipts to the slot's `released` counter in the worker's small shared
+  flag array. The slot is free when `released == sent`.
+
+A lost or never-unpickled send leaves `released < sent`: the slot is never reused (memory is wasted, never
+overwritten). What the counters cannot see makes the slot `retired` (dropped from the pool for good, its pages
+left to whoever holds them): a receiving process that pickles a received storage on to another process, and
+a process that forks while it holds one (the child inherits the mapping). The pool is off under the
+`file_system` sharing strategy (its handles can be rebuilt twice) and if torch's storage reducer is no longer
+ours. Budget per worker: `ROBOTEMPO_SHM_POOL_MB` (0 turns the pool off).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from multiprocessing.reduction import ForkingPickler
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef, rebuild_storage_fd
+
+from robotempo.env import env_int
+from robotempo.forksafe import ProcessLocal
+
+logger = logging.getLogger(__name__)
+
+POOL_MB_DEFAULT = 2048
+_CAPACITY = 128  # slots per worker: a few batches in flight x cameras, with room for retired ones
+_RELEASED, _RETIRED = 0, 1  # columns of the flag array
+_DEAD = object()  # a retired slot: its index is never reused (a late release would land on the new storage)
+
+_install_lock = threading.Lock()
+_torch_reduce = None  # torch's reducer for UntypedStorage, which ours calls
+
+
+def pool_budget_bytes() -> int:
+    """`ROBOTEMPO_SHM_POOL_MB` (default 2048; 0 disables the pool) in bytes."""
+    return env_int("ROBOTEMPO_SHM_POOL_MB", POOL_MB_DEFAULT, minimum=0) * 2**20
+
+
+def shared_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised contiguous tensor in shared memory, from this worker's pool when it can be reused."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    pool = _pool.get()
+    if pool is not None and nbytes and torch.multiprocessing.get_sharing_strategy() == "file_descriptor":
+        return pool.tensor(tuple(shape), dtype, nbytes)
+    storage = torch.UntypedStorage._new_shared(nbytes)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, tuple(shape))
+
+
+class _Slot:
+    __slots__ = ("storage", "nbytes", "sent")
+
+    def __init__(self, storage: torch.UntypedStorage, nbytes: int):
+        self.storage = storage
+        self.nbytes = nbytes
+        self.sent = 0  # sends of the current lease, counted by `_reduce_storage`
+
+
+class WorkerPool:
+    """The storages of one worker process, their flag array and the counters of what they did."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self.flags = torch.zeros((_CAPACITY, 2), dtype=torch.int64).share_memory_()
+        self._flags = self.flags.numpy()
+        self.slots: list = [None] * _CAPACITY
+        self._index: dict[int, int] = {}  # data_ptr -> slot
+        self.lock = threading.Lock()
+        self.held = 0
+        self.foreign_reducer = False  # sticky: once a send may have gone uncounted, nothing is reused
+        self.reused = self.fresh = self.unpooled = self.retired = 0
+
+    def tensor(self, shape: tuple[int, ...], dtype: torch.dtype, nbytes: int) -> torch.Tensor:
+        with self.lock:  # the tensor exists before the lock is released: its count marks the slot busy
+            storage = self._take(nbytes)
+            return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+    def _take(self, nbytes: int) -> torch.UntypedStorage:
+        self._drop_retired()
+        self.foreign_reducer = self.foreign_reducer or not _reducer_is_ours()
+        if not self.foreign_reducer:
+            for i, slot in enumerate(self.slots):
+                if isinstance(slot, _Slot) and slot.nbytes == nbytes and self._free(i, slot):
+                    slot.sent = 0
+                    self._flags[i, _RELEASED] = 0
+                    self.reused += 1
+                    return slot.storage
+        storage = torch.UntypedStorage._new_shared(nbytes)
+        if not self.foreign_reducer and self._make_room(nbytes):
+            i = self.slots.index(None)
+            self.slots[i] = _Slot(storage, nbytes)
+            self._flags[i] = 0
+            self._index[storage.data_ptr()] = i
+            self.held += nbytes
+            self.fresh += 1
+        else:
+            self.unpooled += 1
+        return storage
+
+    def _free(self, i: int, slot: _Slot) -> bool:
+        return (
+            torch._C._storage_Use_Count(slot.storage._cdata) == 1
+            and not self._flags[i, _RETIRED]
+            and self._flags[i, _RELEASED] == slot.sent
+        )
+
+    def _make_room(self, nbytes: int) -> bool:
+        """Evict free slots (any size) until `nbytes` more fit the budget and a slot index is unused."""
+        for i, slot in enumerate(self.slots):
+            if self.held + nbytes <= self.budget and None in self.slots:
+                break
+            if isinstance(slot, _Slot) and self._free(i, slot):
+                self._forget(i, None)
+        return self.held + nbytes <= self.budget and None in self.slots
+
+    def _forget(self, i: int, mark) -> None:
+        slot = self.slots[i]
+        del self._index[slot.storage.data_ptr()]
+        self.held -= slot.nbytes
+        self.slots[i] = mark
+
+    def _drop_retired(self) -> None:
+        for i in map(int, self._flags[:, _RETIRED].nonzero()[0]):
+            if isinstance(self.slots[i], _Slot):
+                self._forget(i, _DEAD)
+                self.retired += 1
+
+    def sent(self, storage: torch.UntypedStorage, by_descriptor: bool):
+        """Count a send of `storage` if it is one of ours: (flag array, slot) for the receiver, else None.
+
+        A send by file name (the `file_system` strategy, switched on after the storage was made) can be
+        rebuilt more than once, which no count covers: that slot is retired."""
+        with self.lock:
+            i = self._index.get(storage.data_ptr())
+            if i is None:
+                return None
+            if not by_descriptor:
+                self._flags[i, _RETIRED] = 1
+                return None
+            self.slots[i].sent += 1
+            return self.flags, i
+
+    def retire_busy(self) -> None:
+        """Before a fork: slots a tensor of this process may still use are retired (the child has them)."""
+        with self.lock:
+            for i, slot in enumerate(self.slots):
+                if isinstance(slot, _Slot) and torch._C._storage_Use_Count(slot.storage._cdata) > 1:
+                    self._forget(i, _DEAD)
+                    self.retired += 1
+
+    def stats(self) -> dict[str, int]:
+        """Counters for benchmarks and tests: storages reused, fresh and kept, fresh and not kept, retired."""
+        with self.lock:
+            live = sum(isinstance(s, _Slot) for s in self.slots)
+            return {"reused": self.reused, "fresh": self.fresh, "unpooled": self.unpooled,
+                    "retired": self.retired, "slots": live, "held_bytes": self.held}  # fmt: skip
+
+
+def _new_pool() -> WorkerPool | None:
+    if torch.utils.data.get_worker_info() is None:
+        return None
+    budget = pool_budget_bytes()
+    if not budget:
+        return None
+    _install()
+    return WorkerPool(budget)
+
+
+_pool: ProcessLocal[WorkerPool | None] = ProcessLocal(_new_pool)
+
+
+def worker_pool_stats() -> dict[str, int] | None:
+    """This worker's pool counters (`WorkerPool.stats`), or None outside a worker or with the pool off."""
+    pool = _pool.mine()
+    return None if pool is None else pool.stats()
+
+
+# -- the receiving side ------------------------------------------------------------------------------------
+class _Receipt:
+    __slots__ = ("ref", "flags", "index", "count")
+
+    def __init__(self, storage: torch.UntypedStorage, flags: torch.Tensor, index: int):
+        self.ref = StorageWeakRef(storage)
+        self.flags = flags  # keeps the worker's flag array mapped here while a receipt is outstanding
+        self.index = index
+        self.count = 0
+
+
+class _Received:
+    """Pooled storages this process rebuilt and still uses, by address (an address is one live mapping)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.receipts: dict[int, _Receipt] = {}
+
+    def add(self, storage: torch.UntypedStorage, flags: torch.Tensor, index: int) -> None:
+        with self.lock:
+            self._release_expired()
+            receipt = self.receipts.setdefault(storage.data_ptr(), _Receipt(storage, flags, index))
+            receipt.count += 1
+
+    def _release_expired(self) -> None:
+        for ptr, r in list(self.receipts.items()):
+            if r.ref.expired():
+                r.flags.numpy()[r.index, _RELEASED] += r.count
+                del self.receipts[ptr]
+
+    def retire(self, storage: torch.UntypedStorage) -> None:
+        """`storage` is being pickled on to another process: its slot is never reused."""
+        with self.lock:
+            self._release_expired()
+            r = self.receipts.pop(storage.data_ptr(), None)
+            if r is not None:
+                r.flags.numpy()[r.index, _RETIRED] = 1
+
+    def retire_all(self) -> None:
+        """Before a fork: the child inherits every live mapping, which no count here covers."""
+        with self.lock:
+            self._release_expired()
+            for r in self.receipts.values():
+                r.flags.numpy()[r.index, _RETIRED] = 1
+            self.receipts.clear()
+
+
+_received: ProcessLocal[_Received] = ProcessLocal(_Received)
+
+
+def _rebuild(rebuild, args: tuple, flags: torch.Tensor, index: int) -> torch.UntypedStorage:
+    """Runs in the receiving process: torch's rebuild, then the storage is watched until it expires."""
+    _install()
+    storage = rebuild(*args)
+    _received.get().add(storage, flags, index)
+    return storage
+
+
+def _reduce_storage(storage):
+    reduced = _torch_reduce(storage)
+    pool = _pool.mine()
+    token = pool.sent(storage, reduced[0] is rebuild_storage_fd) if pool is not None else None
+    if token is None:
+        received = _received.mine()
+        if received is not None:
+            received.retire(storage)
+        return reduced
+    return (_rebuild, (reduced[0], reduced[1], *token))
+
+
+def _reducer_is_ours() -> bool:
+    return ForkingPickler._extra_reducers.get(torch.UntypedStorage) is _reduce_storage
+
+
+def _before_fork() -> None:
+    pool = _pool.mine()
+    if pool is not None:
+        pool.retire_busy()
+    received = _received.mine()
+    if received is not None:
+        received.retire_all()
+
+
+def _install() -> None:
+    """Wrap torch's storage reducer (once per process) and watch forks."""
+    global _torch_reduce
+    if _torch_reduce is not None:
+        return
+    with _install_lock:
+        if _torch_reduce is None:
+            _torch_reduce = ForkingPickler._extra_reducers[torch.UntypedStorage]
+            ForkingPickler.register(torch.UntypedStorage, _reduce_storage)
+            os.register_at_fork(before=_before_fork)
+            logger.debug("shared-memory pool: storage reducer installed in process %d", os.getpid())

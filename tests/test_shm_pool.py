@@ -1,0 +1,151 @@
+"""The workers' shared-memory pool (`robotempo.shm_pool`) through real DataLoader processes.
+
+Every test asserts both sides: the pool did reuse storages (so the test could catch an overwrite), and no
+tensor the main process (or a process it handed one to) still holds ever changed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+import torch
+
+from robotempo import LeRobotDataset, collate
+from robotempo.errors import ConfigError
+from robotempo.shm_pool import worker_pool_stats
+from robotempo.synth import CAMERA_KEY, decode_frame_identity
+
+DELTAS = {CAMERA_KEY: [-0.1, 0.0]}
+
+
+class PoolReporting(LeRobotDataset):
+    """The dataset, with the worker's pool counters in each batch (`pool`: reused, fresh, retired)."""
+
+    def __getitems__(self, indices):
+        batch = super().__getitems__(indices)
+        stats = worker_pool_stats() or {"reused": 0, "fresh": 0, "retired": 0}
+        batch.stacked["pool"] = torch.tensor([stats["reused"], stats["fresh"], stats["retired"]])
+        return batch
+
+
+@pytest.fixture(scope="module")
+def ds(v30_video_dataset):
+    return PoolReporting("v", root=v30_video_dataset, delta_timestamps=DELTAS, speed_labels=False)
+
+
+def loader(ds, **kw):
+    kw = {"batch_size": 8, "num_workers": 2, "collate_fn": collate, "shuffle": True, **kw}
+    return torch.utils.data.DataLoader(ds, generator=torch.Generator().manual_seed(0), **kw)
+
+
+def check_identity(batch) -> None:
+    frames = batch[CAMERA_KEY]
+    for i in range(len(batch["index"])):
+        ep, fr = int(batch["episode_index"][i]), int(batch["frame_index"][i])
+        assert decode_frame_identity(frames[i, 1]) == (ep, fr)
+
+
+def test_held_batches_and_views_keep_their_pixels_across_epochs(ds):
+    held, views, copies = [], [], []
+    reused = 0
+    dl = loader(ds, persistent_workers=True)
+    for epoch in range(3):
+        for step, batch in enumerate(dl):
+            check_identity(batch)
+            reused = max(reused, int(batch["pool"][0]))
+            if step in (0, 5) and epoch < 2:
+                held.append(batch)  # a whole batch kept by the user
+                views.append(batch[CAMERA_KEY][2:5, 1])  # a view of one camera tensor, its batch dropped
+                copies.append((batch[CAMERA_KEY].clone(), views[-1].clone()))
+            if epoch == 1 and step == 10:
+                break  # an iterator ended mid-epoch (persistent workers drain its batches)
+    assert reused > 0  # the workers did reuse storages while these batches were held
+    for batch, view, (whole, part) in zip(held, views, copies):
+        assert torch.equal(batch[CAMERA_KEY], whole)
+        assert torch.equal(view, part)
+
+
+def test_workers_shut_down_mid_epoch_and_two_loaders(ds):
+    a, b = iter(loader(ds)), iter(loader(ds, batch_size=6))
+    kept = []
+    for step in range(12):
+        for it in (a, b):
+            batch = next(it)
+            check_identity(batch)
+            if step % 4 == 0:
+                kept.append((batch[CAMERA_KEY][1:], batch[CAMERA_KEY][1:].clone()))
+    reused = int(batch["pool"][0])
+    del a  # its workers end while the main process holds their batches
+    for _ in range(10):
+        check_identity(next(b))
+    assert reused > 0
+    for view, copy in kept:
+        assert torch.equal(view, copy)
+
+
+def test_user_collate_fn_keeps_pixels(ds):
+    # A collate_fn that passes the worker's tensors on in its own dict: every send is still counted.
+    dl = loader(ds, collate_fn=lambda batch: {k: v for k, v in batch.stacked.items()})
+    kept = []
+    for step, batch in enumerate(dl):
+        check_identity(batch)
+        if step % 5 == 0:
+            kept.append((batch[CAMERA_KEY][:, 0], batch[CAMERA_KEY][:, 0].clone()))
+    assert int(batch["pool"][0]) > 0
+    assert all(torch.equal(view, copy) for view, copy in kept)
+    # torch's default collate stacks copies: the pool's tensors never leave the worker
+    for batch in loader(ds, collate_fn=torch.utils.data.default_collate):
+        check_identity(batch)
+
+
+# The children compare with numpy: torch's OpenMP pool does not survive a fork of a process that used it.
+def _hold_and_compare(queue, start, result) -> None:
+    frames, expected = queue.get()
+    start.wait(60)
+    result.put(bool(np.array_equal(frames.numpy(), expected.numpy())))
+
+
+def _compare_inherited(frames, expected, start, result) -> None:
+    start.wait(60)
+    result.put(bool(np.array_equal(frames.numpy(), expected.numpy())))
+
+
+@pytest.mark.parametrize("how", ["pickled on", "forked"])
+def test_batch_handed_to_another_process_is_never_overwritten(ds, how):
+    ctx = mp.get_context("fork")
+    start, result, queue = ctx.Event(), ctx.SimpleQueue(), ctx.Queue()
+    it = iter(loader(ds))
+    for _ in range(6):  # let the pool warm up
+        batch = next(it)
+    frames = batch[CAMERA_KEY][:, 1]
+    expected = frames.clone()
+    if how == "pickled on":
+        child = ctx.Process(target=_hold_and_compare, args=(queue, start, result))
+        child.start()
+        queue.put((frames, expected))
+    else:
+        child = ctx.Process(target=_compare_inherited, args=(frames, expected, start, result))
+        child.start()
+    del batch, frames
+    for _ in range(20):
+        batch = next(it)
+        check_identity(batch)
+    start.set()
+    assert result.get() is True
+    child.join(30)
+    assert int(batch["pool"][0]) > 0  # storages were reused meanwhile
+    assert int(batch["pool"][2]) > 0  # and the one handed over was retired, never reused
+
+
+def test_pool_knob(ds, monkeypatch):
+    monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", "0")
+    for step, batch in enumerate(loader(ds, num_workers=1)):
+        check_identity(batch)
+        assert batch["pool"].tolist() == [0, 0, 0]
+        if step == 6:
+            break
+    monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", "lots")
+    with pytest.raises(ConfigError, match="ROBOTEMPO_SHM_POOL_MB='lots'"):
+        next(iter(loader(ds, num_workers=1)))
