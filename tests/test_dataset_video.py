@@ -192,3 +192,22 @@ def test_uint8_batches_through_workers_equal_the_float_ones(video_root):
         assert frames.dtype == torch.uint8 and frames.is_contiguous() and frames.shape[1:3] == (2, 3)
         expected = as_float.__getitems__(order[start : start + 8]).stacked[cam]
         assert torch.equal(frames.float().div_(255), expected)
+
+
+def test_datasets_size_the_process_decoder_cache_per_camera(tmp_path, monkeypatch):
+    from robotempo.writer import DatasetWriter
+
+    cam = {"dtype": "video", "shape": [16, 16, 3], "names": ["height", "width", "channels"]}
+    keys = [f"observation.images.c{j}" for j in range(3)]
+    root = tmp_path / "ds"
+    with DatasetWriter(
+        root, fps=FPS, features=dict.fromkeys(keys, cam), video_codec=available_codecs()[0]
+    ) as w:
+        w.add_episode({k: np.zeros((4, 16, 16, 3), np.uint8) for k in keys}, task="t")
+    monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
+    private = LeRobotDataset("v", root=root, speed_labels=False, video_cache_size=2)
+    private[0]
+    assert private._video().cache.max_size == 2
+    ds = LeRobotDataset("v", root=root, speed_labels=False)
+    ds[0]
+    assert ds._video().cache.max_size >= 24  # 8 files per camera

@@ -363,6 +363,22 @@ def test_cache_size_knob(monkeypatch):
     assert VideoDecoderCache().max_size == 8
 
 
+def test_default_cache_size_is_8_per_camera(monkeypatch):
+    monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
+    cache = VideoDecoderCache()
+    cache.fit_cameras(3)  # a random batch of a 3-camera dataset reads 3 files where one camera reads 1
+    assert cache.max_size == 24
+    cache.fit_cameras(1)
+    assert cache.max_size == 24  # the largest dataset using the process's cache wins
+    explicit = VideoDecoderCache(5)
+    explicit.fit_cameras(3)
+    assert explicit.max_size == 5
+    monkeypatch.setenv("ROBOTEMPO_VIDEO_CACHE_SIZE", "3")
+    from_env = VideoDecoderCache()
+    from_env.fit_cameras(3)
+    assert from_env.max_size == 3
+
+
 def _decode_in_child(args):
     """Runs in a child process: decode with an inherited (fork) or unpickled (spawn) cache or fetcher."""
     decoder, paths, frame = args

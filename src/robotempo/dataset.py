@@ -380,6 +380,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
             private = self._video_cache_size is not None
             self._fetcher = FrameFetcher(cache_size=self._video_cache_size) if private else default_fetcher()
+            self._fetcher.cache.fit_cameras(len(self.video_keys))
         return self._fetcher
 
     def __getstate__(self) -> dict:

@@ -20,9 +20,9 @@ CACHE_SIZE_ENV = "ROBOTEMPO_VIDEO_CACHE_SIZE"
 DEFAULT_CACHE_SIZE = 8
 
 
-def default_cache_size() -> int:
-    """`ROBOTEMPO_VIDEO_CACHE_SIZE` if set, else 8."""
-    return env_int(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE)
+def default_cache_size(cameras: int = 1) -> int:
+    """`ROBOTEMPO_VIDEO_CACHE_SIZE` if set, else 8 per video camera (a random batch reads every camera)."""
+    return env_int(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE * max(cameras, 1))
 
 
 class _Slot:
@@ -48,7 +48,8 @@ class _State:
 
 
 class VideoDecoderCache:
-    """Keeps up to `max_size` video files open (default: `ROBOTEMPO_VIDEO_CACHE_SIZE`, or 8), closes the rest.
+    """Keeps up to `max_size` video files open (default: `ROBOTEMPO_VIDEO_CACHE_SIZE`, or 8 per camera of the
+    datasets using it, see `fit_cameras`), closes the rest.
 
     Thread-safe: threads reading different files work in parallel; threads reading the same file take turns
     (one decoder position per file). A file in use when it is evicted is closed by its last user.
@@ -60,12 +61,19 @@ class VideoDecoderCache:
     """
 
     def __init__(self, max_size: int | None = None):
+        self.sized_by_default = max_size is None
         if max_size is None:
             max_size = default_cache_size()
         if not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"VideoDecoderCache max_size must be a positive int, got {max_size!r}")
         self.max_size = max_size
         self._state: ProcessLocal[_State] = ProcessLocal(_State)
+
+    def fit_cameras(self, cameras: int) -> None:
+        """A cache sized by default grows to 8 files per video camera of a dataset that uses it (the largest
+        wins); an explicit size (argument or `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
+        if self.sized_by_default:
+            self.max_size = max(self.max_size, default_cache_size(cameras))
 
     def __getstate__(self) -> dict:
         return {"max_size": self.max_size}
