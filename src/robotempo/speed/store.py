@@ -36,7 +36,7 @@ from robotempo.arrays import distinct
 from robotempo.distributed import process_info
 from robotempo.errors import SpeedLabelError
 from robotempo.fs import DatasetRoot, FileRef, as_file, as_root
-from robotempo.io import atomic_write_jsonl
+from robotempo.io import atomic_write_jsonl, parse_jsonl
 from robotempo.speed.labels import (
     SPARSE_TASK_BUCKET,
     SPEED_PERCENTILES,
@@ -188,22 +188,9 @@ def read_percentiles_file(path: str | Path | FileRef, root: str | Path | None = 
     ref = as_file(path)
     path = ref.where
     fix = _fix(path, None if root is None else root)
-    data = ref.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SpeedLabelError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
     rows: list[PercentileRow] = []
     seen: dict[int, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SpeedLabelError(path, f"invalid JSON ({e.msg}): {line[:80]!r}", fix, line=lineno) from None
-        if not isinstance(obj, dict):
-            raise SpeedLabelError(path, f"expected a JSON object, got {line[:80]!r}", fix, line=lineno)
+    for lineno, obj in parse_jsonl(ref.read_bytes(), path, fix, SpeedLabelError):
         problem = _row_problem(obj)
         if problem is not None:
             raise SpeedLabelError(path, problem, fix, line=lineno)
