@@ -388,33 +388,27 @@ class _Request:
             log.info("wrote speed percentiles of %d task(s) to %s", len(rows), path)
             return path
         except OSError as root_error:
-            try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                write_percentiles_file(cache, rows)
-            except OSError as cache_error:
-                self.warner.warn(
-                    "read-only",
-                    f"Cannot write {path} ({root_error}) nor the cache copy {cache} ({cache_error}): speed "
-                    "percentiles are computed in memory and will be recomputed on every load. Set "
-                    "ROBOTEMPO_CACHE to a writable folder.",
-                )
+            failed = f"Cannot write {path} ({root_error})"
+            if self.write_cache(cache, rows, failed) is None:
                 return None
             self.warner.warn(
                 "read-only",
-                f"Cannot write {path} ({root_error}): speed percentiles of {self.root} were computed in "
-                f"memory; a copy is kept in {cache} and read on the next load.",
+                f"{failed}: speed percentiles of {self.root} were computed in memory; a copy is kept in "
+                f"{cache} and read on the next load.",
             )
             return cache
 
-    def write_cache(self, cache: Path, rows: list[PercentileRow]) -> Path | None:
+    def write_cache(self, cache: Path, rows: list[PercentileRow], failed: str = "") -> Path | None:
+        """Write the user-cache copy; None (and one warning, after `failed` if given) if it cannot be."""
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             write_percentiles_file(cache, rows)
         except OSError as e:
             self.warner.warn(
                 "read-only",
-                f"Cannot write the cache copy {cache} ({e}): speed percentiles of {self.root} are computed "
-                "in memory and will be recomputed on every load. Set ROBOTEMPO_CACHE to a writable folder.",
+                f"{failed + ' nor' if failed else 'Cannot write'} the cache copy {cache} ({e}): speed "
+                f"percentiles of {self.root} are computed in memory and will be recomputed on every load. "
+                "Set ROBOTEMPO_CACHE to a writable folder.",
             )
             return None
         log.info("speed percentiles of %s computed in memory; a copy is kept in %s", self.root, cache)
