@@ -11,7 +11,6 @@ indices.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +23,8 @@ from robotempo.errors import DatasetFormatError, NonFiniteValueError, RowAlignme
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
 from robotempo.fs import DatasetRoot, FileRef, as_root
-from robotempo.store.columns import ALIGN_FIX, SchemaChecks, column_values, plan_columns
+from robotempo.store.columns import ALIGN_FIX, SchemaChecks, plan_columns
+from robotempo.store.fill import fill_columns
 from robotempo.store.heavy import HeavyCache, default_heavy_cache, read_group_rows
 from robotempo.store.parquet import (
     ParquetFiles,
@@ -104,8 +104,7 @@ class FrameTable:
         self._schemas = SchemaChecks(self.plan)
         pieces = self._read_files(jobs, list(self.plan.numeric), layout)
         del self._schemas
-        if not self._fill_concatenated(pieces):
-            self._fill_by_piece(pieces)
+        self.columns = fill_columns(pieces, self.plan, eps.length, lambda code: self._path(code).where)
         del pieces
         release_freed_memory()  # the transient tables and footers
         self._verify()
@@ -148,60 +147,14 @@ class FrameTable:
         codes = np.array([code for code, _ in whole], dtype=np.int64)
         positions = np.array([p[0] for _, p in whole], dtype=np.int64)
         rels = [self.episodes.data_files[code] for code in codes.tolist()]
-        threads = min(OPEN_THREADS, _cores())  # CPU-bound work: more threads than cores only contend
         read, identity = read_whole_files(
-            self.location, rels, self.episodes.length[positions], columns, self._schemas, threads
+            self.location, rels, self.episodes.length[positions], columns, self._schemas, OPEN_THREADS
         )
         done = np.sort(np.concatenate([at for at, _ in read])) if read else np.zeros(0, dtype=np.int64)
         self.row_from[positions[done]] = 0
         by_code = np.argsort(codes[done])
         self._whole_ids = codes[done][by_code], identity[done][by_code]
         return [first, *((codes[at], positions[at], table) for at, table in read)]
-
-    def _fill_concatenated(self, pieces: list[tuple]) -> bool:
-        """When the files hold the selection in order (the usual layout), convert each column once."""
-        pieces.sort(key=lambda piece: int(piece[1][0]))
-        flat = np.concatenate([positions for _, positions, _ in pieces])
-        if not np.array_equal(flat, np.arange(len(self.episodes))):
-            return False
-        try:
-            table = pa.concat_tables([t for _, _, t in pieces])  # files of unequal schemas raise
-        except pa.ArrowInvalid:
-            return False
-        try:
-            for name, spec in self.plan.numeric.items():
-                values = column_values(table.column(name), spec, self._path(int(pieces[0][0][0])).where)
-                self.columns[name] = values if values.flags.writeable else values.copy()
-        except (DatasetFormatError, RowAlignmentError):
-            self.columns.clear()
-            return False  # the per-file pass names the file at fault
-        return True
-
-    def _fill_by_piece(self, pieces: list[tuple]) -> None:
-        """Each file's rows converted on their own, so that an error names the file at fault."""
-        eps = self.episodes
-        for codes, positions, table in pieces:
-            cut = np.flatnonzero(codes[1:] != codes[:-1]) + 1  # a piece of many files: file by file
-            offset = 0
-            for code, mine in zip(codes[np.r_[0, cut]].tolist(), np.split(positions, cut)):
-                rows = int(eps.length[mine].sum())
-                self._fill_file(code, mine, table.slice(offset, rows))
-                offset += rows
-
-    def _fill_file(self, code: int, positions: np.ndarray, table: pa.Table) -> None:
-        eps = self.episodes
-        path = self._path(code).where
-        for name, spec in self.plan.numeric.items():
-            values = column_values(table.column(name), spec, path)
-            if name not in self.columns:
-                self.columns[name] = np.empty((self.num_rows, *values.shape[1:]), dtype=values.dtype)
-            dest = self.columns[name]
-            values = values.reshape((len(values), *dest.shape[1:]))  # scalar and [1]-list files mixed
-            offset = 0
-            for p in positions:
-                n = int(eps.length[p])
-                dest[self.ep_from[p] : self.ep_from[p] + n] = values[offset : offset + n]
-                offset += n
 
     def _check_layout(
         self, code: int, pf, offsets: np.ndarray, positions: np.ndarray, layout: _FileLayout
@@ -441,13 +394,6 @@ class FrameTable:
             state["columns"] = {name: arrays[prefix + name] for name in state["columns"]}
             state["shared"] = None
         self.__dict__.update(state)
-
-
-def _cores() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class _FileLayout:

@@ -42,7 +42,8 @@ def read_whole_files(
     schemas: SchemaChecks,
     threads: int,
 ) -> tuple[list[tuple[np.ndarray, pa.Table]], np.ndarray]:
-    """Read `columns` of each local file `rels[i]`, expected to hold exactly `rows[i]` rows.
+    """Read `columns` of each local file `rels[i]`, expected to hold exactly `rows[i]` rows, by up to
+    `threads` threads (no more than the CPUs this process may use).
 
     Returns pieces `(indices, table)`: the table holds the rows of files `rels[indices]`, one file after the
     other in that (increasing) order; a file in no piece is left to the careful path. Also the identity of
@@ -78,10 +79,18 @@ def read_whole_files(
         return _combined(np.array(done, dtype=np.int64), tables)
 
     starts = range(0, n, FILES_PER_TASK)
+    threads = min(threads, _cores())  # the work is CPU-bound: more threads than cores only contend
     if threads <= 1 or n <= FILES_PER_TASK:
         return [piece for lo in starts for piece in run(lo)], identity
     with ThreadPoolExecutor(threads, thread_name_prefix="robotempo-open") as pool:
         return [piece for done in pool.map(run, starts) for piece in done], identity
+
+
+def _cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _combined(done: np.ndarray, tables: list[pa.Table]) -> list[tuple[np.ndarray, pa.Table]]:
