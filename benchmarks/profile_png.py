@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
 
+    import robotempo.cameras as cameras
     import robotempo.dataset as dataset
     import robotempo.store.frames as frames
     from robotempo import LeRobotDataset, collate
@@ -57,8 +58,13 @@ def main(argv=None) -> int:
     frames.FrameTable.read_heavy = timed(
         "read_heavy (read, decompress, Arrow -> Python)", frames.FrameTable.read_heavy
     )
-    dataset.decode_image = timed("PNG decode (PIL, RGB, numpy)", dataset.decode_image)
-    dataset.to_item_layout = timed("uint8 HWC -> item layout", dataset.to_item_layout)
+    if hasattr(dataset, "to_item_layout"):  # decode to uint8 HWC, then one conversion of the batch
+        dataset.decode_image = timed("PNG decode (PIL, RGB, numpy)", dataset.decode_image)
+        dataset.to_item_layout = timed("uint8 HWC -> item layout", dataset.to_item_layout)
+    else:  # each image decoded straight into its slot of the batch tensor
+        cameras.decode_image_into = timed(
+            "PNG decode into the batch (PIL, planes, /255)", cameras.decode_image_into
+        )
     try:
         import robotempo.store.heavy as heavy  # the page reader
 
