@@ -5,9 +5,11 @@
 `__getitems__` + `collate` of `--batches` random batches of 32 with bench_vla's query (each camera at
 [-1/fps, 0], state history, 50-step action chunk), 0 workers, timers (CPU time of this process) around each
 stage: the heavy-column read (`FrameTable.read_heavy`; inside it, whole row-group loads and, where the
-installed robotempo has them, page loads), PNG decoding (`decode_image`), uint8 -> item layout
-(`to_item_layout`). Only public functions and module attributes present in both the row-group and the page
-reader are timed, so the same script profiles another checkout: run it with that checkout's python.
+installed robotempo has them, page loads), and PNG decoding: `decode_image` (uint8 HWC) and `to_item_layout`
+(the batch to float32 CHW) where the installed robotempo has them, else `cameras.decode_image_into` (each
+image straight into its slot of the batch tensor, conversion included). Only public functions and module
+attributes of the checkout that runs it are timed, so the same script profiles another checkout (before
+a change): run it with that checkout's python.
 """
 
 from __future__ import annotations
