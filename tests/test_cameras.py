@@ -78,7 +78,8 @@ def test_every_png_mode_is_served_or_refused_as_decode_image_does(mode):
     out = np.zeros((3, H, W), np.float32)
     if mode in ("RGB", "P"):
         decode_image_into(cell, out, "f.parquet", KEY, (H, W, 3))
-        assert same_bits(torch.from_numpy(out), expected_float(decode_image(cell, "f.parquet", KEY, (H, W, 3))))
+        served = decode_image(cell, "f.parquet", KEY, (H, W, 3))
+        assert same_bits(torch.from_numpy(out), expected_float(served))
         return
     for decode in (
         lambda: decode_image(cell, "f.parquet", KEY, (H, W, 3)),
