@@ -5,9 +5,11 @@
 `__getitems__` + `collate` of `--batches` random batches of 32 with bench_vla's query (each camera at
 [-1/fps, 0], state history, 50-step action chunk), 0 workers, timers (CPU time of this process) around each
 stage: the heavy-column read (`FrameTable.read_heavy`; inside it, whole row-group loads and, where the
-installed robotempo has them, page loads), PNG decoding (`decode_image`), uint8 -> item layout
-(`to_item_layout`). Only public functions and module attributes present in both the row-group and the page
-reader are timed, so the same script profiles another checkout: run it with that checkout's python.
+installed robotempo has them, page loads), and PNG decoding: `decode_image` (uint8 HWC) and `to_item_layout`
+(the batch to float32 CHW) where the installed robotempo has them, else `cameras.decode_image_into` (each
+image straight into its slot of the batch tensor, conversion included). Only public functions and module
+attributes of the checkout that runs it are timed, so the same script profiles another checkout (before
+a change): run it with that checkout's python.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
 
+    import robotempo.cameras as cameras
     import robotempo.dataset as dataset
     import robotempo.store.frames as frames
     from robotempo import LeRobotDataset, collate
@@ -57,8 +60,13 @@ def main(argv=None) -> int:
     frames.FrameTable.read_heavy = timed(
         "read_heavy (read, decompress, Arrow -> Python)", frames.FrameTable.read_heavy
     )
-    dataset.decode_image = timed("PNG decode (PIL, RGB, numpy)", dataset.decode_image)
-    dataset.to_item_layout = timed("uint8 HWC -> item layout", dataset.to_item_layout)
+    if hasattr(dataset, "to_item_layout"):  # decode to uint8 HWC, then one conversion of the batch
+        dataset.decode_image = timed("PNG decode (PIL, RGB, numpy)", dataset.decode_image)
+        dataset.to_item_layout = timed("uint8 HWC -> item layout", dataset.to_item_layout)
+    else:  # each image decoded straight into its slot of the batch tensor
+        cameras.decode_image_into = timed(
+            "PNG decode into the batch (PIL, planes, /255)", cameras.decode_image_into
+        )
     try:
         import robotempo.store.heavy as heavy  # the page reader
 
