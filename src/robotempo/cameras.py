@@ -1,9 +1,10 @@
-"""Camera frames: decode embedded images, and convert uint8 HWC frames to the item layout."""
+"""Camera frames: decode embedded images, straight into a batch's camera tensor, channels first."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from robotempo.errors import DatasetFormatError, FeatureMismatchError
 from robotempo.shm_pool import shared_tensor
+from robotempo.video.pixels import store
 
 # Image modes that are three colour channels as stored ("P" is a palette of RGB colours); a grey ("L") or
 # RGBA image under a 3-channel declaration is a disagreement, not something to convert silently.
@@ -21,6 +23,47 @@ RGB_MODES = ("RGB", "P", "YCbCr")
 def decode_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None = None) -> np.ndarray:
     """An embedded image cell (`{"bytes": ..., "path": ...}`) as uint8 (H, W, 3); `hwc` is the declared
     (height, width, channels), checked against what decodes."""
+    with _rgb_image(value, path, key, hwc) as image:
+        return np.asarray(image)
+
+
+def decode_image_into(value, out: np.ndarray, path: Path | str, key: str, hwc: tuple[int, ...]) -> None:
+    """Decode an embedded image cell into `out`, a (3, H, W) uint8 or float32 array (float32: value / 255,
+    the same values as `decode_image`'s pixels `.to(torch.float32) / 255`); `hwc` is the declared
+    (height, width, channels), checked against what decodes, and must be `(H, W, 3)`.
+
+    One contiguous pass per channel: PIL packs each band of its decoded image on its own (`tobytes("raw",
+    "R")`), and each band is written (and scaled) into its plane, with no packed (H, W, 3) copy and no
+    strided transpose.
+    """
+    with _rgb_image(value, path, key, hwc) as image:
+        for plane, band in zip(out, "RGB"):
+            pixels = np.frombuffer(image.tobytes("raw", band), np.uint8).reshape(plane.shape)
+            store(plane, pixels)
+
+
+def decode_images(
+    cells: Sequence,
+    paths: Sequence[Path | str],
+    key: str,
+    hwc: tuple[int, ...],
+    lead: Sequence[int],
+    return_uint8: bool,
+) -> torch.Tensor:
+    """Embedded image cells (and the data file each comes from, for errors) decoded into one new camera
+    tensor `(*lead, 3, H, W)` (`frames_tensor`; `prod(lead) == len(cells)`), uint8 or float32 in [0, 1]."""
+    if len(hwc) != 3 or hwc[2] != 3:  # no RGB image has this shape: the first cell's check names its file
+        for value, path in zip(cells, paths):
+            decode_image(value, path, key, hwc)
+    out = frames_tensor(lead, 3, hwc[0], hwc[1], return_uint8)
+    for value, path, slot in zip(cells, paths, out.view(-1, 3, hwc[0], hwc[1]).numpy()):
+        decode_image_into(value, slot, path, key, hwc)
+    return out
+
+
+@contextmanager
+def _rgb_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None) -> Iterator[Image.Image]:
+    """The cell's image decoded as an RGB PIL image, valid inside the `with` (closing it frees its pixels)."""
     data = value.get("bytes") if isinstance(value, dict) else value
     if not data:
         raise DatasetFormatError(
@@ -29,31 +72,37 @@ def decode_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None 
             "re-export the dataset with the images embedded",
         )
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            mode = img.mode
-            image = np.asarray(img if mode == "RGB" else img.convert("RGB"))  # convert would copy an RGB one
+        img = Image.open(io.BytesIO(data))
     except (OSError, ValueError) as e:
-        raise DatasetFormatError(
-            path,
-            f"image column {key!r} holds bytes that do not decode ({e})",
-            "re-export the dataset; the image bytes are corrupt",
-        ) from None
-    if hwc is not None and (mode not in RGB_MODES or image.shape != tuple(hwc)):
-        raise FeatureMismatchError(
-            path,
-            f"image column {key!r} holds a {image.shape[0]}x{image.shape[1]} {mode} image but "
-            f"meta/info.json declares height x width x channels {list(hwc)} (served as RGB)",
-            "re-export the images as RGB at the declared size, or correct the feature's shape in info.json",
-        )
-    return image
+        raise _undecodable(path, key, e) from None
+    with img:
+        mode = img.mode
+        try:
+            if mode == "RGB":  # convert would copy an RGB one
+                img.load()
+                image = img
+            else:
+                image = img.convert("RGB")
+        except (OSError, ValueError) as e:
+            raise _undecodable(path, key, e) from None
+        width, height = image.size
+        if hwc is not None and (mode not in RGB_MODES or (height, width, 3) != tuple(hwc)):
+            raise FeatureMismatchError(
+                path,
+                f"image column {key!r} holds a {height}x{width} {mode} image but "
+                f"meta/info.json declares height x width x channels {list(hwc)} (served as RGB)",
+                "re-export the images as RGB at the declared size, or correct the feature's shape in "
+                "info.json",
+            )
+        yield image
 
 
-def to_item_layout(frames: np.ndarray, return_uint8: bool) -> torch.Tensor:
-    """uint8 (..., H, W, C) -> (..., C, H, W): float32 in [0, 1], or uint8 if asked (`frames_tensor`)."""
-    *lead, height, width, channels = frames.shape
-    out = frames_tensor(lead, channels, height, width, return_uint8)
-    out.copy_(torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3))
-    return out if return_uint8 else out.div_(255.0)
+def _undecodable(path: Path | str, key: str, e: Exception) -> DatasetFormatError:
+    return DatasetFormatError(
+        path,
+        f"image column {key!r} holds bytes that do not decode ({e})",
+        "re-export the dataset; the image bytes are corrupt",
+    )
 
 
 def frames_tensor(

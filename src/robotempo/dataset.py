@@ -19,7 +19,7 @@ import torch
 
 from robotempo.arguments import check_size, check_tolerance
 from robotempo.arrays import distinct
-from robotempo.cameras import decode_image, frames_tensor, to_item_layout
+from robotempo.cameras import decode_image, decode_images, frames_tensor
 from robotempo.errors import MissingFileError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.fs import FileRef, as_root
@@ -276,8 +276,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return ItemBatch(torch.utils.data.default_collate(items) if items else stacked, len(items), items)
 
     def _add_cameras(self, stacked: dict, rows: np.ndarray, ep_from: np.ndarray, ep_to: np.ndarray) -> None:
-        """Camera frames (and pad masks) of a batch. The video files of all cameras are decoded in one
-        parallel fetch, each frame written straight into the batch's tensor (`frames_tensor`)."""
+        """Camera frames (and pad masks) of a batch, each frame written straight into the batch's tensor
+        (`frames_tensor`); the video files of all cameras are decoded in one parallel fetch."""
         where = {}
         for key in self.camera_keys:
             offsets = self._deltas.get(key)
@@ -286,46 +286,43 @@ class LeRobotDataset(torch.utils.data.Dataset):
             else:
                 where[key], pad = query_rows(rows, offsets, ep_from, ep_to)
                 stacked[f"{key}_is_pad"] = torch.from_numpy(pad)
-        images = self.camera_frames({k: where[k].reshape(-1) for k in self.image_keys})
         requests = []
         for key in self.camera_keys:
-            if key in images:
-                layout = images[key].reshape(*where[key].shape, *images[key].shape[1:])
-                stacked[key] = to_item_layout(
-                    layout if key in self._deltas else layout[:, 0], self.return_uint8
-                )
-                continue
-            height, width = self.meta.info.features[key].hwc[:2]
-            out = frames_tensor(where[key].shape, 3, height, width, self.return_uint8)
-            flat = out.view(-1, 3, height, width).numpy()
-            requests += [
-                (ref, times, flat, sel)
-                for ref, times, sel in self._video_requests(key, where[key].reshape(-1))
-            ]
+            if key in self.image_keys:
+                cells, paths = self._image_cells(key, where[key].reshape(-1))
+                hwc = self.meta.info.features[key].hwc
+                out = decode_images(cells, paths, key, hwc, where[key].shape, self.return_uint8)
+            else:
+                height, width = self.meta.info.features[key].hwc[:2]
+                out = frames_tensor(where[key].shape, 3, height, width, self.return_uint8)
+                flat = out.view(-1, 3, height, width).numpy()
+                requests += [
+                    (ref, times, flat, sel)
+                    for ref, times, sel in self._video_requests(key, where[key].reshape(-1))
+                ]
             stacked[key] = out if key in self._deltas else out[:, 0]
         if requests:
             self._video().fetch_into(requests, self.tolerance_s)
+
+    def _image_cells(self, key: str, rows: np.ndarray) -> tuple[list, list[Path | str]]:
+        """An image column's cells at table rows, and each one's data file (for errors)."""
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None:  # the loader's workers hold one heavy-cache budget together, not one each
+            self.frames.heavy_cache.share(worker.num_workers)
+        cells = self.frames.read_heavy(key, rows)
+        codes = self._selected.data_file[self.frames.episode_of(rows)]
+        files = {int(c): self.location.where(self._selected.data_files[int(c)]) for c in distinct(codes)}
+        return cells, [files[int(c)] for c in codes]
 
     def camera_frames(self, rows_by_key: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """uint8 frames (n, H, W, 3) of each camera at the given table rows."""
         out = {}
         requests, slots = [], []
-        worker = torch.utils.data.get_worker_info()
-        if worker is not None:  # the loader's workers hold one heavy-cache budget together, not one each
-            self.frames.heavy_cache.share(worker.num_workers)
         for key, rows in rows_by_key.items():
             if key in self.image_keys:
-                ep = self.frames.episode_of(rows)
-                cells = self.frames.read_heavy(key, rows)
-                names = self._selected.data_files
-                codes = self._selected.data_file
                 hwc = self.meta.info.features[key].hwc
-                out[key] = np.stack(
-                    [
-                        decode_image(v, self.location.where(names[int(codes[e])]), key, hwc)
-                        for v, e in zip(cells, ep)
-                    ]
-                )
+                cells, paths = self._image_cells(key, rows)
+                out[key] = np.stack([decode_image(v, p, key, hwc) for v, p in zip(cells, paths)])
                 continue
             for ref, times, sel in self._video_requests(key, rows):
                 requests.append((ref, times))

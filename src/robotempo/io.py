@@ -75,11 +75,14 @@ def read_jsonl(path: str | Path | FileRef, what: str, fix: str) -> list[tuple[in
     return parse_jsonl(data, where, fix)
 
 
-def parse_jsonl(data: bytes, where: Path | str, fix: str) -> list[tuple[int, dict]]:
+def parse_jsonl(
+    data: bytes, where: Path | str, fix: str, error: type[DatasetFormatError] = DatasetFormatError
+) -> list[tuple[int, dict]]:
+    """Rows of JSON-lines `data` as `(line_number, object)`; any fault is an `error` naming `where`."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DatasetFormatError(where, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
+        raise error(where, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
     rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -87,10 +90,8 @@ def parse_jsonl(data: bytes, where: Path | str, fix: str) -> list[tuple[int, dic
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DatasetFormatError(
-                where, f"invalid JSON line ({e.msg}): {line[:80]!r}", fix, line=lineno
-            ) from None
+            raise error(where, f"invalid JSON line ({e.msg}): {line[:80]!r}", fix, line=lineno) from None
         if not isinstance(obj, dict):
-            raise DatasetFormatError(where, f"expected a JSON object, got {line[:80]!r}", fix, line=lineno)
+            raise error(where, f"expected a JSON object, got {line[:80]!r}", fix, line=lineno)
         rows.append((lineno, obj))
     return rows

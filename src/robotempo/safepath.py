@@ -67,6 +67,18 @@ def _resolve(full: str) -> tuple[str, int]:
     return real, os.stat(real).st_mode
 
 
+def folder_inside(root: str | Path, folder: str | Path) -> bool:
+    """Whether `folder` is an existing directory that resolves inside `root` (or a trusted folder of it): a
+    regular file directly in it, not a symlink, is then a file `check_file` accepts."""
+    try:
+        real = os.path.realpath(folder, strict=True)
+    except OSError:
+        return False
+    return os.path.isdir(real) and _inside(
+        real, _allowed(os.fspath(root), os.environ.get(TRUSTED_ROOTS_ENV, ""))
+    )
+
+
 def check_file(root: str | Path, path: str | Path, what: str, fix: str) -> Path:
     """`path` (absolute, or relative to `root`) as a Path, once known to be a regular file inside `root`.
 

@@ -36,7 +36,7 @@ from robotempo.arrays import distinct
 from robotempo.distributed import process_info
 from robotempo.errors import SpeedLabelError
 from robotempo.fs import DatasetRoot, FileRef, as_file, as_root
-from robotempo.io import atomic_write_jsonl
+from robotempo.io import atomic_write_jsonl, parse_jsonl
 from robotempo.speed.labels import (
     SPARSE_TASK_BUCKET,
     SPEED_PERCENTILES,
@@ -188,22 +188,9 @@ def read_percentiles_file(path: str | Path | FileRef, root: str | Path | None = 
     ref = as_file(path)
     path = ref.where
     fix = _fix(path, None if root is None else root)
-    data = ref.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SpeedLabelError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
     rows: list[PercentileRow] = []
     seen: dict[int, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SpeedLabelError(path, f"invalid JSON ({e.msg}): {line[:80]!r}", fix, line=lineno) from None
-        if not isinstance(obj, dict):
-            raise SpeedLabelError(path, f"expected a JSON object, got {line[:80]!r}", fix, line=lineno)
+    for lineno, obj in parse_jsonl(ref.read_bytes(), path, fix, SpeedLabelError):
         problem = _row_problem(obj)
         if problem is not None:
             raise SpeedLabelError(path, problem, fix, line=lineno)
@@ -401,33 +388,27 @@ class _Request:
             log.info("wrote speed percentiles of %d task(s) to %s", len(rows), path)
             return path
         except OSError as root_error:
-            try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                write_percentiles_file(cache, rows)
-            except OSError as cache_error:
-                self.warner.warn(
-                    "read-only",
-                    f"Cannot write {path} ({root_error}) nor the cache copy {cache} ({cache_error}): speed "
-                    "percentiles are computed in memory and will be recomputed on every load. Set "
-                    "ROBOTEMPO_CACHE to a writable folder.",
-                )
+            failed = f"Cannot write {path} ({root_error})"
+            if self.write_cache(cache, rows, failed) is None:
                 return None
             self.warner.warn(
                 "read-only",
-                f"Cannot write {path} ({root_error}): speed percentiles of {self.root} were computed in "
-                f"memory; a copy is kept in {cache} and read on the next load.",
+                f"{failed}: speed percentiles of {self.root} were computed in memory; a copy is kept in "
+                f"{cache} and read on the next load.",
             )
             return cache
 
-    def write_cache(self, cache: Path, rows: list[PercentileRow]) -> Path | None:
+    def write_cache(self, cache: Path, rows: list[PercentileRow], failed: str = "") -> Path | None:
+        """Write the user-cache copy; None (and one warning, after `failed` if given) if it cannot be."""
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             write_percentiles_file(cache, rows)
         except OSError as e:
             self.warner.warn(
                 "read-only",
-                f"Cannot write the cache copy {cache} ({e}): speed percentiles of {self.root} are computed "
-                "in memory and will be recomputed on every load. Set ROBOTEMPO_CACHE to a writable folder.",
+                f"{failed + ' nor' if failed else 'Cannot write'} the cache copy {cache} ({e}): speed "
+                f"percentiles of {self.root} are computed in memory and will be recomputed on every load. "
+                "Set ROBOTEMPO_CACHE to a writable folder.",
             )
             return None
         log.info("speed percentiles of %s computed in memory; a copy is kept in %s", self.root, cache)

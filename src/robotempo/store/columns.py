@@ -227,9 +227,16 @@ class SchemaChecks:
         self.plan = plan
         self._accepted: list[pa.Schema] = []
 
+    def accepts(self, schema: pa.Schema) -> bool:
+        """Whether `schema` equals one already accepted (one C++ comparison per accepted schema)."""
+        for seen in self._accepted:
+            if schema.equals(seen):
+                return True
+        return False
+
     def check(self, schema: pa.Schema, path: Callable[[], Path | str]) -> None:
         """Raise as `check_schema` would; `path()` names the file, asked for only on a schema not yet seen."""
-        if any(schema.equals(seen) for seen in self._accepted):
+        if self.accepts(schema):
             return
         where = path()
         check_schema(schema, self.plan, where)

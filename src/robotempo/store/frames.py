@@ -23,7 +23,8 @@ from robotempo.errors import DatasetFormatError, NonFiniteValueError, RowAlignme
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
 from robotempo.fs import DatasetRoot, FileRef, as_root
-from robotempo.store.columns import ALIGN_FIX, SchemaChecks, column_values, plan_columns
+from robotempo.store.columns import ALIGN_FIX, SchemaChecks, plan_columns
+from robotempo.store.fill import fill_columns
 from robotempo.store.heavy import HeavyCache, default_heavy_cache, read_group_rows
 from robotempo.store.parquet import (
     ParquetFiles,
@@ -34,6 +35,7 @@ from robotempo.store.parquet import (
     row_group_offsets,
 )
 from robotempo.store.shared import SharedArrays, for_child_process, share_tables
+from robotempo.store.wholefiles import read_whole_files
 
 logger = logging.getLogger(__name__)
 OPEN_THREADS = 8  # files read at once while opening; reads mostly wait on pyarrow outside the GIL
@@ -77,6 +79,8 @@ class FrameTable:
         self._rg_offsets: dict[int, np.ndarray] = {}
         self._refs: dict[int, FileRef] = {}  # data file of each code, named once
         self._file_ids: dict[int, tuple] = {}  # identity of each data file as read at open (cache keys)
+        self._whole_ids = (np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.int64))  # the same, as
+        # arrays (sorted codes, identity rows) for the files `read_whole_files` read: no object per file
         self.row_from = np.empty(len(episodes), dtype=np.int64)  # verified in-file row offset per episode
         self._read(catalog, tasks)
 
@@ -100,67 +104,57 @@ class FrameTable:
         self._schemas = SchemaChecks(self.plan)
         pieces = self._read_files(jobs, list(self.plan.numeric), layout)
         del self._schemas
-        if not self._fill_concatenated(pieces):
-            self._fill_by_piece(pieces)
+        self.columns = fill_columns(pieces, self.plan, eps.length, lambda code: self._path(code).where)
         del pieces
         release_freed_memory()  # the transient tables and footers
         self._verify()
         self._check_tasks(tasks)
 
     def _read_files(self, jobs: list[tuple[int, np.ndarray]], columns: list[str], layout) -> list[tuple]:
-        """(code, positions, table) per file; many files (v2.1: one per episode) are read by threads, as
-        pyarrow releases the GIL while it reads and decodes. The handles opened here are closed before the
-        open returns, outside the shared handle cache: footers of files with thousands of row groups weigh
+        """Pieces `(codes, positions, table)`: the table holds the rows of the episodes at `positions` of the
+        selection, in that order, read from data files `codes` (one code per position). Files that hold one
+        episode, selected (v2.1: every file of an open of all episodes), are read by `read_whole_files`; the
+        others, and every file it leaves, through `_read_file`. Many files are read by threads, as pyarrow
+        releases the GIL while it reads and decodes. The handles opened here are closed before the open
+        returns, outside the shared handle cache: footers of files with thousands of row groups weigh
         megabytes, and a tabular or video dataset never reads its data files again."""
+        pieces = self._read_whole(jobs, columns, layout) if self.location.is_local else []
+        if pieces:
+            done = set(np.concatenate([codes for codes, _, _ in pieces]).tolist())
+            jobs = [job for job in jobs if job[0] not in done]
 
         def run(batch: list[tuple[int, np.ndarray]]) -> list[tuple]:
             return [
-                (code, positions, self._read_file(code, positions, columns, layout))
+                (np.full(len(positions), code), positions, self._read_file(code, positions, columns, layout))
                 for code, positions in batch
             ]
 
         threads = min(OPEN_THREADS, len(jobs))
         if threads <= 1:
-            return run(jobs)
+            return pieces + run(jobs)
         step = -(-len(jobs) // (threads * 4))
         batches = [jobs[i : i + step] for i in range(0, len(jobs), step)]
         with ThreadPoolExecutor(threads, thread_name_prefix="robotempo-open") as pool:
-            return [piece for done in pool.map(run, batches) for piece in done]
+            return pieces + [piece for done in pool.map(run, batches) for piece in done]
 
-    def _fill_concatenated(self, pieces: list[tuple]) -> bool:
-        """When the files hold the selection in order (the usual layout), convert each column once."""
-        pieces.sort(key=lambda piece: int(piece[1][0]))
-        flat = np.concatenate([positions for _, positions, _ in pieces])
-        schema = pieces[0][2].schema
-        if not np.array_equal(flat, np.arange(len(self.episodes))) or not all(
-            t.schema.equals(schema) for _, _, t in pieces
-        ):
-            return False
-        table = pa.concat_tables([t for _, _, t in pieces])
-        try:
-            for name, spec in self.plan.numeric.items():
-                values = column_values(table.column(name), spec, self._path(pieces[0][0]).where)
-                self.columns[name] = values if values.flags.writeable else values.copy()
-        except (DatasetFormatError, RowAlignmentError):
-            self.columns.clear()
-            return False  # the per-file pass names the file at fault
-        return True
-
-    def _fill_by_piece(self, pieces: list[tuple]) -> None:
-        eps = self.episodes
-        for code, positions, table in pieces:
-            path = self._path(code).where
-            for name, spec in self.plan.numeric.items():
-                values = column_values(table.column(name), spec, path)
-                if name not in self.columns:
-                    self.columns[name] = np.empty((self.num_rows, *values.shape[1:]), dtype=values.dtype)
-                dest = self.columns[name]
-                values = values.reshape((len(values), *dest.shape[1:]))  # scalar and [1]-list files mixed
-                offset = 0
-                for p in positions:
-                    n = int(eps.length[p])
-                    dest[self.ep_from[p] : self.ep_from[p] + n] = values[offset : offset + n]
-                    offset += n
+    def _read_whole(self, jobs: list[tuple[int, np.ndarray]], columns: list[str], layout) -> list[tuple]:
+        """Pieces of the files that hold one episode, selected, read by `read_whole_files` (at least two)."""
+        whole = [(code, positions) for code, positions in jobs if len(positions) == 1 and layout.single(code)]
+        if len(whole) < 2:
+            return []
+        code, positions = whole.pop(0)  # through the careful path: its schema is then an accepted one
+        first = (np.full(1, code), positions, self._read_file(code, positions, columns, layout))
+        codes = np.array([code for code, _ in whole], dtype=np.int64)
+        positions = np.array([p[0] for _, p in whole], dtype=np.int64)
+        rels = [self.episodes.data_files[code] for code in codes.tolist()]
+        read, identity = read_whole_files(
+            self.location, rels, self.episodes.length[positions], columns, self._schemas, OPEN_THREADS
+        )
+        done = np.sort(np.concatenate([at for at, _ in read])) if read else np.zeros(0, dtype=np.int64)
+        self.row_from[positions[done]] = 0
+        by_code = np.argsort(codes[done])
+        self._whole_ids = codes[done][by_code], identity[done][by_code]
+        return [first, *((codes[at], positions[at], table) for at, table in read)]
 
     def _check_layout(
         self, code: int, pf, offsets: np.ndarray, positions: np.ndarray, layout: _FileLayout
@@ -189,6 +183,8 @@ class FrameTable:
         first_row = (np.cumsum(lengths) - lengths)[by_episode]
         mine = self.episodes.episode_index[positions]
         row_from = first_row[np.searchsorted(listed, mine, sorter=by_episode)]
+        if len(positions) == len(listed):
+            return row_from  # every row of the file is selected, and `_verify` checks every row it reads
         row_to = row_from + self.episodes.length[positions]
         outside = np.concatenate([row_from - 1, row_to])
         owner = np.concatenate([mine, mine])
@@ -333,7 +329,7 @@ class FrameTable:
             offsets = self._offsets(code)
             groups = np.searchsorted(offsets, in_file[mask], side="right") - 1
             ref = self._path(code)
-            file = (str(ref), self._file_ids[code])
+            file = (str(ref), self._identity(code))
             pf = self._opened_file(code)
             for g in distinct(groups).tolist():
                 sel = mask[groups == g]
@@ -349,11 +345,17 @@ class FrameTable:
             self._rg_offsets[code] = row_group_offsets(self._opened_file(code))
         return self._rg_offsets[code]
 
+    def _identity(self, code: int) -> tuple:
+        if code in self._file_ids:
+            return self._file_ids[code]
+        codes, identity = self._whole_ids
+        return tuple(identity[np.searchsorted(codes, code)].tolist())
+
     def _opened_file(self, code: int):
         """The data file through the shared handle cache, if it is still the file read at open."""
         ref = self._path(code)
         identity, pf = self.files.get_with_identity(ref)
-        if identity != self._file_ids[code]:
+        if identity != self._identity(code):
             raise DatasetFormatError(
                 ref.where,
                 "the file changed on disk after the dataset was opened (inode, size or mtime differ)",
@@ -402,14 +404,22 @@ class _FileLayout:
         self._order: np.ndarray | None = None
         self._bounds = np.zeros(1, dtype=np.int64)  # rows of file c: _order[_bounds[c] : _bounds[c + 1]]
 
+    def _group(self, code: int) -> tuple[int, int]:
+        if self._order is None:
+            self._order = np.argsort(self.catalog.data_file, kind="stable")
+            codes = self.catalog.data_file[self._order]
+            self._bounds = np.searchsorted(codes, np.arange(int(codes[-1]) + 2 if len(codes) else 1))
+        return int(self._bounds[code]), int(self._bounds[code + 1])
+
+    def single(self, code: int) -> bool:
+        """Whether the metadata puts exactly one episode in data file `code`."""
+        lo, hi = self._group(code)
+        return hi - lo == 1
+
     def of(self, code: int) -> tuple[np.ndarray, np.ndarray]:
         """(episode_index, length) of the episodes of data file `code`, sorted by dataset_from_index."""
         cat = self.catalog
-        if self._order is None:
-            self._order = np.argsort(cat.data_file, kind="stable")
-            codes = cat.data_file[self._order]
-            self._bounds = np.searchsorted(codes, np.arange(int(codes[-1]) + 2 if len(codes) else 1))
-        lo, hi = self._bounds[code], self._bounds[code + 1]
+        lo, hi = self._group(code)
         mine = self._order[lo:hi]
         if hi - lo > 1:
             mine = mine[np.argsort(cat.dataset_from_index[mine], kind="stable")]
