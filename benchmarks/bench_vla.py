@@ -244,6 +244,10 @@ def cmd_run(args) -> int:
     names = args.corpora.split(",") if args.corpora else list(CORPORA)
     plan = {"warmup": 2, "batches": 6, "budget_s": 30.0} if args.quick else {
         "warmup": 3, "batches": 20, "budget_s": 90.0}  # fmt: skip
+    if args.warmup is not None:
+        plan["warmup"] = args.warmup
+    if args.batches is not None:
+        plan.update(batches=args.batches, budget_s=max(plan["budget_s"], 5.0 * args.batches))
     p5.SCRATCH.mkdir(parents=True, exist_ok=True)
     records, started = [], time.time()
     roots = {name: write_corpus(name, scale) for name in names}
@@ -342,6 +346,14 @@ def main(argv=None) -> int:
     r.add_argument("--quick", action="store_true")
     r.add_argument("--corpora", default="", help=f"comma list of {list(CORPORA)}")
     r.add_argument("--reps", type=int, default=3)
+    r.add_argument("--warmup", type=int, default=None, help="warm-up batches (default: 2 quick, 3 full)")
+    r.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="timed batches (default: 6 quick, 20 full); steady state "
+        "needs more than the quick default: a worker's shared-memory pool fills over its first 3-4 batches",
+    )
     r.add_argument(
         "--systems", default="", help="comma list (default: all of limit, robotempo and the peers)"
     )
