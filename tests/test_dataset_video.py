@@ -205,9 +205,13 @@ def test_datasets_size_the_process_decoder_cache_per_camera(tmp_path, monkeypatc
     ) as w:
         w.add_episode({k: np.zeros((4, 16, 16, 3), np.uint8) for k in keys}, task="t")
     monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
+    from robotempo.video import decoder
+
+    monkeypatch.setattr(decoder, "_default_fetcher", None)  # the process's cache, grown here, not elsewhere
     private = LeRobotDataset("v", root=root, speed_labels=False, video_cache_size=2)
     private[0]
     assert private._video().cache.max_size == 2
     ds = LeRobotDataset("v", root=root, speed_labels=False)
     ds[0]
     assert ds._video().cache.max_size >= 24  # 8 files per camera
+    ds._video().close()
