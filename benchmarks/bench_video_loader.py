@@ -511,8 +511,8 @@ def cmd_profile(a) -> int:
        process's on-CPU samples by function (inclusive and self). Without py-spy: cProfile of `__getitems__`
        in each worker.
     2. in-process breakdown: `__getitems__` + `collate` on one thread, with timers around the decoder's
-       `_next_frame` (demux + decode), `_restart` (seek) and `pixels.store` (a plane into the batch tensor,
-       float32: / 255), and decodes / seeks per returned frame.
+       `_next_frame` (demux + decode) and `_restart` (seek), and decodes / seeks per returned frame (the
+       conversion into the batch tensor runs in the decoder's threads and is in "the rest").
     """
     SCRATCH.mkdir(parents=True, exist_ok=True)
     root = corpora(a.quick)[a.corpus]
@@ -585,11 +585,10 @@ def print_pyspy(raw: Path, top: int = 30) -> None:
 
 
 def breakdown(root: Path, cam_deltas: int, idx_path: Path, batches: int = 60) -> None:
-    """One thread: `__getitems__` + `collate` with timers on decode, seek and the store into the batch."""
+    """One thread: `__getitems__` + `collate` with timers on decode and seek."""
     import torch
 
     from robotempo import LeRobotDataset, collate
-    from robotempo.video import pixels
     from robotempo.video import reader as rv
 
     torch.set_num_threads(1)
@@ -611,7 +610,6 @@ def breakdown(root: Path, cam_deltas: int, idx_path: Path, batches: int = 60) ->
 
     timed(rv.VideoReader, "_next_frame", "decode: VideoReader._next_frame (demux + FFmpeg decode)")
     timed(rv.VideoReader, "_restart", "seek: VideoReader._restart (container.seek)")
-    timed(pixels, "store", "pixels.store (a plane into the batch tensor, float32: / 255)")
     info = read_info(root)
     ds = LeRobotDataset("bench/p5", root=root, delta_timestamps=benchmark_query(info, bool(cam_deltas)),
                         speed_labels=False)  # fmt: skip

@@ -423,3 +423,22 @@ def test_population_errors_propagate_unchanged(ds):
     with pytest.raises(MissingFileError):
         load_or_compute_percentiles(root, names, broken, view_of(pop), cache_dir=cache)
     assert not cache_file_for(root, cache).exists()
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_open_of_every_episode_computes_the_same_file_as_a_subset_open(tmp_path, version):
+    """An open of every episode computes the percentiles from the task indices it has just read (no second
+    pass over the data files); the file must be byte-identical to the one a one-episode open computes."""
+    import shutil
+
+    from robotempo import LeRobotDataset
+    from robotempo.synth import write_synthetic
+
+    whole = write_synthetic(tmp_path / "whole", version=version, n_episodes=60, n_tasks=2, mean_length=20)
+    subset = shutil.copytree(whole, tmp_path / "subset")
+    everything = LeRobotDataset("x", root=whole)
+    one = LeRobotDataset("x", root=subset, episodes=[7])
+    written = (whole / SPEED_PERCENTILES_FILE).read_bytes()
+    assert written == (subset / SPEED_PERCENTILES_FILE).read_bytes()
+    assert any(json.loads(line)["percentiles"] for line in written.splitlines())  # not all sparse
+    assert int(one[0]["speed"]) == int(everything[everything.episode_data_index["from"][7].item()]["speed"])

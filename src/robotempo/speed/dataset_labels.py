@@ -23,15 +23,20 @@ def dataset_percentiles(
     recompute: bool = False,
     cache_dir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    task_index: np.ndarray | None = None,
 ) -> SpeedPercentiles:
+    """The dataset's speed percentiles, read from its file, else computed (and written once).
+
+    `task_index`, if given, is every episode's first-frame task already read from the frame data, in the
+    order of `meta.episodes` (an open of every episode has it): computing then reads no data file again.
+    """
     table = meta.episodes
 
     def population() -> SpeedPopulation:
-        return SpeedPopulation(
-            episode_index=table.episode_index,
-            length=table.length,
-            task_index=episode_task_index(meta.location, table, progress=progress, tasks=meta.tasks),
-        )
+        tasks = task_index
+        if tasks is None:
+            tasks = episode_task_index(meta.location, table, progress=progress, tasks=meta.tasks)
+        return SpeedPopulation(episode_index=table.episode_index, length=table.length, task_index=tasks)
 
     view = MetadataView(episode_index=table.episode_index, length=table.length, task_index=table.task_index)
     return load_or_compute_percentiles(
@@ -48,4 +53,6 @@ def selected_speed_labels(
     meta: DatasetMeta, selected: EpisodeTable, task_index: np.ndarray, *, cache_dir: str | Path | None = None
 ) -> np.ndarray:
     """int64 label per selected episode; `task_index` is each selected episode's first frame's task."""
-    return dataset_percentiles(meta, cache_dir=cache_dir).labels(task_index, selected.length)
+    whole = np.array_equal(selected.episode_index, meta.episodes.episode_index)
+    percentiles = dataset_percentiles(meta, cache_dir=cache_dir, task_index=task_index if whole else None)
+    return percentiles.labels(task_index, selected.length)
