@@ -140,7 +140,7 @@ class WorkerPool:
                 self._forget(i, _DEAD)
                 self.retired += 1
 
-    def sent(self, storage: torch.UntypedStorage, by_descriptor: bool):
+    def sent(self, storage: torch.UntypedStorage, by_descriptor: bool) -> tuple[torch.Tensor, int] | None:
         """Count a send of `storage` if it is one of ours: (flag array, slot) for the receiver, else None.
 
         A send by file name (the `file_system` strategy, switched on after the storage was made) can be
