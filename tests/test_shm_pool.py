@@ -149,3 +149,36 @@ def test_pool_knob(ds, monkeypatch):
     monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", "lots")
     with pytest.raises(ConfigError, match="ROBOTEMPO_SHM_POOL_MB='lots'"):
         next(iter(loader(ds, num_workers=1)))
+
+
+PACKED = ("index", "frame_index", "episode_index", "timestamp", f"{CAMERA_KEY}_is_pad", "speed")
+
+
+def test_numeric_columns_packed_in_one_storage_keep_their_values(ds, tmp_path):
+    order = [int(i) for i in np.random.default_rng(1).permutation(len(ds))[:64]]
+    ref = list(torch.utils.data.DataLoader(ds, batch_size=8, sampler=order, collate_fn=collate))
+    assert ref[0]["index"].untyped_storage().data_ptr() != ref[0]["speed"].untyped_storage().data_ptr()
+    dl = torch.utils.data.DataLoader(
+        ds, batch_size=8, sampler=order, collate_fn=collate, num_workers=2, persistent_workers=True
+    )
+    held = []
+    for epoch in range(4):
+        for step, batch in enumerate(dl):
+            storage = batch["index"].untyped_storage()
+            for key in PACKED:
+                t = batch[key]
+                assert t.untyped_storage().data_ptr() == storage.data_ptr(), key
+                assert t.data_ptr() % 64 == 0 and t.is_contiguous(), key
+                assert t.dtype == ref[step][key].dtype and torch.equal(t, ref[step][key]), key
+            assert batch[CAMERA_KEY].untyped_storage().data_ptr() != storage.data_ptr()
+            if epoch < 2 and step % 3 == 0:
+                held.append((step, batch))  # kept whole while the workers go on reusing storages
+            if epoch < 2 and step % 3 == 1:
+                held.append((step, {"index": batch["index"][2:5]}))  # one view kept, its batch dropped
+    assert int(batch["pool"][0]) > 0  # storages were reused while those were held
+    for step, kept in held:
+        for key in (k for k in PACKED if k in kept):
+            want = ref[step][key] if len(kept) > 1 else ref[step][key][2:5]
+            assert torch.equal(kept[key], want), (step, key)
+    torch.save(held[0][1]["speed"], tmp_path / "speed.pt")  # a view saves, loads and compares like any other
+    assert torch.equal(torch.load(tmp_path / "speed.pt"), ref[held[0][0]]["speed"])

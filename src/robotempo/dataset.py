@@ -24,6 +24,7 @@ from robotempo.errors import MissingFileError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.fs import FileRef, as_root
 from robotempo.selection import select_episodes
+from robotempo.shm_pool import pack_batch
 from robotempo.store.frames import FrameTable
 from robotempo.temporal import check_timestamps, plan_deltas, query_rows
 from robotempo.video.stream import VideoExpectation, check_stream
@@ -60,9 +61,12 @@ class ItemBatch(Sequence):
 
 
 def collate(samples):
-    """A DataLoader `collate_fn`: the batch `__getitems__` already stacked, else torch's default collate."""
+    """A DataLoader `collate_fn`: the batch `__getitems__` already stacked, else torch's default collate.
+
+    In a worker, the stacked batch's numeric tensors are packed into one shared storage
+    (`robotempo.shm_pool.pack_batch`): one descriptor to hand over instead of one per column."""
     if isinstance(samples, ItemBatch):
-        return samples.stacked
+        return pack_batch(samples.stacked)
     return torch.utils.data.default_collate(samples)
 
 
