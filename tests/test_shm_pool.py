@@ -7,6 +7,7 @@ tensor the main process (or a process it handed one to) still holds ever changed
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 
 import numpy as np
 import pytest
@@ -21,12 +22,14 @@ DELTAS = {CAMERA_KEY: [-0.1, 0.0]}
 
 
 class PoolReporting(LeRobotDataset):
-    """The dataset, with the worker's pool counters in each batch (`pool`: reused, fresh, retired)."""
+    """The dataset, with the worker's pool counters in each batch (`pool`: reused, fresh, retired;
+    `pool_budget`: bytes)."""
 
     def __getitems__(self, indices):
         batch = super().__getitems__(indices)
-        stats = worker_pool_stats() or {"reused": 0, "fresh": 0, "retired": 0}
+        stats = worker_pool_stats() or {"reused": 0, "fresh": 0, "retired": 0, "budget_bytes": 0}
         batch.stacked["pool"] = torch.tensor([stats["reused"], stats["fresh"], stats["retired"]])
+        batch.stacked["pool_budget"] = torch.full((len(indices),), stats["budget_bytes"])
         return batch
 
 
@@ -149,3 +152,18 @@ def test_pool_knob(ds, monkeypatch):
     monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", "lots")
     with pytest.raises(ConfigError, match="ROBOTEMPO_SHM_POOL_MB='lots'"):
         next(iter(loader(ds, num_workers=1)))
+
+
+def test_default_budget_is_a_fair_share_of_dev_shm(ds, monkeypatch):
+    # 96 ranks x 2 workers on this node: the share is below the 2048 MB cap on any /dev/shm under 768 GiB
+    monkeypatch.delenv("ROBOTEMPO_SHM_POOL_MB", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "96")
+    fs = os.statvfs("/dev/shm")
+    share = fs.f_blocks * fs.f_frsize // (2 * 96 * 2)
+    assert 0 < share < 2048 * 2**20
+    batches = [b for b, _ in zip(loader(ds), range(6))]  # 3 from each worker
+    assert [int(b["pool_budget"][0]) for b in batches] == [share] * 6
+    # an explicit value is kept as given, above the default's cap too
+    monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", "3000")
+    batch = next(iter(loader(ds, num_workers=1)))
+    assert int(batch["pool_budget"][0]) == 3000 * 2**20

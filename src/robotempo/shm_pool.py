@@ -18,7 +18,9 @@ overwritten). What the counters cannot see makes the slot `retired` (dropped fro
 left to whoever holds them): a receiving process that pickles a received storage on to another process, and
 a process that forks while it holds one (the child inherits the mapping). The pool is off under the
 `file_system` sharing strategy (its handles can be rebuilt twice) and if torch's storage reducer is no longer
-ours. Budget per worker: `ROBOTEMPO_SHM_POOL_MB` (0 turns the pool off).
+ours. Budget per worker: `ROBOTEMPO_SHM_POOL_MB` (0 turns the pool off); unset, the smaller of 2048 MB and the
+worker's fair share of /dev/shm (`pool_budget_bytes`), so that 8 ranks x 8 workers on one node cannot pin
+more than half of it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from robotempo.forksafe import ProcessLocal
 
 logger = logging.getLogger(__name__)
 
-POOL_MB_DEFAULT = 2048
+POOL_MB_DEFAULT = 2048  # the default's cap per worker; the fair share of /dev/shm may be lower
+SHM_DIR = "/dev/shm"  # where torch's `file_descriptor` strategy creates its shared memory (shm_open)
 _CAPACITY = 128  # slots per worker: a few batches in flight x cameras, with room for retired ones
 _RELEASED, _RETIRED = 0, 1  # columns of the flag array
 _DEAD = object()  # a retired slot: its index is never reused (a late release would land on the new storage)
@@ -48,8 +51,22 @@ _torch_reduce = None  # torch's reducer for UntypedStorage, which ours calls
 
 
 def pool_budget_bytes() -> int:
-    """`ROBOTEMPO_SHM_POOL_MB` (default 2048; 0 disables the pool) in bytes."""
-    return env_int("ROBOTEMPO_SHM_POOL_MB", POOL_MB_DEFAULT, minimum=0) * 2**20
+    """The pool's budget per worker in bytes.
+
+    `ROBOTEMPO_SHM_POOL_MB` when set (0 disables the pool). Unset: min(2048 MB, size of /dev/shm /
+    (2 x LOCAL_WORLD_SIZE x num_workers)), with LOCAL_WORLD_SIZE the ranks on this node (torchrun's variable,
+    1 when unset) and num_workers this DataLoader's (1 outside a worker): all pools of a node together hold at
+    most half of /dev/shm, the rest is left to the batches torch allocates beyond the pools and to others."""
+    if os.environ.get("ROBOTEMPO_SHM_POOL_MB", "").strip():
+        return env_int("ROBOTEMPO_SHM_POOL_MB", POOL_MB_DEFAULT, minimum=0) * 2**20
+    cap = POOL_MB_DEFAULT * 2**20
+    try:
+        fs = os.statvfs(SHM_DIR)
+    except OSError:  # no /dev/shm to share (not Linux): the cap alone
+        return cap
+    info = torch.utils.data.get_worker_info()
+    sharers = 2 * env_int("LOCAL_WORLD_SIZE", 1) * (info.num_workers if info is not None else 1)
+    return min(cap, fs.f_blocks * fs.f_frsize // sharers)
 
 
 def shared_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
@@ -164,11 +181,13 @@ class WorkerPool:
                     self.retired += 1
 
     def stats(self) -> dict[str, int]:
-        """Counters for benchmarks and tests: storages reused, fresh and kept, fresh and not kept, retired."""
+        """Counters for benchmarks and tests: storages reused, fresh and kept, fresh and not kept, retired;
+        slots and bytes held now, and the budget in bytes."""
         with self.lock:
             live = sum(isinstance(s, _Slot) for s in self.slots)
             return {"reused": self.reused, "fresh": self.fresh, "unpooled": self.unpooled,
-                    "retired": self.retired, "slots": live, "held_bytes": self.held}  # fmt: skip
+                    "retired": self.retired, "slots": live, "held_bytes": self.held,
+                    "budget_bytes": self.budget}  # fmt: skip
 
 
 def _new_pool() -> WorkerPool | None:
