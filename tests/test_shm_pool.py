@@ -15,7 +15,8 @@ import torch
 
 from robotempo import LeRobotDataset, collate
 from robotempo.errors import ConfigError
-from robotempo.shm_pool import worker_pool_stats
+from robotempo import shm_pool
+from robotempo.shm_pool import WorkerPool, worker_pool_stats
 from robotempo.synth import CAMERA_KEY, decode_frame_identity
 
 DELTAS = {CAMERA_KEY: [-0.1, 0.0]}
@@ -167,3 +168,22 @@ def test_default_budget_is_a_fair_share_of_dev_shm(ds, monkeypatch):
     monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", "3000")
     batch = next(iter(loader(ds, num_workers=1)))
     assert int(batch["pool_budget"][0]) == 3000 * 2**20
+
+
+def test_pool_follows_the_recent_peak_not_the_highest_ever():
+    # The pool's own policy on real shared memory in this process: a storage is free here as soon as no
+    # tensor uses it (nothing was sent). A peak of 5 in flight, then one at a time, with 2 at once every 100.
+    shm_pool._install()  # the pool reuses nothing unless robotempo's storage reducer is installed
+    pool = WorkerPool(2**30)
+    peak = [pool.tensor((1000,), torch.float32, 4000) for _ in range(5)]
+    del peak
+    for take in range(1, 601):
+        kept = pool.tensor((1000,), torch.float32, 4000)
+        if take % 100 == 0:
+            pool.tensor((1000,), torch.float32, 4000)  # taken while `kept` is held: the second slot
+        del kept
+        if take == 250:  # within the idle limit (256 takes): the peak's storages are still there
+            assert pool.stats()["slots"] == 5
+    stats = pool.stats()
+    assert (stats["slots"], stats["trimmed"], stats["fresh"]) == (2, 3, 5)  # the 2 in use, none re-made
+    assert stats["held_bytes"] == 2 * 4000
