@@ -9,9 +9,9 @@ of 2 frames of history per camera, state history and a 50-step action chunk. Dat
 fork workers (the same worker processes all run long), batch 32, a new shuffle every epoch. After every batch
 each worker reports, from inside itself (in the collate function), its open file descriptors (not counting
 torch's shared-memory files of the batches in flight), its open video decoders (`len(fetcher.cache)`) and
-its shared-memory pool (`robotempo.shm_pool.worker_pool_stats`: bytes and slots held, storages fresh and
-reused); at `--marks` points of the run the main process reads PSS (`/proc/<pid>/smaps_rollup`) and RSS
-of itself and of each worker. Prints a table per epoch and saves
+its shared-memory pool (`robotempo.shm_pool.worker_pool_stats`: bytes and slots held, storages fresh,
+reused and trimmed); at `--marks` points of the run the main process reads PSS (`/proc/<pid>/smaps_rollup`)
+and RSS of itself and of each worker. Prints a table per epoch and saves
 `benchmarks/results/<date>-video-soak-<corpus>[-uint8].{json,png}`.
 
 Targets: P8, PSS and RSS of main + workers at the end of the run <= 1.1x their value at 10% of it (medians of
@@ -43,7 +43,7 @@ from video_loader_peer import benchmark_query, read_info  # noqa: E402
 RESULTS = BENCH / "results"
 BATCH = 32
 WORKERS = 2
-POOL_KEYS = ("held_bytes", "slots", "fresh", "reused", "unpooled", "retired")
+POOL_KEYS = ("held_bytes", "slots", "fresh", "reused", "unpooled", "retired", "trimmed")
 PROBE_KEYS = ("fds", "shm_fds", "sockets", "decoders", "cache_size", *POOL_KEYS)
 
 
@@ -225,7 +225,7 @@ def report(result: dict) -> None:
     print(
         f"{'epoch':>5} {'samples':>8} {'PSS MB':>8} {'RSS MB':>8} {'main fds':>8} {'worker fds':>12} "
         f"{'sockets':>8} {'shm fds':>10} {'decoders':>9} {'worker PSS MB':>14} {'pool MB':>10} {'slots':>7} "
-        f"{'fresh':>7} {'reused':>10}"
+        f"{'fresh':>7} {'reused':>10} {'trimmed':>8}"
     )
     for r in result["per_epoch"]:
         wpss = "/".join(f"{p * mb:.0f}" for p in r["worker_pss"] if p)
@@ -235,7 +235,7 @@ def report(result: dict) -> None:
             f"{r['main_fds']:>8} {_per_worker(r, 'fds_range'):>12} {_per_worker(r, 'sockets_max'):>8} "
             f"{_per_worker(r, 'shm_fds_range'):>10} {_per_worker(r, 'decoders'):>9} {wpss:>14} {pool_mb:>10} "
             f"{_per_worker(r, 'pool_slots'):>7} {_per_worker(r, 'pool_fresh'):>7} "
-            f"{_per_worker(r, 'pool_reused'):>10}"
+            f"{_per_worker(r, 'pool_reused'):>10} {_per_worker(r, 'pool_trimmed'):>8}"
         )
     print(
         "worker fds: range over the epoch's batches, without sockets and shared memory; sockets: the most "
