@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from robotempo import LeRobotDataset, collate
+from robotempo import LeRobotDataset, collate, shm_pool
 from robotempo.errors import ConfigError
-from robotempo import shm_pool
 from robotempo.shm_pool import WorkerPool, worker_pool_stats
 from robotempo.synth import CAMERA_KEY, decode_frame_identity
 
