@@ -20,7 +20,8 @@ a process that forks while it holds one (the child inherits the mapping). The po
 `file_system` sharing strategy (its handles can be rebuilt twice) and if torch's storage reducer is no longer
 ours. Budget per worker: `ROBOTEMPO_SHM_POOL_MB` (0 turns the pool off); unset, the smaller of 2048 MB and the
 worker's fair share of /dev/shm (`pool_budget_bytes`), so that 8 ranks x 8 workers on one node cannot pin
-more than half of it.
+more than half of it. A free storage idle for `_IDLE_TAKES` takes is freed: the pool follows the recent peak
+of batches in flight, not the highest ever.
 """
 
 from __future__ import annotations
