@@ -8,14 +8,17 @@ The corpus is `bench_vla.py`'s (quick scale unless `--full`; written on first us
 of 2 frames of history per camera, state history and a 50-step action chunk. DataLoader with 2 persistent
 fork workers (the same worker processes all run long), batch 32, a new shuffle every epoch. After every batch
 each worker reports, from inside itself (in the collate function), its open file descriptors (not counting
-torch's shared-memory files of the batches in flight) and its open video decoders (`len(fetcher.cache)`);
-at `--marks` points of the run the main process reads PSS (`/proc/<pid>/smaps_rollup`) and RSS of itself and
-of each worker. Prints a table per epoch and saves
+torch's shared-memory files of the batches in flight), its open video decoders (`len(fetcher.cache)`) and
+its shared-memory pool (`robotempo.shm_pool.worker_pool_stats`: bytes and slots held, storages fresh,
+reused and trimmed); at `--marks` points of the run the main process reads PSS (`/proc/<pid>/smaps_rollup`)
+and RSS of itself and of each worker. Prints a table per epoch and saves
 `benchmarks/results/<date>-video-soak-<corpus>[-uint8].{json,png}`.
 
 Targets: P8, PSS and RSS of main + workers at the end of the run <= 1.1x their value at 10% of it (medians of
 the marks in [8%, 12%] and [96%, 100%]); open descriptors and decoders per worker flat from epoch to epoch,
-decoders never above the cache size (ROBOTEMPO_VIDEO_CACHE_SIZE).
+decoders never above the workers' cache size (ROBOTEMPO_VIDEO_CACHE_SIZE, default 8 per camera); the pool's
+growth (the batches at which a worker's pool took a new storage) tells whether it stops at the peak in flight
+or keeps growing with the run.
 """
 
 from __future__ import annotations
@@ -40,35 +43,47 @@ from video_loader_peer import benchmark_query, read_info  # noqa: E402
 RESULTS = BENCH / "results"
 BATCH = 32
 WORKERS = 2
+POOL_KEYS = ("held_bytes", "slots", "fresh", "reused", "unpooled", "retired", "trimmed")
+PROBE_KEYS = ("fds", "shm_fds", "sockets", "decoders", "cache_size", *POOL_KEYS)
 
 
-def open_fds(pid: int | str = "self") -> int:
-    """Open descriptors, leaving out torch's shared-memory files of batches in flight (their number follows
-    the loader's timing, not what the dataset holds)."""
+def open_fds(pid: int | str = "self") -> dict[str, int]:
+    """Open descriptors: `fds` leaves out torch's shared-memory files (`shm_fds`: the pool's storages and the
+    batches in flight, whose number follows the loader's timing); `sockets` (among `fds`) are mostly
+    multiprocessing's resource sharer handing descriptors to the main process, open for one hand-over."""
     targets = []
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
         except OSError:  # closed meanwhile
             pass
-    return sum(not t.startswith("/dev/shm/torch_") for t in targets)
+    shm = sum(t.startswith("/dev/shm/torch_") for t in targets)
+    return {
+        "fds": len(targets) - shm,
+        "shm_fds": shm,
+        "sockets": sum(t.startswith("socket:") for t in targets),
+    }
 
 
 def probing_collate(samples):
-    """robotempo's collate, plus what this worker holds open: (pid, descriptors, decoders)."""
+    """robotempo's collate, plus what this worker holds open: (pid, *PROBE_KEYS)."""
     import torch
 
     from robotempo import collate
+    from robotempo.shm_pool import worker_pool_stats
     from robotempo.video.decoder import default_fetcher
 
     batch = collate(samples)
-    batch["_probe"] = torch.tensor([os.getpid(), open_fds(), len(default_fetcher().cache)])
+    pool = worker_pool_stats() or {}
+    cache = default_fetcher().cache
+    probe = {**open_fds(), "decoders": len(cache), "cache_size": cache.max_size, **pool}
+    batch["_probe"] = torch.tensor([os.getpid(), *(probe.get(k, 0) for k in PROBE_KEYS)], dtype=torch.int64)
     return batch
 
 
 def memory(pid: int) -> dict:
     try:
-        return {"pss": pss_bytes(pid), "rss": rss_bytes(pid), "fds": open_fds(pid)}
+        return {"pss": pss_bytes(pid), "rss": rss_bytes(pid), "fds": open_fds(pid)["fds"]}
     except (OSError, KeyError):
         return {}
 
@@ -77,7 +92,6 @@ def run(args) -> dict:
     import torch
 
     from robotempo import LeRobotDataset
-    from robotempo.video.cache import default_cache_size
 
     root = bench_vla.write_corpus(args.corpus, "full" if args.full else "quick")
     deltas = benchmark_query(read_info(root), True)
@@ -101,12 +115,13 @@ def run(args) -> dict:
     total = args.epochs * len(loader)
     marks = {max(1, round(total * (k + 1) / args.marks)) for k in range(args.marks)}
     me = os.getpid()
-    trace, probes, done, samples = [], {}, 0, 0
+    trace, probes, log, done, samples = [], {}, [], 0, 0
     t0 = time.perf_counter()
     for epoch in range(args.epochs):
         for batch in loader:
-            pid, fds, decoders = (int(x) for x in batch["_probe"])
-            probes[pid] = {"fds": fds, "decoders": decoders}
+            pid, *values = (int(x) for x in batch["_probe"])
+            probes[pid] = dict(zip(PROBE_KEYS, values))
+            log.append({"batch": done + 1, "epoch": epoch, "pid": pid, **probes[pid]})
             done += 1
             samples += len(batch["index"])
             if done in marks:
@@ -139,13 +154,26 @@ def run(args) -> dict:
         "workers": WORKERS,
         "wall_s": wall,
         "samples_per_s": samples / wall,
-        "video_cache_size": default_cache_size(),
+        "video_cache_size": max(p["cache_size"] for p in probes.values()),  # 8 per camera unless set
         "trace": trace,
+        "changes": changes(log),
     }
     for key in ("pss", "rss"):
         at10, end = window(trace, key, 0.08, 0.12), window(trace, key, 0.96, 1.0)
         out[f"{key}_10"], out[f"{key}_end"], out[f"{key}_ratio"] = at10, end, end / at10
-    out["per_epoch"] = per_epoch(trace)
+    out["per_epoch"] = per_epoch(trace, log)
+    return out
+
+
+def changes(log: list[dict]) -> list[dict]:
+    """The probes at which a worker's descriptors (other than sockets and shared memory) or pool bytes
+    changed, its first probe included."""
+    out, last = [], {}
+    for p in log:
+        key = (p["fds"] - p["sockets"], p["held_bytes"])
+        if last.get(p["pid"]) != key:
+            out.append(p)
+        last[p["pid"]] = key
     return out
 
 
@@ -154,12 +182,14 @@ def window(trace: list[dict], key: str, lo: float, hi: float) -> float:
     return statistics.median(inside or [min(trace, key=lambda m: abs(m["fraction"] - hi))[key]])
 
 
-def per_epoch(trace: list[dict]) -> list[dict]:
-    """The last mark of each epoch: tree PSS/RSS, and per worker its descriptors and decoders."""
+def per_epoch(trace: list[dict], log: list[dict]) -> list[dict]:
+    """The last mark of each epoch: tree PSS/RSS, and per worker its descriptors, decoders and pool; and the
+    range of each worker's descriptors over every batch of the epoch."""
     rows = []
     for epoch in sorted({m["epoch"] for m in trace}):
         last = [m for m in trace if m["epoch"] == epoch][-1]
         workers = sorted(last["worker_probes"].items())
+        seen = {pid: [p for p in log if p["epoch"] == epoch and str(p["pid"]) == pid] for pid, _ in workers}
         rows.append(
             {
                 "epoch": epoch,
@@ -168,11 +198,21 @@ def per_epoch(trace: list[dict]) -> list[dict]:
                 "rss": last["rss"],
                 "main_fds": last["processes"]["main"].get("fds"),
                 "worker_fds": [w["fds"] for _, w in workers],
+                "worker_fds_range": [_span(p["fds"] - p["sockets"] for p in seen[pid]) for pid, _ in workers],
+                "worker_sockets_max": [max(p["sockets"] for p in seen[pid]) for pid, _ in workers],
+                "worker_shm_fds_range": [_span(p["shm_fds"] for p in seen[pid]) for pid, _ in workers],
                 "worker_decoders": [w["decoders"] for _, w in workers],
+                **{f"worker_pool_{k}": [w.get(k, 0) for _, w in workers] for k in POOL_KEYS},
                 "worker_pss": [m.get("pss") for k, m in sorted(last["processes"].items()) if k != "main"],
             }
         )
     return rows
+
+
+def _span(values) -> str:
+    values = list(values)
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
 def report(result: dict) -> None:
@@ -184,16 +224,23 @@ def report(result: dict) -> None:
     )
     print(
         f"{'epoch':>5} {'samples':>8} {'PSS MB':>8} {'RSS MB':>8} {'main fds':>8} {'worker fds':>12} "
-        f"{'decoders':>10} {'worker PSS MB':>16}"
+        f"{'sockets':>8} {'shm fds':>10} {'decoders':>9} {'worker PSS MB':>14} {'pool MB':>10} {'slots':>7} "
+        f"{'fresh':>7} {'reused':>10} {'trimmed':>8}"
     )
     for r in result["per_epoch"]:
         wpss = "/".join(f"{p * mb:.0f}" for p in r["worker_pss"] if p)
+        pool_mb = "/".join(f"{p * mb:.0f}" for p in r["worker_pool_held_bytes"])
         print(
             f"{r['epoch']:>5} {r['samples']:>8} {r['pss'] * mb:>8.0f} {r['rss'] * mb:>8.0f} "
-            f"{r['main_fds']:>8} "
-            f"{'/'.join(map(str, r['worker_fds'])):>12} {'/'.join(map(str, r['worker_decoders'])):>10} "
-            f"{wpss:>16}"
+            f"{r['main_fds']:>8} {_per_worker(r, 'fds_range'):>12} {_per_worker(r, 'sockets_max'):>8} "
+            f"{_per_worker(r, 'shm_fds_range'):>10} {_per_worker(r, 'decoders'):>9} {wpss:>14} {pool_mb:>10} "
+            f"{_per_worker(r, 'pool_slots'):>7} {_per_worker(r, 'pool_fresh'):>7} "
+            f"{_per_worker(r, 'pool_reused'):>10} {_per_worker(r, 'pool_trimmed'):>8}"
         )
+    print(
+        "worker fds: range over the epoch's batches, without sockets and shared memory; sockets: the most "
+        "open at once; shm fds: torch's shared-memory files (pool + batches in flight)"
+    )
     for key in ("pss", "rss"):
         ratio = result[f"{key}_ratio"]
         print(
@@ -201,14 +248,23 @@ def report(result: dict) -> None:
             f"{result[f'{key}_end'] * mb:.0f} MB "
             f"at the end: {ratio:.3f}x ({'PASS' if ratio <= 1.1 else 'FAIL'}, target <= 1.1)"
         )
-    fds = [tuple(r["worker_fds"]) for r in result["per_epoch"]]
+    fds = [tuple(r["worker_fds_range"]) for r in result["per_epoch"][1:]]
     dec = [max(r["worker_decoders"]) for r in result["per_epoch"]]
-    flat = len(set(fds)) == 1
     print(
-        f"worker descriptors per epoch: {'flat' if flat else 'CHANGED'} ({sorted(set(fds))}); "
-        f"decoders at most "
-        f"{max(dec)} (cache size {result['video_cache_size']})"
+        f"worker descriptors from epoch 1 on: {'flat' if len(set(fds)) <= 1 else 'CHANGED'} "
+        f"({sorted(set(fds))}); decoders at most {max(dec)} (cache size {result['video_cache_size']})"
     )
+    for pid in sorted({c["pid"] for c in result["changes"]}):
+        grew = [c for c in result["changes"] if c["pid"] == pid]
+        steps = ", ".join(
+            f"{c['batch']}:{c['held_bytes'] * mb:.0f}MB/{c['slots']}slots/{c['fds'] - c['sockets']}fds"
+            for c in grew
+        )
+        print(f"worker {pid}: pool or descriptors changed at batch (of {result['batches']}) {steps}")
+
+
+def _per_worker(row: dict, key: str) -> str:
+    return "/".join(map(str, row[f"worker_{key}"]))
 
 
 def chart(result: dict, path: Path) -> None:
@@ -219,7 +275,7 @@ def chart(result: dict, path: Path) -> None:
 
     trace = result["trace"]
     x = [m["samples"] for m in trace]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     axes[0].plot(x, [m["pss"] / 2**20 for m in trace], label="PSS (main + workers)")
     axes[0].plot(x, [m["rss"] / 2**20 for m in trace], label="RSS (main + workers)")
     axes[0].set_ylabel("MB")
@@ -232,6 +288,10 @@ def chart(result: dict, path: Path) -> None:
         axes[2].plot(x, [m["worker_probes"].get(pid, {}).get("decoders") for m in trace], label=f"worker {j}")
     axes[2].axhline(result["video_cache_size"], color="grey", linestyle=":", label="cache size")
     axes[2].set_ylabel("open video decoders")
+    for j, pid in enumerate(pids):
+        held = [m["worker_probes"].get(pid, {}).get("held_bytes") for m in trace]
+        axes[3].plot(x, [h / 2**20 if h is not None else None for h in held], label=f"worker {j}")
+    axes[3].set_ylabel("shared-memory pool held, MB")
     for ax in axes:
         ax.set_xlabel("samples")
         ax.set_ylim(bottom=0)

@@ -7,26 +7,29 @@ tensor the main process (or a process it handed one to) still holds ever changed
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from robotempo import LeRobotDataset, collate
+from robotempo import LeRobotDataset, collate, shm_pool
 from robotempo.errors import ConfigError
-from robotempo.shm_pool import worker_pool_stats
+from robotempo.shm_pool import WorkerPool, worker_pool_stats
 from robotempo.synth import CAMERA_KEY, decode_frame_identity
 
 DELTAS = {CAMERA_KEY: [-0.1, 0.0]}
 
 
 class PoolReporting(LeRobotDataset):
-    """The dataset, with the worker's pool counters in each batch (`pool`: reused, fresh, retired)."""
+    """The dataset, with the worker's pool counters in each batch (`pool`: reused, fresh, retired;
+    `pool_budget`: bytes)."""
 
     def __getitems__(self, indices):
         batch = super().__getitems__(indices)
-        stats = worker_pool_stats() or {"reused": 0, "fresh": 0, "retired": 0}
+        stats = worker_pool_stats() or {"reused": 0, "fresh": 0, "retired": 0, "budget_bytes": 0}
         batch.stacked["pool"] = torch.tensor([stats["reused"], stats["fresh"], stats["retired"]])
+        batch.stacked["pool_budget"] = torch.full((len(indices),), stats["budget_bytes"])
         return batch
 
 
@@ -182,3 +185,37 @@ def test_numeric_columns_packed_in_one_storage_keep_their_values(ds, tmp_path):
             assert torch.equal(kept[key], want), (step, key)
     torch.save(held[0][1]["speed"], tmp_path / "speed.pt")  # a view saves, loads and compares like any other
     assert torch.equal(torch.load(tmp_path / "speed.pt"), ref[held[0][0]]["speed"])
+
+
+def test_default_budget_is_a_fair_share_of_dev_shm(ds, monkeypatch):
+    # 96 ranks x 2 workers on this node: the share is below the 2048 MB cap on any /dev/shm under 768 GiB
+    monkeypatch.delenv("ROBOTEMPO_SHM_POOL_MB", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "96")
+    fs = os.statvfs("/dev/shm")
+    share = fs.f_blocks * fs.f_frsize // (2 * 96 * 2)
+    assert 0 < share < 2048 * 2**20
+    batches = [b for b, _ in zip(loader(ds), range(6))]  # 3 from each worker
+    assert [int(b["pool_budget"][0]) for b in batches] == [share] * 6
+    # an explicit value is kept as given, above the default's cap too
+    monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", "3000")
+    batch = next(iter(loader(ds, num_workers=1)))
+    assert int(batch["pool_budget"][0]) == 3000 * 2**20
+
+
+def test_pool_follows_the_recent_peak_not_the_highest_ever():
+    # The pool's own policy on real shared memory in this process: a storage is free here as soon as no
+    # tensor uses it (nothing was sent). A peak of 5 in flight, then one at a time, with 2 at once every 100.
+    shm_pool._install()  # the pool reuses nothing unless robotempo's storage reducer is installed
+    pool = WorkerPool(2**30)
+    peak = [pool.tensor((1000,), torch.float32, 4000) for _ in range(5)]
+    del peak
+    for take in range(1, 601):
+        kept = pool.tensor((1000,), torch.float32, 4000)
+        if take % 100 == 0:
+            pool.tensor((1000,), torch.float32, 4000)  # taken while `kept` is held: the second slot
+        del kept
+        if take == 250:  # within the idle limit (256 takes): the peak's storages are still there
+            assert pool.stats()["slots"] == 5
+    stats = pool.stats()
+    assert (stats["slots"], stats["trimmed"], stats["fresh"]) == (2, 3, 5)  # the 2 in use, none re-made
+    assert stats["held_bytes"] == 2 * 4000

@@ -18,7 +18,10 @@ overwritten). What the counters cannot see makes the slot `retired` (dropped fro
 left to whoever holds them): a receiving process that pickles a received storage on to another process, and
 a process that forks while it holds one (the child inherits the mapping). The pool is off under the
 `file_system` sharing strategy (its handles can be rebuilt twice) and if torch's storage reducer is no longer
-ours. Budget per worker: `ROBOTEMPO_SHM_POOL_MB` (0 turns the pool off).
+ours. Budget per worker: `ROBOTEMPO_SHM_POOL_MB` (0 turns the pool off); unset, the smaller of 2048 MB and the
+worker's fair share of /dev/shm (`pool_budget_bytes`), so that 8 ranks x 8 workers on one node cannot pin
+more than half of it. A free storage idle for `_IDLE_TAKES` takes is freed: the pool follows the recent peak
+of batches in flight, not the highest ever.
 """
 
 from __future__ import annotations
@@ -38,8 +41,12 @@ from robotempo.forksafe import ProcessLocal
 
 logger = logging.getLogger(__name__)
 
-POOL_MB_DEFAULT = 2048
+POOL_MB_DEFAULT = 2048  # the default's cap per worker; the fair share of /dev/shm may be lower
+SHM_DIR = "/dev/shm"  # where torch's `file_descriptor` strategy creates its shared memory (shm_open)
 _CAPACITY = 128  # slots per worker: a few batches in flight x cameras, with room for retired ones
+# A free storage not taken for this many takes (64 batches of 4 storages) held a peak of batches in flight
+# that is over: its pages go back to the kernel, so the pool follows the recent peak, not the highest ever.
+_IDLE_TAKES = 256
 _RELEASED, _RETIRED = 0, 1  # columns of the flag array
 _DEAD = object()  # a retired slot: its index is never reused (a late release would land on the new storage)
 
@@ -48,8 +55,22 @@ _torch_reduce = None  # torch's reducer for UntypedStorage, which ours calls
 
 
 def pool_budget_bytes() -> int:
-    """`ROBOTEMPO_SHM_POOL_MB` (default 2048; 0 disables the pool) in bytes."""
-    return env_int("ROBOTEMPO_SHM_POOL_MB", POOL_MB_DEFAULT, minimum=0) * 2**20
+    """The pool's budget per worker in bytes.
+
+    `ROBOTEMPO_SHM_POOL_MB` when set (0 disables the pool). Unset: min(2048 MB, size of /dev/shm /
+    (2 x LOCAL_WORLD_SIZE x num_workers)), with LOCAL_WORLD_SIZE the ranks on this node (torchrun's variable,
+    1 when unset) and num_workers this DataLoader's (1 outside a worker): all pools of a node together hold at
+    most half of /dev/shm, the rest is left to the batches torch allocates beyond the pools and to others."""
+    if os.environ.get("ROBOTEMPO_SHM_POOL_MB", "").strip():
+        return env_int("ROBOTEMPO_SHM_POOL_MB", POOL_MB_DEFAULT, minimum=0) * 2**20
+    cap = POOL_MB_DEFAULT * 2**20
+    try:
+        fs = os.statvfs(SHM_DIR)
+    except OSError:  # no /dev/shm to share (not Linux): the cap alone
+        return cap
+    info = torch.utils.data.get_worker_info()
+    sharers = 2 * env_int("LOCAL_WORLD_SIZE", 1) * (info.num_workers if info is not None else 1)
+    return min(cap, fs.f_blocks * fs.f_frsize // sharers)
 
 
 def shared_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
@@ -63,12 +84,13 @@ def shared_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
 
 
 class _Slot:
-    __slots__ = ("storage", "nbytes", "sent")
+    __slots__ = ("storage", "nbytes", "sent", "taken")
 
-    def __init__(self, storage: torch.UntypedStorage, nbytes: int):
+    def __init__(self, storage: torch.UntypedStorage, nbytes: int, taken: int):
         self.storage = storage
         self.nbytes = nbytes
         self.sent = 0  # sends of the current lease, counted by `_reduce_storage`
+        self.taken = taken  # the pool's take count at this storage's last lease
 
 
 class WorkerPool:
@@ -83,7 +105,8 @@ class WorkerPool:
         self.lock = threading.Lock()
         self.held = 0
         self.foreign_reducer = False  # sticky: once a send may have gone uncounted, nothing is reused
-        self.reused = self.fresh = self.unpooled = self.retired = 0
+        self.reused = self.fresh = self.unpooled = self.retired = self.trimmed = 0
+        self.takes = 0
 
     def tensor(self, shape: tuple[int, ...], dtype: torch.dtype, nbytes: int) -> torch.Tensor:
         with self.lock:  # the tensor exists before the lock is released: its count marks the slot busy
@@ -92,18 +115,21 @@ class WorkerPool:
 
     def _take(self, nbytes: int) -> torch.UntypedStorage:
         self._drop_retired()
+        self.takes += 1
+        self._trim_idle()
         self.foreign_reducer = self.foreign_reducer or not _reducer_is_ours()
         if not self.foreign_reducer:
             for i, slot in enumerate(self.slots):
                 if isinstance(slot, _Slot) and slot.nbytes == nbytes and self._free(i, slot):
                     slot.sent = 0
+                    slot.taken = self.takes
                     self._flags[i, _RELEASED] = 0
                     self.reused += 1
                     return slot.storage
         storage = torch.UntypedStorage._new_shared(nbytes)
         if not self.foreign_reducer and self._make_room(nbytes):
             i = self.slots.index(None)
-            self.slots[i] = _Slot(storage, nbytes)
+            self.slots[i] = _Slot(storage, nbytes, self.takes)
             self._flags[i] = 0
             self._index[storage.data_ptr()] = i
             self.held += nbytes
@@ -127,6 +153,14 @@ class WorkerPool:
             if isinstance(slot, _Slot) and self._free(i, slot):
                 self._forget(i, None)
         return self.held + nbytes <= self.budget and None in self.slots
+
+    def _trim_idle(self) -> None:
+        """Free the storages no lease needed for `_IDLE_TAKES` takes (the lowest free slot is always taken
+        first, so the steady state keeps reusing the same ones and a past peak's extra ones sit idle)."""
+        for i, slot in enumerate(self.slots):
+            if isinstance(slot, _Slot) and self.takes - slot.taken > _IDLE_TAKES and self._free(i, slot):
+                self._forget(i, None)
+                self.trimmed += 1
 
     def _forget(self, i: int, mark) -> None:
         slot = self.slots[i]
@@ -164,11 +198,13 @@ class WorkerPool:
                     self.retired += 1
 
     def stats(self) -> dict[str, int]:
-        """Counters for benchmarks and tests: storages reused, fresh and kept, fresh and not kept, retired."""
+        """Counters for benchmarks and tests: storages reused, fresh and kept, fresh and not kept, retired,
+        trimmed (freed after `_IDLE_TAKES` idle takes); slots and bytes held now, and the budget in bytes."""
         with self.lock:
             live = sum(isinstance(s, _Slot) for s in self.slots)
             return {"reused": self.reused, "fresh": self.fresh, "unpooled": self.unpooled,
-                    "retired": self.retired, "slots": live, "held_bytes": self.held}  # fmt: skip
+                    "retired": self.retired, "trimmed": self.trimmed, "slots": live, "held_bytes": self.held,
+                    "budget_bytes": self.budget}  # fmt: skip
 
 
 def _new_pool() -> WorkerPool | None:
