@@ -331,8 +331,9 @@ def pack_batch(batch: dict) -> dict:
     storage (from this worker's pool); elsewhere `batch` itself.
 
     Handing a batch to the main process costs a descriptor pass per storage (a socket round trip through
-    multiprocessing's resource sharer on each side): ~0.4 ms a storage, 13 ms a batch of 15 small columns,
-    1 ms once packed (docs/benchmarks.md). The values, dtypes, shapes and key order are unchanged; what
+    multiprocessing's resource sharer on each side): ~0.5 ms of CPU a storage, 7.4 ms a tabular batch of 11
+    small columns, 2.0 ms once packed (`benchmarks/bench_handoff.py`, docs/benchmarks.md).
+    The values, dtypes, shapes and key order are unchanged; what
     changes is that the packed tensors are views of a shared storage (a few hundred KB per batch), so
     `torch.save` of one of them writes that whole storage, as for any view in torch.
     """
