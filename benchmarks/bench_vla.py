@@ -242,8 +242,10 @@ def run_system(system: str, root: Path, idx: Path, plan: dict, args) -> dict:
 def cmd_run(args) -> int:
     scale = "quick" if args.quick else "full"
     names = args.corpora.split(",") if args.corpora else list(CORPORA)
-    plan = {"warmup": 2, "batches": 6, "budget_s": 30.0} if args.quick else {
-        "warmup": 3, "batches": 20, "budget_s": 90.0}  # fmt: skip
+    # The warm-up covers the fill of the workers' shared-memory pools (up to ~40 batches at 480x640 float32:
+    # a worker's peak of storages in flight is found over its first 20): what follows is a run's steady state.
+    plan = {"warmup": 32, "batches": 16, "budget_s": 60.0} if args.quick else {
+        "warmup": 40, "batches": 24, "budget_s": 120.0}  # fmt: skip
     if args.warmup is not None:
         plan["warmup"] = args.warmup
     if args.batches is not None:
@@ -346,13 +348,12 @@ def main(argv=None) -> int:
     r.add_argument("--quick", action="store_true")
     r.add_argument("--corpora", default="", help=f"comma list of {list(CORPORA)}")
     r.add_argument("--reps", type=int, default=3)
-    r.add_argument("--warmup", type=int, default=None, help="warm-up batches (default: 2 quick, 3 full)")
+    r.add_argument("--warmup", type=int, default=None, help="warm-up batches (default: 32 quick, 40 full)")
     r.add_argument(
         "--batches",
         type=int,
         default=None,
-        help="timed batches (default: 6 quick, 20 full); steady state "
-        "needs more than the quick default: a worker's shared-memory pool fills over its first 3-4 batches",
+        help="timed batches (default: 16 quick, 24 full)",
     )
     r.add_argument(
         "--systems", default="", help="comma list (default: all of limit, robotempo and the peers)"
