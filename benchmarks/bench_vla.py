@@ -14,8 +14,9 @@ Corpora (robotempo.writer, 3 cameras `observation.images.{top,left,wrist}`, 30 f
 Per corpus, in one run, each measurement a fresh process:
   limit      PyAV decoding exactly the frames the loader's first `batches` batches need, the best plan by
              hand: per batch and file, the needed frames sorted, one seek per group of pictures, decoded
-             forward, files kept open from batch to batch, best of FFmpeg's own threads on (thread_type
-             AUTO) or off, RGB conversion included (one swscale context per file); for PNG, PIL
+             forward while the next needed frame is at most a gap of 1, 2 or 4 frames ahead (the best gap),
+             files kept open from batch to batch, best of FFmpeg's own threads on (thread_type AUTO, gap 4)
+             or off, RGB conversion included (one swscale context per file); for PNG, PIL
              decoding the needed cells (bytes read beforehand). Reported in frames per CPU-second and as
              samples per CPU-second (frames / 6 per sample).
   robotempo  LeRobotDataset + robotempo.collate, DataLoader, 2 workers, batch 32 (samples/s, samples/CPU-s);
@@ -60,7 +61,7 @@ CORPORA = {
 }
 SCALES = {"quick": {"episodes": 6, "mean_length": 60.0}, "full": {"episodes": 100, "mean_length": 300.0}}
 BATCH = 32
-SEEK_GAP = 4  # frames: decoding forward further than this costs more than a seek at g=2
+SEEK_GAPS = (1, 2, 4)  # frames decoded forward rather than seek (the limit keeps the cheapest; g=2)
 FRAMES_PER_SAMPLE = 2 * len(CAMERAS)
 
 
@@ -137,9 +138,9 @@ def needed_frames(root: Path, indices: np.ndarray) -> list[dict[str, tuple[str, 
     return out
 
 
-def _decode_needed(path: str, frames: np.ndarray, files: dict, threads: str) -> int:
+def _decode_needed(path: str, frames: np.ndarray, files: dict, threads: str, gap: int) -> int:
     """Decode exactly `frames` (sorted frame numbers) of one file: a seek, then forward while the next
-    needed frame is near (within SEEK_GAP frames), else a new seek. `files` keeps each file open (with its
+    needed frame is near (within `gap` frames), else a new seek. `files` keeps each file open (with its
     RGB converter) from batch to batch, as a hand-written loop would."""
     import av
     from av.video.reformatter import VideoReformatter
@@ -164,7 +165,7 @@ def _decode_needed(path: str, frames: np.ndarray, files: dict, threads: str) -> 
             if n == frames[i]:
                 rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
                 i += 1
-                if i == len(frames) or frames[i] - n > SEEK_GAP:
+                if i == len(frames) or frames[i] - n > gap:
                     break
     return len(frames)
 
@@ -187,8 +188,8 @@ def task_limit(root: Path, indices: np.ndarray, batches: int) -> dict:
     if pngs is not None:
         modes = {"pil": lambda: _decode_pngs(pngs)}
     else:
-        modes = {t: (lambda t=t, files={}: sum(_decode_needed(path, wanted, files, t) for need in plan
-                                               for path, wanted in need.values())) for t in ("auto", "single")}  # fmt: skip
+        variants = [("auto", max(SEEK_GAPS)), *(("single", g) for g in SEEK_GAPS)]
+        modes = {f"{t}-gap{g}": (lambda t=t, g=g: _decode_plan(plan, t, g)) for t, g in variants}
     out = {}
     for mode, decode in modes.items():
         c0, t0 = time.process_time(), time.perf_counter()
@@ -200,6 +201,13 @@ def task_limit(root: Path, indices: np.ndarray, batches: int) -> dict:
                      "samples_per_cpu_s": samples / cpu, "samples_per_s": samples / wall}  # fmt: skip
     best = max(out, key=lambda m: out[m]["samples_per_cpu_s"])
     return {**out[best], "mode": best, "modes": out}
+
+
+def _decode_plan(plan: list, threads: str, gap: int) -> int:
+    files: dict = {}  # each variant opens its own files: none profits from another's warm decoders
+    return sum(
+        _decode_needed(path, wanted, files, threads, gap) for need in plan for path, wanted in need.values()
+    )
 
 
 def _decode_pngs(pngs: list) -> int:
@@ -242,8 +250,10 @@ def run_system(system: str, root: Path, idx: Path, plan: dict, args) -> dict:
 def cmd_run(args) -> int:
     scale = "quick" if args.quick else "full"
     names = args.corpora.split(",") if args.corpora else list(CORPORA)
-    plan = {"warmup": 2, "batches": 6, "budget_s": 30.0} if args.quick else {
-        "warmup": 3, "batches": 20, "budget_s": 90.0}  # fmt: skip
+    # The warm-up covers the fill of the workers' shared-memory pools (up to ~40 batches at 480x640 float32:
+    # a worker's peak of storages in flight is found over its first 20): what follows is a run's steady state.
+    plan = {"warmup": 32, "batches": 16, "budget_s": 60.0} if args.quick else {
+        "warmup": 40, "batches": 24, "budget_s": 120.0}  # fmt: skip
     if args.warmup is not None:
         plan["warmup"] = args.warmup
     if args.batches is not None:
@@ -346,13 +356,12 @@ def main(argv=None) -> int:
     r.add_argument("--quick", action="store_true")
     r.add_argument("--corpora", default="", help=f"comma list of {list(CORPORA)}")
     r.add_argument("--reps", type=int, default=3)
-    r.add_argument("--warmup", type=int, default=None, help="warm-up batches (default: 2 quick, 3 full)")
+    r.add_argument("--warmup", type=int, default=None, help="warm-up batches (default: 32 quick, 40 full)")
     r.add_argument(
         "--batches",
         type=int,
         default=None,
-        help="timed batches (default: 6 quick, 20 full); steady state "
-        "needs more than the quick default: a worker's shared-memory pool fills over its first 3-4 batches",
+        help="timed batches (default: 16 quick, 24 full)",
     )
     r.add_argument(
         "--systems", default="", help="comma list (default: all of limit, robotempo and the peers)"

@@ -188,18 +188,19 @@ def test_numeric_columns_packed_in_one_storage_keep_their_values(ds, tmp_path):
 
 
 def test_default_budget_is_a_fair_share_of_dev_shm(ds, monkeypatch):
-    # 96 ranks x 2 workers on this node: the share is below the 2048 MB cap on any /dev/shm under 768 GiB
+    # 96 ranks x 2 workers on this node
     monkeypatch.delenv("ROBOTEMPO_SHM_POOL_MB", raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "96")
     fs = os.statvfs("/dev/shm")
     share = fs.f_blocks * fs.f_frsize // (2 * 96 * 2)
-    assert 0 < share < 2048 * 2**20
+    assert share > 0
     batches = [b for b, _ in zip(loader(ds), range(6))]  # 3 from each worker
     assert [int(b["pool_budget"][0]) for b in batches] == [share] * 6
-    # an explicit value is kept as given, above the default's cap too
-    monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", "3000")
+    # an explicit value is kept as given, above the fair share too
+    big = share // 2**20 + 3000
+    monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", str(big))
     batch = next(iter(loader(ds, num_workers=1)))
-    assert int(batch["pool_budget"][0]) == 3000 * 2**20
+    assert int(batch["pool_budget"][0]) == big * 2**20
 
 
 def test_pool_follows_the_recent_peak_not_the_highest_ever():

@@ -199,6 +199,26 @@ def test_sequential_calls_continue_without_seeking(episodes_file, monkeypatch):
     assert len(seeks) == 2
 
 
+def test_no_frame_decoded_past_the_last_one_needed(long_gop_file, monkeypatch):
+    """Query times a hair past their frames' ticks (as float32 timestamps land) are resolved without
+    decoding the frame after the last one needed; the frames served stay the nearest ones."""
+    decoded: list = []
+    original = VideoReader._next_frame
+
+    def counting(self):
+        frame = original(self)
+        decoded.append(None if frame is None else round(frame.pts * self.time_base * FPS))
+        return frame
+
+    monkeypatch.setattr(VideoReader, "_next_frame", counting)
+    cache = VideoDecoderCache()
+    for run in (np.arange(102, 106), np.arange(160, 163), np.array([299])):
+        decoded.clear()
+        check(long_gop_file, run / FPS + 2e-7, run, cache=cache)  # 2e-7 s: within the 1e-4 s tolerance
+        assert max(decoded) == run[-1], (run, decoded)
+    check(long_gop_file, [161 / FPS + 0.4 / FPS], [161], cache=cache, tolerance_s=0.5 / FPS)  # still nearest
+
+
 def test_long_gop_reads_forward_inside_a_gop(long_gop_file, monkeypatch):
     seeks = count_seeks(monkeypatch)
     idx = np.array([112, 105, 140, 148])  # one GOP (100..149): one seek, then forward

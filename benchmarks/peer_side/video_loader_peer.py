@@ -174,7 +174,8 @@ def measure_loader(
     per_batch = []
     last = t0
     for b in it:
-        # touch every tensor once (a trainer would copy the batch to the device)
+        # the batch's tensors are received (rebuilt in this process) but their data is not read: the same
+        # for every system, and what a trainer's own copy to the device would add is not the loader's cost
         n = None
         for v in b.values():
             if isinstance(v, torch.Tensor):

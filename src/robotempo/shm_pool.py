@@ -18,9 +18,12 @@ overwritten). What the counters cannot see makes the slot `retired` (dropped fro
 left to whoever holds them): a receiving process that pickles a received storage on to another process, and
 a process that forks while it holds one (the child inherits the mapping). The pool is off under the
 `file_system` sharing strategy (its handles can be rebuilt twice) and if torch's storage reducer is no longer
-ours. Budget per worker: `ROBOTEMPO_SHM_POOL_MB` (0 turns the pool off); unset, the smaller of 2048 MB and the
-worker's fair share of /dev/shm (`pool_budget_bytes`), so that 8 ranks x 8 workers on one node cannot pin
-more than half of it. A free storage idle for `_IDLE_TAKES` takes is freed: the pool follows the recent peak
+ours. Budget per worker: `ROBOTEMPO_SHM_POOL_MB` (0 turns the pool off); unset, the worker's fair share of
+/dev/shm (`pool_budget_bytes`), so that 8 ranks x 8 workers on one node cannot pin more than half of it. No
+fixed cap below that share: the pool never holds more than the worker's recent peak of batches in flight,
+which the run needs anyway, and a budget below that peak turns the pool into a churn of fresh storages (at
+480x640 float32, batch 32, a worker has ~2.8 GB in flight; a 2 GB cap left 14% of the steady state's CPU in
+page clearing). A free storage idle for `_IDLE_TAKES` takes is freed: the pool follows the recent peak
 of batches in flight, not the highest ever.
 """
 
@@ -41,7 +44,7 @@ from robotempo.forksafe import ProcessLocal
 
 logger = logging.getLogger(__name__)
 
-POOL_MB_DEFAULT = 2048  # the default's cap per worker; the fair share of /dev/shm may be lower
+POOL_MB_NO_SHM = 2048  # the budget where there is no /dev/shm to take a share of (not Linux)
 SHM_DIR = "/dev/shm"  # where torch's `file_descriptor` strategy creates its shared memory (shm_open)
 _CAPACITY = 128  # slots per worker: a few batches in flight x cameras, with room for retired ones
 # A free storage not taken for this many takes (64 batches of 4 storages) held a peak of batches in flight
@@ -57,20 +60,19 @@ _torch_reduce = None  # torch's reducer for UntypedStorage, which ours calls
 def pool_budget_bytes() -> int:
     """The pool's budget per worker in bytes.
 
-    `ROBOTEMPO_SHM_POOL_MB` when set (0 disables the pool). Unset: min(2048 MB, size of /dev/shm /
-    (2 x LOCAL_WORLD_SIZE x num_workers)), with LOCAL_WORLD_SIZE the ranks on this node (torchrun's variable,
+    `ROBOTEMPO_SHM_POOL_MB` when set (0 disables the pool). Unset: size of /dev/shm /
+    (2 x LOCAL_WORLD_SIZE x num_workers), with LOCAL_WORLD_SIZE the ranks on this node (torchrun's variable,
     1 when unset) and num_workers this DataLoader's (1 outside a worker): all pools of a node together hold at
     most half of /dev/shm, the rest is left to the batches torch allocates beyond the pools and to others."""
     if os.environ.get("ROBOTEMPO_SHM_POOL_MB", "").strip():
-        return env_int("ROBOTEMPO_SHM_POOL_MB", POOL_MB_DEFAULT, minimum=0) * 2**20
-    cap = POOL_MB_DEFAULT * 2**20
+        return env_int("ROBOTEMPO_SHM_POOL_MB", POOL_MB_NO_SHM, minimum=0) * 2**20
     try:
         fs = os.statvfs(SHM_DIR)
-    except OSError:  # no /dev/shm to share (not Linux): the cap alone
-        return cap
+    except OSError:  # no /dev/shm to share (not Linux)
+        return POOL_MB_NO_SHM * 2**20
     info = torch.utils.data.get_worker_info()
     sharers = 2 * env_int("LOCAL_WORLD_SIZE", 1) * (info.num_workers if info is not None else 1)
-    return min(cap, fs.f_blocks * fs.f_frsize // sharers)
+    return fs.f_blocks * fs.f_frsize // sharers
 
 
 def shared_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
