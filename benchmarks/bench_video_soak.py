@@ -11,7 +11,9 @@ each worker reports, from inside itself (in the collate function), its open file
 torch's shared-memory files of the batches in flight), its open video decoders (`len(fetcher.cache)`) and
 its shared-memory pool (`robotempo.shm_pool.worker_pool_stats`: bytes and slots held, storages fresh,
 reused and trimmed); at `--marks` points of the run the main process reads PSS (`/proc/<pid>/smaps_rollup`)
-and RSS of itself and of each worker. Prints a table per epoch and saves
+and RSS of itself and of each worker, and each worker's anonymous memory; each worker's growth per batch
+it makes, from 10% of the run on (a leak shows as a steady slope of its anonymous memory). Prints a table
+per epoch and saves
 `benchmarks/results/<date>-video-soak-<corpus>[-uint8].{json,png}`.
 
 Targets: P8, PSS and RSS of main + workers at the end of the run <= 1.1x their value at 10% of it (medians of
@@ -37,7 +39,7 @@ sys.path.insert(0, str(BENCH / "peer_side"))
 sys.path.insert(0, str(BENCH))
 
 import bench_vla  # noqa: E402
-from measure import children, pss_bytes, rss_bytes  # noqa: E402
+from measure import anonymous_bytes, children, pss_bytes, rss_bytes  # noqa: E402
 from video_loader_peer import benchmark_query, read_info  # noqa: E402
 
 RESULTS = BENCH / "results"
@@ -83,7 +85,13 @@ def probing_collate(samples):
 
 def memory(pid: int) -> dict:
     try:
-        return {"pss": pss_bytes(pid), "rss": rss_bytes(pid), "fds": open_fds(pid)["fds"]}
+        return {
+            "pid": pid,
+            "pss": pss_bytes(pid),
+            "rss": rss_bytes(pid),
+            "anonymous": anonymous_bytes(pid),
+            "fds": open_fds(pid)["fds"],
+        }
     except (OSError, KeyError):
         return {}
 
@@ -115,12 +123,13 @@ def run(args) -> dict:
     total = args.epochs * len(loader)
     marks = {max(1, round(total * (k + 1) / args.marks)) for k in range(args.marks)}
     me = os.getpid()
-    trace, probes, log, done, samples = [], {}, [], 0, 0
+    trace, probes, log, done, samples, made = [], {}, [], 0, 0, {}
     t0 = time.perf_counter()
     for epoch in range(args.epochs):
         for batch in loader:
             pid, *values = (int(x) for x in batch["_probe"])
             probes[pid] = dict(zip(PROBE_KEYS, values))
+            made[pid] = made.get(pid, 0) + 1
             log.append({"batch": done + 1, "epoch": epoch, "pid": pid, **probes[pid]})
             done += 1
             samples += len(batch["index"])
@@ -138,6 +147,7 @@ def run(args) -> dict:
                         "pss": sum(m.get("pss", 0) for m in procs.values()),
                         "rss": sum(m.get("rss", 0) for m in procs.values()),
                         "worker_probes": {str(k): dict(v) for k, v in probes.items()},
+                        "worker_batches": {str(k): v for k, v in made.items()},
                     }
                 )
     wall = time.perf_counter() - t0
@@ -162,7 +172,34 @@ def run(args) -> dict:
         at10, end = window(trace, key, 0.08, 0.12), window(trace, key, 0.96, 1.0)
         out[f"{key}_10"], out[f"{key}_end"], out[f"{key}_ratio"] = at10, end, end / at10
     out["per_epoch"] = per_epoch(trace, log)
+    out["worker_growth"] = worker_growth(trace)
     return out
+
+
+def worker_growth(trace: list[dict]) -> list[dict]:
+    """Per worker, the slope of its PSS and of its anonymous memory (private: not the pool's shared memory,
+    which PSS includes) against the number of batches it made, over the marks from 10% of the run on (past
+    the pool's filling): bytes a worker keeps per batch it makes."""
+    rows = []
+    for name in sorted({k for m in trace for k in m["processes"] if k != "main"}):
+        points = []
+        for m in trace:
+            proc = m["processes"].get(name, {})
+            made = m.get("worker_batches", {}).get(str(proc.get("pid")))
+            if m["fraction"] >= 0.1 and made is not None and "anonymous" in proc:
+                points.append((made, proc["pss"], proc["anonymous"]))
+        if len(points) < 3 or points[0][0] == points[-1][0]:
+            continue
+        made, pss, anonymous = zip(*points)
+        rows.append(
+            {
+                "worker": name,
+                "batches": made[-1] - made[0],
+                "pss_bytes_per_batch": statistics.linear_regression(made, pss).slope,
+                "anonymous_bytes_per_batch": statistics.linear_regression(made, anonymous).slope,
+            }
+        )
+    return rows
 
 
 def changes(log: list[dict]) -> list[dict]:
@@ -247,6 +284,12 @@ def report(result: dict) -> None:
             f"P8 {key.upper()}: {result[f'{key}_10'] * mb:.0f} MB at 10% -> "
             f"{result[f'{key}_end'] * mb:.0f} MB "
             f"at the end: {ratio:.3f}x ({'PASS' if ratio <= 1.1 else 'FAIL'}, target <= 1.1)"
+        )
+    for g in result.get("worker_growth", []):
+        print(
+            f"{g['worker']} from the 10% mark on ({g['batches']} batches; least squares over the marks): "
+            f"anonymous {g['anonymous_bytes_per_batch'] / 1024:+.2f} KB, PSS (pool included) "
+            f"{g['pss_bytes_per_batch'] / 1024:+.2f} KB per batch it made"
         )
     fds = [tuple(r["worker_fds_range"]) for r in result["per_epoch"][1:]]
     dec = [max(r["worker_decoders"]) for r in result["per_epoch"]]

@@ -51,6 +51,11 @@ def pss_bytes(pid: int | str = "self") -> int:
     return _kb_field(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
+def anonymous_bytes(pid: int | str = "self") -> int:
+    """Resident anonymous memory: the process's private heap and arenas, not file-backed or shared memory."""
+    return _kb_field(f"/proc/{pid}/smaps_rollup", "Anonymous")
+
+
 def children(pid: int) -> list[int]:
     out: list[int] = []
     for tid in os.listdir(f"/proc/{pid}/task"):
