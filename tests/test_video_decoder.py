@@ -235,7 +235,7 @@ class _MallInfo2(ctypes.Structure):
 
 def _malloc_bytes() -> int:
     """Bytes glibc's malloc has handed out and not taken back (every arena, mmapped chunks included)."""
-    libc = ctypes.CDLL("libc.so.6")
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.mallinfo2.restype = _MallInfo2
     info = libc.mallinfo2()
     return info.uordblks + info.hblkhd
