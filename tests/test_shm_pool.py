@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 
 import numpy as np
 import pytest
@@ -220,3 +221,21 @@ def test_pool_follows_the_recent_peak_not_the_highest_ever():
     stats = pool.stats()
     assert (stats["slots"], stats["trimmed"], stats["fresh"]) == (2, 3, 5)  # the 2 in use, none re-made
     assert stats["held_bytes"] == 2 * 4000
+
+
+def test_a_dropped_batch_is_reported_released_before_the_next_one_arrives(ds):
+    # The main process reports a batch released as soon as it drops it, not at its next receipt: until then
+    # the worker cannot reuse those storages, and the run keeps one more batch per worker in flight.
+    it = iter(loader(ds, num_workers=1))
+    batch = next(it)
+    check_identity(batch)
+    received = shm_pool._received.mine()
+    watched = {batch[CAMERA_KEY].untyped_storage().data_ptr()}
+    assert received is not None and watched <= set(received.receipts)  # the camera storage is pooled
+    del batch
+    deadline = time.monotonic() + 10
+    while watched & set(received.receipts) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not watched & set(received.receipts)
+    for _ in range(4):  # the worker reuses the released storages without a pixel going wrong
+        check_identity(next(it))

@@ -9,9 +9,12 @@ process still uses it:
   slice and numpy array over it holds a count);
 - every time the storage was pickled for another process (our reducer wraps torch's for `UntypedStorage` and
   counts each send in the worker's `sent`), the receiving process rebuilt it through `_rebuild`, which keeps
-  a `StorageWeakRef` (the C++ count again, not a Python weakref), and reported it released once that expired:
-  at each later receipt it adds its receipts to the slot's `released` counter in the worker's small shared
-  flag array. The slot is free when `released == sent`.
+  a `StorageWeakRef` (the C++ count again, not a Python weakref), and reports it released once that expired:
+  a watcher thread of the receiving process checks its receipts every `_WATCH_S` while any is outstanding
+  (and every receipt checks them too), and adds the expired ones to the slot's `released` counter in the
+  worker's small shared flag array. The slot is free when `released == sent`. Checking only at the next
+  receipt left each batch in flight until the batch after the next one arrived: one batch per worker more
+  than the run needs, and a peak in flight (so a pool size) that followed the main process's timing.
 
 A lost or never-unpickled send leaves `released < sent`: the slot is never reused (memory is wasted, never
 overwritten). What the counters cannot see makes the slot `retired` (dropped from the pool for good, its pages
@@ -33,6 +36,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Sequence
 from multiprocessing.reduction import ForkingPickler
 
@@ -51,6 +55,8 @@ _CAPACITY = 128  # slots per worker: a few batches in flight x cameras, with roo
 # that is over: its pages go back to the kernel, so the pool follows the recent peak, not the highest ever.
 _IDLE_TAKES = 256
 _RELEASED, _RETIRED = 0, 1  # columns of the flag array
+_WATCH_S = 0.02  # how soon a dropped batch is reported released: small next to a batch's time, cheap to poll
+_WATCHER = "robotempo-shm-release"  # the receiving process's thread that reports expired receipts
 _DEAD = object()  # a retired slot: its index is never reused (a late release would land on the new storage)
 
 _install_lock = threading.Lock()
@@ -240,17 +246,34 @@ class _Receipt:
 
 
 class _Received:
-    """Pooled storages this process rebuilt and still uses, by address (an address is one live mapping)."""
+    """Pooled storages this process rebuilt and still uses, by address (an address is one live mapping), and
+    the watcher thread that reports the expired ones (started at the first receipt; a forked child has its
+    own `_Received` and starts its own)."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.receipts: dict[int, _Receipt] = {}
+        self._outstanding = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def add(self, storage: torch.UntypedStorage, flags: torch.Tensor, index: int) -> None:
         with self.lock:
             self._release_expired()
             receipt = self.receipts.setdefault(storage.data_ptr(), _Receipt(storage, flags, index))
             receipt.count += 1
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name=_WATCHER, daemon=True)
+                self._watcher.start()
+        self._outstanding.set()
+
+    def _watch(self) -> None:
+        while True:
+            self._outstanding.wait()
+            time.sleep(_WATCH_S)
+            with self.lock:
+                self._release_expired()
+                if not self.receipts:
+                    self._outstanding.clear()
 
     def _release_expired(self) -> None:
         for ptr, r in list(self.receipts.items()):
