@@ -18,7 +18,9 @@ Per corpus, in one run, each measurement a fresh process:
              files kept open from batch to batch, best of FFmpeg's own threads on (thread_type AUTO, gap 4)
              or off, RGB conversion included (one swscale context per file); for PNG, PIL
              decoding the needed cells (bytes read beforehand). Reported in frames per CPU-second and as
-             samples per CPU-second (frames / 6 per sample).
+             samples per CPU-second (frames / 6 per sample). The same process then times robotempo's
+             VideoReader alone on those frames (one thread, uint8 and float32 output into reused arrays):
+             how much of the loader's distance to the limit is decoding and conversion, how much the rest.
   robotempo  LeRobotDataset + robotempo.collate, DataLoader, 2 workers, batch 32 (samples/s, samples/CPU-s);
              robotempo-uint8 the same with return_uint8=True (frames cross from the workers as uint8)
   lerobot    LeRobot 0.6.1, torchcodec and pyav backends (v3.0 corpora)
@@ -200,7 +202,37 @@ def task_limit(root: Path, indices: np.ndarray, batches: int) -> dict:
                      "samples": samples, "frames_per_sample": frames / samples,
                      "samples_per_cpu_s": samples / cpu, "samples_per_s": samples / wall}  # fmt: skip
     best = max(out, key=lambda m: out[m]["samples_per_cpu_s"])
-    return {**out[best], "mode": best, "modes": out}
+    reader = {} if pngs is not None else {dtype: _reader_alone(plan, dtype, batches * BATCH)
+                                           for dtype in ("uint8", "float32")}  # fmt: skip
+    return {**out[best], "mode": best, "modes": out, "reader": reader}
+
+
+def _reader_alone(plan: list, dtype: str, samples: int) -> dict:
+    """robotempo's `VideoReader.frames_into` alone on the same frames, one thread, files opened as the limit
+    opens them, output arrays made and touched beforehand (the workers' pool reuses its pages): the loader's
+    cost apart from its decoding and conversion."""
+    from robotempo.video.reader import VideoReader
+
+    readers: dict = {}
+    buffers = [np.ones((len(frames), *_frame_shape(path)), np.dtype(dtype))
+               for need in plan for path, frames in need.values()]  # fmt: skip
+    c0 = time.process_time()
+    for (path, frames), out in zip(((p, f) for need in plan for p, f in need.values()), buffers):
+        if path not in readers:
+            readers[path] = VideoReader(path)
+        readers[path].frames_into(frames / FPS, 1e-4, out, np.arange(len(frames)))
+    cpu = time.process_time() - c0
+    for r in readers.values():
+        r.close()
+    return {"cpu_s": cpu, "samples_per_cpu_s": samples / cpu}
+
+
+def _frame_shape(path: str) -> tuple[int, int, int]:
+    import av
+
+    with av.open(path) as c:
+        ctx = c.streams.video[0].codec_context
+        return 3, ctx.height, ctx.width
 
 
 def _decode_plan(plan: list, threads: str, gap: int) -> int:
@@ -318,6 +350,12 @@ def summarize(records: list[dict]) -> list[dict]:
             return a / b if a and b else None
 
         row = {"corpus": name, "systems": med, "peer_best": best}
+        limits = [r for r in mine if r["system"] == "limit" and r.get("reader")]
+        row["reader_alone"] = {
+            dtype: ratio(statistics.median(r["reader"][dtype]["samples_per_cpu_s"] for r in limits),
+                         lim.get("samples_per_cpu_s"))
+            for dtype in ("uint8", "float32")
+        } if limits else {}  # fmt: skip
         for mode in ("robotempo", "robotempo-uint8", "baseline"):
             rt = med.get(mode, {})
             row[mode] = {
@@ -347,6 +385,9 @@ def print_summary(rows: list[dict]) -> None:
             print(f"{row['corpus']:12} {mode} / {row['peer_best']}: {f(r['vs_peer_best'], '{:.2f}x')} (wall), "
                   f"{f(r['vs_peer_best_cpu'], '{:.2f}x')} (CPU); fraction of the decoder limit (CPU): "
                   f"{f(r['fraction_of_limit_cpu'], '{:.0%}')}")  # fmt: skip
+        if row["reader_alone"]:
+            print(f"{row['corpus']:12} robotempo's VideoReader alone (one thread, in process), fraction of the limit: "
+                  + ", ".join(f"{d} {f(v, '{:.0%}')}" for d, v in row["reader_alone"].items()))  # fmt: skip
 
 
 def main(argv=None) -> int:
