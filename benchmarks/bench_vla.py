@@ -386,8 +386,10 @@ def print_summary(rows: list[dict]) -> None:
                   f"{f(r['vs_peer_best_cpu'], '{:.2f}x')} (CPU); fraction of the decoder limit (CPU): "
                   f"{f(r['fraction_of_limit_cpu'], '{:.0%}')}")  # fmt: skip
         if row["reader_alone"]:
-            print(f"{row['corpus']:12} robotempo's VideoReader alone (one thread, in process), fraction of the limit: "
-                  + ", ".join(f"{d} {f(v, '{:.0%}')}" for d, v in row["reader_alone"].items()))  # fmt: skip
+            alone = ", ".join(f"{d} {f(v, '{:.0%}')}" for d, v in row["reader_alone"].items())
+            print(
+                f"{row['corpus']:12} robotempo's VideoReader alone (one thread): {alone} of the limit (CPU)"
+            )
 
 
 def main(argv=None) -> int:

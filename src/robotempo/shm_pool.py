@@ -12,9 +12,10 @@ process still uses it:
   a `StorageWeakRef` (the C++ count again, not a Python weakref), and reports it released once that expired:
   a watcher thread of the receiving process checks its receipts every `_WATCH_S` while any is outstanding
   (and every receipt checks them too), and adds the expired ones to the slot's `released` counter in the
-  worker's small shared flag array. The slot is free when `released == sent`. Checking only at the next
-  receipt left each batch in flight until the batch after the next one arrived: one batch per worker more
-  than the run needs, and a peak in flight (so a pool size) that followed the main process's timing.
+  worker's small shared flag array. The slot is free when `released == sent`. Receipts alone would report
+  a training loop's batch only when the batch after the next one arrives (the loop variable still holds it
+  while the next one is unpickled): one batch per worker more in flight than the run needs, and a peak in
+  flight (so a pool size) that follows the main process's timing.
 
 A lost or never-unpickled send leaves `released < sent`: the slot is never reused (memory is wasted, never
 overwritten). What the counters cannot see makes the slot `retired` (dropped from the pool for good, its pages
