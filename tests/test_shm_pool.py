@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
@@ -239,3 +242,35 @@ def test_a_dropped_batch_is_reported_released_before_the_next_one_arrives(ds):
     assert not watched & set(received.receipts)
     for _ in range(4):  # the worker reuses the released storages without a pixel going wrong
         check_identity(next(it))
+
+
+def test_the_release_watcher_is_gone_before_the_interpreter_finalizes(v30_video_dataset, tmp_path):
+    # A daemon thread left running into finalization made torchrun ranks abort at exit (SIGABRT, about one
+    # exit in ten): the watcher is stopped and joined by an atexit handler. Handlers run last-in first-out,
+    # so this script's own handler, registered first, runs after robotempo's and sees what finalization sees.
+    script = tmp_path / "exit.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import atexit, sys, threading
+        import torch
+        from robotempo import LeRobotDataset, collate
+
+        def report():
+            alive = [t.name for t in threading.enumerate() if t.name == "robotempo-shm-release"]
+            sys.stdout.write(f"watchers alive at exit: {{len(alive)}}\\n")
+
+        atexit.register(report)
+        ds = LeRobotDataset("v", root={str(v30_video_dataset)!r}, delta_timestamps={DELTAS!r},
+                            speed_labels=False)
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, collate_fn=collate)
+        for i, batch in enumerate(loader):
+            if i == 3:
+                break
+        seen = [t.name for t in threading.enumerate() if t.name == "robotempo-shm-release"]
+        sys.stdout.write(f"watchers while training: {{len(seen)}}\\n")
+        """)
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "watchers while training: 1" in out.stdout  # the pool and its watcher were in use
+    assert "watchers alive at exit: 0" in out.stdout
