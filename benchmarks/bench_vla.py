@@ -222,8 +222,8 @@ def _reader_alone(plan: list, dtype: str, samples: int) -> dict:
 
     requests = [(path, frames) for need in plan for path, frames in need.values()]
     shapes = {path: _frame_shape(path) for path in dict.fromkeys(p for p, _ in requests)}
-    buffers = {(len(f), shapes[p]): None for p, f in requests}
-    buffers = {key: np.ones((key[0], *key[1]), np.dtype(dtype)) for key in buffers}
+    keys = dict.fromkeys((len(f), shapes[p]) for p, f in requests)
+    buffers = {key: np.ones((key[0], *key[1]), np.dtype(dtype)) for key in keys}
     readers: dict = {}
     c0 = time.process_time()
     for path, frames in requests:
