@@ -30,7 +30,10 @@ Per corpus, in one run, each measurement a fresh process:
   baseline   with --baseline-python: another checkout's robotempo (e.g. main before a change) on the same
              corpus as that checkout's writer made it (under --baseline-dir), same indices, in the same run
 robotempo's fraction of the limit is samples per CPU-second / the limit's samples per CPU-second: the
-machine is shared, CPU time is what each system consumed whatever the others did. Writes
+machine is shared, CPU time is what each system consumed whatever the others did. Each run times 64 batches
+after a warm-up (32 quick, 40 full), and records how fast the machine hands out fresh memory
+(`measure.fresh_page_rate`: on a VM that returns free memory to its host, a page's first use costs a host-side
+fault, ~25x a reused page's, and a run that grows its shared-memory pools pays it). Writes
 benchmarks/results/<date>-vla[-quick].json.
 """
 
@@ -54,6 +57,7 @@ sys.path.insert(0, str(BENCH / "peer_side"))
 sys.path.insert(0, str(BENCH))
 
 import bench_video_loader as p5  # noqa: E402
+from measure import fresh_page_rate  # noqa: E402
 from video_loader_peer import benchmark_query, emit, loadavg, read_info  # noqa: E402
 
 CAMERAS = ("observation.images.top", "observation.images.left", "observation.images.wrist")
@@ -328,8 +332,10 @@ def cmd_run(args) -> int:
     names = args.corpora.split(",") if args.corpora else list(CORPORA)
     # The warm-up covers the fill of the workers' shared-memory pools (up to ~40 batches at 480x640 float32:
     # a worker's peak of storages in flight is found over its first 20): what follows is a run's steady state.
-    plan = {"warmup": 32, "batches": 16, "budget_s": 60.0} if args.quick else {
-        "warmup": 40, "batches": 24, "budget_s": 120.0}  # fmt: skip
+    # 64 timed batches: at 224x224 a window of 16 lasted 0.5 s, and /proc's CPU ticks (10 ms per process) made
+    # 2-3% of noise on their own.
+    plan = {"warmup": 32, "batches": 64, "budget_s": 60.0} if args.quick else {
+        "warmup": 40, "batches": 64, "budget_s": 120.0}  # fmt: skip
     if args.warmup is not None:
         plan["warmup"] = args.warmup
     if args.batches is not None:
@@ -337,6 +343,10 @@ def cmd_run(args) -> int:
     p5.SCRATCH.mkdir(parents=True, exist_ok=True)
     records, started = [], time.time()
     roots = {name: write_corpus(name, scale) for name in names}
+    fresh_gb_s = fresh_page_rate()
+    print(
+        f"fresh memory: {fresh_gb_s:.2f} GB/s (a page's first use; see measure.fresh_page_rate)", flush=True
+    )
     for rep in range(args.reps):
         for name, root in roots.items():
             n = (plan["warmup"] + plan["batches"]) * BATCH
@@ -361,7 +371,8 @@ def cmd_run(args) -> int:
               "reps": args.reps, "plan": plan, "query": benchmark_query(read_info(next(iter(roots.values()))), True),
               "corpora": {n: {"root": str(r), **CORPORA[n], "episodes": read_info(r)["total_episodes"],
                               "frames": read_info(r)["total_frames"]} for n, r in roots.items()},
-              "machine": {"nproc": os.cpu_count(), "wall_s": time.time() - started}, "runs": records}  # fmt: skip
+              "machine": {"nproc": os.cpu_count(), "wall_s": time.time() - started, "fresh_page_gb_s": fresh_gb_s},
+              "runs": records}  # fmt: skip
     result["summary"] = summarize(records)
     out = (
         Path(args.out)
@@ -452,7 +463,7 @@ def main(argv=None) -> int:
         "--batches",
         type=int,
         default=None,
-        help="timed batches (default: 16 quick, 24 full)",
+        help="timed batches (default: 64)",
     )
     r.add_argument(
         "--systems", default="", help="comma list (default: all of limit, robotempo and the peers)"

@@ -56,6 +56,20 @@ def anonymous_bytes(pid: int | str = "self") -> int:
     return _kb_field(f"/proc/{pid}/smaps_rollup", "Anonymous")
 
 
+def fresh_page_rate(gb: float = 0.5) -> float:
+    """GB/s at which this machine hands out memory never used before by this process (`gb` of anonymous
+    memory touched once, then freed): recorded with VLA runs because it sets what a fresh shared-memory
+    batch costs. On this project's VMs (Firecracker, virtio-balloon free page reporting, order 11) the guest
+    returns free 8 MB blocks to the host within seconds, and the next use of such a page costs a host-side
+    fault: 0.43-0.55 GB/s instead of 13.6-14.1 GB/s for pages reused before they were reported. Touching all
+    free memory before a run does not help for long: it is reported back within seconds of being freed."""
+    t = time.perf_counter()
+    block = np.ones(int(gb * 2**30), np.uint8)
+    rate = gb / (time.perf_counter() - t)
+    del block
+    return rate
+
+
 def children(pid: int) -> list[int]:
     out: list[int] = []
     for tid in os.listdir(f"/proc/{pid}/task"):

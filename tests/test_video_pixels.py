@@ -3,6 +3,8 @@ pixels as the packed `frames_at` path, exactly, in uint8 and float32, on real MP
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import av
@@ -127,3 +129,52 @@ def test_worker_batches_are_built_in_shared_memory(tmp_path, return_uint8):
         expected = probe[i]["frames"]
         assert item["frames"].is_contiguous() and torch.equal(item["frames"], expected)
         assert item["frames"].dtype == (torch.uint8 if return_uint8 else torch.float32)
+
+
+class _ThreadProbe(torch.utils.data.Dataset):
+    """Reads a batch over two episodes (two video files) and reports the decode threads its process has."""
+
+    def __init__(self, dataset, rows):
+        self.dataset, self.rows = dataset, rows
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> dict:
+        frames = self.dataset.__getitems__(self.rows).stacked[CAMERA]
+        names = [t.name for t in threading.enumerate() if t.name.startswith("robotempo-video")]
+        return {"threads": len(names), "frames": frames}
+
+
+def _two_cores(worker_id: int) -> None:
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores"
+)
+@pytest.mark.parametrize(
+    ("num_workers", "local_world_size", "threaded"),
+    [(2, None, False), (1, None, True), (1, "2", False)],  # a 1-core share decodes in the worker's own thread
+)
+def test_decode_threads_per_worker_follow_its_share_of_the_cores(
+    tmp_path, monkeypatch, num_workers, local_world_size, threaded
+):
+    from robotempo.dataset import LeRobotDataset
+    from robotempo.synth import write_synthetic
+
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=2, camera="video", image_size=(32, 32), fps=10, seed=5)
+    ds = LeRobotDataset("v", root=root, delta_timestamps={CAMERA: [-0.1, 0.0]})
+    rows = [1, 2, len(ds) - 2, len(ds) - 1]  # both episodes: two files, two decode jobs
+    expected = _ThreadProbe(ds, rows)[0]["frames"]
+    if local_world_size is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world_size)
+    loader = torch.utils.data.DataLoader(
+        _ThreadProbe(ds, rows), batch_size=None, num_workers=num_workers, worker_init_fn=_two_cores
+    )
+    for item in loader:
+        assert (item["threads"] > 0) == threaded
+        assert torch.equal(item["frames"], expected)

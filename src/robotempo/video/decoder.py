@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robotempo.env import env_int
 from robotempo.errors import FrameTimestampError
 from robotempo.forksafe import ProcessLocal
 from robotempo.fs import FileRef
@@ -71,13 +72,11 @@ class FrameFetcher:
     """
 
     def __init__(self, max_workers: int | None = None, cache_size: int | None = None):
-        if max_workers is None:
-            max_workers = min(4, os.cpu_count() or 1)
-        if not isinstance(max_workers, int) or max_workers < 1:
+        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
             raise ValueError(f"FrameFetcher max_workers must be a positive int, got {max_workers!r}")
-        self.max_workers = max_workers
+        self.max_workers = max_workers  # None: `decode_threads()`, decided in each process that decodes
         self.cache = VideoDecoderCache(cache_size)
-        self._pool: ProcessLocal[_Pool] = ProcessLocal(lambda: _Pool(self.max_workers))
+        self._pool: ProcessLocal[_Pool] = ProcessLocal(lambda: _Pool(self.max_workers or decode_threads()))
 
     def __getstate__(self) -> dict:
         return {"max_workers": self.max_workers, "cache_size": self.cache.max_size}
@@ -110,10 +109,11 @@ class FrameFetcher:
             queries.append(_as_query(path, timestamps, tolerance_s))
             groups.setdefault(cache_key(path), []).append(i)
         jobs = [(requests[members[0]][0], [queries[i] for i in members]) for members in groups.values()]
-        if len(jobs) <= 1 or self.max_workers == 1:
+        threads = self._pool.get()
+        if len(jobs) <= 1 or threads.max_workers == 1:
             decoded = [self._decode(path, parts, tolerance_s) for path, parts in jobs]
         else:
-            pool = self._pool.get().executor()
+            pool = threads.executor()
             futures = [pool.submit(self._decode, path, parts, tolerance_s) for path, parts in jobs]
             decoded = _results_in_order(futures)
         results: list[np.ndarray] = [None] * len(requests)  # type: ignore[list-item]
@@ -135,11 +135,12 @@ class FrameFetcher:
             query = _as_query(path, timestamps, tolerance_s)
             groups.setdefault(cache_key(path), []).append((path, query, out, rows))
         jobs = list(groups.values())
-        if len(jobs) <= 1 or self.max_workers == 1:
+        threads = self._pool.get()
+        if len(jobs) <= 1 or threads.max_workers == 1:
             for parts in jobs:
                 self._decode_into(parts, tolerance_s)
             return
-        pool = self._pool.get().executor()
+        pool = threads.executor()
         _results_in_order([pool.submit(self._decode_into, parts, tolerance_s) for parts in jobs])
 
     def _decode_into(self, parts: list[tuple], tolerance_s: float) -> None:
@@ -152,6 +153,29 @@ class FrameFetcher:
             return [decode_frames(path, parts[0], tolerance_s, self.cache)]
         frames = decode_frames(path, np.concatenate(parts), tolerance_s, self.cache)
         return np.split(frames, np.cumsum([len(p) for p in parts[:-1]]))
+
+
+def decode_threads() -> int:
+    """Decode threads of a `FrameFetcher` left to choose (`max_workers=None`), decided in the process that
+    decodes: this process's share of the node's cores, from 1 to 4. The cores (this process's affinity mask)
+    are shared by `LOCAL_WORLD_SIZE` ranks (torchrun's variable, 1 when unset) and, in a DataLoader worker, by
+    the loader's `num_workers` workers: a worker whose share is one core decodes its files one after another.
+
+    Measured (`benchmarks/bench_vla.py` corpora, 2 workers on 2 cores, batch 32, 3 cameras, float32): 1 thread
+    per worker instead of 2 gave +3.3% samples per CPU-second and +4% samples/s on 224x224 AV1 (3 pairs), the
+    threads' hand-offs and GIL switches being pure cost when the worker has no core of its own to give them
+    (docs/benchmarks.md, "Decode threads per worker")."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    import torch.utils.data  # here: the encoder's child process imports this package and never decodes
+
+    sharers = env_int("LOCAL_WORLD_SIZE", 1)
+    worker = torch.utils.data.get_worker_info()
+    if worker is not None:
+        sharers *= worker.num_workers
+    return max(1, min(4, cores // sharers))
 
 
 class _Pool:
