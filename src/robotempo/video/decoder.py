@@ -164,7 +164,10 @@ def decode_threads() -> int:
     Measured (`benchmarks/bench_vla.py` corpora, 2 workers on 2 cores, batch 32, 3 cameras, float32): 1 thread
     per worker instead of 2 gave +3.3% samples per CPU-second and +4% samples/s on 224x224 AV1 (3 pairs), the
     threads' hand-offs and GIL switches being pure cost when the worker has no core of its own to give them
-    (docs/benchmarks.md, "Decode threads per worker")."""
+    (docs/benchmarks.md, "Decode threads per worker"). The mask is always divided among the node's ranks: in a
+    container whose cpuset all ranks share that is their share; where a launcher pins each rank to cores of
+    its own it undercounts, which costs only parallel wall time in workers that have cores to spare, never
+    the CPU that too many threads cost."""
     if hasattr(os, "sched_getaffinity"):
         cores = len(os.sched_getaffinity(0))
     else:
