@@ -69,6 +69,11 @@ class FrameFetcher:
 
     Each request is `(path, timestamps)`; requests on the same file are merged into one decode pass. Fork- and
     pickle-safe like `VideoDecoderCache`: a child process starts its own threads and an empty cache.
+
+    Args:
+        max_workers: decode threads per process; None (default): `decode_threads()`, the process's share of
+            the node's cores, decided in each process that decodes (1 decodes in the calling thread).
+        cache_size: open files kept (`VideoDecoderCache`).
     """
 
     def __init__(self, max_workers: int | None = None, cache_size: int | None = None):
