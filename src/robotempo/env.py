@@ -45,3 +45,20 @@ def env_float(name: str, default: float, minimum: float = 0.0) -> float:
             f"Fix: set it to e.g. {default:g}, or unset it to use the default {default:g}"
         )
     return value
+
+
+def process_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def node_sharers() -> int:
+    """Processes of this kind that share the node: `LOCAL_WORLD_SIZE` ranks (torchrun's variable, 1 when
+    unset) times, in a DataLoader worker, the loader's `num_workers`."""
+    import torch.utils.data  # here: the video encoder's child process imports robotempo and never needs torch
+
+    sharers = env_int("LOCAL_WORLD_SIZE", 1)
+    worker = torch.utils.data.get_worker_info()
+    return sharers * worker.num_workers if worker is not None else sharers

@@ -44,7 +44,7 @@ from multiprocessing.reduction import ForkingPickler
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef, rebuild_storage_fd
 
-from robotempo.env import env_int
+from robotempo.env import env_int, node_sharers
 from robotempo.forksafe import ProcessLocal
 
 logger = logging.getLogger(__name__)
@@ -77,9 +77,7 @@ def pool_budget_bytes() -> int:
         fs = os.statvfs(SHM_DIR)
     except OSError:  # no /dev/shm to share (not Linux)
         return POOL_MB_NO_SHM * 2**20
-    info = torch.utils.data.get_worker_info()
-    sharers = 2 * env_int("LOCAL_WORLD_SIZE", 1) * (info.num_workers if info is not None else 1)
-    return fs.f_blocks * fs.f_frsize // sharers
+    return fs.f_blocks * fs.f_frsize // (2 * node_sharers())
 
 
 def shared_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from robotempo.env import process_cores
 from robotempo.errors import RobotempoError
 from robotempo.fs import LOCAL_FIX, DatasetRoot
 from robotempo.safepath import check_file, folder_inside
@@ -83,18 +84,11 @@ def read_whole_files(
         return _combined(np.array(done, dtype=np.int64), tables)
 
     starts = range(0, n, FILES_PER_TASK)
-    threads = min(threads, _cores())  # the work is CPU-bound: more threads than cores only contend
+    threads = min(threads, process_cores())  # the work is CPU-bound: more threads than cores only contend
     if threads <= 1 or n <= FILES_PER_TASK:
         return [piece for lo in starts for piece in run(lo)], identity
     with ThreadPoolExecutor(threads, thread_name_prefix="robotempo-open") as pool:
         return [piece for done in pool.map(run, starts) for piece in done], identity
-
-
-def _cores() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _combined(done: np.ndarray, tables: list[pa.Table]) -> list[tuple[np.ndarray, pa.Table]]:

@@ -11,7 +11,6 @@ them write straight into the caller's arrays (the batch's final tensors), channe
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robotempo.env import env_int
+from robotempo.env import node_sharers, process_cores
 from robotempo.errors import FrameTimestampError
 from robotempo.forksafe import ProcessLocal
 from robotempo.fs import FileRef
@@ -173,17 +172,7 @@ def decode_threads() -> int:
     container whose cpuset all ranks share that is their share; where a launcher pins each rank to cores of
     its own it undercounts, which costs only parallel wall time in workers that have cores to spare, never
     the CPU that too many threads cost."""
-    if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:
-        cores = os.cpu_count() or 1
-    import torch.utils.data  # here: the encoder's child process imports this package and never decodes
-
-    sharers = env_int("LOCAL_WORLD_SIZE", 1)
-    worker = torch.utils.data.get_worker_info()
-    if worker is not None:
-        sharers *= worker.num_workers
-    return max(1, min(4, cores // sharers))
+    return max(1, min(4, process_cores() // node_sharers()))
 
 
 class _Pool:
