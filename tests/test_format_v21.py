@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from robotempo.format.v21 import _fast_episodes, _strict_episodes
+from robotempo.errors import DatasetFormatError
+from robotempo.format import v21
+from robotempo.format.v21 import _columnar_episodes, _fast_episodes, _strict_episodes
 
 ROWS = [
     {"episode_index": 0, "tasks": ["pick up the red block"], "length": 11},
@@ -43,6 +45,7 @@ def test_fast_path_equals_the_strict_parser(tmp_path, rows, ensure_ascii, traili
 def test_canonical_files_take_the_fast_path(tmp_path):
     rows = [{"episode_index": i, "tasks": [f"task {i % 3}"], "length": 10 + i} for i in range(50)]
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    assert _columnar_episodes(data) is not None
     episodes, lengths, codes, names = _fast_episodes(data)
     assert episodes.tolist() == list(range(50)) and lengths.tolist() == [10 + i for i in range(50)]
     assert [names[c] for c in codes] == [f"task {i % 3}" for i in range(50)]
@@ -53,3 +56,65 @@ def test_canonical_files_take_the_fast_path(tmp_path):
 def test_anything_odd_falls_back(bad):
     good = b'{"episode_index": 0, "tasks": ["a"], "length": 4}\n'
     assert _fast_episodes(good + bad) is None
+
+
+def _canonical(rows) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+@pytest.mark.parametrize("trailing_newline", [True, False])
+def test_columnar_parse_equals_the_strict_parser(tmp_path, trailing_newline):
+    rng = np.random.default_rng(0)
+    tasks = ["pick up the red block", "", "ouvrir le tiroir é →", "a" * 70, "x,y: {z}"]
+    episodes = np.concatenate([np.arange(12), rng.integers(0, 10**7, 300), [9_999_999]])
+    rows = [
+        {"episode_index": int(e), "tasks": [tasks[i % len(tasks)]], "length": int(rng.integers(1, 10**7))}
+        for i, e in enumerate(np.unique(episodes))
+    ]
+    rows[0]["length"], rows[1]["length"] = 1, 9_999_999
+    data = _canonical(rows)
+    data = data if trailing_newline else data[:-1]
+    columnar = _columnar_episodes(data)
+    assert columnar is not None
+    assert _decoded(columnar) == _decoded(_strict_episodes(data, tmp_path / "episodes.jsonl"))
+    assert sorted(columnar[3]) == sorted(tasks)
+
+
+LINE = '{"episode_index": 7, "tasks": ["open the drawer"], "length": 42}'
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        LINE.replace("drawer", 'dr\\"awer'),  # an escape
+        LINE + "\r",  # CRLF
+        LINE.replace(": 42", ":\t42"),  # a tab
+        LINE.replace("}", ', "success": true}'),  # another key
+        LINE.replace('"]', '", "close it"]'),  # two tasks
+        LINE.replace("42", "012"),  # a leading zero (not JSON)
+        LINE.replace("7", "12345678"),  # 8 digits: the regular expressions take it
+        LINE.replace("42", "-4"),
+        '{"length": 42, "episode_index": 7, "tasks": ["open the drawer"]}',  # another key order
+        LINE.replace('["open the drawer"]', "[]"),  # no task
+        "",  # a blank line
+    ],
+)
+def test_anything_not_canonical_leaves_the_columnar_parse(tmp_path, odd):
+    data = (LINE.replace("7", "6") + "\n" + odd + "\n" + LINE.replace("7", "8") + "\n").encode()
+    assert _columnar_episodes(data) is None
+    strict = None
+    try:
+        strict = _decoded(_strict_episodes(data, tmp_path / "episodes.jsonl"))
+    except DatasetFormatError:
+        pass
+    fast = _fast_episodes(data)
+    if fast is not None:  # the regular expressions may still take it, and must agree with the strict parser
+        assert _decoded(fast) == strict
+
+
+def test_two_tasks_with_one_hash_are_never_merged(monkeypatch):
+    rows = [{"episode_index": i, "tasks": [f"task {i % 3}"], "length": 5} for i in range(9)]
+    monkeypatch.setattr(v21, "_digest", lambda parts: np.zeros(len(parts[0]), dtype=np.uint64))
+    assert _columnar_episodes(_canonical(rows)) is None  # every string collides: refused, not merged
+    same = [{"episode_index": i, "tasks": ["one task"], "length": 5} for i in range(9)]
+    assert [t for t in _columnar_episodes(_canonical(same))[3]] == ["one task"]

@@ -1,4 +1,5 @@
-"""`distinct`: sorted distinct values of an array, for the open and read paths.
+"""Small array helpers for the open and read paths: `distinct` (sorted distinct values), `stable_order` and
+`value_counts` (a stable argsort and `np.unique(return_counts=True)`, cheaper on small integer keys).
 
 numpy >= 2.3's `np.unique(a)` (without return_index / return_inverse / return_counts) asks
 `np.ma.is_masked`, which imports `numpy.ma` on its first call: ~40 ms of CPU in every process (the main one,
@@ -17,3 +18,23 @@ def distinct(values: np.ndarray | list) -> np.ndarray:
     if len(s) < 2:
         return s
     return s[np.concatenate(([True], s[1:] != s[:-1]))]
+
+
+def stable_order(keys: np.ndarray) -> np.ndarray:
+    """`np.argsort(keys, kind="stable")`; small non-negative integer keys (task indices) are sorted as int16,
+    which numpy sorts by radix: about 10x faster than the merge sort of int64 at 20,000 keys."""
+    if keys.dtype.kind in "iu" and len(keys) and 0 <= keys.min() and keys.max() < 2**15:
+        keys = keys.astype(np.int16)
+    return np.argsort(keys, kind="stable")
+
+
+def value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct values of an integer array and how often each occurs (`np.unique(values,
+    return_counts=True)`), by `np.bincount` when the values are non-negative and not far above their count."""
+    values = np.asarray(values).reshape(-1)
+    small = values.dtype.kind in "iu" and len(values) and 0 <= values.min()
+    if small and values.max() < 4 * len(values) + 1024:
+        counts = np.bincount(values)
+        present = np.flatnonzero(counts)
+        return present.astype(values.dtype), counts[present]
+    return np.unique(values, return_counts=True)

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from robotempo.arrays import distinct
+from robotempo.arrays import distinct, stable_order, value_counts
 from robotempo.distributed import process_info
 from robotempo.errors import SpeedLabelError
 from robotempo.fs import DatasetRoot, FileRef, as_file, as_root
@@ -220,7 +220,7 @@ def fingerprints_by_task(view: MetadataView) -> dict[int, str]:
     if not np.all(episodes[1:] > episodes[:-1]):  # metadata tables are usually sorted already
         by_episode = np.argsort(episodes, kind="stable")
         tasks, episodes, lengths = tasks[by_episode], episodes[by_episode], lengths[by_episode]
-    order = np.argsort(tasks, kind="stable")
+    order = stable_order(tasks)
     tasks = tasks[order]
     pairs = np.stack([episodes[order], lengths[order]], axis=1).astype("<i8")
     starts = np.flatnonzero(np.r_[True, tasks[1:] != tasks[:-1]])
@@ -298,7 +298,7 @@ def _compare_with_metadata(file: PercentilesFile, view: MetadataView) -> tuple[l
 
     A row with a fingerprint is compared by fingerprint; one without (OpenTau's) by its episode count.
     """
-    view_tasks, counts = np.unique(view.task_index[view.task_index >= 0], return_counts=True)
+    view_tasks, counts = value_counts(view.task_index[view.task_index >= 0])
     count = dict(zip(view_tasks.tolist(), counts.tolist(), strict=True))
     fingerprints = fingerprints_by_task(view) if any(r.fingerprint for r in file.rows) else {}
 
