@@ -442,3 +442,26 @@ def test_open_of_every_episode_computes_the_same_file_as_a_subset_open(tmp_path,
     assert written == (subset / SPEED_PERCENTILES_FILE).read_bytes()
     assert any(json.loads(line)["percentiles"] for line in written.splitlines())  # not all sparse
     assert int(one[0]["speed"]) == int(everything[everything.episode_data_index["from"][7].item()]["speed"])
+
+
+@pytest.mark.parametrize("n_tasks", [3, 200])
+def test_fingerprints_are_the_same_by_task_passes_and_by_sort(monkeypatch, n_tasks):
+    """Few tasks take a pass per task, many a sort: a file written by either path must read as fresh by the
+    other, so both must hash the same bytes."""
+    from types import SimpleNamespace
+
+    from robotempo.speed import store
+
+    rng = np.random.default_rng(n_tasks)
+    n = 5_000
+    view = SimpleNamespace(
+        task_index=rng.integers(-1, n_tasks, n),
+        episode_index=rng.permutation(2 * n)[:n].astype(np.int64),  # not in order: sorted first
+        length=rng.integers(1, 500, n),
+    )
+    by_pass = store.fingerprints_by_task(view)
+    monkeypatch.setattr(store, "_FEW_TASKS", 0)
+    by_sort = store.fingerprints_by_task(view)
+    assert by_pass == by_sort and len(by_sort) == len(set(view.task_index.tolist()) - {-1})
+    monkeypatch.setattr(store, "_FEW_TASKS", 10**6)
+    assert store.fingerprints_by_task(view) == by_sort

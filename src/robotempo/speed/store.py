@@ -51,6 +51,7 @@ SCHEMA_VERSION = 1
 _MAX_FRAMES = 2**53  # beyond it a count or a length is no real dataset's, and float64 loses integers
 _REQUIRED_KEYS = ("task_index", "task", "n_episodes", "percentiles")
 _EMPTY_FINGERPRINT = hashlib.blake2b(b"", digest_size=8).hexdigest()
+_FEW_TASKS = 64  # up to this many tasks, fingerprints take a pass per task instead of a sort
 
 Source = Literal["file", "cache", "computed"]
 
@@ -213,22 +214,32 @@ def write_percentiles_file(path: str | Path, rows: Iterable[PercentileRow]) -> N
 
 def fingerprints_by_task(view: MetadataView) -> dict[int, str]:
     """Per task (>= 0) of the view: a hash of its `(episode_index, length)` pairs in episode order."""
-    keep = view.task_index >= 0
-    tasks, episodes, lengths = view.task_index[keep], view.episode_index[keep], view.length[keep]
+    tasks, episodes, lengths = view.task_index, view.episode_index, view.length
+    keep = tasks >= 0
+    if not keep.all():
+        tasks, episodes, lengths = tasks[keep], episodes[keep], lengths[keep]
     if len(tasks) == 0:
         return {}
     if not np.all(episodes[1:] > episodes[:-1]):  # metadata tables are usually sorted already
         by_episode = np.argsort(episodes, kind="stable")
         tasks, episodes, lengths = tasks[by_episode], episodes[by_episode], lengths[by_episode]
+    present = value_counts(tasks)[0]
+    if len(present) <= _FEW_TASKS:  # a pass per task: small arrays, no sort (a fresh page costs a fault)
+        return {int(t): _fingerprint(episodes[tasks == t], lengths[tasks == t]) for t in present}
     order = stable_order(tasks)
-    tasks = tasks[order]
-    pairs = np.stack([episodes[order], lengths[order]], axis=1).astype("<i8")
+    tasks, episodes, lengths = tasks[order], episodes[order], lengths[order]
     starts = np.flatnonzero(np.r_[True, tasks[1:] != tasks[:-1]])
     ends = np.append(starts[1:], len(tasks))
     return {
-        int(tasks[s]): hashlib.blake2b(pairs[s:e].tobytes(), digest_size=8).hexdigest()
-        for s, e in zip(starts, ends, strict=True)
+        int(tasks[s]): _fingerprint(episodes[s:e], lengths[s:e]) for s, e in zip(starts, ends, strict=True)
     }
+
+
+def _fingerprint(episodes: np.ndarray, lengths: np.ndarray) -> str:
+    """blake2b-64 of the `(episode_index, length)` pairs as little-endian int64, interleaved."""
+    pairs = np.empty((len(episodes), 2), dtype="<i8")
+    pairs[:, 0], pairs[:, 1] = episodes, lengths
+    return hashlib.blake2b(pairs.data, digest_size=8).hexdigest()
 
 
 def default_cache_dir() -> Path:
