@@ -401,14 +401,20 @@ class _FileLayout:
 
     def __init__(self, catalog: EpisodeTable):
         self.catalog = catalog
-        self._order: np.ndarray | None = None
-        self._bounds = np.zeros(1, dtype=np.int64)  # rows of file c: _order[_bounds[c] : _bounds[c + 1]]
+        self._order: np.ndarray | None = None  # catalog rows by file (None: in file order already)
+        self._bounds: np.ndarray | None = None  # rows of file c: _order[_bounds[c] : _bounds[c + 1]]
+        self._grouped = False
 
     def _group(self, code: int) -> tuple[int, int]:
-        if self._order is None:
-            self._order = np.argsort(self.catalog.data_file, kind="stable")
-            codes = self.catalog.data_file[self._order]
-            self._bounds = np.searchsorted(codes, np.arange(int(codes[-1]) + 2 if len(codes) else 1))
+        files = self.catalog.data_file
+        if not self._grouped:
+            self._grouped = True
+            if not np.all(files[1:] >= files[:-1]):  # v2.1 and most v3.0 catalogs are in file order already
+                self._order = np.argsort(files, kind="stable")
+                codes = files[self._order]
+                self._bounds = np.searchsorted(codes, np.arange(int(codes[-1]) + 2 if len(codes) else 1))
+        if self._bounds is None:  # in file order: two binary searches, no array of the catalog's size
+            return int(np.searchsorted(files, code)), int(np.searchsorted(files, code, side="right"))
         return int(self._bounds[code]), int(self._bounds[code + 1])
 
     def single(self, code: int) -> bool:
@@ -420,7 +426,7 @@ class _FileLayout:
         """(episode_index, length) of the episodes of data file `code`, sorted by dataset_from_index."""
         cat = self.catalog
         lo, hi = self._group(code)
-        mine = self._order[lo:hi]
+        mine = np.arange(lo, hi) if self._order is None else self._order[lo:hi]
         if hi - lo > 1:
             mine = mine[np.argsort(cat.dataset_from_index[mine], kind="stable")]
         return cat.episode_index[mine], cat.length[mine]
