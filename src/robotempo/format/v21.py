@@ -135,9 +135,9 @@ def _non_digits(word: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _uint_at(words: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The unsigned decimal numbers whose digits start at `pos`, and the position after each; None unless
-    each has 1-8 digits and no leading zero (longer numbers go to the regular expressions)."""
+    each has 1-7 digits (one 8-byte read; longer ones go to the regular expressions) and no leading zero."""
     digits, bad = _non_digits(words[pos])
-    lowest = bad & (~bad + np.uint64(1))  # the first non-digit's lowest bit (0: eight digits or more)
+    lowest = bad & (~bad + np.uint64(1))  # the first non-digit's lowest bit (0: eight digits)
     ndigits = (np.frexp(lowest.astype(np.float64))[1] - 1) // 8  # exact: a power of two
     if not (bad.all() and ndigits.min() >= 1):
         return None
@@ -149,7 +149,7 @@ def _uint_at(words: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def _uint_before(words: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The unsigned decimal numbers whose digits end just before `end`, and the position of each one's
-    first digit; None unless each has 1-8 digits and no leading zero."""
+    first digit; None unless each has 1-7 digits and no leading zero."""
     digits, bad = _non_digits(words[end - 8])
     last_bad = (np.frexp(bad.astype(np.float64))[1] - 1) // 8  # the byte of the last non-digit
     ndigits = 7 - last_bad
@@ -163,7 +163,7 @@ def _uint_before(words: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _line_ends(raw: np.ndarray) -> np.ndarray | None:
     """The position of each newline, or None when the bytes hold any other control character (a tab, a NUL:
-    not in a canonical line, invalid in a JSON string). In 64 KB slices: no temporary of the file's size."""
+    not in a canonical line, invalid in a JSON string). By `_SLICE` bytes: no temporary of the file size."""
     found = []
     for lo in range(0, len(raw), _SLICE):
         part = raw[lo : lo + _SLICE]
