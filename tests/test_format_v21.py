@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from robotempo.errors import DatasetFormatError
-from robotempo.format import v21
-from robotempo.format.v21 import _columnar_episodes, _fast_episodes, _strict_episodes
+from robotempo.format import v21_columnar
+from robotempo.format.v21 import _fast_episodes, _strict_episodes
+from robotempo.format.v21_columnar import parse_canonical
 
 ROWS = [
     {"episode_index": 0, "tasks": ["pick up the red block"], "length": 11},
@@ -45,7 +46,7 @@ def test_fast_path_equals_the_strict_parser(tmp_path, rows, ensure_ascii, traili
 def test_canonical_files_take_the_fast_path(tmp_path):
     rows = [{"episode_index": i, "tasks": [f"task {i % 3}"], "length": 10 + i} for i in range(50)]
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-    assert _columnar_episodes(data) is not None
+    assert parse_canonical(data) is not None
     episodes, lengths, codes, names = _fast_episodes(data)
     assert episodes.tolist() == list(range(50)) and lengths.tolist() == [10 + i for i in range(50)]
     assert [names[c] for c in codes] == [f"task {i % 3}" for i in range(50)]
@@ -74,7 +75,7 @@ def test_columnar_parse_equals_the_strict_parser(tmp_path, trailing_newline):
     rows[0]["length"], rows[1]["length"] = 1, 9_999_999
     data = _canonical(rows)
     data = data if trailing_newline else data[:-1]
-    columnar = _columnar_episodes(data)
+    columnar = parse_canonical(data)
     assert columnar is not None
     assert _decoded(columnar) == _decoded(_strict_episodes(data, tmp_path / "episodes.jsonl"))
     assert sorted(columnar[3]) == sorted(tasks)
@@ -101,7 +102,7 @@ LINE = '{"episode_index": 7, "tasks": ["open the drawer"], "length": 42}'
 )
 def test_anything_not_canonical_leaves_the_columnar_parse(tmp_path, odd):
     data = (LINE.replace("7", "6") + "\n" + odd + "\n" + LINE.replace("7", "8") + "\n").encode()
-    assert _columnar_episodes(data) is None
+    assert parse_canonical(data) is None
     strict = None
     try:
         strict = _decoded(_strict_episodes(data, tmp_path / "episodes.jsonl"))
@@ -114,7 +115,7 @@ def test_anything_not_canonical_leaves_the_columnar_parse(tmp_path, odd):
 
 def test_two_tasks_with_one_hash_are_never_merged(monkeypatch):
     rows = [{"episode_index": i, "tasks": [f"task {i % 3}"], "length": 5} for i in range(9)]
-    monkeypatch.setattr(v21, "_digest", lambda parts: np.zeros(len(parts[0]), dtype=np.uint64))
-    assert _columnar_episodes(_canonical(rows)) is None  # every string collides: refused, not merged
+    monkeypatch.setattr(v21_columnar, "_digest", lambda parts: np.zeros(len(parts[0]), dtype=np.uint64))
+    assert parse_canonical(_canonical(rows)) is None  # every string collides: refused, not merged
     same = [{"episode_index": i, "tasks": ["one task"], "length": 5} for i in range(9)]
-    assert [t for t in _columnar_episodes(_canonical(same))[3]] == ["one task"]
+    assert [t for t in parse_canonical(_canonical(same))[3]] == ["one task"]
