@@ -107,3 +107,34 @@ def test_v21_errors_name_the_file_at_fault_among_many(v21_many, tmp_path):
     pq.write_table(table.slice(0, len(table) - 1), bad)  # one row short
     with pytest.raises(RowAlignmentError, match="episode_000041"):
         LeRobotDataset("t", root=root, speed_labels=False)
+
+
+def test_data_files_out_of_episode_order_read_the_same(tmp_path):
+    """A v3.0 catalog whose episodes do not run through the data files in order (episode 0 in the second
+    file) is grouped by file with a sort; one in file order by binary search: both read the same rows."""
+    root = write_synthetic(
+        tmp_path / "ds", version="v3.0", n_episodes=30, n_tasks=3, fps=FPS, seed=3, mean_length=40.0,
+        data_files_size_in_mb=0.02,
+    )  # fmt: skip
+    swapped = tmp_path / "swapped"
+    shutil.copytree(root, swapped)
+    first, second = (swapped / "data" / "chunk-000" / f"file-00{i}.parquet" for i in (0, 1))
+    first.rename(tmp_path / "tmp.parquet")
+    second.rename(first)
+    (tmp_path / "tmp.parquet").rename(second)
+    for path in (swapped / "meta" / "episodes").rglob("*.parquet"):
+        table = pq.read_table(path)
+        column = table.column("data/file_index").to_numpy()
+        chunk = table.column("data/chunk_index").to_numpy()
+        flipped = np.where((chunk == 0) & (column < 2), 1 - column, column)
+        i = table.schema.get_field_index("data/file_index")
+        table = table.set_column(i, table.schema.field(i), pa.array(flipped, type=table.schema.field(i).type))
+        pq.write_table(table, path)
+    files = read_metadata(swapped).episodes.data_file
+    assert not np.all(files[1:] >= files[:-1])  # the sorting path is the one under test
+    for episodes in (None, [0, 1, 29], [5]):
+        a = LeRobotDataset("t", root=root, episodes=episodes, speed_labels=False)
+        b = LeRobotDataset("t", root=swapped, episodes=episodes, speed_labels=False)
+        assert _numeric(a).keys() == _numeric(b).keys()
+        for name, values in _numeric(a).items():
+            np.testing.assert_array_equal(values, b.frames.columns[name], err_msg=name)
