@@ -119,3 +119,42 @@ def test_two_tasks_with_one_hash_are_never_merged(monkeypatch):
     assert parse_canonical(_canonical(rows)) is None  # every string collides: refused, not merged
     same = [{"episode_index": i, "tasks": ["one task"], "length": 5} for i in range(9)]
     assert [t for t in parse_canonical(_canonical(same))[3]] == ["one task"]
+
+
+@pytest.mark.parametrize("slice_bytes", [64, 100, 257, 1 << 18])
+@pytest.mark.parametrize("trailing_newline", [True, False])
+def test_reading_in_slices_equals_the_whole_file(tmp_path, monkeypatch, slice_bytes, trailing_newline):
+    """A local file is parsed slice by slice (its lines cut anywhere); a line longer than a slice makes the
+    slice parse give up, never misread."""
+    rows = [
+        {"episode_index": i, "tasks": [["pick", "place it", "ouvrir é"][i % 3]], "length": 1 + i * 7}
+        for i in range(200)
+    ]
+    data = _canonical(rows)
+    data = data if trailing_newline else data[:-1]
+    path = tmp_path / "episodes.jsonl"
+    path.write_bytes(data)
+    monkeypatch.setattr(v21_columnar, "_SLICE", slice_bytes)
+    with path.open("rb") as f:
+        sliced = parse_canonical(f)
+    if slice_bytes < max(len(line) + 1 for line in data.splitlines()):
+        assert sliced is None
+    else:
+        assert _decoded(sliced) == _decoded(parse_canonical(data)) == _decoded(_strict_episodes(data, path))
+
+
+def test_a_file_of_exactly_one_slice(tmp_path, monkeypatch):
+    line = b'{"episode_index": 0, "tasks": ["a task"], "length": 12}\n'
+    path = tmp_path / "episodes.jsonl"
+    path.write_bytes(line * 4)
+    monkeypatch.setattr(v21_columnar, "_SLICE", len(line) * 2)  # the file ends on a slice's last byte
+    with path.open("rb") as f:
+        assert _decoded(parse_canonical(f)) == ([0, 0, 0, 0], [12] * 4, ["a task"] * 4)
+
+
+def test_the_shortest_canonical_line_ends_the_file(tmp_path):
+    shortest = b'{"episode_index": 1, "tasks": [""], "length": 1}'
+    data = b'{"episode_index": 0, "tasks": ["a"], "length": 2}\n' + shortest
+    assert len(shortest) == v21_columnar._SHORTEST
+    assert _decoded(parse_canonical(data)) == ([0, 1], [2, 1], ["a", ""])
+    assert _decoded(parse_canonical(data)) == _decoded(_strict_episodes(data, tmp_path / "episodes.jsonl"))

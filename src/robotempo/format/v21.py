@@ -18,12 +18,13 @@ import numpy as np
 from robotempo.errors import DatasetFormatError
 from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import MAX_COUNT, DatasetInfo
-from robotempo.format.v21_columnar import parse_canonical
+from robotempo.format.v21_columnar import Parsed, parse_canonical
 from robotempo.fs import DatasetRoot
 from robotempo.io import parse_jsonl, read_file, read_jsonl
 
 logger = logging.getLogger(__name__)
 
+EPISODES = "meta/episodes.jsonl"
 EPISODES_FIX = (
     'each line of meta/episodes.jsonl must be {"episode_index": int, "tasks": [str], "length": int}'
 )
@@ -63,9 +64,6 @@ _CANONICAL = re.compile(
 _EPISODE = re.compile(rb'"episode_index"\s*:\s*(0|[1-9]\d{0,14})[,}\s]')
 _LENGTH = re.compile(rb'"length"\s*:\s*(0|[1-9]\d{0,14})[,}\s]')
 _TASK = re.compile(rb'"tasks"\s*:\s*\[\s*"((?:[^"\\]|\\.)*)"')
-
-# (episode_index, length, code of the first task per episode (-1: none), the task string of each code)
-Parsed = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]
 
 
 class TemplatePaths(Sequence):
@@ -146,16 +144,34 @@ def _strict_episodes(data: bytes, path: Path | str) -> Parsed:
     return episode_index, length, task_code, list(codes)
 
 
+def _in_range(parsed: Parsed) -> bool:
+    episode_index, length = parsed[0], parsed[1]
+    return not (np.any(length < 1) or np.any(length > MAX_COUNT) or np.any(episode_index > MAX_COUNT))
+
+
+def _canonical_on_disk(root: DatasetRoot) -> Parsed | None:
+    """The columnar parse of a local root's file, read in slices (never all of its bytes in memory); None
+    for a remote root, a file that is not canonical, or one that cannot be read (the whole-file read that
+    follows then raises the typed error)."""
+    if not root.is_local:
+        return None
+    try:
+        with open(root.local(EPISODES), "rb") as f:
+            return parse_canonical(f)
+    except OSError:
+        return None
+
+
 def read_episodes_v21(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
-    data, path = read_file(
-        root.file("meta/episodes.jsonl"), "the episode table meta/episodes.jsonl", EPISODES_FIX
-    )
-    fast = _fast_episodes(data)
-    episode_index, length, task_code, names = fast if fast is not None else _strict_episodes(data, path)
+    path = root.where(EPISODES)
+    parsed = _canonical_on_disk(root)
+    if parsed is None or not _in_range(parsed):
+        data, path = read_file(root.file(EPISODES), "the episode table meta/episodes.jsonl", EPISODES_FIX)
+        parsed = _fast_episodes(data)
+        if parsed is None or not _in_range(parsed):
+            parsed = _strict_episodes(data, path)  # names the line at fault (it checks each line)
+    episode_index, length, task_code, names = parsed
     n = len(episode_index)
-    if np.any(length < 1) or np.any(length > MAX_COUNT) or np.any(episode_index > MAX_COUNT):
-        # Only the fast path can get here (the strict parser checks each line): let it name the line.
-        _strict_episodes(data, path)
     if length.sum(dtype=np.float64) > MAX_COUNT:
         raise DatasetFormatError(
             path,

@@ -10,11 +10,15 @@ for byte with it); anything else returns None and `format/v21.py` falls back to 
 from __future__ import annotations
 
 import json
+import os
+from typing import BinaryIO
 
 import numpy as np
 
 _HEAD, _MID, _TAIL = b'{"episode_index": ', b', "tasks": ["', b'"], "length": '
-_SHORTEST = len(_HEAD) + 1 + len(_MID) + len(_TAIL) + 8  # a 1-digit episode, the length's 8-byte word
+# The shortest canonical line (an empty task, one-digit numbers). Reads run at most len(_HEAD) + 7 + len(_MID)
+# bytes forward from a line's start and 9 back from its end: within any line this long, never past the buffer.
+_SHORTEST = len(_HEAD) + 1 + len(_MID) + len(_TAIL) + 2
 _ASCII_ZEROS, _SIXES = np.uint64(0x3030303030303030), np.uint64(0x0606060606060606)
 _HIGH_NIBBLES, _LOW_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0), np.uint64(0x0F0F0F0F0F0F0F0F)
 _LANES = np.uint64(0x000000FF000000FF)
@@ -81,67 +85,103 @@ def _uint_before(words: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _line_ends(raw: np.ndarray) -> np.ndarray | None:
-    """The position of each newline, or None when the bytes hold any other control character (a tab, a NUL:
-    not in a canonical line, invalid in a JSON string). By `_SLICE` bytes: no temporary of the file size."""
+    """The position of each newline, or None when the bytes hold any other control character (a tab, a CR,
+    a NUL: not in a canonical line, invalid in a JSON string) or a backslash (an escape: the regular
+    expressions handle those). By `_SLICE` bytes: no temporary of the file's size."""
     found = []
     for lo in range(0, len(raw), _SLICE):
         part = raw[lo : lo + _SLICE]
-        newlines = np.flatnonzero(part == 10)
-        if np.count_nonzero(part < 32) != len(newlines):
+        odd = np.flatnonzero((part < 32) | (part == 92))
+        if not (part[odd] == 10).all():
             return None
-        found.append(newlines + lo)
+        found.append(odd + lo)
     return np.concatenate(found) if found else np.zeros(0, dtype=np.intp)
 
 
-def parse_canonical(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
-    """The episode table by numpy over the whole file, for files whose every line is canonical (one task, the
-    writers' key order and spacing, no escape, no control character): one pass over the bytes and a few
-    over the lines, so that opening one episode of 20,000 costs little more than one of 1,000 (P3).
+# (episode_index, length, code of the first task per episode (-1: none), the task string of each code)
+Parsed = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]
 
-    None for anything else: `format/v21.py` then tries regular expressions and its strict parser. Lines are
-    parsed `_LINES` at a time: the temporaries stay small, in the CPU caches and in reused heap memory (a
-    fresh page costs a kernel fault: on a 20,000-line file that was a third of the parse)."""
-    if b"\\" in data or b"\r" in data:
-        return None  # escapes and CRLF lines are rare: the regular expressions handle them
-    raw = np.frombuffer(data, np.uint8)
-    ends = _line_ends(raw)
-    if ends is None:
-        return None
-    if not data.endswith(b"\n"):
-        ends = np.append(ends, len(raw))
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    words = _words(raw) if len(raw) >= 8 else None
-    columns = np.empty((4, len(ends)), dtype=np.int64)  # episode_index, length, task start, task end
-    codes = np.empty(len(ends), dtype=np.int64)
-    tasks = _TaskCodes()
-    for lo in range(0, len(ends), _LINES):
-        block = slice(lo, lo + _LINES)
-        parsed = _canonical_lines(words, raw, starts[block], ends[block])
-        if parsed is None:
+
+def parse_canonical(source: bytes | BinaryIO) -> Parsed | None:
+    """The episode table of a whole `meta/episodes.jsonl` given as bytes, or read from a binary file `_SLICE`
+    bytes at a time (the file's bytes are never all in memory at once); None unless every line is canonical.
+
+    Lines are parsed `_LINES` at a time: the temporaries stay small, in the CPU caches and in reused heap
+    memory (a fresh page costs a kernel fault: on a 20,000-line file that was a third of the parse)."""
+    parser = _Parser()
+    if isinstance(source, bytes | bytearray | memoryview):
+        return (
+            parser.finish() if parser.feed(np.frombuffer(source, np.uint8), final=True) is not None else None
+        )
+    try:
+        size = os.fstat(source.fileno()).st_size + 1  # one byte more: the end of the file is seen in one read
+    except (AttributeError, OSError, ValueError):  # not a file on disk
+        size = _SLICE
+    buf = bytearray(min(_SLICE, size))
+    view, kept = memoryview(buf), 0
+    while True:
+        filled = kept
+        while filled < len(buf) and (got := source.readinto(view[filled:])):
+            filled += got
+        final = filled < len(buf)  # the file ended
+        used = parser.feed(np.frombuffer(buf, np.uint8, count=filled), final)
+        if used is None or (used == 0 and not final):
+            return None  # not canonical, or one line longer than the buffer
+        if final:
+            return parser.finish()
+        kept = filled - used
+        buf[:kept] = buf[used:filled]  # the unfinished last line, to the front
+
+
+class _Parser:
+    """The columns of the canonical lines fed so far."""
+
+    def __init__(self) -> None:
+        self.tasks = _TaskCodes()
+        self.columns: list[np.ndarray] = []  # (episode_index, length, task code) per block of lines
+
+    def feed(self, raw: np.ndarray, final: bool) -> int | None:
+        """Parse the complete lines of `raw` (and its unterminated last line if `final`); the number of bytes
+        used, or None when a line is not canonical."""
+        ends = _line_ends(raw)
+        if ends is None:
             return None
-        columns[:, block] = parsed
-        found = tasks.add(words, columns[2:], lo, parsed[2], parsed[3])
-        if found is None:
+        if final and len(raw) and raw[-1] != 10:
+            ends = np.append(ends, len(raw))
+        if not len(ends):
+            return 0
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        words = _words(raw) if len(raw) >= 8 else None
+        for lo in range(0, len(ends), _LINES):
+            block = slice(lo, lo + _LINES)
+            parsed = _canonical_lines(words, raw, starts[block], ends[block])
+            codes = None if parsed is None else self.tasks.add(words, raw, parsed[2], parsed[3])
+            if codes is None:
+                return None
+            self.columns.append(np.stack((parsed[0], parsed[1], codes)))
+        return int(min(ends[-1] + 1, len(raw)))
+
+    def finish(self) -> Parsed | None:
+        names = self.tasks.names()
+        if names is None:
             return None
-        codes[block] = found
-    names = tasks.names(data, columns[2:])
-    return None if names is None else (columns[0], columns[1], codes, names)
+        columns = np.concatenate(self.columns, axis=1) if self.columns else np.zeros((3, 0), dtype=np.int64)
+        return columns[0], columns[1], columns[2], names
 
 
 class _TaskCodes:
     """Codes of task strings, numbered in order of first appearance, found by a 64-bit hash of each string
-    (`_task_bytes`) and proven by comparing every string with the first one of its code."""
+    (`_task_bytes`) and proven by comparing every string with the first one of its code, whose bytes (and
+    the `_TAIL` after them) are kept here."""
 
     def __init__(self) -> None:
         self.digest = np.zeros(0, dtype=np.uint64)  # the hashes seen, sorted
-        self.line = np.zeros(0, dtype=np.int64)  # per hash, the line of its first string
         self.code = np.zeros(0, dtype=np.int64)  # per hash, its code
+        self.first = bytearray()  # the first string of each code, each followed by `_TAIL`, in code order
+        self.span = np.zeros((2, 0), dtype=np.int64)  # per hash, (start, stop) of its string in `first`
 
-    def add(
-        self, words, spans: np.ndarray, lo: int, start: np.ndarray, stop: np.ndarray
-    ) -> np.ndarray | None:
-        """The codes of lines `lo...` (strings `start:stop`); None when two strings share a hash.
-        `spans` holds every line's (start, stop) so far."""
+    def add(self, words, raw: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray | None:
+        """The codes of the strings `raw[start:stop]`; None when two strings share a hash."""
         width = int((stop - start).max())
         mine = _task_bytes(words, start, stop, width)
         digest = _digest(mine)
@@ -150,26 +190,31 @@ class _TaskCodes:
         new[~new] = self.digest[at[~new]] != digest[~new]
         if new.any():
             fresh, first = np.unique(digest[new], return_index=True)
-            line = lo + np.flatnonzero(new)[first]
-            code = np.empty(len(fresh), dtype=np.int64)
-            code[np.argsort(line)] = np.arange(len(self.digest), len(self.digest) + len(fresh))
-            digests = np.concatenate((self.digest, fresh))
-            order = np.argsort(digests)
-            self.digest = digests[order]
-            self.line = np.concatenate((self.line, line))[order]
+            line = np.sort(np.flatnonzero(new)[first])  # the new strings, in order of appearance
+            fresh = digest[line]
+            code = np.arange(len(self.digest), len(self.digest) + len(fresh))
+            span = np.empty((2, len(line)), dtype=np.int64)
+            for i, j in enumerate(line):
+                span[0, i] = len(self.first)
+                self.first += raw[start[j] : stop[j] + len(_TAIL)].tobytes()
+                span[1, i] = len(self.first) - len(_TAIL)
+            order = np.argsort(np.concatenate((self.digest, fresh)))
+            self.digest = np.concatenate((self.digest, fresh))[order]
             self.code = np.concatenate((self.code, code))[order]
+            self.span = np.concatenate((self.span, span), axis=1)[:, order]
             at = np.searchsorted(self.digest, digest)
-        theirs = _task_bytes(words, spans[0, self.line], spans[1, self.line], width)
+        kept = _words(np.frombuffer(bytes(self.first), np.uint8))
+        theirs = _task_bytes(kept, self.span[0], self.span[1], width)
         if not all(np.array_equal(x, y[at]) for x, y in zip(mine, theirs, strict=True)):
             return None
         return self.code[at]
 
-    def names(self, data: bytes, spans: np.ndarray) -> list[str] | None:
+    def names(self) -> list[str] | None:
         """The decoded string of each code; None unless each is one JSON string body in UTF-8."""
-        line = np.empty(len(self.line), dtype=np.int64)
-        line[self.code] = self.line
+        span = np.empty_like(self.span)
+        span[:, self.code] = self.span
         try:
-            return [json.loads(b'"' + data[spans[0, i] : spans[1, i]] + b'"') for i in line]
+            return [json.loads(b'"' + self.first[a:b] + b'"') for a, b in span.T.tolist()]
         except ValueError:  # not UTF-8, or not one JSON string: the other parsers decide
             return None
 
@@ -177,7 +222,8 @@ class _TaskCodes:
 def _canonical_lines(words, raw: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple | None:
     """(episode_index, length, task start, task end) of canonical lines `raw[starts:ends]`, or None.
 
-    Every read stays inside its line (a line is at least `_SHORTEST` bytes): the file needs no padding.
+    Reads stay inside the buffer (a line is at least `_SHORTEST` bytes), and a line passes only if the chain
+    of checks covers it from its first byte to its last: the file needs no padding.
     The task is everything between `"tasks": ["` and `"], "length": `; it is one JSON string only if
     `json.loads` says so, which the caller asks of each distinct one."""
     if words is None or (ends - starts < _SHORTEST).any() or not _matches(words, starts, _HEAD):
