@@ -34,7 +34,7 @@ def value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(values).reshape(-1)
     small = values.dtype.kind in "iu" and len(values) and 0 <= values.min()
     if small and values.max() < 4 * len(values) + 1024:
-        counts = np.bincount(values)
+        counts = np.bincount(values.astype(np.intp, copy=False))
         present = np.flatnonzero(counts)
         return present.astype(values.dtype), counts[present]
     return np.unique(values, return_counts=True)

@@ -225,7 +225,11 @@ def fingerprints_by_task(view: MetadataView) -> dict[int, str]:
         tasks, episodes, lengths = tasks[by_episode], episodes[by_episode], lengths[by_episode]
     present = value_counts(tasks)[0]
     if len(present) <= _FEW_TASKS:  # a pass per task: small arrays, no sort (a fresh page costs a fault)
-        return {int(t): _fingerprint(episodes[tasks == t], lengths[tasks == t]) for t in present}
+        by_task = {}
+        for task in present.tolist():
+            mine = tasks == task
+            by_task[task] = _fingerprint(episodes[mine], lengths[mine])
+        return by_task
     order = stable_order(tasks)
     tasks, episodes, lengths = tasks[order], episodes[order], lengths[order]
     starts = np.flatnonzero(np.r_[True, tasks[1:] != tasks[:-1]])
