@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from robotempo.errors import DatasetFormatError
 from robotempo.format import v21_columnar
@@ -158,3 +160,48 @@ def test_the_shortest_canonical_line_ends_the_file(tmp_path):
     assert len(shortest) == v21_columnar._SHORTEST
     assert _decoded(parse_canonical(data)) == ([0, 1], [2, 1], ["a", ""])
     assert _decoded(parse_canonical(data)) == _decoded(_strict_episodes(data, tmp_path / "episodes.jsonl"))
+
+
+_TASKS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters='"\\'), max_size=12)
+_ROWS = st.lists(
+    st.tuples(st.integers(0, 10**8), st.sampled_from([0, 1, 9, 10**7 - 1, 10**7, 10**9]), _TASKS),
+    min_size=1,
+    max_size=12,
+)
+
+
+_BYTES = st.one_of(st.sampled_from(list(b'0123456789 {}[]",:-\n\t\\')), st.integers(0, 255))
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=_ROWS,
+    cut=st.integers(0, 2000),
+    byte=_BYTES,
+    action=st.sampled_from(["keep", "drop", "put", "lead"]),
+)
+def test_the_columnar_parse_never_misreads(rows, cut, byte, action):
+    """Canonical text, then maybe one byte dropped or overwritten anywhere: the columnar parse either gives
+    up (None) or gives exactly what `json.loads` reads from every line; it never reads something else."""
+    data = bytearray(_canonical([{"episode_index": e, "tasks": [t], "length": n} for e, n, t in rows]))
+    at = cut % len(data)
+    numbers = [i for i in range(2, len(data)) if data[i - 2 : i] == b": " and chr(data[i]).isdigit()]
+    if action == "drop":
+        del data[at]
+    elif action == "put":
+        data[at] = byte
+    elif action == "lead":  # a number's first digit: a leading zero, a sign, a space, another digit
+        data[numbers[cut % len(numbers)]] = b"0- 7"[byte % 4]
+    parsed = parse_canonical(bytes(data))
+    plain = all(n < 10**7 and e < 10**7 and min(t, default=" ") >= " " for e, n, t in rows)
+    if action == "keep" and plain:  # up to 7 digits, nothing JSON escapes: the columnar parse's to take
+        assert parsed is not None
+    if parsed is None:
+        return
+    lines = [json.loads(line) for line in bytes(data).decode().split("\n") if line]  # raises if not JSON
+    assert all(list(line) == ["episode_index", "tasks", "length"] for line in lines)
+    assert _decoded(parsed) == (
+        [line["episode_index"] for line in lines],
+        [line["length"] for line in lines],
+        [line["tasks"][0] for line in lines],
+    )
