@@ -113,12 +113,15 @@ def describe(root: Path) -> dict:
 
 
 def synth_fingerprint() -> str:
-    """A hash of robotempo's synthetic-data source: a corpus written by another version is reported."""
+    """A hash of the source of robotempo's synthetic data and of its writer (the files' layout, e.g. v3.0 row
+    groups): a corpus written by another version is reported."""
     import hashlib
 
     import robotempo.synth
+    import robotempo.writer
 
-    return hashlib.sha256(Path(robotempo.synth.__file__).read_bytes()).hexdigest()[:12]
+    sources = [Path(robotempo.synth.__file__), *sorted(Path(robotempo.writer.__file__).parent.glob("*.py"))]
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
 
 
 def ensure(name: str, scale: float, base: Path = DEFAULT_DIR, force: bool = False) -> Path:

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from robotempo.arrays import distinct
+from robotempo.arrays import distinct, take
 from robotempo.synth import write_synthetic
 
 
@@ -21,6 +22,17 @@ def test_distinct_equals_unique(n):
         assert got.dtype == values.dtype
         np.testing.assert_array_equal(got, np.unique(values))
     assert distinct([3, 1, 3]).tolist() == [1, 3]
+
+
+def test_take_equals_arrow_take_and_slices_runs():
+    table = pa.table({"a": np.arange(50) * 3, "b": [str(i) for i in range(50)]})
+    rng = np.random.default_rng(0)
+    for rows in (rng.integers(0, 50, 20), np.arange(7, 19), np.array([4]), np.array([], np.int64), [3, 2]):
+        want = table.take(pa.array(np.asarray(rows, np.int64)))
+        assert take(table, rows).equals(want)
+        assert take(table.column("b").chunk(0), rows).equals(want["b"].chunk(0))
+    run = take(table, np.arange(7, 19))
+    assert run.column("a").chunk(0).buffers()[1].address == table.column("a").chunk(0).buffers()[1].address
 
 
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])

@@ -1,5 +1,6 @@
 """The frame store's open path on files laid out as other writers make them: many row groups (one per
-episode, with or without footer statistics), one file per episode read in parallel, no handle kept."""
+episode, with or without footer statistics, or fixed row counts cutting through episodes), one file per
+episode read in parallel, no handle kept."""
 
 from __future__ import annotations
 
@@ -27,15 +28,20 @@ def v30(tmp_path_factory):
     return root
 
 
-def _rewrite_without_statistics(root, dst):
+def _regroup(root, dst, sizes, statistics: bool = True):
+    """A copy of `root` whose data file is rewritten in row groups of `sizes` rows (as other writers make
+    them: LeRobot one group per episode, others fixed row counts that cut through episodes)."""
     shutil.copytree(root, dst)
-    for path in (dst / "data").rglob("*.parquet"):
-        pf = pq.ParquetFile(path)
-        tables = [pf.read_row_group(g) for g in range(pf.metadata.num_row_groups)]
-        with pq.ParquetWriter(path.with_suffix(".tmp"), tables[0].schema, write_statistics=False) as w:
-            for t in tables:
-                w.write_table(t, row_group_size=len(t))
-        path.with_suffix(".tmp").replace(path)
+    (path,) = (dst / "data").rglob("*.parquet")
+    table = pq.read_table(path)
+    assert sum(sizes) == table.num_rows
+    with pq.ParquetWriter(path.with_suffix(".tmp"), table.schema, write_statistics=statistics) as w:
+        at = 0
+        for n in sizes:
+            w.write_table(table.slice(at, n), row_group_size=n)
+            at += n
+    path.with_suffix(".tmp").replace(path)
+    assert pq.ParquetFile(path).metadata.num_row_groups == len(sizes)
     return dst
 
 
@@ -44,20 +50,29 @@ def _numeric(ds):
 
 
 def test_single_episodes_of_a_many_group_file_equal_the_whole_read(v30, tmp_path):
-    bare = _rewrite_without_statistics(v30, tmp_path / "bare")
     whole = LeRobotDataset("t", root=v30, speed_labels=False)
-    assert pq.ParquetFile(v30 / whole.meta.episodes.data_files[0]).metadata.num_row_groups == 40
-    for root in (v30, bare):
+    assert pq.ParquetFile(v30 / whole.meta.episodes.data_files[0]).metadata.num_row_groups == 1  # ~20 KB
+    per_episode = (whole.frames.ep_to - whole.frames.ep_from).tolist()
+    rows = int(whole.frames.ep_to[-1])
+    cut = [7] * (rows // 7) + [rows % 7] * (rows % 7 > 0)
+    layouts = {
+        "one per episode": _regroup(v30, tmp_path / "lerobot", per_episode),
+        "one per episode, no statistics": _regroup(v30, tmp_path / "bare", per_episode, statistics=False),
+        "7 rows, across episodes": _regroup(v30, tmp_path / "cut", cut),
+    }
+    for name, root in {"robotempo's": v30, **layouts}.items():
         for k in (0, 1, 17, 38, 39):
             one = LeRobotDataset("t", root=root, episodes=[k], speed_labels=False)
             a, b = int(whole.frames.ep_from[k]), int(whole.frames.ep_to[k])
-            for name, values in _numeric(one).items():
-                np.testing.assert_array_equal(values, whole.frames.columns[name][a:b], err_msg=name)
+            for key, values in _numeric(one).items():
+                np.testing.assert_array_equal(values, whole.frames.columns[key][a:b], err_msg=f"{name} {key}")
         some = LeRobotDataset("t", root=root, episodes=[3, 4, 20, 31], speed_labels=False)
-        rows = np.concatenate(
+        rows_of = np.concatenate(
             [np.arange(whole.frames.ep_from[k], whole.frames.ep_to[k]) for k in (3, 4, 20, 31)]
         )
-        np.testing.assert_array_equal(some.frames.columns["action"], whole.frames.columns["action"][rows])
+        np.testing.assert_array_equal(
+            some.frames.columns["action"], whole.frames.columns["action"][rows_of], err_msg=name
+        )
 
 
 def test_open_keeps_no_parquet_handle_and_columns_are_writable(v30):

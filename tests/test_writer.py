@@ -11,6 +11,7 @@ import time
 
 import av
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import (
@@ -27,7 +28,7 @@ from conftest import (
 from PIL import Image
 
 from robotempo.errors import WriterError
-from robotempo.synth import SynthSpec, decode_frame_identity
+from robotempo.synth import SynthSpec, decode_frame_identity, write_synthetic
 from robotempo.writer import DatasetWriter
 
 CAMERA = "observation.images.top"
@@ -83,19 +84,36 @@ def test_rows_schema_images_and_hf_features(name, request):
     assert hf[CAMERA] == {"_type": "Image"} and hf["index"] == {"dtype": "int64", "_type": "Value"}
 
 
-def test_v30_one_row_group_per_episode_and_metadata_columns(v30_video_dataset):
-    root = v30_video_dataset
-    info, episodes, tasks = read_dataset(root)
-    assert info["data_files_size_in_mb"] == 0.009 and info["video_files_size_in_mb"] == 0.02
+def _row_groups_by_episode(root, info, episodes) -> list[list[list[int]]]:
+    """Per data file, per row group, the episode indices it holds; asserts every group holds whole episodes
+    in metadata order, so that a group boundary is always an episode boundary."""
     by_file: dict[str, list[dict]] = {}
     for row in episodes:
         by_file.setdefault(data_file(info, row), []).append(row)
+    layout = []
     for path, rows in by_file.items():
         f = pq.ParquetFile(root / path)
-        assert f.metadata.num_row_groups == len(rows)
-        for i, row in enumerate(rows):
-            group = f.read_row_group(i, columns=["episode_index"]).column(0).to_pylist()
-            assert group == [row["episode_index"]] * row["length"]
+        groups, at = [], 0
+        for g in range(f.metadata.num_row_groups):
+            values = f.read_row_group(g, columns=["episode_index"]).column(0).to_pylist()
+            held = []
+            while values:
+                row = rows[at]
+                assert values[: row["length"]] == [row["episode_index"]] * row["length"], (path, g)
+                values, at = values[row["length"] :], at + 1
+                held.append(row["episode_index"])
+            groups.append(held)
+        assert at == len(rows), path
+        layout.append(groups)
+    return layout
+
+
+def test_v30_row_groups_hold_whole_episodes_and_metadata_columns(v30_video_dataset):
+    root = v30_video_dataset
+    info, episodes, tasks = read_dataset(root)
+    assert info["data_files_size_in_mb"] == 0.009 and info["video_files_size_in_mb"] == 0.02
+    layout = _row_groups_by_episode(root, info, episodes)
+    assert len(layout) > 2 and all(len(groups) == 1 for groups in layout)  # ~1 KB files: one group each
     meta = pq.read_schema(next((root / "meta" / "episodes").rglob("*.parquet")))
     for column in (
         "episode_index",
@@ -121,6 +139,48 @@ def test_v30_one_row_group_per_episode_and_metadata_columns(v30_video_dataset):
         tasks_schema.pandas_metadata["index_columns"] == ["task"]
         and tasks == SYNTH_SPECS["v30_video_dataset"].tasks
     )
+
+
+@pytest.mark.parametrize("target", [1, 2500])
+def test_v30_row_group_closes_at_the_episode_that_passes_the_byte_target(tmp_path, monkeypatch, target):
+    """`target=1` is LeRobot's layout (one group per episode); 2,500 B makes groups of 1-4 episodes here."""
+    from robotempo.writer import v30
+
+    monkeypatch.setattr(v30, "ROW_GROUP_BYTES", target)
+    root = write_synthetic(
+        tmp_path / "ds", version="v3.0", n_episodes=40, camera=None, mean_length=9.0, seed=5,
+        data_files_size_in_mb=0.02,
+    )  # fmt: skip
+    info, episodes, _ = read_dataset(root)
+    layout = _row_groups_by_episode(root, info, episodes)
+    sizes = {}
+    for row in episodes:
+        sizes[row["episode_index"]] = episode_rows(root, info, row).nbytes
+    assert len(layout) > 1
+    for groups in layout:
+        for held in groups[:-1]:  # a file's last group closes with the file
+            before = sum(sizes[e] for e in held[:-1])
+            assert before < target <= before + sizes[held[-1]], (held, before, target)
+    counts = [len(held) for groups in layout for held in groups]
+    assert max(counts) == 1 if target == 1 else max(counts) > 1
+
+
+def test_v30_row_grouping_changes_no_value(tmp_path, monkeypatch):
+    from robotempo.writer import v30
+
+    tables, groups = [], []
+    for target in (1, 60_000):
+        monkeypatch.setattr(v30, "ROW_GROUP_BYTES", target)
+        root = write_synthetic(
+            tmp_path / str(target), version="v3.0", n_episodes=40, camera="image", image_size=(32, 32),
+            mean_length=9.0, seed=5, data_files_size_in_mb=0.3,
+        )  # fmt: skip
+        files = sorted((root / "data").rglob("*.parquet"))
+        tables.append(pa.concat_tables(pq.read_table(f) for f in files))  # rollover points may differ
+        groups.append(sum(pq.ParquetFile(f).metadata.num_row_groups for f in files))
+    assert groups[0] == 40 and groups[1] < 20
+    one, grouped = tables
+    assert one.num_rows == sum(r["length"] for r in read_dataset(root)[1]) and one.equals(grouped)
 
 
 def test_v30_files_roll_over_in_chunks_and_video_times_are_right(v30_video_dataset):

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from robotempo.arrays import take as take_rows
 from robotempo.errors import DatasetFormatError, MissingFileError
 from robotempo.format.checks import check_video_windows
 from robotempo.format.episodes import EpisodeTable, VideoLocation
@@ -125,7 +126,7 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
     episode_index = col("episode_index")
     order = np.argsort(episode_index, kind="stable")
     if not np.all(order == np.arange(len(order))):
-        table = table.take(pa.array(order))
+        table = take_rows(table, order)
         episode_index = episode_index[order]
     if len(episode_index) and np.any(np.diff(episode_index) == 0):
         ep = int(episode_index[np.flatnonzero(np.diff(episode_index) == 0)[0]])

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from robotempo.arrays import distinct
+from robotempo.arrays import take as take_rows
 from robotempo.errors import DatasetFormatError, NonFiniteValueError, RowAlignmentError, UnknownTaskError
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
@@ -246,7 +247,7 @@ class FrameTable:
         )
         if len(take) == table.num_rows and np.array_equal(take, np.arange(len(take))):
             return table
-        return table.take(pa.array(take))
+        return take_rows(table, take)
 
     def _check_tasks(self, tasks: Mapping[int, str]) -> None:
         """Every frame's task_index names a task of the task table (an unknown one would serve no prompt)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from robotempo.arrays import take as take_rows
 from robotempo.env import env_float
 from robotempo.errors import DatasetFormatError
 from robotempo.forksafe import ProcessLocal
@@ -147,7 +148,7 @@ def read_group_rows(
             return values
     if column is None:
         column = cache.get(whole, lambda: _load(pf, ref, group, key, image))
-    return column.take(pa.array(rows)).to_pylist()
+    return take_rows(column, rows).to_pylist()
 
 
 def _load(pf: DataFile, ref: FileRef, group: int, key: str, image: bool) -> pa.Array:
