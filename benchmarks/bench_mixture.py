@@ -52,14 +52,28 @@ def plan(quick: bool) -> dict:
     return {"n": n, "episodes": episodes, "length": 60.0, "dim": 14, "image": (64, 64), "camera_every": 5}
 
 
+def _written(root: Path, fingerprint: str) -> bool:
+    """`root` is complete and was written by this robotempo's synth and writer (else it is removed)."""
+    import shutil
+
+    done = root / "done"
+    if done.exists() and done.read_text() == fingerprint:
+        return True
+    shutil.rmtree(root, ignore_errors=True)
+    return False
+
+
 def corpus(p: dict) -> tuple[list[Path], Path]:
+    from corpora import synth_fingerprint
+
     from robotempo.synth import write_synthetic
 
     base = DIR / f"p9-{p['n']}x{p['episodes']}"
+    fingerprint = synth_fingerprint()  # a new writer (e.g. its row groups) rewrites the corpus
     roots = []
     for i in range(p["n"]):
         root = base / f"ds{i:03d}"
-        if not (root / "done").exists():
+        if not _written(root, fingerprint):
             camera = "image" if i % p["camera_every"] == 0 else None
             write_synthetic(
                 root,
@@ -75,10 +89,10 @@ def corpus(p: dict) -> tuple[list[Path], Path]:
                 mean_length=p["length"],
             )
             open_once(root)
-            (root / "done").write_text("")
+            (root / "done").write_text(fingerprint)
         roots.append(root)
     one = base / "one"
-    if not (one / "done").exists():
+    if not _written(one, fingerprint):
         write_synthetic(
             one,
             version="v3.0",
@@ -92,7 +106,7 @@ def corpus(p: dict) -> tuple[list[Path], Path]:
             mean_length=p["length"],
         )
         open_once(one)
-        (one / "done").write_text("")
+        (one / "done").write_text(fingerprint)
     return roots, one
 
 

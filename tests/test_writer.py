@@ -165,22 +165,26 @@ def test_v30_row_group_closes_at_the_episode_that_passes_the_byte_target(tmp_pat
     assert max(counts) == 1 if target == 1 else max(counts) > 1
 
 
-def test_v30_row_grouping_changes_no_value(tmp_path, monkeypatch):
+def test_v30_row_grouping_changes_no_value_and_image_files_keep_a_group_per_episode(tmp_path, monkeypatch):
     from robotempo.writer import v30
 
-    tables, groups = [], []
+    tables, groups = {}, {}
     for target in (1, 60_000):
         monkeypatch.setattr(v30, "ROW_GROUP_BYTES", target)
-        root = write_synthetic(
-            tmp_path / str(target), version="v3.0", n_episodes=40, camera="image", image_size=(32, 32),
-            mean_length=9.0, seed=5, data_files_size_in_mb=0.3,
-        )  # fmt: skip
-        files = sorted((root / "data").rglob("*.parquet"))
-        tables.append(pa.concat_tables(pq.read_table(f) for f in files))  # rollover points may differ
-        groups.append(sum(pq.ParquetFile(f).metadata.num_row_groups for f in files))
-    assert groups[0] == 40 and groups[1] < 20
-    one, grouped = tables
-    assert one.num_rows == sum(r["length"] for r in read_dataset(root)[1]) and one.equals(grouped)
+        for camera in ("image", None):
+            root = write_synthetic(
+                tmp_path / f"{camera}-{target}", version="v3.0", n_episodes=40, camera=camera,
+                image_size=(32, 32), mean_length=9.0, seed=5, data_files_size_in_mb=0.3,
+            )  # fmt: skip
+            files = sorted((root / "data").rglob("*.parquet"))
+            tables[camera, target] = pa.concat_tables(pq.read_table(f) for f in files)  # rollovers may differ
+            groups[camera, target] = sum(pq.ParquetFile(f).metadata.num_row_groups for f in files)
+            assert tables[camera, target].num_rows == sum(r["length"] for r in read_dataset(root)[1])
+    # 32x32 PNGs: an episode's images weigh ~10 KB, so 60 KB would group ~6 of them; image files do not group
+    assert groups["image", 1] == groups["image", 60_000] == 40
+    assert groups[None, 1] == 40 and groups[None, 60_000] < 20
+    for camera in ("image", None):
+        assert tables[camera, 1].equals(tables[camera, 60_000]), camera
 
 
 def test_v30_files_roll_over_in_chunks_and_video_times_are_right(v30_video_dataset):

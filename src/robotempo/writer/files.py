@@ -29,11 +29,16 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def heavy_columns(schema: pa.Schema) -> set[str]:
+    """The columns holding embedded images (a struct of PNG bytes and path, or raw bytes)."""
+    return {f.name for f in schema if pa.types.is_struct(f.type) or pa.types.is_binary(f.type)}
+
+
 def open_parquet(final: Path, schema: pa.Schema) -> tuple[pq.ParquetWriter, Path]:
     """A ParquetWriter on a staged temp file for `final`; returns it with the temp path."""
     final.parent.mkdir(parents=True, exist_ok=True)
     staged = temp_path_for(final)
-    heavy = {f.name for f in schema if pa.types.is_struct(f.type) or pa.types.is_binary(f.type)}
+    heavy = heavy_columns(schema)
     light = [f.name for f in schema if f.name not in heavy]
     # Dictionaries and min/max statistics of PNG bytes cost time and footer space for nothing. Small pages
     # (a row per write batch, so a page closes once it passes DATA_PAGE_BYTES) and a page index let a reader

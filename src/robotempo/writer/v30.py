@@ -6,7 +6,9 @@ chunk.
 A data file's row groups hold whole episodes, as many as it takes to pass `ROW_GROUP_BYTES`: a reader parses
 the footer (every row group's metadata) on each open, so one row group per episode, as LeRobot writes, made
 a 20,000-episode tabular file carry a 14.6 MB footer that cost 0.16 s to parse on every `episodes=[k]` open;
-with row groups of ~1 MB it is 44 KB (docs/benchmarks.md, "v3.0 row groups").
+with row groups of ~1 MB it is 45 KB (docs/benchmarks.md, "v3.0 row groups"). Files with embedded images
+keep one row group per episode: an episode's images already weigh hundreds of KB or more (a small footer),
+and the image reader's unit, one group's column read whole while the cache has room, stays one episode.
 Every file is staged (hidden temp name) until the commit that publishes it with the metadata describing it.
 """
 
@@ -23,7 +25,7 @@ import pyarrow.parquet as pq
 
 from robotempo.format.info import V30_EPISODES_PATH
 from robotempo.video.encoder import VideoEncoder
-from robotempo.writer.files import Staging, open_parquet, open_video, write_table_file
+from robotempo.writer.files import Staging, heavy_columns, open_parquet, open_video, write_table_file
 from robotempo.writer.layout import EpisodeRecord, LayoutConfig
 from robotempo.writer.stats import STAT_NAMES
 
@@ -123,6 +125,7 @@ class V30Layout:
         self._data_file: tuple[pq.ParquetWriter, Path, Path] | None = None  # writer, staged, final
         self._rows: list[pa.Table] = []  # whole episodes waiting for their row group
         self._rows_bytes = 0
+        self._heavy = False  # the data file embeds images: one row group per episode
         self._videos = {k: _Sequence(cfg.chunks_size) for k in cfg.features.video_keys}
         self._encoders: dict[str, tuple[VideoEncoder, Path]] = {}  # key -> (encoder, final)
         self._frames_in_file = {k: 0 for k in cfg.features.video_keys}
@@ -136,9 +139,10 @@ class V30Layout:
         if self._data_file is None:
             final = cfg.root / cfg.data_path.format(**self._data.fields())
             self._data_file = (*open_parquet(final, table.schema), final)
+            self._heavy = bool(heavy_columns(table.schema))
         self._rows.append(table)
         self._rows_bytes += table.nbytes
-        if self._rows_bytes >= ROW_GROUP_BYTES:
+        if self._rows_bytes >= ROW_GROUP_BYTES or self._heavy:
             self._write_row_group()
         rec.location.update(
             {"data/chunk_index": self._data.chunk_index, "data/file_index": self._data.file_index}
