@@ -75,6 +75,31 @@ def test_single_episodes_of_a_many_group_file_equal_the_whole_read(v30, tmp_path
         )
 
 
+def _move_boundary(root, episode: int, by: int) -> None:
+    """Move the metadata's boundary between `episode` and the next one by `by` rows (row counts kept)."""
+    (path,) = (root / "meta" / "episodes").rglob("*.parquet")
+    table = pq.read_table(path)
+    for name, at, delta in (
+        ("length", episode, by), ("dataset_to_index", episode, by),
+        ("length", episode + 1, -by), ("dataset_from_index", episode + 1, by),
+    ):  # fmt: skip
+        values = table.column(name).to_numpy().copy()
+        values[at] += delta
+        table = table.set_column(table.column_names.index(name), name, pa.array(values))
+    pq.write_table(table, path)
+
+
+@pytest.mark.parametrize(("by", "k", "side"), [(-2, 17, "after"), (2, 18, "before")])
+def test_a_moved_boundary_is_caught_on_lerobots_layout(v30, tmp_path, by, k, side):
+    """One row group per episode (LeRobot's layout; robotempo's writer now makes one group here). Episode
+    k's own rows all still hold k, so only the row just outside it shows the moved boundary."""
+    whole = LeRobotDataset("t", root=v30, speed_labels=False)
+    root = _regroup(v30, tmp_path / "lerobot", (whole.frames.ep_to - whole.frames.ep_from).tolist())
+    _move_boundary(root, 17, by)
+    with pytest.raises(RowAlignmentError, match=f"just {side} the rows the metadata gives episode {k}"):
+        LeRobotDataset("t", root=root, episodes=[k], speed_labels=False)
+
+
 def test_open_keeps_no_parquet_handle_and_columns_are_writable(v30):
     ds = LeRobotDataset("t", root=v30, speed_labels=False)
     kept = list(ds.frames.files._open.get())  # footers of many-group files weigh megabytes: none kept
