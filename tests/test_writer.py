@@ -434,24 +434,33 @@ _KILLED_WRITER = {
     "video_files_size_in_mb": 0.003,
 }
 _CHILD = f"""
-import sys
+import json, sys
 from robotempo.synth import SynthSpec
-from robotempo.writer import DatasetWriter
+from robotempo.writer import DatasetWriter, v30
 spec = SynthSpec(**{_KILLED_SPEC!r})
-with DatasetWriter(sys.argv[1], features=spec.features(), version=sys.argv[2], **{_KILLED_WRITER!r}) as w:
+writer_args = {{**{_KILLED_WRITER!r}, **json.loads(sys.argv[3])}}
+v30.ROW_GROUP_BYTES = writer_args.pop("row_group_bytes", v30.ROW_GROUP_BYTES)
+with DatasetWriter(sys.argv[1], features=spec.features(), version=sys.argv[2], **writer_args) as w:
     for e in range(spec.n_episodes):
         w.add_episode(*spec.episode(e))
         print(e, flush=True)
 """
 
 
-@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
-def test_sigkill_leaves_the_last_commit_and_resume_finishes_the_job(tmp_path, version):
+# v3.0 with row groups of several episodes still buffered when the kill comes (commits every 6 episodes
+# into data files of up to 50 KB, groups closed past 2 KB: 2 episodes of ~20 rows, 1.4 KB each).
+_GROUPED = {"row_group_bytes": 2000, "commit_every": 6, "data_files_size_in_mb": 0.05}
+
+
+@pytest.mark.parametrize(("version", "extra"), [("v2.1", {}), ("v3.0", {}), ("v3.0", _GROUPED)])
+def test_sigkill_leaves_the_last_commit_and_resume_finishes_the_job(tmp_path, version, extra):
     spec = SynthSpec(**_KILLED_SPEC)
     for i, (after, delay) in enumerate([(1, 0.0), (5, 0.004), (11, 0.015)]):
         root = tmp_path / f"kill{i}"
         child = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(root), version], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _CHILD, str(root), version, json.dumps(extra)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for line in child.stdout:
             if int(line) >= after:
@@ -463,12 +472,16 @@ def test_sigkill_leaves_the_last_commit_and_resume_finishes_the_job(tmp_path, ve
         assert (root / "meta" / "info.json").exists() or after < 3  # the first commit is after episode 2
         if not (root / "meta" / "info.json").exists():
             continue
-        assert check_consistent(root, spec) >= 3 * ((after + 1) // 3)
-        with DatasetWriter.resume(root, commit_every=3) as w:
+        every = extra.get("commit_every", 3)
+        assert check_consistent(root, spec) >= every * ((after + 1) // every)
+        with DatasetWriter.resume(root, commit_every=every) as w:
             for e in range(w.num_episodes, spec.n_episodes):
                 w.add_episode(*spec.episode(e))
         assert check_consistent(root, spec) == spec.n_episodes and hidden_files(root) == []
         check_video_identity(root)
+        if extra:  # the layout under test was made: row groups of several episodes
+            layout = _row_groups_by_episode(root, *read_dataset(root)[:2])
+            assert max(len(held) for groups in layout for held in groups) > 1
 
 
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
