@@ -141,15 +141,20 @@ def test_v30_row_groups_hold_whole_episodes_and_metadata_columns(v30_video_datas
     )
 
 
-@pytest.mark.parametrize("target", [1, 2500])
-def test_v30_row_group_closes_at_the_episode_that_passes_the_byte_target(tmp_path, monkeypatch, target):
-    """`target=1` is LeRobot's layout (one group per episode); 2,500 B makes groups of 1-4 episodes here."""
+@pytest.mark.parametrize(("camera", "target"), [(None, 1), (None, 2500), ("image", 1), ("image", 40_000)])
+def test_v30_row_group_closes_at_the_episode_that_passes_the_byte_target(
+    tmp_path, monkeypatch, camera, target
+):
+    """`target=1` is LeRobot's layout (one group per episode). Tabular episodes weigh ~1 KB here and 32x32
+    image ones ~15 KB, so the other targets make groups of several. Each kind of file uses its own target:
+    the other one is set to 1, which would make one group per episode."""
     from robotempo.writer import v30
 
-    monkeypatch.setattr(v30, "ROW_GROUP_BYTES", target)
+    monkeypatch.setattr(v30, "IMAGE_ROW_GROUP_BYTES" if camera else "ROW_GROUP_BYTES", target)
+    monkeypatch.setattr(v30, "ROW_GROUP_BYTES" if camera else "IMAGE_ROW_GROUP_BYTES", 1)
     root = write_synthetic(
-        tmp_path / "ds", version="v3.0", n_episodes=40, camera=None, mean_length=9.0, seed=5,
-        data_files_size_in_mb=0.02,
+        tmp_path / "ds", version="v3.0", n_episodes=40, camera=camera, image_size=(32, 32), mean_length=9.0,
+        seed=5, data_files_size_in_mb=0.02 if camera is None else 0.2,
     )  # fmt: skip
     info, episodes, _ = read_dataset(root)
     layout = _row_groups_by_episode(root, info, episodes)
@@ -165,12 +170,13 @@ def test_v30_row_group_closes_at_the_episode_that_passes_the_byte_target(tmp_pat
     assert max(counts) == 1 if target == 1 else max(counts) > 1
 
 
-def test_v30_row_grouping_changes_no_value_and_image_files_keep_a_group_per_episode(tmp_path, monkeypatch):
+def test_v30_row_grouping_changes_no_value(tmp_path, monkeypatch):
     from robotempo.writer import v30
 
     tables, groups = {}, {}
-    for target in (1, 60_000):
+    for target in (1, 40_000):
         monkeypatch.setattr(v30, "ROW_GROUP_BYTES", target)
+        monkeypatch.setattr(v30, "IMAGE_ROW_GROUP_BYTES", target)
         for camera in ("image", None):
             root = write_synthetic(
                 tmp_path / f"{camera}-{target}", version="v3.0", n_episodes=40, camera=camera,
@@ -180,11 +186,24 @@ def test_v30_row_grouping_changes_no_value_and_image_files_keep_a_group_per_epis
             tables[camera, target] = pa.concat_tables(pq.read_table(f) for f in files)  # rollovers may differ
             groups[camera, target] = sum(pq.ParquetFile(f).metadata.num_row_groups for f in files)
             assert tables[camera, target].num_rows == sum(r["length"] for r in read_dataset(root)[1])
-    # 32x32 PNGs: an episode's images weigh ~10 KB, so 60 KB would group ~6 of them; image files do not group
-    assert groups["image", 1] == groups["image", 60_000] == 40
-    assert groups[None, 1] == 40 and groups[None, 60_000] < 20
     for camera in ("image", None):
-        assert tables[camera, 1].equals(tables[camera, 60_000]), camera
+        assert groups[camera, 1] == 40 and groups[camera, 40_000] < 20, (camera, groups)
+        assert tables[camera, 1].equals(tables[camera, 40_000]), camera
+
+
+def test_v30_image_episodes_past_the_image_target_keep_a_group_each(tmp_path):
+    """At the default targets, on data like P9's image datasets (64x64, ~60 frames): one group per episode."""
+    from robotempo.writer import v30
+
+    root = write_synthetic(
+        tmp_path / "ds", version="v3.0", n_episodes=10, camera="image", image_size=(64, 64), mean_length=60.0,
+        seed=5,
+    )  # fmt: skip
+    info, episodes, _ = read_dataset(root)
+    sizes = [episode_rows(root, info, row).nbytes for row in episodes]
+    assert min(sizes) >= v30.IMAGE_ROW_GROUP_BYTES, sizes  # what the layout below follows from
+    layout = _row_groups_by_episode(root, info, episodes)
+    assert [len(held) for groups in layout for held in groups] == [1] * 10
 
 
 def test_v30_files_roll_over_in_chunks_and_video_times_are_right(v30_video_dataset):

@@ -34,8 +34,9 @@ Format details: vector features are fixed-size list columns, shape-(1,) features
 struct `{bytes: PNG, path}`; the parquet schema carries the HF `datasets` feature JSON (key `huggingface`) so
 LeRobot and OpenTau load the files; v3.0 writes row groups of whole episodes, each closed at the first
 episode that takes it past ~1 MB (`v30.ROW_GROUP_BYTES`; LeRobot writes one per episode, whose footer a reader
-parses on every open; files with embedded images keep one per episode), and `meta/tasks.parquet` with the
-pandas metadata that restores its "task" index. Stats cover every feature and the five default columns.
+parses on every open; files with embedded images past 96 KB, `v30.IMAGE_ROW_GROUP_BYTES`), and
+`meta/tasks.parquet` with the pandas metadata that restores its "task" index. Stats cover every feature and
+the five default columns.
 Video sizes for rollover count the bytes of the muxed packets; data file sizes count the rows still waiting
 for their row group at their in-memory size.
 """

@@ -7,8 +7,10 @@ A data file's row groups hold whole episodes, as many as it takes to pass `ROW_G
 the footer (every row group's metadata) on each open, so one row group per episode, as LeRobot writes, made
 a 20,000-episode tabular file carry a 14.6 MB footer that cost 0.16 s to parse on every `episodes=[k]` open;
 with row groups of ~1 MB it is 45 KB (docs/benchmarks.md, "v3.0 row groups"). Files with embedded images
-keep one row group per episode: an episode's images already weigh hundreds of KB or more (a small footer),
-and the image reader's unit, one group's column read whole while the cache has room, stays one episode.
+close their groups past `IMAGE_ROW_GROUP_BYTES` (96 KB): the image reader reads a group's whole image column
+on a miss while its cache has room, so its groups stay small; an episode of a few dozen 64x64 frames or of
+larger images passes that alone (one group per episode, as before), while tiny images still get a small
+footer.
 Every file is staged (hidden temp name) until the commit that publishes it with the metadata describing it.
 """
 
@@ -35,6 +37,11 @@ MB = 1024 * 1024
 # of one selected episode cheap; measured on a 20,000-episode file, 8,192-row groups (1.2 MB) opened
 # `episodes=[k]` in 0.027 s against 0.026 s for 1,024 rows and 0.07 s for 65,536.
 ROW_GROUP_BYTES = 1 * MB
+# The same for files with embedded images. Grouping P9's 64x64 episodes (118-877 KB each) 3-4 to a group
+# under the 1 MB rule cost +71 MB of node PSS in a short 2-worker pass (docs/benchmarks.md, "v3.0 row
+# groups"). Below their smallest, every episode of the benchmarks' image corpora is its own group, as
+# before; 32x32 episodes of ~15 KB still make groups of ~6 (a 100 MB file: ~1,000 groups, not 7,000).
+IMAGE_ROW_GROUP_BYTES = 96 * 1024
 
 # What `pandas.DataFrame.to_parquet` records for a frame indexed by the task string: LeRobot reads
 # meta/tasks.parquet with `pd.read_parquet`, which restores the "task" index from this.
@@ -125,7 +132,7 @@ class V30Layout:
         self._data_file: tuple[pq.ParquetWriter, Path, Path] | None = None  # writer, staged, final
         self._rows: list[pa.Table] = []  # whole episodes waiting for their row group
         self._rows_bytes = 0
-        self._heavy = False  # the data file embeds images: one row group per episode
+        self._heavy = False  # the data file embeds images: IMAGE_ROW_GROUP_BYTES
         self._videos = {k: _Sequence(cfg.chunks_size) for k in cfg.features.video_keys}
         self._encoders: dict[str, tuple[VideoEncoder, Path]] = {}  # key -> (encoder, final)
         self._frames_in_file = {k: 0 for k in cfg.features.video_keys}
@@ -142,7 +149,7 @@ class V30Layout:
             self._heavy = bool(heavy_columns(table.schema))
         self._rows.append(table)
         self._rows_bytes += table.nbytes
-        if self._rows_bytes >= ROW_GROUP_BYTES or self._heavy:
+        if self._rows_bytes >= (IMAGE_ROW_GROUP_BYTES if self._heavy else ROW_GROUP_BYTES):
             self._write_row_group()
         rec.location.update(
             {"data/chunk_index": self._data.chunk_index, "data/file_index": self._data.file_index}
