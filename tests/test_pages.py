@@ -52,6 +52,27 @@ def test_a_cache_with_room_keeps_whole_columns_then_reads_pages(tmp_path):
     pf.close()
 
 
+def test_a_files_page_index_is_parsed_once_whatever_the_cache_budget(tmp_path, monkeypatch):
+    """The file-level table of OffsetIndex locations (96 B per column chunk: 4.3 MB for a file of 5,000
+    image episodes) once sat in the cache's small index LRU, where the page plans pushed it out: with a
+    small budget, every item re-parsed the footer in Python (1.5 s each for that file). It lives with the
+    open handle now."""
+    from robotempo.store import pages
+
+    calls = []
+    parse = pages.offset_indexes
+    monkeypatch.setattr(pages, "offset_indexes", lambda source: calls.append(1) or parse(source))
+    root = write_synthetic(
+        tmp_path / "ds", version="v3.0", n_episodes=24, n_tasks=2, camera="image", image_size=(64, 64),
+        fps=10, seed=6, mean_length=30.0, state_dim=4, action_dim=3,
+    )  # fmt: skip
+    ds = LeRobotDataset("p", root=root, heavy_cache_mb=0.05, speed_labels=False)  # index LRU: 6 KB
+    for i in np.random.default_rng(0).permutation(len(ds))[:80].tolist():
+        ds[i]
+    assert "page" in _cache_kinds(ds.frames.heavy_cache)  # the page path ran
+    assert len(calls) == len({p for p in (root / "data").rglob("*.parquet")}), len(calls)
+
+
 def _cache_kinds(cache: HeavyCache) -> set[str]:
     """'page' / 'column' entries held by a cache (a page key ends with the page number)."""
     kinds = set()

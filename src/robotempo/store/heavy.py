@@ -32,7 +32,6 @@ from robotempo.store.pages import (
     chunk_pages,
     codec_of,
     decode_page,
-    offset_indexes,
 )
 from robotempo.store.parquet import READ_FIX, DataFile, leaf_index
 
@@ -54,8 +53,9 @@ class HeavyCache:
     """Row-group columns and pages of heavy features, LRU-bounded by bytes (each value has an `nbytes`);
     dropped in a forked child, never pickled.
 
-    Page indexes and page layouts (`index=True`) have an LRU of their own, an eighth of the budget: they are
-    small and needed for every page read, and must not be pushed out by the images they locate.
+    Page layouts (`index=True`) have an LRU of their own, an eighth of the budget: they are small and needed
+    for every page read, and must not be pushed out by the images they locate. (Where each chunk's page index
+    is, a table per file, lives with the open file: `DataFile.offset_indexes`.)
     Keys name the file, so one cache serves any number of datasets (see `default_heavy_cache`). `budget` is
     what a lone process holds; `share(n)` holds a 1/n share of it, for one of n DataLoader workers.
     """
@@ -221,7 +221,7 @@ def _image_leaf(pf: DataFile, key: str) -> tuple[int, int] | None:
 
 
 def _plan(cache: HeavyCache, file: tuple, pf: DataFile, group: int, key: str) -> _Plan:
-    """The page plan of one chunk from the file's page index (the footer is parsed once per file), checked
+    """The page plan of one chunk from the file's page index (the footer is parsed once per handle), checked
     against the chunk's footer entry; `_WHOLE` when the chunk has no page index or a layout the page reader
     does not handle (a dictionary page, a codec `pa.Codec` does not decode)."""
     found = _image_leaf(pf, key)
@@ -232,8 +232,7 @@ def _plan(cache: HeavyCache, file: tuple, pf: DataFile, group: int, key: str) ->
     if not chunk.has_offset_index or chunk.has_dictionary_page:
         return _WHOLE
     compression = codec_of(chunk.compression)  # PageUnsupported: the caller reads the row group
-    index = cache.get((file, "page-index"), lambda: offset_indexes(pf.source), index=True)
-    location = index.locations.get((group, leaf))
+    location = pf.offset_indexes().locations.get((group, leaf))
     if location is None:
         return _WHOLE
     span = (chunk.data_page_offset, chunk.data_page_offset + chunk.total_compressed_size)
