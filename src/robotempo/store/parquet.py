@@ -46,9 +46,9 @@ class DataFile(pq.ParquetFile):
 
     def offset_indexes(self) -> pages.OffsetIndexes:
         """Where each column chunk's OffsetIndex is, parsed from the footer on the first call. It lives as
-        long as the handle, like pyarrow's own parse of the footer (this table is ~96 B per column chunk, a
-        few percent of that): in the heavy cache's byte-bounded index LRU the page plans pushed it out, and
-        each page read parsed the footer again (1.5 s in Python for 5,000 row groups)."""
+        long as the handle, like pyarrow's own parse of the footer (this table is ~96 B per column chunk,
+        about a tenth of that parse): in the heavy cache's byte-bounded index LRU the page plans pushed it
+        out, and each page read parsed the footer again (1.5 s in Python for 5,000 row groups)."""
         if self._offset_indexes is None:
             self._offset_indexes = pages.offset_indexes(self.source)
         return self._offset_indexes
