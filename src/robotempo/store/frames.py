@@ -245,9 +245,7 @@ class FrameTable:
         take = np.concatenate(
             [np.arange(a, b) + shift[int(g)] for a, b, g in zip(row_from, row_to, first_rg)]
         )
-        if len(take) == table.num_rows and np.array_equal(take, np.arange(len(take))):
-            return table
-        return take_rows(table, take)
+        return take_rows(table, take)  # a contiguous run (one episode, or all of them) is a zero-copy slice
 
     def _check_tasks(self, tasks: Mapping[int, str]) -> None:
         """Every frame's task_index names a task of the task table (an unknown one would serve no prompt)."""
