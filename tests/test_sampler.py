@@ -176,6 +176,8 @@ def test_load_rejects_a_state_from_another_setup(dataset):
     [
         ({"seed": 1.5}, "seed must be an int"),
         ({"shuffle": "yes"}, "shuffle must be"),
+        ({"shuffle": 0}, "shuffle must be"),  # 0 == False, but it was taken for a shuffled order
+        ({"shuffle": 1}, "shuffle must be"),
         ({"rank": 2, "world_size": 2}, "out of range"),
         ({"world_size": 0, "rank": 0}, "world_size must be >= 1"),
         ({"num_samples": 0}, "num_samples must be >= 1"),
@@ -368,3 +370,51 @@ def test_locality_on_a_weighted_mixture_is_exact_per_epoch_and_local():
     blocks = [len(set((windowed[i : i + 64] // 8).tolist())) for i in range(0, 1984, 64)]
     random_blocks = [len(set((full[i : i + 64] // 8).tolist())) for i in range(0, 1984, 64)]
     assert max(blocks) <= 2 * (64 // 8 + 1) < min(random_blocks)
+
+
+def test_numpy_bools_are_the_python_bools_and_states_stay_json(dataset):
+    for value in (np.False_, np.True_):
+        s = Sampler(dataset, seed=0, rank=0, world_size=1, shuffle=value)
+        assert s.shuffle is bool(value)
+        assert list(s) == epoch_order(dataset, 0, seed=0, shuffle=bool(value))
+        json.dumps(s.state_dict())
+
+
+def test_a_state_from_other_episodes_of_the_same_length_is_refused(tmp_path):
+    """The lengths alone matched: a state saved on one episode selection loaded on another of the same
+    frame count, and the resumed epoch served other frames than the ones it skipped."""
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v3.0", n_episodes=6, n_tasks=1, camera=None, seed=1, mean_length=10)
+    lengths = LeRobotDataset("d", root=root, speed_labels=False).meta.episodes.length.tolist()
+    pairs = [(a, b) for a in range(6) for b in range(6) if a != b and lengths[a] == lengths[b]]
+    assert pairs, lengths  # this seed gives two episodes of one length
+    a, b = pairs[0]
+    first = LeRobotDataset("d", root=root, episodes=[a], speed_labels=False)
+    other = LeRobotDataset("d", root=root, episodes=[b], speed_labels=False)
+    assert len(first) == len(other)
+    s = Sampler(first, seed=0, rank=0, world_size=1)
+    it = iter(s)
+    next(it)
+    with pytest.raises(SamplerError, match="sources"):
+        Sampler(other, seed=0, rank=0, world_size=1).load_state_dict(s.state_dict())
+    same = LeRobotDataset("d", root=root, episodes=[a], speed_labels=False)
+    Sampler(same, seed=0, rank=0, world_size=1).load_state_dict(s.state_dict())  # the same selection resumes
+    legacy = {k: v for k, v in s.state_dict().items() if k != "sources"}  # saved before sources existed
+    Sampler(other, seed=0, rank=0, world_size=1).load_state_dict(legacy)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_holds_with_batch_size_none_and_workers(dataset, workers):
+    """torch's loader with workers and batch_size=None calls iter(sampler) twice and draws from the second:
+    the loaded position must survive the first call."""
+    order = epoch_order(dataset, 0, seed=0)
+    s = Sampler(dataset, seed=0, rank=0, world_size=1)
+    it = iter(s)
+    head = [next(it) for _ in range(8)]
+    resumed = Sampler(dataset, seed=0, rank=0, world_size=1)
+    resumed.load_state_dict(s.state_dict())
+    loader = torch.utils.data.DataLoader(
+        range(len(dataset)), batch_size=None, sampler=resumed, num_workers=workers
+    )
+    rest = [int(x) for x in loader]
+    assert head + rest == order

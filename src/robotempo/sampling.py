@@ -32,6 +32,7 @@ exactly the positions from there on: nothing lost, nothing repeated except the w
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import operator
@@ -69,6 +70,25 @@ def _sources(dataset: Sized) -> tuple[np.ndarray, np.ndarray | None]:
         weights = getattr(dataset, "weights", None)
         return lengths, None if weights is None else np.asarray(weights, dtype=np.float64)
     return np.asarray([len(dataset)], dtype=np.int64), None
+
+
+def _source_names(dataset: Sized) -> list[str] | None:
+    """What tells the sources of an order apart beyond their lengths: each source dataset's name and a digest
+    of its selected episodes (a Mixture's `names` and `datasets`, a dataset's `repo_id` and `episodes`);
+    None for a dataset that has neither."""
+    parts = getattr(dataset, "datasets", None) if hasattr(dataset, "dataset_lengths") else [dataset]
+    names = getattr(dataset, "names", None) if hasattr(dataset, "dataset_lengths") else None
+    if parts is None:
+        return None
+    out = []
+    for i, part in enumerate(parts):
+        name = names[i] if names is not None else getattr(part, "repo_id", None)
+        episodes = getattr(part, "episodes", None)
+        if name is None or episodes is None:
+            return None
+        digest = hashlib.sha256(np.asarray(episodes, dtype=np.int64).tobytes()).hexdigest()[:16]
+        out.append(f"{name}:{len(episodes)}:{digest}")
+    return out
 
 
 def _check_int(name: str, value, low: int | None = None) -> int:
@@ -113,7 +133,10 @@ class Sampler(torch.utils.data.Sampler):
     ):
         self.dataset = dataset
         self.seed = _check_int("seed", seed)
-        if shuffle not in (True, False, "locality"):
+        if isinstance(shuffle, np.bool_):
+            shuffle = bool(shuffle)
+        if not (isinstance(shuffle, bool) or (isinstance(shuffle, str) and shuffle == "locality")):
+            # 0 == False: an int would pass `in (True, False)` and then be taken for a shuffled order
             raise SamplerError(f"shuffle must be True, False or 'locality', got {shuffle!r}")
         self.shuffle = shuffle
         self.block_size = _check_int("block_size", block_size, 1)
@@ -124,6 +147,7 @@ class Sampler(torch.utils.data.Sampler):
         if self.rank >= self.world_size:
             raise SamplerError(f"rank {self.rank} is out of range for world_size {self.world_size}")
         self.lengths, weights = _sources(dataset)
+        self._sources_names = _source_names(dataset)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
         total = int(self.offsets[-1])
         self.num_samples = total if num_samples is None else _check_int("num_samples", num_samples, 1)
@@ -155,10 +179,13 @@ class Sampler(torch.utils.data.Sampler):
         starved = np.flatnonzero((weights > 0) & ((counts == 0) | (self.lengths == 0)))
         if starved.size:
             d = int(starved[0])
+            # enough for every weighted dataset at once, not only the first one named
+            need = max(math.ceil(weights.sum() / weights[i]) for i in np.flatnonzero(weights > 0).tolist())
+            more = f" (and {starved.size - 1} more)" if starved.size > 1 else ""
             raise SamplerError(
-                f"dataset {d} of the mixture (length {int(self.lengths[d])}, weight {weights[d]:.3g}) would "
-                f"never be sampled with num_samples={self.num_samples}; raise num_samples to at least "
-                f"{math.ceil(weights.sum() / weights[d])} or give it weight 0"
+                f"dataset {d} of the mixture (length {int(self.lengths[d])}, weight {weights[d]:.3g}){more} "
+                f"would never be sampled with num_samples={self.num_samples}; raise num_samples to at least "
+                f"{need} or give such datasets weight 0"
             )
         return counts
 
@@ -185,10 +212,16 @@ class Sampler(torch.utils.data.Sampler):
         return self._pass_length(self._next_start)
 
     def __iter__(self) -> Iterator[int]:
+        """A pass from the position reached (a loaded state's, else 0). The position is taken when the first
+        index is drawn, not here: torch's DataLoader with workers and `batch_size=None` calls `iter()` on
+        the sampler twice and draws from the second iterator only."""
+        return self._start_pass()
+
+    def _start_pass(self) -> Iterator[int]:
         start, self._next_start = self._next_start, 0
         length = self._pass_length(start)
         self._pass, self._chunk = (start, length), None
-        return self._serve(start, length, self.epoch)
+        yield from self._serve(start, length, self.epoch)
 
     def _serve(self, start: int, length: int, epoch: int) -> Iterator[int]:
         for lo in range(0, length, _CHUNK):
@@ -251,6 +284,7 @@ class Sampler(torch.utils.data.Sampler):
             "shuffle": self.shuffle,
             "block_size": self.block_size,
             "window": self.window,
+            "sources": self._sources_names,
         }
 
     def state_dict(self, consumed: int | None = None) -> dict:
@@ -289,6 +323,8 @@ class Sampler(torch.utils.data.Sampler):
             got = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise SamplerError(f"not a robotempo Sampler state (format {got!r}, expected {STATE_FORMAT!r})")
         mine = self._fingerprint()
+        if "sources" not in state:
+            del mine["sources"]  # a state saved before sources were recorded: lengths are all it holds
         for name, value in mine.items():
             if state.get(name) != value:
                 raise SamplerError(
