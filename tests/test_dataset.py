@@ -276,3 +276,36 @@ def test_bad_timestamps_are_reported_with_the_row(tmp_path):
     with pytest.raises(TimestampError, match="episode 1 frame 4"):
         LeRobotDataset("t", root=root, speed_labels=False)
     LeRobotDataset("t", root=root, speed_labels=False, check_timestamps=False)
+
+
+def test_timestamps_may_start_anywhere_without_video(tmp_path):
+    """Without video nothing is looked up by timestamp: an episode's timestamps starting late are served as
+    stored (LeRobot checks only their spacing too); with video they must start at 0
+    (tests/test_dataset_video.py)."""
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=3, n_tasks=1, camera=None, fps=FPS, seed=5)
+    path = root / read_metadata(root).episodes.data_files[1]
+    table = pq.read_table(path)
+    ts = table.column("timestamp").to_numpy() + np.float32(0.5)
+    table = table.set_column(table.column_names.index("timestamp"), "timestamp", pa.array(ts))
+    pq.write_table(table, path)
+    ds = LeRobotDataset("t", root=root, speed_labels=False, episodes=[1])
+    assert float(ds[0]["timestamp"]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_a_wrong_total_in_info_json_is_a_warning_naming_both_counts(tmp_path, version, caplog):
+    """info.json's totals are a summary; the episode metadata decides. A summary that disagrees is said."""
+    import json
+    import logging
+
+    root = tmp_path / "ds"
+    write_synthetic(root, version=version, n_episodes=3, n_tasks=1, camera=None, fps=FPS, seed=5)
+    info = json.loads((root / "meta" / "info.json").read_text())
+    frames = info["total_frames"]
+    info["total_frames"] = frames + 5
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    with caplog.at_level(logging.WARNING, logger="robotempo"):
+        ds = LeRobotDataset("t", root=root, speed_labels=False)
+    assert len(ds) == frames
+    assert f"{frames} frames in all" in caplog.text and f"total_frames={frames + 5}" in caplog.text

@@ -215,3 +215,29 @@ def test_datasets_size_the_process_decoder_cache_per_camera(tmp_path, monkeypatc
     ds[0]
     assert ds._video().cache.max_size >= 24  # 8 files per camera
     ds._video().close()
+
+
+def test_an_episode_whose_timestamps_start_late_is_refused(video_root, tmp_path):
+    """Episode 1's timestamps one frame late, each 1/fps after the one before: every row would be served its
+    next row's video frame (the last one the next episode's first), silently. Checked at open."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from robotempo.errors import TimestampError
+
+    root = tmp_path / "ds"
+    shutil.copytree(video_root, root)
+    ds = LeRobotDataset("v", root=root, speed_labels=False)
+    path = root / ds.meta.episodes.data_files[int(ds.meta.episodes.data_file[1])]
+    table = pq.read_table(path)
+    episode = table.column("episode_index").to_numpy()
+    ts = table.column("timestamp").to_numpy().copy()
+    ts[episode == 1] += np.float32(1 / FPS)
+    table = table.set_column(table.column_names.index("timestamp"), "timestamp", pa.array(ts))
+    pq.write_table(table, path)
+    with pytest.raises(TimestampError, match="episode 1 frame 0: timestamp 0.1"):
+        LeRobotDataset("v", root=root, speed_labels=False)
+    late = LeRobotDataset("v", root=root, speed_labels=False, check_timestamps=False, episodes=[1])
+    assert identity(late[0][KEY]) == (1, 1)  # what the check keeps from being served

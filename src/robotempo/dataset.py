@@ -217,6 +217,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             self.fps,
             self.tolerance_s,
             self._where,
+            starts_at_zero=bool(self.video_keys),
         )
 
     def _snapped_offsets(self, key: str) -> np.ndarray:

@@ -83,8 +83,12 @@ def check_timestamps(
     fps: float,
     tolerance_s: float,
     where,
+    starts_at_zero: bool = False,
 ) -> None:
-    """Every episode's frame_index runs 0..n-1 and consecutive timestamps are 1/fps apart (within tolerance).
+    """Every episode's frame_index runs 0..n-1 and consecutive timestamps are 1/fps apart (within tolerance);
+    with `starts_at_zero` (a dataset with video, whose frames are looked up by timestamp) each episode's
+    first timestamp is also 0, so every timestamp is frame_index / fps: a shifted episode would be served
+    the video frames of its neighbours' rows, each row its next one's.
 
     `where(row) -> (path, description)` names the file of a bad row. Raises `TimestampError` at the first one.
     """
@@ -102,6 +106,20 @@ def check_timestamps(
             f"{what}: frame_index is {frame_index[row]}, expected {expected_frame[row]}",
             "frame_index must count 0, 1, 2, ... inside each episode; re-export the dataset",
         )
+    if starts_at_zero:
+        first = ep_from[ep_to > ep_from]
+        bad = np.flatnonzero(~(np.abs(timestamp[first].astype(np.float64)) <= tolerance_s))
+        if len(bad):
+            row = int(first[bad[0]])
+            path, what = where(row)
+            raise TimestampError(
+                path,
+                f"{what}: timestamp {timestamp[row]:.6f} s, not 0: an episode's timestamps are "
+                f"frame_index / fps, and its video frames are looked up by them "
+                f"({timestamp[row] * fps:.3g} frames off here; tolerance_s={tolerance_s:g})",
+                "re-export the dataset with timestamps counting from 0 in each episode, or pass "
+                "check_timestamps=False to skip this check (frames would then be served from those times)",
+            )
     diffs = np.diff(timestamp.astype(np.float64))
     starts = ep_from[1:] - 1  # diff positions that cross an episode boundary
     ok = np.abs(diffs - 1.0 / fps) <= tolerance_s

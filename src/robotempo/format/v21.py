@@ -193,6 +193,14 @@ def read_episodes_v21(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
             info.path,
             info.total_episodes,
         )
+    elif int(length.sum()) != info.total_frames:
+        logger.warning(
+            "%s gives its episodes %d frames in all but %s says total_frames=%d; using the episode table",
+            path,
+            int(length.sum()),
+            info.path,
+            info.total_frames,
+        )
 
     by_name = {t: i for i, t in tasks.items()}
     index_of_code = np.array([by_name.get(name, -1) for name in names] + [-1], dtype=np.int64)

@@ -152,6 +152,14 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
             info.path,
             info.total_episodes,
         )
+    elif int(length.sum()) != info.total_frames:
+        logger.warning(
+            "%s gives its episodes %d frames in all but %s says total_frames=%d; using the episode metadata",
+            meta_dir,
+            int(length.sum()),
+            info.path,
+            info.total_frames,
+        )
 
     data_file, data_files = _codes(col("data/chunk_index"), col("data/file_index"), info.data_file)
     # Metadata's guess of the in-file row offset; verified against the file's own `index` column on read.
