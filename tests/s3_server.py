@@ -127,10 +127,13 @@ class Gate:
 
     `requests` counts HTTP request lines from clients, `bytes_out` the bytes relayed back to clients.
     `close()` shuts the listening socket and resets every open connection; `open()` listens again.
+    `latency_s` holds each response back that long (a round trip to a store in another building; loopback
+    has none), so that requests made one after another cost what they cost on a network.
     """
 
-    def __init__(self, target_port: int, port: int | None = None):
+    def __init__(self, target_port: int, port: int | None = None, latency_s: float = 0.0):
         self.target_port = target_port
+        self.latency_s = latency_s
         self.port = port or free_port()
         self.requests = 0
         self.bytes_out = 0
@@ -185,10 +188,13 @@ class Gate:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+            waiting = threading.Semaphore(0)  # requests of this connection whose response has not begun
+            threading.Thread(target=self._pump, args=(client, upstream, True, waiting), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False, waiting), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, from_client: bool, waiting: threading.Semaphore
+    ) -> None:
         tail = b""
         try:
             while True:
@@ -202,7 +208,11 @@ class Gate:
                     with self._lock:
                         self.requests += len(matches)
                         self.lines += [m.group(0).strip() for m in matches]
+                    for _ in matches:
+                        waiting.release()
                 else:
+                    if self.latency_s and waiting.acquire(blocking=False):
+                        time.sleep(self.latency_s)  # the first bytes of a response: one round trip late
                     with self._lock:
                         self.bytes_out += len(data)
                 dst.sendall(data)

@@ -223,3 +223,26 @@ def test_other_schemes_go_through_fsspec(v30_dataset):
         assert all(torch.equal(got[k], v) for k, v in want.items() if isinstance(v, torch.Tensor))
     finally:
         mem.rm("/robotempo-fs-test", recursive=True)
+
+
+# -- planned ranged reads of parquet files in an object store (fs/parquet_ranges.py) ----------------------
+def test_plan_joins_near_chunks_and_leaves_camera_bytes_between_numeric_chunks_unread():
+    from robotempo.fs.parquet_ranges import MAX_SPAN, SMALL_GAP, plan
+
+    hole = 1 << 20
+    # LeRobot's meta/episodes: the wanted columns of each row group, a few KB of other columns between.
+    meta = [(g * 20_000 + c * 300, g * 20_000 + c * 300 + 200) for g in range(500) for c in range(7)]
+    assert plan(meta, hole) == [(0, 499 * 20_000 + 6 * 300 + 200)]
+    # A data file with a camera: 4 KB of numeric chunks, then 300 KB of images, per episode.
+    numeric = [(g * 304_000, g * 304_000 + 4_000) for g in range(50)]
+    assert plan(numeric, hole) == numeric
+    # Far apart but each large: a gap below the bytes already needed (and below `hole`) is joined.
+    big = [(0, 600_000), (900_000, 1_500_000), (1_500_000 + hole, 2_000_000 + hole)]
+    assert plan(big, hole) == [(0, 1_500_000), (1_500_000 + hole, 2_000_000 + hole)]
+    # Overlaps and duplicates join; no request grows past MAX_SPAN through joining.
+    assert plan([(10, 20), (15, 30), (10, 20), (30, 31)], hole) == [(10, 31)]
+    step = MAX_SPAN // 4
+    wide = [(i * step, i * step + step - SMALL_GAP // 2) for i in range(8)]
+    spans = plan(wide, hole)
+    assert len(spans) == 2 and all(hi - lo <= MAX_SPAN for lo, hi in spans)
+    assert plan([(0, 2 * MAX_SPAN)], hole) == [(0, 2 * MAX_SPAN)]  # one chunk larger than a span: as is

@@ -247,3 +247,81 @@ def test_loader_workers_hold_one_heavy_cache_budget_together(v30_dataset):
     )
     assert set(loader) == {budget // 2}
     assert default_heavy_cache().max_bytes == budget  # the main process keeps the whole budget
+
+
+# -- opening specs in threads ---------------------------------------------------------------------------
+def test_threaded_open_gives_the_datasets_of_one_by_one(roots, monkeypatch):
+    monkeypatch.setenv("ROBOTEMPO_MIXTURE_OPEN_THREADS", "1")
+    one = Mixture(_specs(roots), key_maps=KEY_MAPS, delta_timestamps=DELTAS)
+    monkeypatch.setenv("ROBOTEMPO_MIXTURE_OPEN_THREADS", "8")
+    threaded = Mixture(_specs(roots), key_maps=KEY_MAPS, delta_timestamps=DELTAS)
+    assert threaded.names == one.names and threaded.dataset_lengths == one.dataset_lengths
+    rows = np.random.default_rng(3).permutation(len(one))[:40].tolist()
+    a, b = one.__getitems__(rows).stacked, threaded.__getitems__(rows).stacked
+    assert sorted(a) == sorted(b)
+    for key, value in a.items():
+        assert torch.equal(value, b[key]) if isinstance(value, torch.Tensor) else value == b[key], key
+
+
+def test_threaded_open_raises_the_first_failure_in_the_datasets_order(roots, tmp_path, monkeypatch):
+    """Dataset 1 is missing; dataset 3 fails too, sooner (it is not even read): the error is dataset 1's, as
+    when the datasets are opened one by one."""
+    from robotempo.errors import RobotempoError
+
+    specs = _specs(roots, delta_timestamps=None)
+    missing = {"repo_id": "gone", "root": tmp_path / "nothing-here"}
+    bad = {"repo_id": "bad", "root": tmp_path / "bad", "episodes": [10**6]}
+    (tmp_path / "bad").mkdir()
+    errors = []
+    for threads in ("1", "8"):
+        monkeypatch.setenv("ROBOTEMPO_MIXTURE_OPEN_THREADS", threads)
+        with pytest.raises(RobotempoError) as info:
+            Mixture([specs[0], missing, specs[1], bad, specs[2]])
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1] and "nothing-here" in errors[0][1], errors
+
+
+def test_threaded_open_builds_one_default_cache_for_every_dataset(roots):
+    """In a fresh process, threads opening datasets at once must not each build a process-wide heavy cache or
+    handle cache (one budget per process). Building them is made slow (50 ms) to widen the window a missing
+    lock leaves: without it, 8 threads build 8 of each."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time\n"
+        "import robotempo.store.heavy as H, robotempo.store.parquet as P\n"
+        "for cls in (H.HeavyCache, P.ParquetFiles):\n"
+        "    def slow(self, *a, _init=cls.__init__, **k):\n"
+        "        time.sleep(0.05); _init(self, *a, **k)\n"
+        "    cls.__init__ = slow\n"
+        "from robotempo import Mixture\n"
+        f"roots = {[str(r) for r in roots.values()]!r}\n"
+        "specs = [{'repo_id': f'd{i}', 'root': r} for i, r in enumerate(roots * 4)]\n"
+        "mix = Mixture(specs)\n"
+        "print(len({id(d.frames.heavy_cache) for d in mix.datasets}),"
+        " len({id(d.frames.files) for d in mix.datasets}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    ).stdout.split()
+    assert out == ["1", "1"], out
+
+
+@pytest.mark.parametrize("reserved", ["dataset_name", "dataset_index", "task"])
+def test_a_feature_cannot_be_mapped_onto_a_reserved_key(roots, reserved):
+    """`dataset_name` was missing from the reserved keys: every item's action became the dataset's name."""
+    maps = [{**KEY_MAPS[0], "action": reserved}, KEY_MAPS[1], KEY_MAPS[2]]
+    with pytest.raises(MixtureError, match="reserved key"):
+        Mixture(_specs(roots), key_maps=maps)
+
+
+def test_an_empty_request_is_an_empty_batch_with_every_key(mix):
+    empty = mix.__getitems__([])
+    assert len(empty) == 0 and list(empty.stacked) == mix.keys
+    full = mix.__getitems__([0, 1])
+    for key, value in empty.stacked.items():
+        if isinstance(value, torch.Tensor):
+            assert value.shape == (0, *full.stacked[key].shape[1:]) and value.dtype == full.stacked[key].dtype
+        else:
+            assert value == [], key

@@ -407,3 +407,71 @@ def test_an_endpoint_that_never_answers_fails_typed_in_bounded_time(store, monke
     assert time.monotonic() - started < 20  # without the deadline: 10 attempts x 10 s of silence, and backoff
     assert f"s3://{BUCKET}/datasets/v21_dataset/meta/info.json" in str(e.value)
     assert "ROBOTEMPO_S3_DEADLINE_S" in str(e.value) and "Fix:" in str(e.value)
+
+
+def _as_lerobot_writes_it(root: Path) -> Path:
+    """Rewrite a v3.0 dataset's files in LeRobot 0.6.1's layout: one data row group per episode, and
+    `meta/episodes` in row groups of 10 episodes with per-episode statistics columns beside the catalog."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (data,) = (root / "data").rglob("*.parquet")
+    table = pq.read_table(data)
+    episode = table.column("episode_index").to_numpy()
+    lengths = np.diff(np.flatnonzero(np.diff(episode, prepend=-1, append=-2)))
+    with pq.ParquetWriter(data.with_suffix(".tmp"), table.schema) as w:
+        at = 0
+        for n in lengths.tolist():
+            w.write_table(table.slice(at, n), row_group_size=n)
+            at += n
+    data.with_suffix(".tmp").replace(data)
+    (meta,) = (root / "meta" / "episodes").rglob("*.parquet")
+    episodes = pq.read_table(meta)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        episodes = episodes.append_column(f"stats/f{i}/mean", pa.array(rng.random(episodes.num_rows)))
+    pq.write_table(episodes, meta, row_group_size=10)
+    return root
+
+
+def test_open_of_one_episode_of_lerobot_written_files_costs_constant_requests(store, tmp_path):
+    """pyarrow fetches the chunks of a read lazily, one row group after another: opening one episode of
+    LeRobot's layout made a request per 10 episodes of `meta/episodes`. Planned from the footer, the chunks
+    come in a constant number of requests, and the items are the local ones."""
+    counts = []
+    for n in (40, 400):
+        root = write_synthetic(
+            tmp_path / f"lr{n}", version="v3.0", n_episodes=n, n_tasks=2, camera=None, seed=n,
+            fps=10, state_dim=6, action_dim=6, mean_length=6.0,
+        )  # fmt: skip
+        _as_lerobot_writes_it(root)
+        requests, _ = _open_requests(store, root, f"lerobot-layout-{n}", episode=n // 2)
+        counts.append(requests)
+        remote = _fresh(store, root, f"lerobot-layout-{n}", episodes=[n // 2, n - 1])
+        local = LeRobotDataset("x", root=root, episodes=[n // 2, n - 1], speed_labels=False)
+        for i in range(len(local)):
+            assert_same_batches(remote[i], local[i])
+    assert counts[1] - counts[0] in (0, 1, 2), counts  # 10x the row groups: a longer footer at most
+
+
+def test_opening_an_image_dataset_from_s3_leaves_its_images_unread(store, tmp_path):
+    """The numeric columns of a data file with a camera lie between each episode's images: the planned
+    requests fetch them, not the images in between (the open reads no camera data)."""
+    root = write_synthetic(
+        tmp_path / "img", version="v3.0", n_episodes=8, n_tasks=1, camera="image", image_size=(96, 96),
+        seed=5, fps=10, state_dim=4, action_dim=3, mean_length=30.0,
+    )  # fmt: skip
+    LeRobotDataset("img", root=root)  # the speed file, uploaded with the rest
+    (data,) = (root / "data").rglob("*.parquet")
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(data).metadata.num_row_groups >= 4
+    meta = sum(p.stat().st_size for p in (root / "meta").rglob("*") if p.is_file())
+    url = store.upload(root, "image-open")
+    store.gate.reset_counts()
+    remote = LeRobotDataset("img", root=url, storage_options=store.options())
+    _, sent = store.gate.reset_counts()
+    assert sent < meta + data.stat().st_size / 4, (sent, meta, data.stat().st_size)
+    local = LeRobotDataset("img", root=root)
+    for key, values in local.frames.columns.items():
+        np.testing.assert_array_equal(remote.frames.columns[key], values, err_msg=key)

@@ -19,9 +19,20 @@ T = TypeVar("T")
 _switch_lock = threading.Lock()
 
 
+# Guards the first build of the process-wide defaults (heavy cache, parquet handles, frame fetcher): a
+# Mixture opens its datasets in threads, and two threads building one default would give two budgets.
+_singleton_lock = threading.RLock()
+
+
 def _new_switch_lock() -> None:
-    global _switch_lock
+    global _switch_lock, _singleton_lock
     _switch_lock = threading.Lock()
+    _singleton_lock = threading.RLock()
+
+
+def singleton_lock() -> threading.RLock:
+    """The lock under which a process-wide default object is built once (double-checked by its getter)."""
+    return _singleton_lock
 
 
 os.register_at_fork(after_in_child=_new_switch_lock)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 
 from robotempo.arrays import distinct
 from robotempo.dataset import ItemBatch, LeRobotDataset, default_root
+from robotempo.env import env_int
 from robotempo.errors import DeltaTimestampsError, MixtureError
 from robotempo.format.info import DEFAULT_COLUMNS, read_info
 from robotempo.fs import as_root
@@ -30,6 +32,9 @@ from robotempo.temporal import grid_rows
 logger = logging.getLogger(__name__)
 
 RESAMPLE_CHOICES = (None, "nearest")
+RESERVED_KEYS = frozenset({"task", "speed", "speed_is_pad", "dataset_index", "dataset_name"})
+OPEN_THREADS_ENV = "ROBOTEMPO_MIXTURE_OPEN_THREADS"
+DEFAULT_OPEN_THREADS = 8
 
 
 class Mixture(torch.utils.data.Dataset):
@@ -76,7 +81,7 @@ class Mixture(torch.utils.data.Dataset):
         self.key_maps = _key_maps(key_maps, len(datasets))
         self.delta_timestamps = dict(delta_timestamps) if delta_timestamps else None
         self.resample = resample
-        self.datasets: list[LeRobotDataset] = [self._open(d, x) for d, x in enumerate(datasets)]
+        self.datasets: list[LeRobotDataset] = self._open_all(datasets)
         self.names = _names(names, self.datasets)
         for d, ds in enumerate(self.datasets):
             _check_key_map(d, self.names[d], ds, self.key_maps[d])
@@ -104,6 +109,21 @@ class Mixture(torch.utils.data.Dataset):
         ]  # every item's keys, in this order
 
     # -- open --------------------------------------------------------------------------------------------
+    def _open_all(self, datasets: list) -> list[LeRobotDataset]:
+        """Open the specs in threads (`ROBOTEMPO_MIXTURE_OPEN_THREADS`, default 8): an open from an object
+        store waits on ~30 requests one after another, so 100 datasets in a bucket would open one round trip
+        at a time. The error raised is the first in the datasets' order, as when opened one by one."""
+        specs = sum(not isinstance(x, LeRobotDataset) for x in datasets)
+        threads = min(specs, env_int(OPEN_THREADS_ENV, DEFAULT_OPEN_THREADS))
+        if threads <= 1:
+            return [self._open(d, x) for d, x in enumerate(datasets)]
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="robotempo-mixture-open")
+        try:
+            futures = [pool.submit(self._open, d, x) for d, x in enumerate(datasets)]
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # after an error: no new opens, the running end
+
     def _open(self, d: int, source: LeRobotDataset | Mapping[str, Any]) -> LeRobotDataset:
         if isinstance(source, LeRobotDataset):
             if self.delta_timestamps is not None:
@@ -219,7 +239,8 @@ class Mixture(torch.utils.data.Dataset):
         """Items of the mixture: one `__getitems__` call per source dataset, put back in request order."""
         which, local = self.locate(indices)
         parts = []
-        for d in distinct(which):
+        # An empty request still gets every key (empty, typed as in any batch), through the first dataset.
+        for d in distinct(which) if len(which) else [0]:
             sel = np.flatnonzero(which == d)
             d = int(d)
             batch = self.datasets[d].__getitems__(local[sel])
@@ -299,7 +320,7 @@ def _check_key_map(d: int, name: str, ds: LeRobotDataset, key_map: dict[str, str
                 f"key_maps[{d}] maps {key!r}, which dataset {d} ({name!r}) does not have",
                 f"map some of its features {sorted(features)}",
             )
-        if target in DEFAULT_COLUMNS or target in {"task", "speed", "speed_is_pad", "dataset_index"}:
+        if target in DEFAULT_COLUMNS or target in RESERVED_KEYS:
             raise MixtureError(
                 f"key_maps[{d}] maps {key!r} onto the reserved key {target!r}", "pick another name"
             )

@@ -14,14 +14,14 @@ import re
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from robotempo.arrays import take as take_rows
-from robotempo.errors import DatasetFormatError, MissingFileError
+from robotempo.errors import DatasetFormatError, MissingFileError, RobotempoError
 from robotempo.format.checks import check_video_windows
 from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import MAX_COUNT, DatasetInfo
 from robotempo.fs import DatasetRoot
+from robotempo.fs.parquet_ranges import SourcedParquetFile, read_row_groups
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ _META_FILE = re.compile(r"meta/episodes/chunk-[^/]*/file-[^/]*\.parquet")
 META_FIX = "re-export the dataset with LeRobot >= 0.4 (format v3.0) or repair the episode metadata parquet"
 
 
-def open_parquet(root: DatasetRoot, rel: str, what: str, fix: str) -> pq.ParquetFile:
+def open_parquet(root: DatasetRoot, rel: str, what: str, fix: str) -> SourcedParquetFile:
     """A metadata parquet file of the dataset (footer read once); typed errors when absent or unreadable."""
     try:
-        return pq.ParquetFile(root.open_input_file(rel), pre_buffer=not root.is_local)
+        return SourcedParquetFile(root.open_input_file(rel), pre_buffer=not root.is_local)
     except FileNotFoundError:
         raise root.missing_root_error(rel) or MissingFileError(root.where(rel), what, fix) from None
     except (pa.ArrowInvalid, OSError) as e:
@@ -50,9 +50,19 @@ def open_parquet(root: DatasetRoot, rel: str, what: str, fix: str) -> pq.Parquet
         ) from None
 
 
-def _read(pf: pq.ParquetFile, columns: list[str] | None, where, what: str, fix: str) -> pa.Table:
+def _read(
+    pf: SourcedParquetFile, columns: list[str] | None, root: DatasetRoot, rel: str, what: str, fix: str
+) -> pa.Table:
+    """The whole file's `columns`; from an object store, its chunks fetched first in concurrent requests
+    (pyarrow's own read fetched LeRobot's `meta/episodes` one row group after another)."""
+    where = root.where(rel)
     try:
-        return pf.read(columns=columns, use_threads=False)
+        if root.is_local:
+            return pf.read(columns=columns, use_threads=False)
+        with root.guard(rel):
+            return read_row_groups(pf, range(pf.metadata.num_row_groups), columns, where)
+    except RobotempoError:
+        raise  # a store fault (StorageError is an OSError) stays one
     except (pa.ArrowInvalid, OSError) as e:
         raise DatasetFormatError(where, f"cannot read {what} ({e})", fix) from None
 
@@ -61,7 +71,8 @@ def read_tasks_v30(root: DatasetRoot) -> dict[int, str]:
     path = root.where("meta/tasks.parquet")
     fix = "meta/tasks.parquet must hold the task strings (index or column 'task') and a 'task_index' column"
     what = "the task table meta/tasks.parquet"
-    table = _read(open_parquet(root, "meta/tasks.parquet", what, fix), None, path, what, fix)
+    rel = "meta/tasks.parquet"
+    table = _read(open_parquet(root, rel, what, fix), None, root, rel, what, fix)
     names = table.column_names
     task_col = "task" if "task" in names else ("__index_level_0__" if "__index_level_0__" in names else None)
     if task_col is None or "task_index" not in names:
@@ -109,7 +120,7 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
         if missing:
             raise DatasetFormatError(root.where(rel), f"columns {missing} are missing", META_FIX)
         optional = [c for c in ["tasks", *to_cols] if c in names]
-        parts.append(_read(pf, list(REQUIRED) + video_cols + optional, root.where(rel), what, META_FIX))
+        parts.append(_read(pf, list(REQUIRED) + video_cols + optional, root, rel, what, META_FIX))
     table = pa.concat_tables(parts, promote_options="permissive")
     meta_dir = root.where(EPISODES_DIR)
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import io
 from collections import OrderedDict
 from collections.abc import Iterable
-from concurrent.futures import wait
 from pathlib import Path
 
 import pyarrow as pa
 
 from robotempo.env import env_int
-from robotempo.fs.store import classify, deadline_error, deadline_s, store_pool, within_deadline
+from robotempo.fs.store import all_within_deadline, classify, within_deadline
 
 BLOCK_KB_ENV = "ROBOTEMPO_REMOTE_BLOCK_KB"
 BLOCKS_ENV = "ROBOTEMPO_REMOTE_BLOCKS"
@@ -141,14 +141,7 @@ class BlockFile(io.RawIOBase):
         spans = _merge(gaps, self.hole)
         if not spans:
             return 0
-        seconds = deadline_s()
-        futures = [store_pool().submit(self._read_at, lo, hi) for lo, hi in spans]
-        if wait(futures, timeout=seconds).not_done:
-            raise deadline_error(self.name, seconds)
-        for future in futures:  # all done: the first failure, if any
-            if future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
-        datas = [f.result() for f in futures]
+        datas = all_within_deadline([functools.partial(self._read_at, lo, hi) for lo, hi in spans], self.name)
         for (lo, _), data in zip(spans, datas):
             self._ranges.add(lo, data)
         return len(spans)

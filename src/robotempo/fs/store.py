@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,6 +83,21 @@ def within_deadline(call: Callable[[], T], where: Path | str) -> T:
         return future.result(timeout=seconds)
     except FutureTimeout:
         raise deadline_error(where, seconds) from None
+
+
+def all_within_deadline(calls: list[Callable[[], T]], where: Path | str) -> list[T]:
+    """Every `call()` on the store pool, at most `ROBOTEMPO_REMOTE_CONCURRENCY` under way at once, all
+    waited for `deadline_s()` at most; after all ended, the first failure in `calls`' order is raised."""
+    futures = [store_pool().submit(call) for call in calls]
+    seconds = deadline_s()
+    if wait(futures, timeout=seconds).not_done:
+        for future in futures:
+            future.cancel()
+        raise deadline_error(where, seconds)
+    for future in futures:
+        if future.exception() is not None:
+            raise future.exception()  # type: ignore[misc]
+    return [f.result() for f in futures]
 
 
 def split_scheme(text: str) -> tuple[str, str]:

@@ -32,6 +32,7 @@ from robotempo.store.parquet import (
     default_parquet_files,
     file_identity,
     open_parquet,
+    read_groups,
     release_freed_memory,
     row_group_offsets,
 )
@@ -229,13 +230,11 @@ class FrameTable:
             row_to = row_from + eps.length[positions]
             self.row_from[positions] = row_from
             if row_from[0] == 0 and row_to[-1] == offsets[-1] and np.array_equal(row_from[1:], row_to[:-1]):
-                with ref.root.guard(ref.rel):
-                    return pf.read(columns=columns, use_threads=False)  # the selection is the whole file
+                return read_groups(pf, ref, None, columns)  # the selection is the whole file
             first_rg = np.searchsorted(offsets, row_from, side="right") - 1
             last_rg = np.searchsorted(offsets, row_to - 1, side="right") - 1
             groups = sorted({g for a, b in zip(first_rg, last_rg) for g in range(int(a), int(b) + 1)})
-            with ref.root.guard(ref.rel):
-                table = pf.read_row_groups(groups, columns=columns, use_threads=False)
+            table = read_groups(pf, ref, groups, columns)
         finally:
             pf.close()
         # The groups read are concatenated: file row r sits at r + shift[g] where g is r's first group.

@@ -23,7 +23,7 @@ import pyarrow as pa
 from robotempo.arrays import take as take_rows
 from robotempo.env import env_float
 from robotempo.errors import DatasetFormatError
-from robotempo.forksafe import ProcessLocal
+from robotempo.forksafe import ProcessLocal, singleton_lock
 from robotempo.fs import FileRef
 from robotempo.store.pages import (
     ChunkPages,
@@ -123,8 +123,10 @@ def default_heavy_cache() -> HeavyCache:
     """
     global _default_heavy_cache
     if _default_heavy_cache is None:
-        mb = env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
-        _default_heavy_cache = HeavyCache(int(mb * 2**20))
+        with singleton_lock():
+            if _default_heavy_cache is None:
+                mb = env_float(HEAVY_CACHE_ENV, DEFAULT_HEAVY_CACHE_MB)
+                _default_heavy_cache = HeavyCache(int(mb * 2**20))
     return _default_heavy_cache
 
 

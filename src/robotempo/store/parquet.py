@@ -1,8 +1,10 @@
 """Parquet access: a bounded, fork-safe cache of open files; footer helpers (row groups, statistics).
 
 An open `ParquetFile` holds its parsed footer, so a file's footer is read once per process while it stays
-in the cache (`ROBOTEMPO_PARQUET_HANDLES`, default 64). On an object store each later read fetches only the
-column chunks of the row groups asked for, coalesced into few ranged requests (`pre_buffer`).
+in the cache (`ROBOTEMPO_PARQUET_HANDLES`, default 64). On an object store a read fetches only the column
+chunks of the row groups asked for: the open's reads (`read_groups`) plan them from the footer and fetch
+them concurrently in few ranged requests (`fs/parquet_ranges.py`); a later read of one row group's images
+coalesces its chunks into one request (`pre_buffer`), a page read is one.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import pyarrow.parquet as pq
 
 from robotempo.env import env_int
 from robotempo.errors import DatasetFormatError, MissingFileError
-from robotempo.forksafe import ProcessLocal
+from robotempo.forksafe import ProcessLocal, singleton_lock
 from robotempo.fs import FileRef, as_file
+from robotempo.fs.parquet_ranges import SourcedParquetFile, read_row_groups
 from robotempo.store import pages
 
 HANDLES_ENV = "ROBOTEMPO_PARQUET_HANDLES"
@@ -35,13 +38,12 @@ def file_identity(ref: FileRef) -> tuple:
         raise MissingFileError(ref.where, "the data file", READ_FIX) from None
 
 
-class DataFile(pq.ParquetFile):
+class DataFile(SourcedParquetFile):
     """A `ParquetFile` that keeps its input file beside the reader: single pages are read from it
     (`store/pages.py`). Pages written with a checksum are verified on every read."""
 
     def __init__(self, source: pa.NativeFile, pre_buffer: bool):
         super().__init__(source, pre_buffer=pre_buffer, page_checksum_verification=True)
-        self.source = source
         self._offset_indexes: pages.OffsetIndexes | None = None
 
     def offset_indexes(self) -> pages.OffsetIndexes:
@@ -132,8 +134,22 @@ def default_parquet_files() -> ParquetFiles:
     every dataset, so the number of open files does not grow with the number of datasets."""
     global _default_files
     if _default_files is None:
-        _default_files = ParquetFiles()
+        with singleton_lock():
+            if _default_files is None:
+                _default_files = ParquetFiles()
     return _default_files
+
+
+def read_groups(pf: DataFile, ref: FileRef, groups: list[int] | None, columns: list[str]) -> pa.Table:
+    """Row groups `groups` (None: the whole file) of `columns`: pyarrow's read of a local file; from an
+    object store, every chunk fetched beforehand in concurrent ranged requests."""
+    with ref.root.guard(ref.rel):
+        if ref.root.is_local:
+            if groups is None:
+                return pf.read(columns=columns, use_threads=False)
+            return pf.read_row_groups(groups, columns=columns, use_threads=False)
+        every = range(pf.metadata.num_row_groups) if groups is None else groups
+        return read_row_groups(pf, every, columns, ref.where, checksums=True)
 
 
 def row_group_offsets(pf: pq.ParquetFile) -> np.ndarray:

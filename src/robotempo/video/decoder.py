@@ -20,7 +20,7 @@ import numpy as np
 
 from robotempo.env import node_sharers, process_cores
 from robotempo.errors import FrameTimestampError
-from robotempo.forksafe import ProcessLocal
+from robotempo.forksafe import ProcessLocal, singleton_lock
 from robotempo.fs import FileRef
 from robotempo.video.cache import VideoDecoderCache, cache_key
 from robotempo.video.reader import VideoReader
@@ -205,7 +205,9 @@ def default_fetcher() -> FrameFetcher:
     dataset."""
     global _default_fetcher
     if _default_fetcher is None:
-        _default_fetcher = FrameFetcher()
+        with singleton_lock():
+            if _default_fetcher is None:
+                _default_fetcher = FrameFetcher()
     return _default_fetcher
 
 
