@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -302,10 +304,32 @@ def test_threaded_open_builds_one_default_cache_for_every_dataset(roots):
         "print(len({id(d.frames.heavy_cache) for d in mix.datasets}),"
         " len({id(d.frames.files) for d in mix.datasets}))\n"
     )
+    env = {**os.environ, "ROBOTEMPO_MIXTURE_OPEN_THREADS": "8"}  # local roots open one by one by default
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True, env=env
     ).stdout.split()
     assert out == ["1", "1"], out
+
+
+def test_local_specs_open_one_by_one_by_default(roots, monkeypatch):
+    """Local opens are CPU work under the GIL (threads made P9's open 1.39x slower): none unless asked."""
+    import threading
+
+    seen = []
+    real = Mixture._open
+
+    def recording(self, d, source):
+        seen.append(threading.current_thread().name)
+        return real(self, d, source)
+
+    monkeypatch.delenv("ROBOTEMPO_MIXTURE_OPEN_THREADS", raising=False)
+    monkeypatch.setattr(Mixture, "_open", recording)
+    Mixture(_specs(roots), key_maps=KEY_MAPS)
+    assert seen == [threading.main_thread().name] * len(roots)
+    seen.clear()
+    monkeypatch.setenv("ROBOTEMPO_MIXTURE_OPEN_THREADS", "2")
+    Mixture(_specs(roots), key_maps=KEY_MAPS)
+    assert all(name.startswith("robotempo-mixture-open") for name in seen), seen
 
 
 @pytest.mark.parametrize("reserved", ["dataset_name", "dataset_index", "task"])

@@ -372,7 +372,20 @@ def test_mixture_of_s3_specs_equals_the_local_mixture(store, v30_video_dataset, 
     ]
     local = [{"repo_id": "a", "root": v30_video_dataset}, {"repo_id": "b", "root": v21_dataset}]
     maps = [None, {CAMERA_KEY: "observation.images.small"}]
-    got = Mixture(remote, key_maps=maps, delta_timestamps=deltas)
+    import threading
+
+    opened_on = []
+    real = Mixture._open
+
+    def recording(self, d, source):
+        opened_on.append(threading.current_thread().name)
+        return real(self, d, source)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("ROBOTEMPO_MIXTURE_OPEN_THREADS", raising=False)
+        mp.setattr(Mixture, "_open", recording)
+        got = Mixture(remote, key_maps=maps, delta_timestamps=deltas)
+    assert all(n.startswith("robotempo-mixture-open") for n in opened_on), opened_on  # store roots: threads
     want = Mixture(local, key_maps=maps, delta_timestamps=deltas)
     rows = np.random.default_rng(1).choice(len(want), 48, replace=False).tolist()
     assert_same_batches(got.__getitems__(rows).stacked, want.__getitems__(rows).stacked)
