@@ -254,7 +254,6 @@ CLASS_CASES = [
     Case("4 task_index not in the task table", "v2.1", parquet_edit(V21_EP, column("task_index", lambda c: pa.array(np.full(len(c), 99)))), E.UnknownTaskError, [V21_EP, "task_index 99", "tasks.jsonl"]),
     Case("4 task table lacks a task the data uses", "v2.1", tasks_jsonl_first_only, E.UnknownTaskError, ["task_index 1", "tasks.jsonl"]),
     Case("4 v3.0 tasks.parquet lacks a task", "v3.0", parquet_edit("meta/tasks.parquet", lambda t: t.slice(0, 1)), E.UnknownTaskError, ["task_index 1", "tasks.parquet"]),
-    Case("4 unselected episode's task unknown, speeds computed", "v2.1", lambda r: (parquet_edit(V21_LAST, column("task_index", lambda c: pa.array(np.full(len(c), 99))))(r), (r / "meta/speed_percentiles.jsonl").unlink()), E.UnknownTaskError, [V21_LAST, "task_index 99"], {"episodes": [0]}),
     Case("4 episode_index the metadata does not list", "v2.1", parquet_edit(V21_EP, column("episode_index", lambda c: pa.array(np.full(len(c), 7)))), R, [V21_EP, "episode_index 7"]),
     # 5. values that overflow or are not numbers
     Case("5 fps NaN", "v2.1", raw_info('"fps": 10', '"fps": NaN'), D, ["info.json", "fps", "nan"]),

@@ -309,3 +309,30 @@ def test_a_wrong_total_in_info_json_is_a_warning_naming_both_counts(tmp_path, ve
         ds = LeRobotDataset("t", root=root, speed_labels=False)
     assert len(ds) == frames
     assert f"{frames} frames in all" in caplog.text and f"total_frames={frames + 5}" in caplog.text
+
+
+def test_an_unselected_episode_of_an_undefined_task_is_warned_about_and_labelled_50(tmp_path, caplog):
+    """The speed-label contract: "A task_index that the task table does not define: warn once per distinct
+    index, and those episodes get 50." The population read used to raise instead, so a selection that never
+    touches the episode failed to open. Serving a frame of it stays an UnknownTaskError."""
+    import logging
+
+    from robotempo.errors import UnknownTaskError
+
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=6, n_tasks=2, camera=None, fps=FPS, seed=5)
+    meta = read_metadata(root)
+    path = root / meta.episodes.data_files[5]
+    table = pq.read_table(path)
+    table = table.set_column(
+        table.column_names.index("task_index"), "task_index", pa.array(np.full(table.num_rows, 99))
+    )
+    pq.write_table(table, path)
+    (root / "meta" / "speed_percentiles.jsonl").unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING, logger="robotempo"):
+        ds = LeRobotDataset("t", root=root, episodes=[0, 1])
+    assert ds.num_episodes == 2
+    said = [r.getMessage() for r in caplog.records if "task_index 99" in r.getMessage()]
+    assert len(said) == 1 and "speed 50" in said[0], said
+    with pytest.raises(UnknownTaskError, match="task_index 99"):
+        LeRobotDataset("t", root=root, episodes=[5])

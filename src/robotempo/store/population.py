@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from robotempo.errors import FeatureMismatchError, RowAlignmentError, UnknownTaskError
+from robotempo.errors import FeatureMismatchError, RowAlignmentError
 from robotempo.format.episodes import EpisodeTable
 from robotempo.fs import DatasetRoot, as_root
 from robotempo.store.parquet import ParquetFiles, column_stats, first_value, row_group_offsets
@@ -34,8 +34,10 @@ def episode_task_index(
 ) -> np.ndarray:
     """`task_index` of the first frame of every episode in `table`, read from the data files.
 
-    With the task table `tasks`, every task found must be in it (`UnknownTaskError`): speed percentiles are
-    computed over every episode, so a bad file the selection does not touch would still change labels.
+    `tasks` (the task table) is accepted for the callers' symmetry and not checked here: an episode whose
+    task_index the table does not define is counted under that index, and the speed labels warn once per
+    such index and label its episodes 50 (the speed-label contract). Serving a frame of such an episode is
+    refused where frames are read (`FrameTable`: `UnknownTaskError`), so a selection without them opens.
     """
     root = as_root(root)
     files = files or ParquetFiles(max_open=4)
@@ -85,19 +87,4 @@ def episode_task_index(
         if progress is not None:
             progress(done + 1, len(codes))
     files.close()
-    if tasks is not None:
-        _check_known(root, table, out, tasks)
     return out
-
-
-def _check_known(root: DatasetRoot, table: EpisodeTable, found: np.ndarray, tasks: Mapping[int, str]) -> None:
-    known = np.fromiter(tasks, dtype=np.int64, count=len(tasks))
-    bad = np.flatnonzero(~np.isin(found, known))
-    if len(bad):
-        i = int(bad[0])
-        raise UnknownTaskError(
-            root.where(table.data_files[int(table.data_file[i])]),
-            f"episode {table.episode_index[i]} starts with task_index {found[i]}, which the task table does "
-            f"not list (it lists {sorted(tasks)[:10]}; {len(bad)} episode(s) affected)",
-            "add the task to the task table (meta/tasks.*), or correct the task_index column",
-        )
