@@ -205,3 +205,33 @@ def test_the_columnar_parse_never_misreads(rows, cut, byte, action):
         [line["length"] for line in lines],
         [line["tasks"][0] for line in lines],
     )
+
+
+def test_json_lines_break_at_newlines_only(tmp_path):
+    """A task string may hold U+2028, U+0085 or U+001C raw (OpenTau's jsonlines writes non-ASCII raw):
+    str.splitlines() cut such a line in two and a valid file was refused. A dataset whose tasks.jsonl,
+    episodes.jsonl and speed file hold one opens and serves the string whole."""
+
+    from robotempo import LeRobotDataset
+    from robotempo.io import parse_jsonl
+    from robotempo.synth import write_synthetic
+
+    odd = "wipe\u2028the\u0085table\u001c now"
+    text = json.dumps({"task_index": 0, "task": odd}, ensure_ascii=False) + "\r\n\n"
+    assert parse_jsonl(text.encode(), "t", "fix") == [(1, {"task_index": 0, "task": odd})]
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=12, n_tasks=1, camera=None, seed=3)
+    meta = root / "meta"
+    (meta / "tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": odd}, ensure_ascii=False) + "\n")
+    rows = [json.loads(line) for line in (meta / "episodes.jsonl").read_text().splitlines()]
+    (meta / "episodes.jsonl").write_text(
+        "".join(json.dumps({**r, "tasks": [odd]}, ensure_ascii=False) + "\n" for r in rows)
+    )
+    first = LeRobotDataset("t", root=root)
+    assert first[0]["task"] == odd
+    written = (meta / "speed_percentiles.jsonl").read_text(encoding="utf-8")
+    row = json.loads(written.split("\n")[0])
+    row["task"] = odd  # as OpenTau writes it: raw, not \u-escaped
+    (meta / "speed_percentiles.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    again = LeRobotDataset("t", root=root)
+    assert again[0]["speed"] == first[0]["speed"] and again[0]["task"] == odd

@@ -84,7 +84,10 @@ def parse_jsonl(
     except UnicodeDecodeError as e:
         raise error(where, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only (JSON lines; "\r\n" too, as JSON ignores the "\r"): str.splitlines() also
+    # breaks at U+2028, U+0085 and other separators, which JSON strings may hold raw (OpenTau's jsonlines
+    # writes them so), and cut such a line in two.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
