@@ -418,3 +418,23 @@ def test_resume_holds_with_batch_size_none_and_workers(dataset, workers):
     )
     rest = [int(x) for x in loader]
     assert head + rest == order
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_persistent_workers_follow_set_epoch_in_the_main_process(dataset, method):
+    """Persistent workers keep the dataset copy they started with; the speed-label dropout of epochs 1 and 2
+    was epoch 0's. The epoch now lives in shared memory: every epoch's batches equal those of no workers."""
+    s = Sampler(dataset, seed=1, rank=0, world_size=1)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=8, sampler=s, num_workers=2, collate_fn=collate, persistent_workers=True,
+        multiprocessing_context=method,
+    )  # fmt: skip
+    masks = []
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        got = [_key(b) for b in loader]
+        s.set_epoch(epoch)
+        want = [_key(b) for b in _batches(dataset, s, 0)]
+        assert got == want, epoch
+        masks.append([k[2] for k in got])
+    assert masks[0] != masks[1] != masks[2]

@@ -161,11 +161,28 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._video_cache_size = None if video_cache_size is None else int(video_cache_size)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
         self._speed_dropout = _make_dropout(speed_dropout, seed)
-        self.epoch = 0
+        # With dropout on, items depend on the epoch: it lives in shared memory, so DataLoader workers (also
+        # persistent ones, which keep the dataset copy they started with) read what set_epoch wrote here.
+        self._epoch_cell = (
+            torch.zeros(1, dtype=torch.int64).share_memory_() if self._speed_dropout is not None else None
+        )
+        self._epoch = 0
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the seeded speed-label dropout (`set_epoch`)."""
+        return int(self._epoch_cell[0]) if self._epoch_cell is not None else self._epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.set_epoch(value)
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch the seeded speed-label dropout uses (call it like `DistributedSampler.set_epoch`)."""
-        self.epoch = int(epoch)
+        """The epoch the seeded speed-label dropout uses (call it like `DistributedSampler.set_epoch`); seen by
+        this dataset's DataLoader workers too, persistent ones included."""
+        self._epoch = int(epoch)
+        if self._epoch_cell is not None:
+            self._epoch_cell[0] = self._epoch
 
     # -- LeRobot-compatible attributes -------------------------------------------------------------------
     @property
