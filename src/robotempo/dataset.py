@@ -178,8 +178,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.set_epoch(value)
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch the seeded speed-label dropout uses (call it like `DistributedSampler.set_epoch`); seen by
-        this dataset's DataLoader workers too, persistent ones included."""
+        """The epoch the seeded speed-label dropout uses (call it like `DistributedSampler.set_epoch`); seen
+        by this dataset's DataLoader workers too, persistent ones included."""
         self._epoch = int(epoch)
         if self._epoch_cell is not None:
             self._epoch_cell[0] = self._epoch
