@@ -488,3 +488,21 @@ def test_opening_an_image_dataset_from_s3_leaves_its_images_unread(store, tmp_pa
     local = LeRobotDataset("img", root=root)
     for key, values in local.frames.columns.items():
         np.testing.assert_array_equal(remote.frames.columns[key], values, err_msg=key)
+
+
+def test_an_object_rewritten_at_its_own_size_is_a_typed_error_at_its_next_open(store, v30_video_dataset):
+    """Same size, other bytes: only the ETag tells them apart (it was read under a key pyarrow never uses, so
+    the rewrite was served: new pixels beside the old state and action)."""
+    ds = _fresh(store, v30_video_dataset, "same-size", video_cache_size=1)
+    groups = _rows_by_video_file(ds)
+    ds.__getitems__(groups[0])
+    ds.__getitems__(groups[1])
+    fs = store.server.filesystem()
+    (key, *_) = [k for k in store.keys() if "/same-size/videos/" in k]
+    data = bytearray(fs.open_input_file(key).read())
+    data[-1] ^= 0xFF  # one byte of the last sample's payload
+    with fs.open_output_stream(key) as out:
+        out.write(bytes(data))
+    with pytest.raises(StorageError, match="the object changed while the dataset was being read"):
+        for rows in groups:
+            ds.__getitems__(rows)  # each group's reader evicts the last one: new handles, compared

@@ -175,8 +175,7 @@ class DatasetRoot:
         holds: comparing it costs no request. A file already open is not re-checked (that would cost a
         request per read), so a rewrite is noticed at the next open of the object, not mid-read.
         """
-        meta = f.metadata() or {}
-        version = (f.size(), meta.get(b"ETag") or meta.get(b"Last-Modified"))
+        version = (f.size(), _object_version(f.metadata() or {}))
         first = self._versions.setdefault(rel, version)
         if first != version:
             f.close()
@@ -369,3 +368,14 @@ def as_file(path: FileRef | str | os.PathLike) -> FileRef:
         return FileRef(DatasetRoot(os.path.dirname(full)), os.path.basename(full))
     folder, _, name = text.rpartition("/")
     return FileRef(DatasetRoot(folder), name)
+
+
+def _object_version(meta) -> str | None:
+    """The ETag (else Last-Modified) of an opened object. pyarrow's metadata keys are str; the bytes spelling
+    is accepted too. Reading only `b"ETag"` compared sizes alone, so an object rewritten at its size (new
+    pixels, same bytes count) was served silently."""
+    for key in ("ETag", "Last-Modified"):
+        value = meta.get(key) or meta.get(key.encode())
+        if value:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
