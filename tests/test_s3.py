@@ -506,3 +506,19 @@ def test_an_object_rewritten_at_its_own_size_is_a_typed_error_at_its_next_open(s
     with pytest.raises(StorageError, match="the object changed while the dataset was being read"):
         for rows in groups:
             ds.__getitems__(rows)  # each group's reader evicts the last one: new handles, compared
+
+
+def test_cli_validate_on_s3_with_storage_options_only(store, tmp_path, v21_dataset):
+    """validate rebuilt the data files' root from its URL, dropping --storage-option: each file waited out
+    its deadline against the default endpoint and was reported FAILED."""
+    url = store.upload(v21_dataset, "v21_dataset")
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    env.update(COLUMNS="200", ROBOTEMPO_S3_DEADLINE_S="15", AWS_EC2_METADATA_DISABLED="true")
+    options = [f"--storage-option={k}={v}" for k, v in store.options().items()]
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from robotempo.cli import main; sys.exit(main())", "validate", url,
+         *options],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "FAILED" not in done.stdout and "data files" in done.stdout

@@ -141,7 +141,11 @@ def _check_data_files(meta: DatasetMeta, tolerance_s: float, progress: Progress)
         sub = eps.take(positions)
         name = eps.data_files[int(code)]
         try:
-            frames = FrameTable(meta.root, meta.info, sub, catalog=eps, tasks=meta.tasks, heavy_cache_mb=1)
+            # the root itself, not its URL: an object store's root carries its storage options (endpoint,
+            # keys); from the URL alone each data file waited out its deadline against the default endpoint
+            frames = FrameTable(
+                meta.location, meta.info, sub, catalog=eps, tasks=meta.tasks, heavy_cache_mb=1
+            )
             check_timestamps(
                 frames.columns["timestamp"],
                 frames.columns["frame_index"],
@@ -150,6 +154,7 @@ def _check_data_files(meta: DatasetMeta, tolerance_s: float, progress: Progress)
                 meta.info.fps,
                 tolerance_s,
                 lambda row, f=frames: _where(f, row),
+                starts_at_zero=bool(meta.info.video_keys),  # as a dataset's open checks them
             )
         except (RobotempoError, OSError) as e:
             failures.append((name, _error(e)))
