@@ -515,9 +515,9 @@ def test_cli_validate_on_s3_with_storage_options_only(store, tmp_path, v21_datas
     env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
     env.update(COLUMNS="200", ROBOTEMPO_S3_DEADLINE_S="15", AWS_EC2_METADATA_DISABLED="true")
     options = [f"--storage-option={k}={v}" for k, v in store.options().items()]
+    cli = "import sys; from robotempo.cli import main; sys.exit(main())"
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from robotempo.cli import main; sys.exit(main())", "validate", url,
-         *options],
+        [sys.executable, "-c", cli, "validate", url, *options],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
