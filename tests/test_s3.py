@@ -522,3 +522,35 @@ def test_cli_validate_on_s3_with_storage_options_only(store, tmp_path, v21_datas
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "FAILED" not in done.stdout and "data files" in done.stdout
+
+
+def test_the_cli_leaves_at_once_after_a_deadline(store):
+    """The error came at the deadline, but the process stayed ~3 minutes more: pyarrow's S3 finalization at
+    exit waits for the abandoned request's retries. The CLI now leaves once it has reported the error."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    held: list[socket.socket] = []
+
+    def accept_and_say_nothing() -> None:
+        try:
+            while True:
+                held.append(hole.accept()[0])
+        except OSError:
+            pass
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    env.update(store.aws_environment(), ROBOTEMPO_S3_DEADLINE_S="3", COLUMNS="200")
+    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{hole.getsockname()[1]}"
+    cli = "import sys; from robotempo.cli import main; sys.exit(main())"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", cli, "info", f"s3://{BUCKET}/datasets/anything"],
+            env=env, capture_output=True, text=True, timeout=90,  # the request alone retries for minutes
+        )  # fmt: skip
+    finally:
+        hole.close()
+        for conn in held:
+            conn.close()
+    assert done.returncode == 2 and "did not answer within 3 s" in done.stdout + done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.logging import RichHandler
 
 from robotempo.cli.storage import add_root_arguments, storage_options
 from robotempo.errors import RobotempoError
+from robotempo.fs.store import abandoned_requests
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_bench(args, console)
     except RobotempoError as e:
         _print_error(console, f"{type(e).__name__}: {e}")
+        if abandoned_requests():
+            # The error is reported; store requests given up at their deadline still retry, and pyarrow's
+            # S3 finalization at exit would wait for them (minutes against a black-holed endpoint).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except Exception as e:  # a bug, not a bad dataset: say so, without a traceback unless asked (-v)
         if args.verbose:

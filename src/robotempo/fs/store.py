@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +63,18 @@ def store_pool() -> ThreadPoolExecutor:
     return _pool.get()
 
 
+# Requests given up at their deadline that may still be under way (their own retries and timeouts go on).
+_abandoned: list[Future] = []
+
+
+def abandoned_requests() -> int:
+    """Store requests given up at their deadline and still under way. At interpreter exit pyarrow's S3
+    finalization waits for them (up to retries x timeouts: 186 s against a black-holed endpoint), which is
+    why the CLI leaves at once after reporting such an error."""
+    _abandoned[:] = [f for f in _abandoned if not f.done()]
+    return len(_abandoned)
+
+
 def deadline_s() -> float:
     """How long one store operation may take, retries included (`ROBOTEMPO_S3_DEADLINE_S`, default 60)."""
     return env_float(DEADLINE_ENV, DEFAULT_DEADLINE_S, minimum=0.001)
@@ -82,6 +94,7 @@ def within_deadline(call: Callable[[], T], where: Path | str) -> T:
     try:
         return future.result(timeout=seconds)
     except FutureTimeout:
+        _abandoned.append(future)
         raise deadline_error(where, seconds) from None
 
 
@@ -91,8 +104,7 @@ def all_within_deadline(calls: list[Callable[[], T]], where: Path | str) -> list
     futures = [store_pool().submit(call) for call in calls]
     seconds = deadline_s()
     if wait(futures, timeout=seconds).not_done:
-        for future in futures:
-            future.cancel()
+        _abandoned.extend(f for f in futures if not f.cancel() and not f.done())
         raise deadline_error(where, seconds)
     for future in futures:
         if future.exception() is not None:
