@@ -64,6 +64,19 @@ def test_s3_options_aliases_environment_and_bounds(monkeypatch):
         s3_options(None)
 
 
+def test_one_key_of_the_pair_takes_the_other_from_the_environment(monkeypatch):
+    """pyarrow wants both keys or neither; one alone reached the user as pyarrow's bare ValueError."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env")
+    opts = s3_options({"access_key": "given"})
+    assert (opts["access_key"], opts["secret_key"]) == ("given", "from-env")
+    with pytest.raises(ConfigError, match="secret_key but no access_key, and AWS_ACCESS_KEY_ID is not set"):
+        s3_options({"secret_key": "given"})
+    root = DatasetRoot("s3://bucket/ds", {"endpoint_override": "127.0.0.1:9", "secret": "given"})
+    with pytest.raises(ConfigError, match="pass both"):
+        _ = root.fs
+
+
 def test_unknown_storage_option_is_a_config_error():
     root = DatasetRoot("s3://bucket/ds", {"endpoint_override": "127.0.0.1:9", "no_such_setting": 1})
     with pytest.raises(ConfigError, match="no_such_setting"):

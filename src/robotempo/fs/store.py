@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pyarrow.fs as pafs
 
 from robotempo.env import env_float, env_int
-from robotempo.errors import StorageError
+from robotempo.errors import ConfigError, StorageError
 from robotempo.forksafe import ProcessLocal
 
 T = TypeVar("T")
@@ -137,6 +137,7 @@ def s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
             opts.setdefault("scheme", scheme)
     if "region" not in opts and (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
         opts["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    _pair_keys(opts)
     opts.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     opts.setdefault("request_timeout", REQUEST_TIMEOUT_S)
     if "retry_strategy" not in opts:
@@ -144,6 +145,23 @@ def s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
             max_attempts=env_int(RETRIES_ENV, DEFAULT_RETRIES)
         )
     return opts
+
+
+def _pair_keys(opts: dict[str, Any]) -> None:
+    """pyarrow takes both keys or neither: one given, the other comes from the AWS environment (the CLI's help
+    says unset settings do), else a `ConfigError` (pyarrow's own ValueError reached users untyped)."""
+    pairs = (("access_key", "AWS_ACCESS_KEY_ID"), ("secret_key", "AWS_SECRET_ACCESS_KEY"))
+    given = [key for key, _ in pairs if opts.get(key)]
+    if len(given) != 1:
+        return
+    missing, variable = next((k, v) for k, v in pairs if k not in given)
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(
+            f"storage_options give {given[0]} but no {missing}, and {variable} is not set. Fix: pass both "
+            f"{given[0]} and {missing} (or neither, to use the AWS environment and config files)"
+        )
+    opts[missing] = value
 
 
 _DENIED = (
