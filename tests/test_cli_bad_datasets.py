@@ -85,3 +85,39 @@ def test_validate_passes_a_good_dataset_and_reads_every_image(good, tmp_path):
     edit_column(path, "observation.images.top", lambda c: pa.array(cells, c.type))
     failed = [f for f in validate_dataset(root) if f.status == "failed"]
     assert failed and "episode 2 frame 5" in failed[0].details, failed
+
+
+def test_validate_names_the_failing_file_whole_at_80_columns(good, tmp_path):
+    """At 80 columns (a pipe, a narrow terminal) rich cut long cells with '...': the file went unnamed."""
+    import os
+
+    root = tmp_path / "a-rather-long-folder-name-for-a-dataset" / "ds"
+    shutil.copytree(good, root)
+    (root / "data/chunk-000/episode_000002.parquet").unlink()
+    env = {**os.environ, "COLUMNS": "80"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "robotempo"), "validate", str(root)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    joined = "".join(line.strip("│ ") for line in result.stdout.splitlines())
+    assert result.returncode == 1 and "episode_000002.parquet" in joined, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("plot", "says"),
+    [("plot.txt", "use a file name ending in"), ("afile/plot.png", "is a file, not a folder")],
+)
+def test_speed_plot_path_is_checked_before_the_work(good, tmp_path, plot, says):
+    (tmp_path / "afile").write_text("x")
+    result = cli("speed", str(good), "--plot", str(tmp_path / plot))
+    out = " ".join((result.stdout + result.stderr).split())  # the console wraps long lines
+    assert result.returncode == 2 and "ConfigError" in out and says in out, out
+    assert "unexpected error" not in out and "per-task speed labels" not in out  # before the table
+
+
+def test_speed_plot_of_many_tasks_says_what_it_leaves_out(tmp_path):
+    root = tmp_path / "many"
+    write_synthetic(root, version="v2.1", n_episodes=30, n_tasks=30, fps=10, seed=3, mean_length=8.0)
+    result = cli("speed", str(root), "--plot", str(tmp_path / "p.png"))
+    assert result.returncode == 0 and "the first 24 of 30 tasks" in " ".join(result.stdout.split())
+    assert (tmp_path / "p.png").stat().st_size > 0

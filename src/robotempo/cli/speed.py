@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from robotempo.cli.progress import progress_callback
 from robotempo.cli.storage import storage_options
+from robotempo.errors import ConfigError
 from robotempo.format import read_metadata
 from robotempo.speed import SPEED_BUCKET_LABELS
 from robotempo.speed.dataset_labels import dataset_percentiles
@@ -25,7 +27,29 @@ def _histogram(labels: np.ndarray) -> str:
     return "".join(BARS[int(round(c / counts.max() * (len(BARS) - 1)))] for c in counts)
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+MAX_PANELS = 24
+
+
+def _check_plot_path(out: str | Path) -> Path:
+    """The plot's path, checked before any work: a bad one was a bare ValueError / OSError after it."""
+    path = Path(out)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ConfigError(
+            f"--plot {out}: the plot cannot be written as {path.suffix or 'a file without a suffix'}. Fix: "
+            f"use a file name ending in one of {', '.join(PLOT_SUFFIXES)}"
+        )
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"--plot {out}: {parent} is a file, not a folder. Fix: choose another path")
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise ConfigError(f"--plot {out}: {parent} is not writable. Fix: choose a folder you can write")
+    return path
+
+
 def run_speed(args, console: Console) -> None:
+    if args.plot:
+        _check_plot_path(args.plot)
     meta = read_metadata(args.root, storage_options(args))
     with progress_callback(console, "reading task_index from the frame data") as progress:
         percentiles = dataset_percentiles(meta, recompute=args.recompute, progress=progress)
@@ -54,7 +78,8 @@ def run_speed(args, console: Console) -> None:
     console.print(table)
     if args.plot:
         path = plot_lengths(meta.tasks, task_of_episode, meta.episodes.length, percentiles.by_task, args.plot)
-        console.print(f"plot written to [bold]{path}[/]")
+        more = f" (the first {MAX_PANELS} of {len(meta.tasks)} tasks)" if len(meta.tasks) > MAX_PANELS else ""
+        console.print(f"plot written to [bold]{path}[/]{more}")
 
 
 def plot_lengths(
@@ -70,7 +95,7 @@ def plot_lengths(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = sorted(tasks)[:24]
+    shown = sorted(tasks)[:MAX_PANELS]
     cols = min(3, max(1, len(shown)))
     rows = int(np.ceil(len(shown) / cols)) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
@@ -86,9 +111,15 @@ def plot_lengths(
         ax.set_xlabel("episode length (frames)")
     for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
+    if len(tasks) > len(shown):
+        fig.suptitle(f"the first {len(shown)} of {len(tasks)} tasks", fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    out = _check_plot_path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+    except OSError as e:
+        raise ConfigError(f"--plot {out}: cannot write it ({e}). Fix: choose another path") from None
+    finally:
+        plt.close(fig)
     return out

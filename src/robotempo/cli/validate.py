@@ -29,9 +29,10 @@ def run_validate(args, console: Console) -> int:
             storage_options=storage_options(args),
         )
     table = Table(title=f"validate {args.root}", title_justify="left")
-    table.add_column("check")
+    # Folded, never cut: the name of a failing file is the point of the report (at 80 columns "..." hid it).
+    table.add_column("check", overflow="fold")
     table.add_column("result")
-    table.add_column("details")
+    table.add_column("details", overflow="fold")
     for f in findings:
         table.add_row(f.check, STYLE[f.status], f.details)
     console.print(table)
