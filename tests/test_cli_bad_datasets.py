@@ -121,3 +121,10 @@ def test_speed_plot_of_many_tasks_says_what_it_leaves_out(tmp_path):
     result = cli("speed", str(root), "--plot", str(tmp_path / "p.png"))
     assert result.returncode == 0 and "the first 24 of 30 tasks" in " ".join(result.stdout.split())
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_a_path_that_is_not_there_says_so(tmp_path):
+    """It said 'the dataset card meta/info.json does not exist. Fix: repair meta/info.json'."""
+    result = cli("info", str(tmp_path / "no-such-folder"))
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2 and "the dataset folder does not exist" in out and "check the path" in out

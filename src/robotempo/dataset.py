@@ -120,8 +120,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         try:
             self.meta: DatasetMeta = read_metadata(self.location)
         except MissingFileError as e:
-            if e.path != self.location.where("meta/info.json"):
-                raise
+            if e.path not in (self.location.where("meta/info.json"), self.location.where()):
+                raise  # another missing file; the dataset itself (its folder or card) gets the hint below
             raise MissingFileError(
                 e.path,
                 f"the dataset {repo_id!r}",

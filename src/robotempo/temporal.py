@@ -49,11 +49,11 @@ def plan_deltas(
         rows, off = grid_rows(values, fps)
         bad = np.flatnonzero(off > tolerance_s)
         if len(bad):
-            v = values[bad[0]]
+            v, nearest = float(values[bad[0]]), float(rows[bad[0]] / fps)  # plain floats: no numpy repr
             raise DeltaTimestampsError(
                 f"delta_timestamps[{key!r}] has {v!r} s, which is {off[bad[0]]:.2g} s off the "
                 f"1/{fps:g} s frame "
-                f"grid (tolerance_s={tolerance_s:g}); use multiples of 1/fps, e.g. {rows[bad[0]] / fps!r}"
+                f"grid (tolerance_s={tolerance_s:g}); use multiples of 1/fps, e.g. {nearest:.6g}"
             )
         plan[key] = rows.astype(np.int64)
     return plan

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from robotempo.errors import DatasetFormatError, UnsafePathError, UnsupportedVersionError
+from robotempo.errors import DatasetFormatError, MissingFileError, UnsafePathError, UnsupportedVersionError
 from robotempo.fs import DatasetRoot, as_root
 from robotempo.io import read_json
 
@@ -299,5 +299,11 @@ class DatasetInfo:
 
 
 def read_info(root: str | Path | DatasetRoot) -> DatasetInfo:
-    ref = as_root(root).file("meta/info.json")
-    return DatasetInfo.from_dict(read_json(ref, "the dataset card meta/info.json", INFO_FIX), ref.where)
+    location = as_root(root)
+    ref = location.file("meta/info.json")
+    if location.is_local and not os.path.isdir(location.where()):
+        raise MissingFileError(
+            location.where(), "the dataset folder", "check the path (a dataset's folder holds meta/info.json)"
+        )
+    fix = f"check that root names the dataset's folder (the one holding meta/), or {INFO_FIX}"
+    return DatasetInfo.from_dict(read_json(ref, "the dataset card meta/info.json", fix), ref.where)
