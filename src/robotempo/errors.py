@@ -107,6 +107,11 @@ class VideoDecodeError(DatasetFormatError):
     """A video file is missing, unreadable, too short, or uses a codec the local FFmpeg cannot decode."""
 
 
+class MissingVideoError(VideoDecodeError, MissingFileError):
+    """A video file the metadata promises is absent: a `VideoDecodeError` and a `MissingFileError` (like any
+    other missing file of the dataset, catchable as `FileNotFoundError`)."""
+
+
 class VideoMismatchError(VideoDecodeError):
     """A video's stream (frame rate, frame count, duration, size) disagrees with the dataset's metadata."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from robotempo.errors import FrameTimestampError, StorageError, VideoDecodeError
+from robotempo.errors import FrameTimestampError, MissingVideoError, StorageError, VideoDecodeError
 from robotempo.fs import BlockFile, FileRef, as_file
 from robotempo.video.byte_ranges import FrameByteIndex
 from robotempo.video.pixels import PixelWriter
@@ -54,8 +54,8 @@ class VideoReader:
             source = ref.open_video()
             self._container = av.open(source)
         except FileNotFoundError:
-            raise ref.root.missing_root_error(ref.rel) or VideoDecodeError(
-                self.path, "the video file does not exist", "check the dataset's video_path and its files"
+            raise ref.root.missing_root_error(ref.rel) or MissingVideoError(
+                self.path, "the video file", "check the dataset's video_path and its files"
             ) from None
         except StorageError:
             raise
