@@ -149,6 +149,19 @@ def test_opentau_file_stale_by_count(ds, caplog):
     assert str(root / SPEED_PERCENTILES_FILE) in msg and "--recompute" in msg and "[2]" in msg
 
 
+def test_a_row_naming_another_task_than_the_table_is_stale(ds, caplog):
+    """A re-export that re-indexed the tasks: counts (and even fingerprints) can match while row 0 describes
+    another task. The task string each row carries is compared with the table; the file is still used."""
+    root, pop, names, cache = ds
+    rows = opentau_rows(pop, names)
+    rows[0]["task"], rows[1]["task"] = rows[1]["task"], rows[0]["task"]
+    (root / SPEED_PERCENTILES_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sp, calls = load(root, pop, names, cache)
+    assert sp.stale_tasks == (0, 1) and calls == 0
+    [msg] = warnings_of(caplog)
+    assert "task_index [0, 1] name other tasks than the task table" in msg and "--recompute" in msg
+
+
 def test_hand_edited_file_is_used(ds):
     root, pop, names, cache = ds
     load(root, pop, names, cache)

@@ -308,11 +308,17 @@ def _short(tasks: list[int]) -> str:
     return str(tasks) if len(tasks) <= 10 else f"{tasks[:10]} and {len(tasks) - 10} more"
 
 
-def _compare_with_metadata(file: PercentilesFile, view: MetadataView) -> tuple[list[int], list[int]]:
-    """(tasks whose row no longer matches the metadata, tasks the metadata has but the file lacks).
+def _compare_with_metadata(
+    file: PercentilesFile, view: MetadataView, task_names: Mapping[int, str]
+) -> tuple[list[int], list[int], list[int]]:
+    """(tasks whose row no longer matches the metadata, tasks the metadata has but the file lacks, tasks whose
+    row names another task than the task table: a re-export that re-indexed the tasks).
 
     A row with a fingerprint is compared by fingerprint; one without (OpenTau's) by its episode count.
     """
+    renamed = sorted(
+        r.task_index for r in file.rows if r.task_index in task_names and r.task != task_names[r.task_index]
+    )
     view_tasks, counts = value_counts(view.task_index[view.task_index >= 0])
     count = dict(zip(view_tasks.tolist(), counts.tolist(), strict=True))
     fingerprints = fingerprints_by_task(view) if any(r.fingerprint for r in file.rows) else {}
@@ -322,9 +328,9 @@ def _compare_with_metadata(file: PercentilesFile, view: MetadataView) -> tuple[l
             return row.fingerprint != fingerprints.get(row.task_index, _EMPTY_FINGERPRINT)
         return row.n_episodes != count.get(row.task_index, 0)
 
-    changed = sorted(r.task_index for r in file.rows if differs(r))
+    changed = sorted(r.task_index for r in file.rows if differs(r) and r.task_index not in renamed)
     in_file = {r.task_index for r in file.rows}
-    return changed, [t for t in view_tasks.tolist() if t not in in_file]
+    return changed, [t for t in view_tasks.tolist() if t not in in_file], renamed
 
 
 @dataclass
@@ -350,7 +356,7 @@ class _Request:
         return pop.task_index[known], pop.length[known]
 
     def from_file(self, file: PercentilesFile, source: Source) -> SpeedPercentiles:
-        changed, missing = _compare_with_metadata(file, self.view)
+        changed, missing, renamed = _compare_with_metadata(file, self.view, self.task_names)
         by_task = file.by_task
         if missing:
             task, length = self.known_population()
@@ -362,6 +368,8 @@ class _Request:
         parts += (
             [f"task_index {_short(missing)} have no row (computed in memory for this run)"] if missing else []
         )
+        if renamed:
+            parts += [f"the rows of task_index {_short(renamed)} name other tasks than the task table"]
         if parts:
             self.warner.warn(
                 "stale",
@@ -369,7 +377,7 @@ class _Request:
                 f"`robotempo speed {self.root} --recompute`.",
             )
         log.info("speed percentiles of %d task(s) read from %s", len(file.rows), file.path)
-        return self.result(by_task, source, file.path, tuple(changed), tuple(missing))
+        return self.result(by_task, source, file.path, tuple(changed + renamed), tuple(missing))
 
     def result(
         self, by_task: dict, source: Source, path: Path | str | None, *tasks: tuple[int, ...]
