@@ -104,7 +104,8 @@ def test_absent_computes_writes_then_reads(ds, caplog):
     rows = [json.loads(line) for line in lines]
     assert [r["task_index"] for r in rows] == list(range(N_TASKS))
     assert all(
-        set(r) == {"task_index", "task", "n_episodes", "percentiles", "version", "fingerprint"} for r in rows
+        set(r) == {"task_index", "task", "n_episodes", "percentiles", "version", "fingerprint", "population"}
+        for r in rows
     )
     assert rows[1]["task"] == names[1] and rows[1]["n_episodes"] == 40
     np.testing.assert_array_equal(sp.labels(pop.task_index, pop.length), expected_labels(pop))
@@ -207,6 +208,41 @@ def test_paraphrased_metadata_tasks_do_not_decide_membership(ds, caplog):
     np.testing.assert_array_equal(sp.labels(pop.task_index, pop.length), expected_labels(pop))
     again, _ = load(root, pop, names, cache, view=view)
     assert again.stale_tasks == () and not warnings_of(caplog)
+
+
+def test_episodes_appended_under_paraphrased_metadata_are_stale(ds, caplog):
+    """Every metadata task string paraphrased (-1 in the view): per-task fingerprints were all empty, so
+    appended episodes went unnoticed. The file's whole-population fingerprint sees them."""
+    from robotempo.speed.store import MetadataView, SpeedPopulation
+
+    root, pop, names, cache = ds
+    view = view_of(pop)
+    view.task_index[:] = -1
+    load(root, pop, names, cache, view=view)
+    n = len(pop.length)
+    grown = SpeedPopulation(
+        np.arange(n + 3), np.r_[pop.length, [300, 350, 400]], np.r_[pop.task_index, [0, 0, 0]]
+    )
+    grown_view = MetadataView(grown.episode_index.copy(), grown.length.copy(), np.full(n + 3, -1))
+    sp, calls = load(root, grown, names, cache, view=grown_view)
+    assert calls == 0 and sp.stale_tasks  # the file is used as it is, and said to be stale
+    [msg] = warnings_of(caplog)
+    assert "is stale" in msg and "--recompute" in msg
+
+
+def test_a_fresh_file_is_not_stale_when_metadata_lists_other_first_tasks(ds, caplog):
+    """Multi-task episodes whose metadata lists another task first (LeRobot v2.x stores the list as a set):
+    the metadata view disagreed with the frame population the file was computed from, and every open warned
+    (and recomputed in memory) until the end of time; --recompute did not help."""
+    root, pop, names, cache = ds
+    names = {**names, len(names): "grasp"}  # a task of the table no episode's frames start with
+    view = view_of(pop)
+    view.task_index[pop.task_index == 0] = len(names) - 1  # the metadata lists "grasp" first there
+    load(root, pop, names, cache, view=view)
+    caplog.clear()
+    sp, calls = load(root, pop, names, cache, view=view)
+    assert (sp.stale_tasks, sp.source, calls) == ((), "file", 0) and not warnings_of(caplog)
+    np.testing.assert_array_equal(sp.labels(pop.task_index, pop.length), expected_labels(pop))
 
 
 def test_partial_file_computes_missing_tasks_in_memory(ds, caplog):

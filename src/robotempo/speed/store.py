@@ -239,6 +239,23 @@ def fingerprints_by_task(view: MetadataView) -> dict[int, str]:
     }
 
 
+def population_fingerprint(view: MetadataView) -> str:
+    """One hash of the whole metadata view, `(episode_index, length, task_index)` in episode order (task -1
+    where the metadata's task string is not in the table). Equal to the one a file was written with (and the
+    file holds all the rows it was written with): the metadata has not changed since, whatever its task
+    strings say, so nothing is stale. Per-task
+    fingerprints rest on those strings, which may be paraphrased or list a multi-task episode's tasks in any
+    order: they missed appended episodes, or called a fresh file stale on every open."""
+    order = np.argsort(view.episode_index, kind="stable")
+    triples = np.empty((len(order), 3), dtype="<i8")
+    triples[:, 0], triples[:, 1], triples[:, 2] = (
+        view.episode_index[order],
+        view.length[order],
+        view.task_index[order],
+    )
+    return hashlib.blake2b(triples.data, digest_size=8).hexdigest()
+
+
 def _fingerprint(episodes: np.ndarray, lengths: np.ndarray) -> str:
     """blake2b-64 of the `(episode_index, length)` pairs as little-endian int64, interleaved."""
     pairs = np.empty((len(episodes), 2), dtype="<i8")
@@ -356,7 +373,14 @@ class _Request:
         return pop.task_index[known], pop.length[known]
 
     def from_file(self, file: PercentilesFile, source: Source) -> SpeedPercentiles:
+        written_for = {r.extra.get("population") for r in file.rows}
+        if file.rows and written_for == {f"{population_fingerprint(self.view)}/{len(file.rows)}"}:
+            log.info("speed percentiles of %d task(s) read from %s", len(file.rows), file.path)
+            return self.result(file.by_task, source, file.path, (), ())  # the metadata is as it was written
         changed, missing, renamed = _compare_with_metadata(file, self.view, self.task_names)
+        if not (changed or missing or renamed) and written_for - {None}:
+            # the metadata changed where the per-task view cannot see it (task strings not in the table)
+            changed = [r.task_index for r in file.rows]
         by_task = file.by_task
         if missing:
             task, length = self.known_population()
@@ -390,7 +414,9 @@ class _Request:
         tasks, counts = np.unique(task, return_counts=True)
         n_episodes = dict(zip(tasks.tolist(), counts.tolist(), strict=True))
         fingerprints = fingerprints_by_task(self.view)
-        extra = {t: {"version": SCHEMA_VERSION, "fingerprint": fingerprints.get(t, _EMPTY_FINGERPRINT)}
+        whole = f"{population_fingerprint(self.view)}/{len(by_task)}"  # and how many rows it wrote
+        extra = {t: {"version": SCHEMA_VERSION, "fingerprint": fingerprints.get(t, _EMPTY_FINGERPRINT),
+                     "population": whole}
                  for t in by_task}  # fmt: skip
         rows = [
             PercentileRow(t, self.task_names[t], n_episodes[t], p, extra[t])
