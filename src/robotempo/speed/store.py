@@ -3,12 +3,14 @@
 One JSON object per task, sorted by `task_index`, no header line::
 
     {"task_index": 0, "task": "pick", "n_episodes": 47, "percentiles": [10 floats] | null,
-     "version": 1, "fingerprint": "9f2c..."}
+     "version": 1, "fingerprint": "9f2c...", "population": "41be.../4"}
 
 The first four keys are OpenTau's, so files written by either tool are read by the other; other keys are
-kept. `fingerprint` hashes the task's `(episode_index, length)` pairs as the *metadata* sees them, so
-staleness is checked from metadata alone: opening a dataset reads no frame data when the file is present and
-complete.
+kept. `population` hashes the whole metadata view (every episode's index, length and metadata task) and
+counts the rows written: while it matches, the file is fresh whatever the metadata's task strings say.
+Otherwise `fingerprint` (the task's `(episode_index, length)` pairs as the *metadata* sees them) says which
+task changed, and a row's `task` must still name the table's task. Staleness is checked from metadata
+alone: opening a dataset reads no frame data when the file is present and complete.
 
 Distributed runs need no barrier and no collective: every rank resolves the same inputs to the same numbers
 (reading one file, or computing deterministically), only local rank 0 writes (atomically, so concurrent nodes
