@@ -57,7 +57,8 @@ def run_speed(args, console: Console) -> None:
             meta.location, meta.episodes, progress=progress, tasks=meta.tasks
         )
     labels = percentiles.labels(task_of_episode, meta.episodes.length)
-    console.print(f"speed percentiles: [bold]{percentiles.source}[/] ({percentiles.path})")
+    where = percentiles.path or "not saved: the dataset folder and the user cache are not writable"
+    console.print(f"speed percentiles: [bold]{percentiles.source}[/] ({where})")
     table = Table(title="per-task speed labels (label histogram over 0, 10, ..., 100)", title_justify="left")
     for col, justify in (
         ("task", "right"),

@@ -347,7 +347,12 @@ def _compare_with_metadata(
             return row.fingerprint != fingerprints.get(row.task_index, _EMPTY_FINGERPRINT)
         return row.n_episodes != count.get(row.task_index, 0)
 
-    changed = sorted(r.task_index for r in file.rows if differs(r) and r.task_index not in renamed)
+    changed = sorted(
+        r.task_index
+        for r in file.rows
+        if differs(r) and r.task_index not in renamed and r.task_index in task_names
+    )
+    renamed += sorted(r.task_index for r in file.rows if r.task_index not in task_names)
     in_file = {r.task_index for r in file.rows}
     return changed, [t for t in view_tasks.tolist() if t not in in_file], renamed
 
@@ -395,7 +400,9 @@ class _Request:
             [f"task_index {_short(missing)} have no row (computed in memory for this run)"] if missing else []
         )
         if renamed:
-            parts += [f"the rows of task_index {_short(renamed)} name other tasks than the task table"]
+            parts += [
+                f"the rows of task_index {_short(renamed)} name other tasks than the task table (or none)"
+            ]
         if parts:
             self.warner.warn(
                 "stale",
