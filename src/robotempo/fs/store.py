@@ -175,6 +175,14 @@ _NO_BUCKET = ("NoSuchBucket", "NO_SUCH_BUCKET")
 _UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Couldn't connect", "timed out", "Connection refused")
 
 
+def _clip(text: str, limit: int = 300) -> str:
+    """The SDK's message, whole words only (a cut at a fixed width left 'No response bod')."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def classify(error: BaseException, where: Path | str) -> BaseException:
     """`StorageError` for a denied, unknown-bucket or unreachable-store failure; other errors unchanged."""
     if (
@@ -186,9 +194,9 @@ def classify(error: BaseException, where: Path | str) -> BaseException:
     text = str(error)
     url = str(where)
     if any(s in text for s in _DENIED):
-        return StorageError(url, f"access denied ({text.strip()[:160]})", CREDENTIALS_FIX)
+        return StorageError(url, f"access denied ({_clip(text)})", CREDENTIALS_FIX)
     if any(s in text for s in _NO_BUCKET):
         return StorageError(url, "the bucket does not exist", "check the bucket name in the root URL")
     if any(s in text for s in _UNREACHABLE) or "AWS Error" in text:
-        return StorageError(url, f"the object store failed the request ({text.strip()[:200]})", ENDPOINT_FIX)
+        return StorageError(url, f"the object store failed the request ({_clip(text)})", ENDPOINT_FIX)
     return error
