@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import commit_src
 from measure import FPS, RESULT_TAG, children, emit, pss_bytes, query, rss_bytes, settled_rss
 
 BENCH = Path(__file__).resolve().parent
@@ -118,14 +119,7 @@ def open_once(root: Path) -> None:
 
 
 def before_src() -> Path:
-    out = DIR / f"robotempo-{BEFORE}"
-    if not (out / "src" / "robotempo").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", BEFORE, "src"], check=True, capture_output=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
-    return out / "src"
+    return commit_src(BEFORE, DIR)
 
 
 # -- worker side (fresh process per figure) ------------------------------------------------------------

@@ -33,8 +33,10 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests"))
 
+from harness import commit_src  # noqa: E402
 from s3_server import Gate, S3Server  # noqa: E402
 
 BUCKET = "bench-open"
@@ -72,14 +74,7 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def before_src(commit: str) -> Path:
-    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"robotempo-src-{commit}"
-    if not (out / "src" / "robotempo").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", commit, "src"], check=True, capture_output=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
-    return out / "src"
+    return commit_src(commit, Path(os.environ.get("TMPDIR", "/tmp")))
 
 
 def measure(gate: Gate, src: Path, spec: dict) -> dict:

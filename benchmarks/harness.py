@@ -49,6 +49,19 @@ SIDES = {
 }
 
 
+def commit_src(commit: str, under: Path) -> Path:
+    """`src/` of `commit` of this repository (extracted once with `git archive` under `under`): run a
+    benchmark's worker with PYTHONPATH pointing at it to measure that commit beside this checkout."""
+    out = under / f"robotempo-{commit}"
+    if not (out / "src" / "robotempo").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", commit, "src"], check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return out / "src"
+
+
 def peers_available() -> bool:
     return all(s.python.exists() and (s.env_script is None or s.env_script.exists()) for s in SIDES.values())
 

@@ -8,6 +8,7 @@ and is closed and reopened to play an endpoint that goes away mid-epoch. The ser
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -391,9 +392,9 @@ def test_mixture_of_s3_specs_equals_the_local_mixture(store, v30_video_dataset, 
     assert_same_batches(got.__getitems__(rows).stacked, want.__getitems__(rows).stacked)
 
 
-def test_an_endpoint_that_never_answers_fails_typed_in_bounded_time(store, monkeypatch):
-    """A server that accepts connections and says nothing: with the default retries and timeouts (minutes of
-    attempts in all) the operation gives up at its deadline, ROBOTEMPO_S3_DEADLINE_S."""
+@contextlib.contextmanager
+def silent_endpoint():
+    """A port on 127.0.0.1 that accepts connections and never answers (a black-holed endpoint)."""
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen(16)
@@ -403,20 +404,27 @@ def test_an_endpoint_that_never_answers_fails_typed_in_bounded_time(store, monke
         try:
             while True:
                 held.append(hole.accept()[0])
-        except OSError:  # the test closed the socket
+        except OSError:  # closed at the end
             pass
 
     threading.Thread(target=accept_and_say_nothing, daemon=True).start()
-    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "3")
-    options = store.options(endpoint_override=f"http://127.0.0.1:{hole.getsockname()[1]}")
-    started = time.monotonic()
     try:
-        with pytest.raises(StorageError, match="did not answer within 3 s") as e:
-            LeRobotDataset("x", root=f"s3://{BUCKET}/datasets/v21_dataset", storage_options=options)
+        yield hole.getsockname()[1]
     finally:
         hole.close()
-        for conn in held:  # the abandoned request fails at once and frees its thread
+        for conn in held:  # an abandoned request fails at once and frees its thread
             conn.close()
+
+
+def test_an_endpoint_that_never_answers_fails_typed_in_bounded_time(store, monkeypatch):
+    """A server that accepts connections and says nothing: with the default retries and timeouts (minutes of
+    attempts in all) the operation gives up at its deadline, ROBOTEMPO_S3_DEADLINE_S."""
+    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "3")
+    started = time.monotonic()
+    with silent_endpoint() as port:
+        options = store.options(endpoint_override=f"http://127.0.0.1:{port}")
+        with pytest.raises(StorageError, match="did not answer within 3 s") as e:
+            LeRobotDataset("x", root=f"s3://{BUCKET}/datasets/v21_dataset", storage_options=options)
     assert time.monotonic() - started < 20  # without the deadline: 10 attempts x 10 s of silence, and backoff
     assert f"s3://{BUCKET}/datasets/v21_dataset/meta/info.json" in str(e.value)
     assert "ROBOTEMPO_S3_DEADLINE_S" in str(e.value) and "Fix:" in str(e.value)
@@ -527,30 +535,13 @@ def test_cli_validate_on_s3_with_storage_options_only(store, tmp_path, v21_datas
 def test_the_cli_leaves_at_once_after_a_deadline(store):
     """The error came at the deadline, but the process stayed ~3 minutes more: pyarrow's S3 finalization at
     exit waits for the abandoned request's retries. The CLI now leaves once it has reported the error."""
-    hole = socket.socket()
-    hole.bind(("127.0.0.1", 0))
-    hole.listen(16)
-    held: list[socket.socket] = []
-
-    def accept_and_say_nothing() -> None:
-        try:
-            while True:
-                held.append(hole.accept()[0])
-        except OSError:
-            pass
-
-    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
     env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
     env.update(store.aws_environment(), ROBOTEMPO_S3_DEADLINE_S="3", COLUMNS="200")
-    env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{hole.getsockname()[1]}"
     cli = "import sys; from robotempo.cli import main; sys.exit(main())"
-    try:
+    with silent_endpoint() as port:
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
         done = subprocess.run(
             [sys.executable, "-c", cli, "info", f"s3://{BUCKET}/datasets/anything"],
             env=env, capture_output=True, text=True, timeout=90,  # the request alone retries for minutes
         )  # fmt: skip
-    finally:
-        hole.close()
-        for conn in held:
-            conn.close()
     assert done.returncode == 2 and "did not answer within 3 s" in done.stdout + done.stderr

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from robotempo.errors import DatasetFormatError
+
+logger = logging.getLogger(__name__)
 
 WINDOW_FIX = (
     "the episode metadata's video windows disagree with the episode lengths: re-export the dataset, or "
@@ -56,3 +59,18 @@ def check_video_windows(
             j,
             f"overlaps the window of episode {episode_index[i]} ({start[i]!r} .. {end[i]!r}) in its file",
         )
+
+
+def warn_on_totals(where: Path | str, length: np.ndarray, info, source: str) -> None:
+    """info.json's totals are a summary; the episode table (`source`, at `where`) decides. A summary that
+    disagrees is said once per open: the episode count first, else the frame count."""
+    if len(length) != info.total_episodes:
+        logger.warning(
+            "%s lists %d episodes but %s says total_episodes=%d; using the %s",
+            where, len(length), info.path, info.total_episodes, source,
+        )  # fmt: skip
+    elif int(length.sum()) != info.total_frames:
+        logger.warning(
+            "%s gives its episodes %d frames in all but %s says total_frames=%d; using the %s",
+            where, int(length.sum()), info.path, info.total_frames, source,
+        )  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from robotempo.errors import DatasetFormatError
+from robotempo.format.checks import warn_on_totals
 from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import MAX_COUNT, DatasetInfo
 from robotempo.format.v21_columnar import Parsed, parse_canonical
@@ -185,22 +186,7 @@ def read_episodes_v21(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
         if len(dup):
             ep = int(episode_index[dup[0]])
             raise DatasetFormatError(path, f"episode_index {ep} appears twice", "remove the duplicate line")
-    if n != info.total_episodes:
-        logger.warning(
-            "%s lists %d episodes but %s says total_episodes=%d; using the episode table",
-            path,
-            n,
-            info.path,
-            info.total_episodes,
-        )
-    elif int(length.sum()) != info.total_frames:
-        logger.warning(
-            "%s gives its episodes %d frames in all but %s says total_frames=%d; using the episode table",
-            path,
-            int(length.sum()),
-            info.path,
-            info.total_frames,
-        )
+    warn_on_totals(path, length, info, "episode table")
 
     by_name = {t: i for i, t in tasks.items()}
     index_of_code = np.array([by_name.get(name, -1) for name in names] + [-1], dtype=np.int64)

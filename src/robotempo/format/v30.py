@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from robotempo.arrays import take as take_rows
 from robotempo.errors import DatasetFormatError, MissingFileError, RobotempoError
-from robotempo.format.checks import check_video_windows
+from robotempo.format.checks import check_video_windows, warn_on_totals
 from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import MAX_COUNT, DatasetInfo
 from robotempo.fs import DatasetRoot
@@ -155,22 +155,7 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
             f"{from_index[i]} / dataset_to_index {to_index[i]}",
             META_FIX,
         )
-    if len(episode_index) != info.total_episodes:
-        logger.warning(
-            "%s lists %d episodes but %s says total_episodes=%d; using the episode metadata",
-            meta_dir,
-            len(episode_index),
-            info.path,
-            info.total_episodes,
-        )
-    elif int(length.sum()) != info.total_frames:
-        logger.warning(
-            "%s gives its episodes %d frames in all but %s says total_frames=%d; using the episode metadata",
-            meta_dir,
-            int(length.sum()),
-            info.path,
-            info.total_frames,
-        )
+    warn_on_totals(meta_dir, length, info, "episode metadata")
 
     data_file, data_files = _codes(col("data/chunk_index"), col("data/file_index"), info.data_file)
     # Metadata's guess of the in-file row offset; verified against the file's own `index` column on read.

@@ -24,7 +24,42 @@ DEFAULT_HOLE_KB = 1024
 DEFAULT_BLOCKS = 128
 
 
-class BlockFile(io.RawIOBase):
+class SeekableReader(io.RawIOBase):
+    """A read-only, seekable file object of `_size` bytes at position `_pos`; subclasses define `read`."""
+
+    _size: int
+    _pos: int = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._size + offset
+        else:
+            raise ValueError(f"unsupported whence {whence}")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class BlockFile(SeekableReader):
     """A read-only, seekable file object over a random-access store file, fetched in aligned blocks.
 
     FFmpeg reads in small pieces (32 KB) and seeks back and forth around keyframes. A read starting in a
@@ -69,29 +104,6 @@ class BlockFile(io.RawIOBase):
         """Bytes of prefetched ranges kept at once: one `prefetch` call should ask for no more."""
         return self._ranges.budget
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._size + offset
-        else:
-            raise ValueError(f"unsupported whence {whence}")
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
-        self._pos = pos
-        return pos
-
     def read(self, n: int = -1) -> bytes:
         end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
         if end <= self._pos:
@@ -122,11 +134,6 @@ class BlockFile(io.RawIOBase):
         while len(self._blocks) > max(self._max_blocks, last - first + 1):
             self._blocks.popitem(last=False)
         return b"".join(parts) if len(parts) > 1 else parts[0]
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Fetch the byte ranges `[start, end)` not held yet, concurrently; returns the requests made.

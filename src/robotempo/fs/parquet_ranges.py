@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robotempo.env import env_int
-from robotempo.fs.blockfile import DEFAULT_HOLE_KB, HOLE_KB_ENV
+from robotempo.fs.blockfile import DEFAULT_HOLE_KB, HOLE_KB_ENV, SeekableReader
 from robotempo.fs.store import all_within_deadline, classify, within_deadline
 
 SMALL_GAP = 64 * 1024  # always joined: a request's overhead is worth more than this many bytes
@@ -131,7 +130,7 @@ def _read_at(source: pa.NativeFile, lo: int, hi: int, where: Path | str) -> byte
         raise classify(e, where) from None
 
 
-class _Held(io.RawIOBase):
+class _Held(SeekableReader):
     """A read-only file over the fetched spans; a read outside them goes to the store (counted in
     `misses`)."""
 
@@ -140,20 +139,6 @@ class _Held(io.RawIOBase):
         self._source, self._size, self._starts, self._datas, self._where = source, size, starts, datas, where
         self._pos = 0
         self.misses = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = base + offset
-        return self._pos
 
     def read(self, n: int = -1) -> bytes:
         end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
@@ -171,8 +156,3 @@ class _Held(io.RawIOBase):
             )
         self._pos = end
         return out
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
