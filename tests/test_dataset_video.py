@@ -242,3 +242,23 @@ def test_an_episode_whose_timestamps_start_late_is_refused(video_root, tmp_path)
         LeRobotDataset("v", root=root, speed_labels=False)
     late = LeRobotDataset("v", root=root, speed_labels=False, check_timestamps=False, episodes=[1])
     assert identity(late[0][KEY]) == (1, 1)  # what the check keeps from being served
+
+
+def test_a_camera_84_pixels_wide_is_served_as_ffmpeg_decodes_it(tmp_path):
+    """84 is not a multiple of 16: swscale's planar output left its last columns unwritten, and every frame
+    came with a dark band on the right (found by writing datasets of many sizes). Items must equal FFmpeg's
+    own rgb24 decode of the file, pixel for pixel."""
+    import av
+
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=2, n_tasks=1, camera="video", image_size=(84, 84),
+                    fps=FPS, seed=4, mean_length=12.0)  # fmt: skip
+    ds = LeRobotDataset("v", root=root, return_uint8=True, speed_labels=False)
+    for e in range(2):
+        path = root / ds.meta.episodes.videos[KEY].files[e]
+        with av.open(str(path)) as container:
+            decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        rows = np.flatnonzero(ds.frames.columns["episode_index"] == e)
+        batch = ds.__getitems__(rows.tolist()).stacked
+        for frame, index in zip(batch[KEY], batch["frame_index"].tolist()):
+            assert torch.equal(frame, torch.from_numpy(decoded[index]).permute(2, 0, 1)), (e, index)

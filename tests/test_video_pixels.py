@@ -52,6 +52,25 @@ def test_planar_conversion_equals_packed_rgb(tmp_path, pix_fmt, colorspace):
         assert np.array_equal(out, packed.rgb(frame).transpose(2, 0, 1))
 
 
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p", "yuv444p", "yuvj420p"])
+def test_every_even_width_is_written_exactly(pix_fmt):
+    """swscale's gbrp output left the last columns unwritten at yuv420p widths 18-24, 34-40, ... (84 among
+    them): those frames came out with a dark band on the right, silently. Every even width must equal the
+    packed conversion, in uint8 and float32."""
+    rng = np.random.default_rng(0)
+    for width in range(2, 132, 2):
+        for height in (2, 24):
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=pix_fmt)
+            writer = PixelWriter()
+            want = writer.rgb(frame).transpose(2, 0, 1)
+            for dtype in (np.uint8, np.float32):
+                out = np.zeros((3, height, width), dtype)
+                writer.write_chw(frame, out)
+                expected = want if dtype == np.uint8 else want / np.float32(255)
+                assert np.array_equal(out, expected.astype(dtype)), (pix_fmt, width, height, dtype)
+
+
 def test_float_levels_equal_torch_division():
     levels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
     out = np.empty(levels.shape, np.float32)

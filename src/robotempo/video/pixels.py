@@ -7,8 +7,11 @@ docs/benchmarks.md), so a frame goes straight from FFmpeg's conversion buffer in
 tensor, in its final dtype and layout, with no intermediate array.
 
 Channels first comes straight from swscale's planar `gbrp` output (three plane copies) for 8-bit YUV sources
-with even width and height, where it is bit-identical to packed `rgb24` (tested); any other source goes
-through `rgb24` and a transposing copy.
+whose width is a multiple of 16 and height even, where it is bit-identical to packed `rgb24` (tested over
+every even width to 130 and every multiple of 16 to 1296); any other source goes through `rgb24` and a
+transposing copy. Other even widths are not safe: for yuv420p at widths 18-24, 34-40, 50-56, ... (84 among
+them, a common camera size) swscale left the last columns of the gbrp planes unwritten, and those frames
+were served with a dark band on the right, silently.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from av.video.reformatter import VideoReformatter
 # 8-bit YUV layouts whose planar RGB conversion equals the packed one exactly (odd sizes and 10-bit sources
 # differ: swscale rounds their chroma edges and dithers differently per output format).
 PLANAR_EXACT = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
+PLANAR_WIDTH_STEP = 16  # the planar path only for widths that are multiples of this (module docstring)
 _SCALE = np.float32(255)
 
 
@@ -36,7 +40,7 @@ class PixelWriter:
 
     def write_chw(self, frame: av.VideoFrame, out: np.ndarray) -> None:
         """Write `frame` as RGB into `out`, a (3, H, W) uint8 or float32 array (float32: value / 255)."""
-        if frame.format.name in PLANAR_EXACT and not (frame.width % 2 or frame.height % 2):
+        if frame.format.name in PLANAR_EXACT and not (frame.width % PLANAR_WIDTH_STEP or frame.height % 2):
             planar = self._reformatter.reformat(frame, format="gbrp", threads=1)
             g, b, r = (_plane(p, frame.height, frame.width) for p in planar.planes)
             for channel, plane in zip(out, (r, g, b)):
