@@ -353,6 +353,12 @@ def test_scalar_feature_is_a_plain_column_and_casts_are_same_kind(tmp_path):
 BAD_INPUTS = [
     ({"observation.state": np.zeros((5, 4), np.float32)}, "expected shape"),
     ({"observation.state": np.zeros((5, 3), np.int64)}, None),  # int -> float is a same-kind cast: accepted
+    # a same-kind cast must also keep the values: these were stored silently as 16777216 and inf
+    (
+        {"observation.state": np.full((5, 3), 16777217, np.int64)},
+        "16777217 at \\(0, 0\\) does not fit float32",
+    ),
+    ({"reward": np.full(5, 1e300)}, "1e\\+300 at \\(0,\\) does not fit float32"),
     ({"reward": np.array(["a"] * 5)}, "cannot be stored"),
     ({"cam": np.zeros((5, 8, 8, 3), np.float32)}, "uint8 frames"),
     ({"cam": np.zeros((5, 8, 9, 3), np.uint8)}, "uint8 frames"),
@@ -367,6 +373,27 @@ BAD_INPUTS = [
         "0 frames",
     ),
 ]
+
+
+def test_narrow_integer_features_refuse_values_they_cannot_hold(tmp_path):
+    """int64 300 into an int8 feature was stored as 44, 70000 into uint16 as 4464: wrapped, silently."""
+    features = {
+        "small": {"dtype": "int8", "shape": [2], "names": None},
+        "count": {"dtype": "uint16", "shape": [1], "names": None},  # uint32 input: a same-kind cast
+    }
+    with DatasetWriter(tmp_path, fps=10, features=features, version="v3.0") as w:
+        with pytest.raises(WriterError, match="300 at \\(0, 0\\) does not fit int8"):
+            w.add_episode({"small": np.array([[300, -1000]] * 3), "count": np.ones(3)}, task="t")
+        with pytest.raises(WriterError, match="70000 at \\(2,\\) does not fit uint16"):
+            counts = np.array([1, 2, 70000], np.uint32)
+            w.add_episode({"small": np.ones((3, 2), np.int64), "count": counts}, task="t")
+        w.add_episode(
+            {"small": np.array([[127, -128]] * 3), "count": np.array([0, 1, 65535], np.uint32)}, task="t"
+        )
+    table = pq.read_table(next((tmp_path / "data").rglob("*.parquet")))
+    assert (
+        table.column("small").to_pylist()[0] == [127, -128] and table.column("count").to_pylist()[2] == 65535
+    )
 
 
 @pytest.mark.parametrize(("patch", "match"), BAD_INPUTS)

@@ -170,7 +170,21 @@ class FeatureSet:
                     f"dtype {arr.dtype} cannot be stored as {target}",
                     f"pass {target} values (same-kind casts such as float64 -> float32 are accepted)",
                 )
-            arr = arr.astype(target)
+            with np.errstate(over="ignore", invalid="ignore"):
+                cast = arr.astype(target)
+                if arr.dtype.kind in "biu" or target.kind in "biu":
+                    lost = cast.astype(arr.dtype) != arr  # integers survive exactly or not at all
+                else:
+                    lost = np.isfinite(arr) & ~np.isfinite(cast)  # float narrowing rounds, never overflows
+            if lost.any():
+                at = np.argwhere(lost)[0]
+                raise _fail(
+                    k,
+                    f"value {arr[tuple(at)].item()!r} at {tuple(int(i) for i in at)} does not fit {target} "
+                    f"(it would be stored as {cast[tuple(at)].item()!r})",
+                    f"declare the feature with a dtype that holds the values, or pass {target} values",
+                )
+            arr = cast
         return arr
 
     def episode_table(
