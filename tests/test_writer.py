@@ -427,6 +427,16 @@ def test_bad_episodes_are_rejected_and_the_writer_stays_usable(tmp_path, patch, 
         ({"video_codec": "vp9", "features": {"v": {"dtype": "video", "shape": [8, 8, 3]}}}, "vp9"),
         ({"chunks_size": 0}, "chunks_size"),
         ({"png_compress_level": 10}, "png_compress_level"),
+        # found by an exploratory run: each was accepted, then lost data or wrote something no reader reads
+        ({"fps": 1e7}, "fps must be a number in .*Fix: pass the frame rate"),  # not 'repair meta/info.json'
+        ({"features": {"task": {"dtype": "float32", "shape": [2]}}}, "another value under this key"),
+        ({"features": {"speed": {"dtype": "float32", "shape": [1]}}}, "another value under this key"),
+        ({"features": {"..": {"dtype": "video", "shape": [8, 8, 3]}}}, "not a usable folder name"),
+        ({"features": {"x": {"dtype": "float32", "shape": [2.5]}}}, "bad shape"),
+        ({"features": {"x": {"dtype": "float32", "shape": [2], "names": ["a", "b", "c"]}}}, "do not name"),
+        ({"features": {"x": {"dtype": "float32", "shape": [2], "names": "ab"}}}, "do not name"),
+        ({"features": {"x": {"dtype": "longdouble", "shape": [1]}}}, "not supported"),
+        ({"features": {"v": {"dtype": "video", "shape": [31, 48, 3]}}}, "even height and width"),
     ],
 )
 def test_bad_writer_options(tmp_path, kwargs, match):
@@ -568,3 +578,18 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     path.write_text(path.read_text().splitlines(keepends=True)[0])
     with pytest.raises(WriterError, match="incomplete metadata"):
         DatasetWriter.resume(tmp_path)
+
+
+def test_a_task_that_is_not_text_is_refused_before_anything_is_lost(tmp_path):
+    """A lone surrogate passed add_episode; the commit's tasks file then raised UnicodeEncodeError and the
+    abort dropped every uncommitted episode. A ragged list raised numpy's ValueError."""
+    with DatasetWriter(tmp_path, fps=10, features=FEATURES, version="v3.0", commit_every=2) as w:
+        w.add_episode(episode(), task="fine")
+        with pytest.raises(WriterError, match="not valid text"):
+            w.add_episode(episode(), task="bad \ud800 task")
+        with pytest.raises(WriterError, match="do not form an array"):
+            w.add_episode(
+                {**episode(3), "observation.state": [[1.0, 2.0, 3.0], [1.0], [1.0, 2.0, 3.0]]}, task="t"
+            )
+        w.add_episode(episode(), task="fine")
+    assert check_consistent(tmp_path) == 2

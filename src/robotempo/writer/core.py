@@ -10,6 +10,8 @@ from typing import Any
 
 from robotempo.errors import DatasetFormatError, WriterError
 from robotempo.format.info import (
+    MAX_FPS,
+    MIN_FPS,
     V21_DATA_PATH,
     V21_VIDEO_PATH,
     V30_DATA_PATH,
@@ -36,6 +38,16 @@ def _check_tasks(task: str | Sequence[str]) -> list[str]:
     tasks = [task] if isinstance(task, str) else list(task) if isinstance(task, Sequence) else None
     if not tasks or not all(isinstance(t, str) and t for t in tasks):
         raise WriterError(f"task must be a non-empty string or a non-empty list of them, got {task!r}")
+    for t in tasks:
+        try:
+            t.encode("utf-8")
+        except (
+            UnicodeEncodeError
+        ) as e:  # a lone surrogate: the commit's tasks file failed, losing the episodes
+            raise WriterError(
+                f"task {t!r} is not valid text ({e.reason} at character {e.start}). Fix: pass a str that "
+                "UTF-8 can encode (decode bytes with errors='replace' first)"
+            ) from None
     return list(dict.fromkeys(tasks))
 
 
@@ -59,8 +71,12 @@ def _check_options(
 ) -> None:
     if version not in VERSIONS:
         raise WriterError(f"version {version!r} is not written by robotempo. Fix: use one of {VERSIONS}")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
-        raise WriterError(f"fps must be a positive number, got {fps!r}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not MIN_FPS <= fps <= MAX_FPS:
+        # checked here, against the argument: the dataset card's check named a file the user never wrote
+        raise WriterError(
+            f"fps must be a number in [{MIN_FPS:g}, {MAX_FPS:g}], got {fps!r}. Fix: pass the "
+            "frame rate the episodes were recorded at"
+        )
     for name, value in (("chunks_size", chunks_size), ("commit_every", commit_every)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
             raise WriterError(f"{name} must be a positive integer, got {value!r}")

@@ -26,6 +26,10 @@ CAMERA_NAMES = ["height", "width", "channels"]
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
+# Keys readers fill in every item whatever the data holds: a feature of that name would never be read.
+ITEM_KEYS = frozenset({"task", "speed", "speed_is_pad"})
+
+
 def _fail(name: str, problem: str, fix: str) -> WriterError:
     return WriterError(f"feature {name!r}: {problem}. Fix: {fix}")
 
@@ -35,17 +39,30 @@ def _check_feature(name: str, d: Any) -> FeatureSpec:
         raise WriterError(f"feature names must be non-empty strings, got {name!r}")
     if "/" in name:
         raise _fail(name, "the name contains '/' (stats are flattened with '/')", "rename it without '/'")
+    if name in (".", "..") or "\\" in name or "\x00" in name:
+        # a video feature's name is a folder of its MP4s: '..' wrote them outside videos/
+        raise _fail(name, "the name is not a usable folder name", "rename it (letters, digits, '.', '_')")
     if name in DEFAULT_COLUMNS:
         raise _fail(name, "this column is written by the writer itself", "remove it from features")
+    if name in ITEM_KEYS:
+        raise _fail(
+            name,
+            "readers put another value under this key in every item (the task string, the speed label), so "
+            "its values would never be read",
+            "rename the feature",
+        )
     if not isinstance(d, Mapping) or "dtype" not in d or "shape" not in d:
         raise _fail(
             name, f"expected a dict with 'dtype' and 'shape', got {d!r}", "give {'dtype':..., 'shape':...}"
         )
     dtype, names = d["dtype"], d.get("names")
-    try:
-        shape = tuple(int(s) for s in d["shape"])
-    except (TypeError, ValueError):
-        raise _fail(name, f"bad shape {d['shape']!r}", "use a list of positive ints") from None
+    raw = d["shape"]
+    whole = isinstance(raw, (list, tuple)) and all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in raw
+    )
+    if not whole:  # int(2.5) cut a shape of [2.5] to [2], silently
+        raise _fail(name, f"bad shape {raw!r}", "use a list of positive ints")
+    shape = tuple(int(s) for s in raw)
     if not shape or any(s <= 0 for s in shape):
         raise _fail(name, f"bad shape {list(shape)}", "use a non-empty list of positive ints")
     if dtype in ("image", "video"):
@@ -53,15 +70,26 @@ def _check_feature(name: str, d: Any) -> FeatureSpec:
             raise _fail(
                 name, f"camera shape must be [height, width, 3], got {list(shape)}", "store RGB frames HWC"
             )
+        if dtype == "video" and (shape[0] % 2 or shape[1] % 2):
+            raise _fail(
+                name,
+                f"video frames of {shape[0]}x{shape[1]}: the encoders' yuv420p needs even height and width",
+                "crop or pad the frames to even sizes, or use dtype 'image'",
+            )
         return FeatureSpec(name, dtype, shape, names if names is not None else list(CAMERA_NAMES))
     try:
         np_dtype = np.dtype(dtype)
     except TypeError:
         raise _fail(name, f"unknown dtype {dtype!r}", "use a numpy dtype name, 'image' or 'video'") from None
-    if np_dtype.kind not in "biuf":
+    if np_dtype.kind not in "biuf" or np_dtype.itemsize > 8:  # longdouble: no parquet type holds it
         raise _fail(name, f"dtype {dtype!r} is not supported by the writer", "use a bool, int or float dtype")
     if len(shape) != 1:
         raise _fail(name, f"shape {list(shape)} has {len(shape)} dimensions", "flatten it to one dimension")
+    if names is not None and not isinstance(names, Mapping):  # LeRobot also writes {"motors": [...]}
+        if isinstance(names, str) or not isinstance(names, (list, tuple)) or len(names) != shape[0]:
+            raise _fail(
+                name, f"names {names!r} do not name its {shape[0]} values", f"give {shape[0]} names, or None"
+            )
     return FeatureSpec(name, np_dtype.name, shape, names)
 
 
@@ -146,7 +174,12 @@ class FeatureSet:
 
     @staticmethod
     def _check_array(k: str, spec: FeatureSpec, value: Any) -> np.ndarray:
-        arr = np.asarray(value)
+        try:
+            arr = np.asarray(value)
+        except ValueError as e:  # ragged lists
+            raise _fail(
+                k, f"the values do not form an array ({e})", "give every frame the same number of values"
+            ) from None
         if spec.is_camera:
             if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != spec.shape:
                 raise _fail(
