@@ -593,3 +593,30 @@ def test_a_task_that_is_not_text_is_refused_before_anything_is_lost(tmp_path):
             )
         w.add_episode(episode(), task="fine")
     assert check_consistent(tmp_path) == 2
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_a_commit_that_fails_after_publishing_takes_its_files_back(tmp_path, version, monkeypatch):
+    """The disk fills while a commit writes its metadata: the data files it had published stayed, no
+    metadata named them, and LeRobot (which reads every data/*/*.parquet) served their rows."""
+    from robotempo.writer import v21, v30
+
+    layout = v21.V21Layout if version == "v2.1" else v30.V30Layout
+    real = layout.write_tasks
+    calls = {"n": 0}
+
+    def failing(self, tasks):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, tasks)
+
+    monkeypatch.setattr(layout, "write_tasks", failing)
+    w = DatasetWriter(tmp_path / "ds", fps=10, features=FEATURES, version=version, commit_every=2)
+    for _ in range(2):
+        w.add_episode(episode(), task="t")  # the first commit
+    w.add_episode(episode(), task="t")
+    with pytest.raises(OSError, match="No space"):
+        w.add_episode(episode(), task="t")  # the second commit fails after publishing
+    rows = sum(pq.read_metadata(p).num_rows for p in (tmp_path / "ds" / "data").rglob("*.parquet"))
+    assert rows == 10 and check_consistent(tmp_path / "ds") == 2

@@ -328,8 +328,9 @@ class DatasetWriter:
             info = self._info_dict(self.num_episodes, self.num_frames, len(self._tasks))
             atomic_write_json(self.root / "meta" / "info.json", info)
         except BaseException:
-            self.abort()
+            self.abort()  # also takes back the files this commit published
             raise
+        self._layout.settle()
         self._uncommitted.clear()
         self.num_committed_episodes = self.num_episodes
         self._committed_once = True

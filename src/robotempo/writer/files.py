@@ -89,6 +89,9 @@ class Staging:
 
     def __init__(self) -> None:
         self.pending: list[tuple[Path, Path]] = []
+        # New files a commit published before its metadata was written: a commit that fails there (a full
+        # disk) must take them back, or readers that glob data/*/*.parquet (LeRobot) read their rows.
+        self.unsettled: list[Path] = []
 
     def add(self, staged: Path, final: Path) -> None:
         fsync_file(staged)
@@ -96,14 +99,25 @@ class Staging:
 
     def publish(self) -> None:
         for staged, final in self.pending:
+            new = not os.path.lexists(final)
             os.replace(staged, final)
+            if new:
+                self.unsettled.append(final)
         self.pending.clear()
+
+    def settle(self) -> None:
+        """The commit's metadata is written: the files it published belong to the dataset."""
+        self.unsettled.clear()
 
     def discard(self) -> None:
         for staged, _ in self.pending:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)
         self.pending.clear()
+        for final in self.unsettled:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(final)
+        self.unsettled.clear()
 
 
 def check_template(template: str, what: str, fields: dict) -> str:

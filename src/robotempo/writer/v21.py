@@ -44,6 +44,9 @@ class V21Layout:
     def publish_files(self) -> None:
         self._staging.publish()
 
+    def settle(self) -> None:
+        self._staging.settle()
+
     def write_tasks(self, tasks: dict[str, int]) -> None:
         lines = "".join(json.dumps({"task_index": i, "task": t}) + "\n" for t, i in tasks.items())
         atomic_write_bytes(self.cfg.root / "meta" / "tasks.jsonl", lines.encode())

@@ -215,6 +215,9 @@ class V30Layout:
             self._close_video(key)
         self._staging.publish()
 
+    def settle(self) -> None:
+        self._staging.settle()
+
     def write_tasks(self, tasks: dict[str, int]) -> None:
         table = pa.table(
             {
