@@ -26,7 +26,10 @@ Durability contract
   `WriterError` before anything is written, and leaves the writer usable.
 * `DatasetWriter.resume(root)` reopens such a dataset to append to it: it adopts every episode its metadata
   lists, deletes the hidden temp files and any data/video file no metadata references, and commits so that
-  `info.json` matches again. One writer per dataset at a time.
+  `info.json` matches again. One writer per dataset at a time: a writer holds an exclusive lock on the
+  folder (flock on `.robotempo-writer.lock`, removed when it finalizes or aborts, released by the OS if the
+  process dies), and a second writer or resume is a `WriterError`.
+* A commit that fails after publishing its files (a full disk while writing the metadata) takes them back.
 * v2.1 rewrites its JSON-lines metadata in full at each commit, so commit cost grows with the dataset: write
   large v2.1 datasets with `commit_every` in the hundreds.
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from robotempo.errors import DatasetFormatError, WriterError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None  # type: ignore[assignment]
 from robotempo.format.info import (
     MAX_FPS,
     MIN_FPS,
@@ -64,6 +71,39 @@ def _video_info(spec: FeatureSpec, fps: float, codec: str) -> dict:
         "video.is_depth_map": False,
         "is_depth_map": False,
     }
+
+
+LOCK_NAME = ".robotempo-writer.lock"
+
+
+class WriterLock:
+    """An exclusive lock on a dataset folder for one writer's lifetime (flock on a hidden file, removed when
+    the writer closes; the OS releases it if the process dies). Two writers on one folder mixed their rows
+    and metadata into a dataset every reader accepted; a second resume deleted the first writer's files."""
+
+    def __init__(self, root: Path):
+        self.path = root / LOCK_NAME
+        self.fd: int | None = None
+        if fcntl is None:  # no flock on this platform: one writer per dataset is the user's to keep
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise WriterError(
+                f"{root}: another DatasetWriter is writing this dataset (it holds {self.path}). Fix: one "
+                "writer per dataset: let it finish (finalize), or write to another folder"
+            ) from None
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # while holding it: a writer that opens it later makes a new one
+        os.close(self.fd)
+        self.fd = None
 
 
 def _check_options(
@@ -180,6 +220,7 @@ class DatasetWriter:
         self._committed_once = False
         self._info_dict(0, 0, 0)  # validates the card once, before any file is written
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = WriterLock(self.root)  # before resume's clean-up, which deletes unreferenced files
 
     @classmethod
     def resume(
@@ -280,6 +321,7 @@ class DatasetWriter:
             return
         self._commit()
         self._closed = True
+        self._lock.release()
         logger.info(
             "wrote %s: %d episodes, %d frames, %d tasks",
             self.root,
@@ -295,6 +337,7 @@ class DatasetWriter:
             return
         self._closed = True
         self._layout.abort()
+        self._lock.release()
         if self._uncommitted:
             logger.warning("%s: dropped %d uncommitted episodes", self.root, len(self._uncommitted))
 
