@@ -653,3 +653,13 @@ def test_a_second_writer_on_one_folder_is_refused_while_the_first_writes(tmp_pat
     with DatasetWriter.resume(root) as w:  # the first one finished: free again
         w.add_episode({"s": np.full(2, 2.0, np.float32)}, task="two")
     assert check_consistent(root) == 2 and hidden_files(root) == []
+
+
+def test_an_empty_v30_dataset_says_it_is_empty(tmp_path):
+    """It said the episode metadata was missing and to re-export with LeRobot >= 0.4."""
+    from robotempo import LeRobotDataset
+    from robotempo.errors import DatasetFormatError
+
+    DatasetWriter(tmp_path / "ds", fps=10, features=FEATURES, version="v3.0").finalize()
+    with pytest.raises(DatasetFormatError, match="holds no episodes"):
+        LeRobotDataset("x", root=tmp_path / "ds")

@@ -113,6 +113,12 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
     ]
     what = "the v3.0 episode metadata"
     to_cols = [f"videos/{k}/to_timestamp" for k in info.video_keys]
+    if info.total_episodes == 0 and not root.list_files(EPISODES_DIR, ".parquet"):
+        raise DatasetFormatError(  # a finalized empty dataset: its metadata is not missing, it has none
+            root.where("meta/info.json"),
+            "the dataset holds no episodes (total_episodes is 0 and meta/episodes is empty)",
+            "add episodes (DatasetWriter.resume(root)), or open another dataset",
+        )
     for rel in episode_metadata_files(root):
         pf = open_parquet(root, rel, what, META_FIX)
         names = pf.schema_arrow.names
