@@ -23,6 +23,10 @@ import traceback
 from fractions import Fraction
 
 REPORT_EVERY_S = 0.25
+# The stream's frame rate as a fraction of denominator up to this: exact for 30000/1001 and 7.0001 (at 1000,
+# 30000/1001 became 19001/634 and 7.0001 became 7, and the frames drifted from start / fps until readers
+# found none within tolerance, after ~50 s at 7.0001 fps).
+RATE_DENOMINATOR = 1_000_000
 
 
 def _read_exact(stream, n: int) -> bytes:
@@ -39,7 +43,7 @@ def encode_file(cfg: dict, stdin, stdout) -> None:
 
     width, height = int(cfg["width"]), int(cfg["height"])
     container = av.open(cfg["path"], mode="w", format="mp4")
-    rate = Fraction(cfg["fps"]).limit_denominator(1000)
+    rate = Fraction(cfg["fps"]).limit_denominator(RATE_DENOMINATOR)
     stream = container.add_stream(cfg["encoder"], rate=rate, options=dict(cfg["options"]))
     stream.width, stream.height = width, height
     stream.pix_fmt = "yuv420p"

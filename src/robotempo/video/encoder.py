@@ -18,6 +18,7 @@ import numpy as np
 
 from robotempo.errors import WriterError
 from robotempo.io import temp_path_for
+from robotempo.video.encode_child import RATE_DENOMINATOR
 from robotempo.video.encode_process import ChildEncoder
 
 # (encoder name, options) per codec; the LeRobot default is AV1 (libsvtav1) with a GOP of 2.
@@ -56,7 +57,7 @@ class VideoEncoder:
             self._child = ChildEncoder(self._tmp, self.path, fps, width, height, encoder, dict(options))
             return
         self._container = av.open(str(self._tmp), mode="w", format="mp4")
-        rate = Fraction(fps).limit_denominator(1000)
+        rate = Fraction(fps).limit_denominator(RATE_DENOMINATOR)
         self._stream = self._container.add_stream(encoder, rate=rate, options=dict(options))
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
