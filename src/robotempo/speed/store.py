@@ -245,9 +245,9 @@ def population_fingerprint(view: MetadataView) -> str:
     """One hash of the whole metadata view, `(episode_index, length, task_index)` in episode order (task -1
     where the metadata's task string is not in the table). Equal to the one a file was written with (and the
     file holds all the rows it was written with): the metadata has not changed since, whatever its task
-    strings say, so nothing is stale. Per-task
-    fingerprints rest on those strings, which may be paraphrased or list a multi-task episode's tasks in any
-    order: they missed appended episodes, or called a fresh file stale on every open."""
+    strings say, so nothing is stale. Per-task fingerprints rest on those strings, which may be paraphrased
+    or list a multi-task episode's tasks in any order: they missed appended episodes, or called a fresh
+    file stale on every open."""
     order = np.argsort(view.episode_index, kind="stable")
     triples = np.empty((len(order), 3), dtype="<i8")
     triples[:, 0], triples[:, 1], triples[:, 2] = (
