@@ -228,7 +228,22 @@ def test_index_out_of_range(tabular):
     with pytest.raises(IndexError):
         ds[len(ds)]
     with pytest.raises(IndexError):
+        ds[-len(ds) - 1]
+    with pytest.raises(IndexError):
         ds.__getitems__([0, -1])
+
+
+def test_an_item_index_is_an_int_and_may_count_from_the_end(tabular):
+    """2.7, "3", True and [1, 2] were cast to 2, 3, 1 and 1 and served those items; LeRobot refuses them.
+    A negative index counts from the end, as in LeRobot (it was an IndexError)."""
+    ds = LeRobotDataset("t", root=tabular, speed_labels=False)
+    assert ds[-1]["index"] == ds[len(ds) - 1]["index"] and ds[-len(ds)]["index"] == ds[0]["index"]
+    assert ds[np.int32(2)]["index"] == ds[torch.tensor(2)]["index"] == ds[2]["index"]
+    for bad in (2.7, -0.5, "3", True, [1, 2], np.array([7, 8]), torch.tensor(1.0)):
+        with pytest.raises(TypeError, match="an item index must be an int"):
+            ds[bad]
+    with pytest.raises(TypeError, match="item indices must be integers"):
+        ds.__getitems__([0.0, 1.5])
 
 
 def _copy(src, dst):

@@ -349,3 +349,11 @@ def test_an_empty_request_is_an_empty_batch_with_every_key(mix):
             assert value.shape == (0, *full.stacked[key].shape[1:]) and value.dtype == full.stacked[key].dtype
         else:
             assert value == [], key
+
+
+def test_a_mixture_item_index_is_an_int_and_may_count_from_the_end(mix):
+    assert mix[-1]["index"] == mix[len(mix) - 1]["index"]
+    with pytest.raises(TypeError, match="an item index must be an int"):
+        mix[2.7]
+    with pytest.raises(TypeError, match="item indices must be integers"):
+        mix.__getitems__(["1"])

@@ -60,6 +60,38 @@ class ItemBatch(Sequence):
         return self._items[i]
 
 
+def item_index(idx, n: int) -> int:
+    """One item's index as a sequence takes it: an int (numpy integers, a 0-d integer tensor), negative from
+    the end. Anything else is a TypeError: `np.asarray(..., int64)` turned 2.7 into 2, "3" into 3, True into
+    1 and [1, 2] into 1, and served those items."""
+    if (
+        isinstance(idx, torch.Tensor)
+        and idx.ndim == 0
+        and not idx.is_floating_point()
+        and not idx.is_complex()
+    ):
+        idx = idx.item() if idx.dtype != torch.bool else idx
+    if isinstance(idx, (bool, np.bool_)) or not isinstance(idx, (int, np.integer)):
+        raise TypeError(
+            f"an item index must be an int, got {idx!r} ({type(idx).__name__}); for several items use "
+            "__getitems__(indices)"
+        )
+    i = int(idx)
+    if not -n <= i < n:
+        raise IndexError(f"index {i} is out of range for a dataset of {n} frames")
+    return i + n if i < 0 else i
+
+
+def index_array(indices) -> np.ndarray:
+    """A batch's indices as int64 (integers only: floats and strings were cast to other items' indices)."""
+    rows = np.asarray(indices)
+    if rows.size and rows.dtype.kind not in "iu":
+        raise TypeError(
+            f"item indices must be integers, got {rows.dtype} values ({rows.reshape(-1)[:3]!r}...)"
+        )
+    return rows.astype(np.int64, copy=False).reshape(-1)
+
+
 def collate(samples):
     """A DataLoader `collate_fn`: the batch `__getitems__` already stacked, else torch's default collate.
 
@@ -260,10 +292,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
     # -- items -------------------------------------------------------------------------------------------
     def __getitem__(self, idx: int) -> dict:
-        return self.__getitems__([idx])[0]
+        return self.__getitems__([item_index(idx, len(self))])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> ItemBatch:
-        rows = np.asarray(indices, dtype=np.int64).reshape(-1)
+        rows = index_array(indices)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             bad = int(rows[(rows < 0) | (rows >= len(self))][0])
             raise IndexError(f"index {bad} is out of range for a dataset of {len(self)} frames")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from robotempo.arrays import distinct
-from robotempo.dataset import ItemBatch, LeRobotDataset, default_root
+from robotempo.dataset import ItemBatch, LeRobotDataset, default_root, index_array, item_index
 from robotempo.env import env_int
 from robotempo.errors import DeltaTimestampsError, MixtureError
 from robotempo.format.info import DEFAULT_COLUMNS, read_info
@@ -223,7 +223,7 @@ class Mixture(torch.utils.data.Dataset):
 
     def locate(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(dataset index, index inside that dataset) of each global index."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        idx = index_array(indices)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
             bad = int(idx[(idx < 0) | (idx >= len(self))][0])
             raise IndexError(f"index {bad} is out of range for a mixture of {len(self)} frames")
@@ -237,7 +237,7 @@ class Mixture(torch.utils.data.Dataset):
 
     # -- items -------------------------------------------------------------------------------------------
     def __getitem__(self, idx: int) -> dict:
-        return self.__getitems__([idx])[0]
+        return self.__getitems__([item_index(idx, len(self))])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> ItemBatch:
         """Items of the mixture: one `__getitems__` call per source dataset, put back in request order."""
