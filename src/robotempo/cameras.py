@@ -90,9 +90,10 @@ def _rgb_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None) -
             raise FeatureMismatchError(
                 path,
                 f"image column {key!r} holds a {height}x{width} {mode} image but "
-                f"meta/info.json declares height x width x channels {list(hwc)} (served as RGB)",
-                "re-export the images as RGB at the declared size, or correct the feature's shape in "
-                "info.json",
+                f"meta/info.json's shape and names make it height x width x channels {list(hwc)} (served "
+                "as RGB; names such as ['channels', 'height', 'width'] put the channels first)",
+                "re-export the images as RGB at the declared size, or correct the feature's shape or names "
+                "in info.json",
             )
         yield image
 
