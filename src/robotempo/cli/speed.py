@@ -115,7 +115,7 @@ def plot_lengths(
     if len(tasks) > len(shown):
         fig.suptitle(f"the first {len(shown)} of {len(tasks)} tasks", fontsize=10)
     fig.tight_layout()
-    out = _check_plot_path(out)
+    out = Path(out)  # checked by run_speed before the work
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=110)

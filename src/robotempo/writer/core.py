@@ -48,9 +48,8 @@ def _check_tasks(task: str | Sequence[str]) -> list[str]:
     for t in tasks:
         try:
             t.encode("utf-8")
-        except (
-            UnicodeEncodeError
-        ) as e:  # a lone surrogate: the commit's tasks file failed, losing the episodes
+        # a lone surrogate passed here, then the commit's tasks file failed and the episodes were lost
+        except UnicodeEncodeError as e:
             raise WriterError(
                 f"task {t!r} is not valid text ({e.reason} at character {e.start}). Fix: pass a str that "
                 "UTF-8 can encode (decode bytes with errors='replace' first)"
