@@ -52,6 +52,21 @@ def test_a_cache_with_room_keeps_whole_columns_then_reads_pages(tmp_path):
     pf.close()
 
 
+def test_columns_kept_in_the_cache_live_outside_arrows_default_pool(image_dataset):
+    """mimalloc, pyarrow's default pool, kept the pages of each read's temporaries beside the kept columns
+    (~40 MB more per DataLoader worker on P9's mixture): kept columns are copied to the system allocator."""
+    ds = LeRobotDataset("t", root=image_dataset, speed_labels=False, heavy_cache_mb=64)
+    pool = pa.default_memory_pool()
+    before = pool.bytes_allocated()
+    items = [ds[i][CAMERA_KEY] for i in range(len(ds))]
+    cache = ds.frames.heavy_cache
+    assert _cache_kinds(cache) == {"column"} and cache.nbytes > 100_000
+    grown = pool.bytes_allocated() - before
+    assert grown < cache.nbytes / 20, (grown, cache.nbytes)
+    again = LeRobotDataset("t", root=image_dataset, speed_labels=False, heavy_cache_mb=0.05)
+    assert all(torch.equal(a, again[i][CAMERA_KEY]) for i, a in enumerate(items))  # the page path agrees
+
+
 def test_a_files_page_index_is_parsed_once_whatever_the_cache_budget(tmp_path, monkeypatch):
     """The file-level table of OffsetIndex locations (96 B per column chunk: 4.3 MB for a file of 5,000
     image episodes) once sat in the cache's small index LRU, where the page plans pushed it out: with a

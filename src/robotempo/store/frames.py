@@ -26,7 +26,7 @@ from robotempo.format.info import DatasetInfo
 from robotempo.fs import DatasetRoot, FileRef, as_root
 from robotempo.store.columns import ALIGN_FIX, SchemaChecks, plan_columns
 from robotempo.store.fill import fill_columns
-from robotempo.store.heavy import HeavyCache, default_heavy_cache, read_group_rows
+from robotempo.store.heavy import HeavyCache, default_heavy_cache, read_group_rows, release_read_memory
 from robotempo.store.parquet import (
     ParquetFiles,
     default_parquet_files,
@@ -336,6 +336,7 @@ class FrameTable:
                 )
                 for i, value in zip(sel.tolist(), values):
                     out[i] = value
+        release_read_memory()
         return out
 
     def _offsets(self, code: int) -> np.ndarray:
