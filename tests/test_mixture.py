@@ -150,6 +150,9 @@ def test_off_grid_offset_is_an_error_naming_the_dataset_unless_resample(roots):
         ([1, 1], "2 weights for 3 datasets"),
         ([0, 0, 0], "all weights are 0"),
         (["a", 1, 1], "not numbers"),
+        ({0: 1, 1: 1, 2: 0}, "is a dict"),  # list() took the keys: weights 0, 1, 2
+        ("111", "is a str"),
+        (np.ones((3, 1)), r"weights of shape \(3, 1\)"),
     ],
 )
 def test_bad_weights_are_typed_errors(mix, weights, match):
@@ -357,3 +360,74 @@ def test_a_mixture_item_index_is_an_int_and_may_count_from_the_end(mix):
         mix[2.7]
     with pytest.raises(TypeError, match="item indices must be integers"):
         mix.__getitems__(["1"])
+
+
+def test_a_window_asked_for_a_key_skips_the_datasets_that_rename_it_away(roots):
+    """Dataset 0 maps its observation.state to 'proprio'; the window asked for the mixture key
+    observation.state was put on dataset 0's own observation.state, so 'proprio' came with a window."""
+    maps = [{**KEY_MAPS[0], "observation.state": "proprio"}, KEY_MAPS[1], KEY_MAPS[2]]
+    mix = Mixture(_specs(roots), key_maps=maps, delta_timestamps={"observation.state": [-0.2, 0.0]})
+    assert "observation.state" not in mix.datasets[0].delta_timestamps
+    assert mix.schema["proprio"].window is None and mix.schema["observation.state"].window == 2
+    item = mix[0]  # dataset 0
+    assert item["proprio"].shape == (6,) and bool(item["observation.state_is_pad"].all())
+    assert torch.equal(item["proprio"], mix.datasets[0][0]["observation.state"])
+    other = mix[int(mix.offsets[1])]
+    assert other["observation.state"].shape == (2, 8)
+    assert other["observation.state_is_pad"].tolist() == [True, False]  # an episode's first frame
+
+
+def test_key_maps_must_be_one_dict_per_dataset(roots):
+    with pytest.raises(MixtureError, match="key_maps is a dict, not a list"):
+        Mixture(_specs(roots), key_maps={"a": "b", "c": "d", "e": "f"})
+    with pytest.raises(MixtureError, match=r"key_maps\[1\] is a str"):
+        Mixture(_specs(roots), key_maps=[None, "ab", None])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_offset_is_named_as_such(roots, bad):
+    with pytest.raises(DeltaTimestampsError, match="must be finite"):
+        Mixture(_specs(roots), key_maps=KEY_MAPS, delta_timestamps={"action": [0.0, bad]})
+
+
+def _action_dataset(root, dim: int, value: float):
+    from robotempo.writer import DatasetWriter
+
+    w = DatasetWriter(root, 10, {"action": {"dtype": "float32", "shape": [dim]}})
+    for e in range(2):
+        w.add_episode({"action": np.full((6, dim), value + e, np.float32)}, "t")
+    w.finalize()
+    return root
+
+
+def test_a_shape_1_feature_pads_like_any_narrower_vector(tmp_path):
+    """A 1-DoF action (shape [1], served 0-d like LeRobot) among 3-wide ones was a MixtureError."""
+    from robotempo import compute_stats
+
+    roots = {"one": _action_dataset(tmp_path / "1", 1, 5.0), "three": _action_dataset(tmp_path / "3", 3, 1.0)}
+    alone = LeRobotDataset("one", root=roots["one"], speed_labels=False)
+    assert alone[0]["action"].shape == ()
+    mix = Mixture(_specs(roots), delta_timestamps={"action": [0.0, 0.1]})
+    item = mix[7]  # dataset 0, episode 1, frame 1
+    assert item["action"].tolist() == [[6.0, 0.0, 0.0], [6.0, 0.0, 0.0]]
+    assert item["action_dim_is_pad"].tolist() == [False, True, True]
+    assert mix[len(mix) - 1]["action_dim_is_pad"].tolist() == [False, False, False]
+    batch = collate(mix.__getitems__([0, len(mix) - 1]))
+    assert batch["action"].shape == (2, 2, 3)
+    stats = compute_stats(mix, group_by="all")["all"]["action"]
+    assert stats["count"].tolist() == [24, 12, 12] and stats["max"].tolist() == [6.0, 2.0, 2.0]
+    only = Mixture(_specs({"one": roots["one"], "again": roots["one"]}))
+    assert only[0]["action"].shape == ()  # every dataset 0-d: stays 0-d
+
+
+def test_compute_stats_keys_must_name_numeric_features(mix):
+    from robotempo import compute_stats
+    from robotempo.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="'actoin', not a feature"):
+        compute_stats(mix, keys=["action", "actoin"])
+    with pytest.raises(ArgumentError, match="a camera"):
+        compute_stats(mix, keys=[CAM])
+    with pytest.raises(ArgumentError, match="a default column"):
+        compute_stats(mix.datasets[2], keys=["timestamp"])
+    assert list(compute_stats(mix, keys="action", group_by="all")["all"]) == ["action"]  # a str is one key

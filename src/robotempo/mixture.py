@@ -173,10 +173,16 @@ class Mixture(torch.utils.data.Dataset):
         self, d: int, name: str, root: Path | str, fps: float, keys: list[str], tolerance_s: float
     ) -> dict[str, list[float]]:
         """The mixture's delta_timestamps for one dataset: its key names, its frame grid."""
-        inverse = {v: k for k, v in self.key_maps[d].items()}
+        key_map = self.key_maps[d]
+        inverse = {v: k for k, v in key_map.items()}
         out = {}
         for key, seconds in (self.delta_timestamps or {}).items():
-            own = inverse.get(key, key)
+            if key in inverse:
+                own = inverse[key]
+            elif key in key_map:
+                continue  # this dataset's own `key` is renamed to another mixture key
+            else:
+                own = key
             if own not in keys:
                 continue
             try:
@@ -185,6 +191,11 @@ class Mixture(torch.utils.data.Dataset):
                 raise DeltaTimestampsError(
                     f"delta_timestamps[{key!r}] must be a list of numbers (seconds), got {seconds!r}"
                 ) from None
+            if not np.isfinite(values).all():
+                bad_value = float(values[~np.isfinite(values)][0])
+                raise DeltaTimestampsError(
+                    f"delta_timestamps[{key!r}] has {bad_value:g}: offsets must be finite numbers of seconds"
+                )
             rows, off = grid_rows(values, fps)
             bad = np.flatnonzero(~(off <= tolerance_s))
             if len(bad) and self.resample is None:
@@ -305,6 +316,11 @@ def _check_default_columns(datasets: list[LeRobotDataset], names: list[str]) -> 
 def _key_maps(key_maps, n: int) -> list[dict[str, str]]:
     if key_maps is None:
         return [{} for _ in range(n)]
+    if isinstance(key_maps, (Mapping, str, bytes)):
+        raise MixtureError(
+            f"key_maps is a {type(key_maps).__name__}, not a list",
+            "pass a list with one dict (or None) per dataset, in order",
+        )
     key_maps = list(key_maps)
     if len(key_maps) != n:
         raise MixtureError(
@@ -312,6 +328,11 @@ def _key_maps(key_maps, n: int) -> list[dict[str, str]]:
         )
     out = []
     for d, m in enumerate(key_maps):
+        if m is not None and not isinstance(m, Mapping):
+            raise MixtureError(
+                f"key_maps[{d}] is a {type(m).__name__}",
+                "pass one dict (feature name -> mixture key) or None per dataset",
+            )
         m = dict(m or {})
         bad = [(k, v) for k, v in m.items() if not (isinstance(k, str) and isinstance(v, str) and v)]
         if bad:
@@ -353,6 +374,10 @@ def _names(names, datasets: list[LeRobotDataset]) -> list[str]:
                 "pass names=[...] with one distinct name each",
             )
         return out
+    if isinstance(names, (Mapping, str, bytes)):
+        raise MixtureError(
+            f"names={names!r:.200} is not a list", "pass a list of one distinct name per dataset"
+        )
     out = [str(x) for x in names]
     if len(out) != len(datasets) or len(set(out)) != len(out):
         raise MixtureError(
@@ -365,6 +390,11 @@ def _weights(weights, lengths: list[int], names: list[str]) -> np.ndarray:
     if weights is None:
         w = np.asarray(lengths, dtype=np.float64)
         return w / w.sum()
+    if isinstance(weights, (Mapping, str, bytes)):
+        raise MixtureError(
+            f"weights={weights!r:.200} is a {type(weights).__name__}",
+            "pass a list of one number >= 0 per dataset, in the datasets' order",
+        )
     try:
         w = np.asarray(list(weights), dtype=np.float64)
     except (TypeError, ValueError):
@@ -372,8 +402,9 @@ def _weights(weights, lengths: list[int], names: list[str]) -> np.ndarray:
             f"weights={weights!r:.200} are not numbers", "pass one number >= 0 per dataset"
         ) from None
     if w.shape != (len(lengths),):
+        what = f"weights of shape {w.shape}" if w.ndim != 1 else f"{w.size} weights"
         raise MixtureError(
-            f"got {w.size} weights for {len(lengths)} datasets", "pass one weight per dataset, in order"
+            f"got {what} for {len(lengths)} datasets", "pass a flat list of one weight per dataset, in order"
         )
     bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
     if len(bad):

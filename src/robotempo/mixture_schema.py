@@ -7,7 +7,8 @@ Rules (the same for every item, so batches always collate):
   cameras. The five default columns, `task`, `speed` and `speed_is_pad` come from every dataset as they are.
 - A numeric vector (one dimension per frame) narrower than the widest one, or absent, is zero-padded to the
   widest; `<key>_dim_is_pad` (bool, `(D,)`) is True on the padded dimensions. It exists for a key exactly when
-  some dataset pads it.
+  some dataset pads it. A feature of shape [1] (a 0-d value per frame, as LeRobot serves it) is a vector of
+  width 1 where another dataset has a vector under the key; where every dataset has it 0-d, it stays 0-d.
 - A key a dataset lacks is zeros of the common shape and dtype, with `<key>_is_pad` all True (shape `(T,)`
   with a `delta_timestamps` window of T frames, else a 0-d bool). Where any dataset lacks a key, every item
   carries `<key>_is_pad` (False where the key is real).
@@ -110,17 +111,22 @@ def build_schema(described: list[dict], names: list[str]) -> dict[str, Field]:
         first = items[0]
         for other in items[1:]:
             _check_agree(key, first, other, names)
-        vector = len(first.shape) == 1 and not first.camera
-        shape = (max(s.shape[0] for s in items),) if vector else first.shape
+        vector = not first.camera and any(len(s.shape) == 1 for s in items)
+        shape = (max(_width(s.shape) for s in items),) if vector else first.shape
         present = [False] * len(described)
         widths = [0] * len(described)
         for s in items:
             present[s.dataset] = True
-            widths[s.dataset] = s.shape[0] if vector else 0
+            widths[s.dataset] = _width(s.shape) if vector else 0
         schema[key] = Field(
             key, first.camera, first.dtype, shape, first.window, present, widths if vector else []
         )
     return schema
+
+
+def _width(shape: tuple[int, ...]) -> int:
+    """Dimensions of a vector per frame; a 0-d value (a feature of shape [1]) is one."""
+    return shape[0] if shape else 1
 
 
 def _check_agree(key: str, a: _Seen, b: _Seen, names: list[str]) -> None:
@@ -138,7 +144,7 @@ def _check_agree(key: str, a: _Seen, b: _Seen, names: list[str]) -> None:
             "store the feature with one dtype in every dataset (for cameras: the same return_uint8), or map "
             "them to different mixture keys with key_maps",
         )
-    vector = len(a.shape) == 1 and len(b.shape) == 1 and not a.camera
+    vector = len(a.shape) <= 1 and len(b.shape) <= 1 and not a.camera
     if not vector and a.shape != b.shape:
         fix = (
             "give the datasets image_transforms that produce one shape (robotempo never resizes on its own), "
@@ -180,6 +186,8 @@ def conform(
             out[f"{f.key}_is_pad"] = torch.ones((n,) if f.window is None else (n, f.window), dtype=torch.bool)
         else:
             value = out[f.key]
+            if len(f.shape) == 1 and not f.camera and value.dim() == len(f.item_shape()):
+                value = out[f.key] = value.unsqueeze(-1)  # a 0-d value per frame among vectors: width 1
             if f.pads_dims and f.widths[d] < f.shape[0]:
                 padded = torch.zeros((n, *f.item_shape()), dtype=f.dtype)
                 padded[..., : f.widths[d]] = value

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robotempo.errors import DatasetFormatError, MixtureError
+from robotempo.errors import ArgumentError, DatasetFormatError, MixtureError
 from robotempo.format.info import DEFAULT_COLUMNS
 from robotempo.format.v30 import episode_metadata_files, open_parquet
 from robotempo.fs import DatasetRoot, as_root
@@ -119,6 +119,7 @@ def _pooled(parts: list[np.ndarray]) -> dict[str, np.ndarray]:
     shapes = {p.shape[1:] for p in parts}
     if len(shapes) == 1:
         return column_stats(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    parts = [p.reshape(-1, 1) if p.ndim == 1 else p for p in parts]  # shape [1] (0-d per frame) among vectors
     width = max(p.shape[1] for p in parts)
     per_dim = [column_stats(np.concatenate([p[:, j] for p in parts if p.shape[1] > j])) for j in range(width)]
     out = {name: np.concatenate([s[name] for s in per_dim]) for name in per_dim[0]}
@@ -143,7 +144,12 @@ def compute_stats(
     """
     if not hasattr(source, "datasets"):
         columns = source.frames.columns
+        keys = _checked_keys(keys, columns, source.camera_keys)
         return {k: column_stats(v) for k, v in columns.items() if _wanted(k, keys)}
+    pairs = list(zip(source.key_maps, source.datasets))
+    numeric = [m.get(k, k) for m, ds in pairs for k in ds.frames.columns]
+    cameras = [m.get(k, k) for m, ds in pairs for k in ds.camera_keys]
+    keys = _checked_keys(keys, numeric, cameras)
     labels = _group_labels(source, group_by)
     out: dict = {}
     for label in dict.fromkeys(labels):
@@ -155,6 +161,28 @@ def compute_stats(
                 columns.setdefault(key_map.get(key, key), []).append(column)
         out[label] = {key: _pooled(parts) for key, parts in columns.items() if _wanted(key, keys)}
     return out
+
+
+def _checked_keys(keys, numeric: Iterable[str], cameras: Iterable[str]) -> list[str] | None:
+    """`keys` as a list, each a numeric feature some dataset has (a misspelt key once gave no statistics)."""
+    if keys is None:
+        return None
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    have = set(numeric) - set(DEFAULT_COLUMNS)
+    for key in keys:
+        if key not in have:
+            kind = (
+                "a camera (statistics cover numeric features)"
+                if key in set(cameras)
+                else "a default column"
+                if key in DEFAULT_COLUMNS
+                else "not a feature of the data"
+            )
+            raise ArgumentError(
+                f"compute_stats: keys has {key!r}, {kind}. Fix: pick from {sorted(have)} (mixture keys after "
+                "key_maps)"
+            )
+    return keys
 
 
 def _wanted(key: str, keys) -> bool:
