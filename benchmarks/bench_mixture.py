@@ -118,8 +118,8 @@ def open_once(root: Path) -> None:
     LeRobotDataset(root.name, root=root)
 
 
-def before_src() -> Path:
-    return commit_src(BEFORE, DIR)
+def before_src(commit: str = BEFORE) -> Path:
+    return commit_src(commit, DIR)
 
 
 # -- worker side (fresh process per figure) ------------------------------------------------------------
@@ -298,8 +298,10 @@ WORKERS = {"open": worker_open, "pass": worker_pass, "cache": worker_cache}
 
 
 # -- driver ------------------------------------------------------------------------------------------
-def run(figure: str, args: dict, before: bool = False, timeout: float = 1800) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(before_src() if before else REPO / "src"))
+def run(figure: str, args: dict, before: bool | str = False, timeout: float = 1800) -> dict:
+    """One figure in a fresh process; `before`: True for `BEFORE`'s code, a commit for that commit's."""
+    commit = (BEFORE if before is True else before) or None
+    env = dict(os.environ, PYTHONPATH=str(before_src(commit) if commit else REPO / "src"))
     if figure == "cache":
         env["ROBOTEMPO_HEAVY_CACHE_MB"] = str(CACHE_FIGURE_MB)
     cmd = [str(PYTHON), str(Path(__file__)), "--worker", figure, json.dumps(args)]
@@ -307,7 +309,7 @@ def run(figure: str, args: dict, before: bool = False, timeout: float = 1800) ->
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
             result = json.loads(line[len(RESULT_TAG) :])
-            expected = "robotempo-" + BEFORE if before else str(REPO / "src")
+            expected = "robotempo-" + commit if commit else str(REPO / "src")
             assert expected in result["robotempo"], (expected, result["robotempo"])
             return result
     raise RuntimeError(f"{figure} {args.get('kind')} failed:\n{proc.stderr[-3000:]}")
@@ -356,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         "--methods", type=lambda x: tuple(x.split(",")), default=METHODS, help="fork,spawn,forkserver"
     )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the open figure (median)")
+    ap.add_argument("--against", help="pass figure: also run the mixture with this commit's code (A/B)")
+    ap.add_argument("--tag", default="", help="appended to the results file's name")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
@@ -379,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 for kind, before in (
                     ("empty", False),
                     ("mixture", False),
+                    *([("mixture", a.against)] if a.against else []),
                     ("separate", True),
                     ("one", False),
                 ):
@@ -393,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                             "frames": n_frames,
                         },
                     )
-                    r.update(kind="separate@" + BEFORE if before else kind, method=method, workers=workers)
+                    label = f"{kind}@{BEFORE if before is True else before}" if before else kind
+                    r.update(kind=label, method=method, workers=workers)
                     res["pass"].append(r)
                     print(
                         f"pass {method:5} {workers} workers {r['kind']:17} node PSS {mb(r['pss_max']):>9} MB "
@@ -405,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         table = {(r["kind"], r["method"], r["workers"]): r["pss_max"] for r in res["pass"]}
         res["pss_ratios"] = {}
-        for kind in ("mixture", "separate@" + BEFORE, "one", "empty"):
+        mixtures = ["mixture"] + ([f"mixture@{a.against}"] if a.against else [])
+        for kind in (*mixtures, "separate@" + BEFORE, "one", "empty"):
             cells, ratios = [], {}
             for method in a.methods:
                 two, four = table[(kind, method, 2)], table[(kind, method, 4)]
@@ -441,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tag = ("quick" if a.quick else "full") + ("" if a.figures == FIGURES else "-" + "-".join(a.figures))
     tag += "" if a.methods == METHODS else "-" + "-".join(a.methods)
+    tag += "-" + a.tag if a.tag else ""
     out = BENCH / "results" / f"{res['date']}-P9-{tag}.json"
     out.write_text(json.dumps(res, indent=1))
     print(f"\nsaved {out.relative_to(REPO)}")
