@@ -20,13 +20,14 @@ import torch
 from robotempo.arguments import check_size, check_tolerance
 from robotempo.arrays import distinct
 from robotempo.cameras import decode_image, decode_images, frames_tensor
-from robotempo.errors import MissingFileError
+from robotempo.errors import MissingFileError, VideoMismatchError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.fs import FileRef, as_root
 from robotempo.selection import select_episodes
 from robotempo.shm_pool import pack_batch
 from robotempo.store.frames import FrameTable
 from robotempo.temporal import check_timestamps, plan_deltas, query_rows
+from robotempo.video.cache import video_identity
 from robotempo.video.stream import VideoExpectation, check_stream
 
 logger = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             self._check_timestamps()
         self._video_from = {k: self._snapped_offsets(k) for k in self.video_keys}
         self._fetcher = None
-        self._checked_videos: dict[tuple[str, int], FileRef] = {}
+        self._checked_videos: dict[tuple[str, int], tuple[FileRef, tuple]] = {}
         self._video_by_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._video_cache_size = None if video_cache_size is None else int(video_cache_size)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
@@ -390,25 +391,50 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def _video_requests(self, key: str, rows: np.ndarray) -> list[tuple[FileRef, np.ndarray, np.ndarray]]:
         """A camera's frames at table rows, per video file: (file, times in the file, positions in `rows`)."""
         ep = self.frames.episode_of(rows)
-        loc = self._selected.videos[key]
+        files = self._selected.videos[key].file[ep]
+        codes = distinct(files)
+        refs = [self.video_file(key, int(code)) for code in codes]  # first: settles the files' offsets
         times = self._video_from[key][ep] + self.frames.columns["timestamp"][rows].astype(np.float64)
-        files = loc.file[ep]
         requests = []
-        for code in distinct(files):
+        for code, ref in zip(codes, refs):
             sel = np.flatnonzero(files == code)
-            requests.append((self.video_file(key, int(code)), times[sel], sel))
+            requests.append((ref, times[sel], sel))
         return requests
 
     def video_file(self, key: str, code: int) -> FileRef:
         """A camera's video file, checked the first time this process uses it: its stream (fps, frame size,
         frames) agrees with the metadata's windows for that file (`robotempo.video.stream.check_stream`)."""
-        ref = self._checked_videos.get((key, code))
-        if ref is None:
-            ref = self.location.file(self._selected.videos[key].files[code])
-            with self._video().cache.reader(ref) as reader:
-                check_stream(ref.where, reader.info, self._video_expectation(key, code))
-            self._checked_videos[(key, code)] = ref
+        checked = self._checked_videos.get((key, code))
+        if checked is not None:
+            ref, identity = checked
+            now = video_identity(ref)
+            if now == identity or now is None:  # None: unreadable now, and the reader raises why
+                return ref
+            raise VideoMismatchError(
+                ref.where,
+                "the file changed on disk after this dataset checked it (inode, size or mtime differ)",
+                "open the dataset again to read the new file",
+            )
+        ref = self.location.file(self._selected.videos[key].files[code])
+        identity = video_identity(ref)  # before the reader opens: a change in between is seen next time
+        with self._video().cache.reader(ref) as reader:
+            check_stream(ref.where, reader.info, self._video_expectation(key, code))
+            self._settle_offsets(key, code, reader)
+        self._checked_videos[(key, code)] = (ref, identity)
         return ref
+
+    def _settle_offsets(self, key: str, code: int, reader) -> None:
+        """Episodes of this file whose `from_timestamp` was snapped onto the grid (`_snapped_offsets`) keep
+        their stored offset instead when the video has its first frame there and not on the grid: frames
+        may really sit off the grid (LeRobot's rule, offset + timestamp), or the offset may have drifted off
+        a grid the frames are on (merged datasets); the container's index tells which, before any decode."""
+        loc = self._selected.videos[key]
+        mine = np.flatnonzero(loc.file == code)
+        raw, used = loc.from_timestamp[mine], self._video_from[key][mine]
+        for i in np.flatnonzero(np.abs(raw - used) > self.tolerance_s).tolist():
+            at_raw = reader.has_frame_near(float(raw[i]), self.tolerance_s)
+            if at_raw and not reader.has_frame_near(float(used[i]), self.tolerance_s):
+                self._video_from[key][mine[i]] = raw[i]
 
     def _video_expectation(self, key: str, code: int) -> VideoExpectation:
         """Every window the metadata (the whole dataset, not only the selection) puts in one video file."""

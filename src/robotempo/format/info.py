@@ -114,7 +114,9 @@ def is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _check_template(path: Path, key: str, template: Any, fields: dict, needs: str | None = None) -> None:
+def _check_template(
+    path: Path, key: str, template: Any, fields: dict, needs: str | None = None, default: str = V21_DATA_PATH
+) -> None:
     """The template formats with exactly the format's fields and names a file inside the dataset root."""
     if not isinstance(template, str):
         raise DatasetFormatError(path, f"{key} must be a string template, got {template!r}", INFO_FIX)
@@ -131,7 +133,7 @@ def _check_template(path: Path, key: str, template: Any, fields: dict, needs: st
         raise DatasetFormatError(
             path,
             f"{key} template {template!r} lacks {{{needs}}}, so every episode would name the same file",
-            f"put {{{needs}}} in {key} (default {V21_DATA_PATH!r})",
+            f"put {{{needs}}} in {key} (default {default!r})",
         )
     if os.path.isabs(sample) or os.path.normpath(sample).split(os.sep)[0] == "..":
         raise UnsafePathError(
@@ -271,6 +273,7 @@ class DatasetInfo:
                     f"video features {self.video_keys} but video_path is {self.video_path!r}",
                     "set video_path to the MP4 path template",
                 )
+            default = V30_VIDEO_PATH if self.is_v3 else V21_VIDEO_PATH
             for key in self.video_keys:
                 _check_template(
                     p,
@@ -278,6 +281,15 @@ class DatasetInfo:
                     self.video_path,
                     {**fields, "video_key": key},
                     None if self.is_v3 else "episode_index",
+                    default,
+                )
+            named = {self.video_path.format(**fields, video_key=key) for key in self.video_keys}
+            if len(named) < len(self.video_keys):  # every camera would be served one file's frames
+                raise DatasetFormatError(
+                    p,
+                    f"video_path template {self.video_path!r} names one file for the video features "
+                    f"{self.video_keys}",
+                    f"put {{video_key}} in video_path (default {default!r})",
                 )
 
     def to_dict(self) -> dict:

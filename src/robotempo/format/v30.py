@@ -100,9 +100,22 @@ def episode_metadata_files(root: DatasetRoot) -> list[str]:
     return files
 
 
-def _codes(chunk: np.ndarray, file: np.ndarray, fmt) -> tuple[np.ndarray, list[str]]:
+def _codes(
+    chunk: np.ndarray, file: np.ndarray, fmt, info: DatasetInfo, template: str
+) -> tuple[np.ndarray, list[str]]:
     pairs, inverse = np.unique(np.stack([chunk, file], axis=1), axis=0, return_inverse=True)
     files = [fmt(chunk_index=int(c), file_index=int(f)) for c, f in pairs]
+    if len(set(files)) < len(files):  # two files of the metadata would be read from one
+        first = {}
+        for (c, f), name in zip(pairs.tolist(), files):
+            if name in first:
+                raise DatasetFormatError(
+                    info.path,
+                    f"{template} {getattr(info, template)!r} names {name!r} for both (chunk_index, "
+                    f"file_index) {first[name]} and {(c, f)} of the episode metadata",
+                    f"put {{chunk_index}} and {{file_index}} in {template}",
+                )
+            first[name] = (c, f)
     return inverse.reshape(-1).astype(np.int32), files
 
 
@@ -163,7 +176,9 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
         )
     warn_on_totals(meta_dir, length, info, "episode metadata")
 
-    data_file, data_files = _codes(col("data/chunk_index"), col("data/file_index"), info.data_file)
+    data_file, data_files = _codes(
+        col("data/chunk_index"), col("data/file_index"), info.data_file, info, "data_path"
+    )
     # Metadata's guess of the in-file row offset; verified against the file's own `index` column on read.
     file_start = np.full(len(data_files), np.iinfo(np.int64).max)
     np.minimum.at(file_start, data_file, from_index)
@@ -175,6 +190,8 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
             col(f"videos/{key}/chunk_index"),
             col(f"videos/{key}/file_index"),
             lambda k=key, **f: info.video_file(k, **f),
+            info,
+            "video_path",
         )
         start = col(f"videos/{key}/from_timestamp", np.float64)
         to_name = f"videos/{key}/to_timestamp"

@@ -99,7 +99,7 @@ class VideoDecoderCache:
         state = self._state.get()
         ref = as_file(path)
         key = str(ref)
-        identity = _identity(ref)
+        identity = video_identity(ref)
         with state.lock:
             slot = state.slots.get(key)
             to_close = []
@@ -176,7 +176,7 @@ def cache_key(path: str | Path | FileRef) -> str:
     return str(as_file(path))
 
 
-def _identity(ref: FileRef) -> tuple | None:
+def video_identity(ref: FileRef) -> tuple | None:
     """The file's identity (`DatasetRoot.identity`), None when it cannot be read (the reader then raises)."""
     try:
         return ref.root.identity(ref.rel)

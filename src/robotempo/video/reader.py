@@ -98,28 +98,40 @@ class VideoReader:
         context.thread_count = 1
         self._stream = stream
         self.time_base = float(stream.time_base)
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        # FFmpeg's guess first: the average rate counts the last frame's duration, which a muxer may stretch
+        # (a 30-frame clip whose last frame lasts 6 frames averages 26.5 fps).
+        rate = stream.guessed_rate or stream.average_rate or stream.base_rate
         if not rate and stream.frames and stream.duration:
             rate = stream.frames / (stream.duration * stream.time_base)
         if not rate:
             raise VideoDecodeError(self.path, "its frame rate is unknown", _FIX_CORRUPT)
         self.step = 1.0 / (float(rate) * self.time_base)  # frame spacing, in pts units
         self.start_pts = int(stream.start_time) if stream.start_time is not None else 0
+        self._index = index = stream.index_entries
+        self._index_is_per_frame = bool(stream.frames) and len(index) == stream.frames
+        # Samples an edit list hides (a clip cut by stream copy keeps the frames from the keyframe before
+        # its start) are in the index and in stream.frames, but never presented.
+        self._hidden_before = _discarded_run(index, range(len(index)))
+        hidden_after = _discarded_run(index, range(len(index) - 1, self._hidden_before - 1, -1))
+        first_shown = min(self._hidden_before, len(index) - 1)
+        # MP4 indexes hold decode times, which run ahead of presentation times by the B-frame delay.
+        self._index_shift = self.start_pts - index[first_shown].timestamp if len(index) else 0
+        frames = max(int(stream.frames or 0) - self._hidden_before - hidden_after, 0)
         self.end_pts = self.start_pts + stream.duration if stream.duration else None  # end of the last frame
+        if self._index_is_per_frame and frames:  # the last frame shown + one frame, when that is earlier:
+            # a muxer may stretch the last frame's duration (a recorder stamping its stop time)
+            shown_end = index[len(index) - 1 - hidden_after].timestamp + self._index_shift + self.step
+            self.end_pts = shown_end if self.end_pts is None else min(self.end_pts, shown_end)
         self.width, self.height = context.width, context.height
         self.info = StreamInfo(
             fps=float(rate),
-            frames=int(stream.frames or 0),
+            frames=frames,
             start_s=self.start_pts * self.time_base,
             end_s=None if self.end_pts is None else self.end_pts * self.time_base,
             width=self.width,
             height=self.height,
         )
         self._seek_cost = seek_cost_frames(context.name)
-        self._index = stream.index_entries
-        self._index_is_per_frame = bool(stream.frames) and len(self._index) == stream.frames
-        # MP4 indexes hold decode times, which run ahead of presentation times by the B-frame delay.
-        self._index_shift = self.start_pts - self._index[0].timestamp if len(self._index) else 0
 
     def close(self) -> None:
         self._drop_generator()
@@ -213,6 +225,16 @@ class VideoReader:
 
     # --- planning -------------------------------------------------------------------------------------------
 
+    def has_frame_near(self, seconds: float, tolerance_s: float) -> bool | None:
+        """Whether the container indexes a frame within `tolerance_s` of `seconds` (from the index alone, no
+        decoding); None when its index is not one entry per frame (a fragmented MP4)."""
+        if not self._index_is_per_frame or not len(self._index):
+            return None
+        target = seconds / self.time_base - self._index_shift
+        i = self._index.search_timestamp(int(math.floor(target)), backward=True, any_frame=True)
+        near = [self._index[j].timestamp for j in (i, i + 1) if 0 <= j < len(self._index)]
+        return any(abs(t - target) * self.time_base <= tolerance_s for t in near)
+
     def _keyframe_before(self, pts: float) -> int:
         """Frame number of the keyframe a seek to `pts` lands on, from the container index (costs only)."""
         if not len(self._index):
@@ -220,7 +242,9 @@ class VideoReader:
         i = self._index.search_timestamp(int(math.floor(pts)) - self._index_shift, backward=True)
         if i < 0:
             return 0
-        return i if self._index_is_per_frame else self._position(self._index[i].timestamp + self._index_shift)
+        if self._index_is_per_frame:
+            return max(i - self._hidden_before, 0)
+        return self._position(self._index[i].timestamp + self._index_shift)
 
     def _position(self, pts: float) -> int:
         """Approximate frame number of a pts (for the cost model only; matching uses decoded pts)."""
@@ -440,3 +464,14 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream) -> I
             yield from packet.decode()
     finally:
         packets.close()
+
+
+def _discarded_run(index, positions) -> int:
+    """How many index entries, in the order of `positions`, are discarded (hidden by an edit list) before the
+    first shown one; stops there, so it costs the hidden samples only."""
+    n = 0
+    for i in positions:
+        if not index[i].is_discard:
+            break
+        n += 1
+    return n
