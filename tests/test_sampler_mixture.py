@@ -135,6 +135,16 @@ def test_default_weights_serve_every_frame_once_per_epoch(roots):
     assert sorted(s) == list(range(len(mix)))
 
 
+def test_an_epoch_counts_only_the_datasets_it_draws_from(mix):
+    """The default epoch was the sum of every length, weight-0 datasets included: with weights [0, 1] each
+    frame of the drawn dataset came ~2.4 times per epoch."""
+    s = Sampler(mix, seed=0, rank=0, world_size=1)
+    assert s.num_samples == sum(mix.dataset_lengths[:3])  # "never" has weight 0
+    only = Mixture(mix.datasets[2:], weights=[1, 0])
+    s = Sampler(only, seed=0, rank=0, world_size=1)
+    assert sorted(s) == list(range(mix.dataset_lengths[2]))  # every frame of the drawn dataset once
+
+
 def test_split_of_a_mixture_is_each_dataset_alone(roots, mix):
     train, val = split_episodes(mix, val_fraction=0.34, seed=1)
     for d, root in enumerate(roots.values()):

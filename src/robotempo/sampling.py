@@ -111,7 +111,8 @@ class Sampler(torch.utils.data.Sampler):
             shuffled within windows of `window` positions: a batch touches few row groups and video clusters).
         rank, world_size: this process's place in the job; None reads them from torch.distributed, else from
             the launcher's environment (RANK / WORLD_SIZE, SLURM_*), else a lone process.
-        num_samples: positions per epoch; default the dataset's length (a mixture's: the sum of its lengths).
+        num_samples: positions per epoch; default the dataset's length (a mixture's: the sum of the lengths
+            of its datasets of weight > 0).
         block_size: frames per block in `shuffle="locality"` (ignored otherwise).
         window: positions per shuffle window in `shuffle="locality"`; <= 1 keeps whole blocks in sequence.
             The defaults (32, 512) measured 2.5x full random's samples/s on a 332 MB PNG-in-parquet corpus
@@ -150,6 +151,8 @@ class Sampler(torch.utils.data.Sampler):
         self._sources_names = _source_names(dataset)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
         total = int(self.offsets[-1])
+        if num_samples is None and weights is not None:  # datasets of weight 0 are never drawn: not counted
+            total = int(self.lengths[np.asarray(weights) > 0].sum()) or total
         self.num_samples = total if num_samples is None else _check_int("num_samples", num_samples, 1)
         self.counts = self._counts(weights)
         self.slot_from = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
