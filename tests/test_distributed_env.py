@@ -38,6 +38,15 @@ def test_slurm_variables(clean_env):
     assert (info.rank, info.local_rank, info.world_size) == (2, 0, 8) and info.is_local_main
 
 
-def test_garbage_is_ignored(clean_env):
-    clean_env.setenv("RANK", "zero")
+@pytest.mark.parametrize(
+    "name, value", [("RANK", "zero"), ("RANK", "1.0"), ("WORLD_SIZE", "2x"), ("SLURM_PROCID", "a")]
+)
+def test_a_variable_that_is_not_an_integer_is_a_config_error(clean_env, name, value):
+    """It was taken for the default: a rank "1.0" drew rank 0's samples, every sample twice, half never."""
+    from robotempo.errors import ConfigError
+
+    clean_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name}='{value}' is not an integer"):
+        process_info()
+    clean_env.setenv(name, " ")  # blank: unset
     assert process_info().rank == 0

@@ -40,3 +40,19 @@ def test_file_in_a_known_folder_replaced_by_symlink_or_removed(tmp_path):
     (root / "data" / "c").mkdir()
     with pytest.raises(UnsafePathError, match="a directory"):
         check_file(root, "data/c", "the file", "fix")
+
+
+def test_a_root_symlink_repointed_to_a_new_version(tmp_path):
+    """`current -> v1`, then `current -> v2`: the root's resolution was remembered by its path string, so
+    every file of v2 lay 'outside' the root until the process ended."""
+    from robotempo import LeRobotDataset
+    from robotempo.synth import write_synthetic
+
+    for name, episodes in (("v1", 2), ("v2", 3)):
+        write_synthetic(tmp_path / name, version="v3.0", n_episodes=episodes, n_tasks=1, fps=10)
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "v1")
+    assert LeRobotDataset("d", root=current).num_episodes == 2
+    current.unlink()
+    current.symlink_to(tmp_path / "v2")
+    assert LeRobotDataset("d", root=current).num_episodes == 3

@@ -10,12 +10,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from robotempo.errors import ConfigError
+
 
 def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
+    """A launcher's integer variable; one that is set but not an integer is a `ConfigError` (taking it for
+    the default made a rank "1.0" draw rank 0's samples)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
         return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not an integer. Fix: set it to an integer (as torchrun "
+            f"and SLURM do, e.g. 0), or unset it in a lone process"
+        ) from None
 
 
 def _group():

@@ -133,7 +133,9 @@ class ConfigError(RobotempoError, ValueError):
 
 
 class StorageError(RobotempoError, OSError):
-    """An object store refused or failed a request (denied credentials, unknown bucket, unreachable endpoint).
+    """Storage refused or failed a request, the data being fine: an object store (denied credentials, unknown
+    bucket, unreachable endpoint), or a local file this user may not read or this process has no descriptor
+    left to open.
 
     The message names the URL and what to change; transient faults were already retried before this is raised.
     """

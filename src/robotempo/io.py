@@ -57,6 +57,11 @@ def read_file(path: str | Path | FileRef, what: str, fix: str) -> tuple[bytes, P
         return ref.read_bytes(), ref.where
     except FileNotFoundError:
         raise ref.root.missing_root_error(ref.rel) or MissingFileError(ref.where, what, fix) from None
+    except OSError as e:  # not readable by this user, no descriptor left: typed, the file is not at fault
+        typed = ref.root.fault(e, ref.rel, e)
+        if typed is e:
+            raise
+        raise typed from None
 
 
 def read_json(path: str | Path | FileRef, what: str, fix: str) -> Any:

@@ -31,9 +31,19 @@ _KINDS = {
 }
 
 
-@lru_cache(maxsize=64)
 def _allowed(root: str, trusted: str) -> tuple[str, ...]:
-    """The resolved folders files of `root` may live in."""
+    """The resolved folders files of `root` may live in, remembered while `root` names the same directory: a
+    root that is a symlink re-pointed to a new version (current -> v2) resolves again."""
+    try:
+        st = os.stat(root)
+        identity = (st.st_dev, st.st_ino)
+    except OSError:
+        identity = None
+    return _allowed_for(root, trusted, identity)
+
+
+@lru_cache(maxsize=64)
+def _allowed_for(root: str, trusted: str, identity: tuple[int, int] | None) -> tuple[str, ...]:
     real = os.path.realpath(root)
     out = [real]
     parts = Path(root).absolute().parts

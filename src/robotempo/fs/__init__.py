@@ -243,7 +243,13 @@ class DatasetRoot:
     def _listing(self, rel_dir: str) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(self.path(rel_dir), recursive=True, allow_not_found=True)
         if self.is_local:
-            return self.fs.get_file_info(selector)
+            try:
+                return self.fs.get_file_info(selector)
+            except OSError as e:  # a folder this user may not list: typed
+                typed = self.fault(e, rel_dir, e)
+                if typed is e:
+                    raise
+                raise typed from None
         with self.guard(rel_dir):
             return within_deadline(lambda: self.fs.get_file_info(selector), self.where(rel_dir))
 

@@ -4,6 +4,7 @@ one store operation."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -172,6 +173,12 @@ _DENIED = (
     "HTTP response code: 403",
 )
 _NO_BUCKET = ("NoSuchBucket", "NO_SUCH_BUCKET")
+_ERRNO_TEXT = {
+    errno.EMFILE: "Too many open files",
+    errno.ENFILE: "Too many open files in system",
+    errno.EACCES: "Permission denied",
+    errno.EPERM: "Operation not permitted",
+}
 _UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Couldn't connect", "timed out", "Connection refused")
 
 
@@ -183,8 +190,18 @@ def _clip(text: str, limit: int = 300) -> str:
     return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
+DESCRIPTORS_FIX = (
+    "raise the process's open-file limit (ulimit -n; each DataLoader worker keeps up to "
+    "ROBOTEMPO_PARQUET_HANDLES parquet files and ROBOTEMPO_VIDEO_CACHE_SIZE videos per camera open), or "
+    "lower those two"
+)
+PERMISSION_FIX = "make the file (and its folders) readable by the user running the loader"
+
+
 def classify(error: BaseException, where: Path | str) -> BaseException:
-    """`StorageError` for a denied, unknown-bucket or unreachable-store failure; other errors unchanged."""
+    """`StorageError` for a denied, unknown-bucket or unreachable-store failure, and for a local file this
+    process may not read or cannot open for want of descriptors (the file itself is fine: a format error would
+    send the user to re-download it); other errors unchanged."""
     if (
         isinstance(error, StorageError)
         or not isinstance(error, OSError)
@@ -193,6 +210,15 @@ def classify(error: BaseException, where: Path | str) -> BaseException:
         return error
     text = str(error)
     url = str(where)
+    code = error.errno
+    if code is None:  # pyarrow's local errors carry the errno only in their text
+        code = next((c for c, name in _ERRNO_TEXT.items() if name in text), None)
+    if code in (errno.EMFILE, errno.ENFILE):
+        return StorageError(
+            url, f"this process has no file descriptor left to open it ({_clip(text)})", DESCRIPTORS_FIX
+        )
+    if code in (errno.EACCES, errno.EPERM):
+        return StorageError(url, f"permission denied ({_clip(text)})", PERMISSION_FIX)
     if any(s in text for s in _DENIED):
         return StorageError(url, f"access denied ({_clip(text)})", CREDENTIALS_FIX)
     if any(s in text for s in _NO_BUCKET):

@@ -480,7 +480,11 @@ def _read_if_present(path: Path | FileRef, root: Path | str, *, cache: bool) -> 
         return None
     except OSError as e:
         if not cache:
-            raise
+            ref = as_file(path)
+            typed = ref.root.fault(e, ref.rel, e)  # not readable by this user: typed, with the fix
+            if typed is e:
+                raise
+            raise typed from None
         log.debug("no usable cached speed percentiles at %s (%s)", path, e)  # an unusable cache folder
         return None
 

@@ -75,6 +75,20 @@ def open_parquet(path: FileRef | str | os.PathLike) -> DataFile:
         raise root.fault(e, ref.rel, bad) from None
 
 
+def default_handles() -> int:
+    """`DEFAULT_HANDLES`, or an eighth of the process's open-file limit when that is lower: under `ulimit -n
+    64` the 64 handles of each worker left nothing for torch's shared-memory batches (EMFILE)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return DEFAULT_HANDLES
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return DEFAULT_HANDLES
+    return max(2, min(DEFAULT_HANDLES, soft // 8))
+
+
 class ParquetFiles:
     """Open `pq.ParquetFile`s by file, at most `max_open` at a time (LRU), never shared across a fork.
 
@@ -83,11 +97,12 @@ class ParquetFiles:
     read through a stale handle.
 
     Args:
-        max_open: files kept open; default `ROBOTEMPO_PARQUET_HANDLES`, else 64.
+        max_open: files kept open; default `ROBOTEMPO_PARQUET_HANDLES`, else 64 (at most an eighth of the
+            process's open-file limit).
     """
 
     def __init__(self, max_open: int | None = None):
-        self.max_open = max_open or env_int(HANDLES_ENV, DEFAULT_HANDLES)
+        self.max_open = max_open or env_int(HANDLES_ENV, default_handles())
         self._open: ProcessLocal[OrderedDict[str, tuple[tuple, DataFile]]] = ProcessLocal(OrderedDict)
 
     def get(self, path: FileRef | str | os.PathLike) -> DataFile:

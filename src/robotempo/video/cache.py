@@ -120,6 +120,12 @@ class VideoDecoderCache:
                     slot.reader = VideoReader(ref)
                 try:
                     yield slot.reader
+                except BaseException as e:
+                    # An interrupt (Ctrl-C, a signal handler's exception) can stop the decoder's generator
+                    # half way: its next call would read as the end of the file. Never reuse such a reader.
+                    if not isinstance(e, Exception) or isinstance(e, MemoryError):
+                        slot.reader.broken = True
+                    raise
                 finally:
                     if slot.reader.broken:
                         _close_all([slot.reader])

@@ -60,7 +60,8 @@ class VideoReader:
         except StorageError:
             raise
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-            raise VideoDecodeError(self.path, f"FFmpeg cannot open it ({e})", _FIX_CORRUPT) from None
+            bad = VideoDecodeError(self.path, f"FFmpeg cannot open it ({e})", _FIX_CORRUPT)
+            raise ref.root.fault(e, ref.rel, bad) from None
         try:
             self._init_stream()
         except BaseException:
