@@ -210,6 +210,12 @@ def classify(error: BaseException, where: Path | str) -> BaseException:
         return error
     text = str(error)
     url = str(where)
+    if any(s in text for s in _DENIED):
+        return StorageError(url, f"access denied ({_clip(text)})", CREDENTIALS_FIX)
+    if any(s in text for s in _NO_BUCKET):
+        return StorageError(url, "the bucket does not exist", "check the bucket name in the root URL")
+    if any(s in text for s in _UNREACHABLE) or "AWS Error" in text:
+        return StorageError(url, f"the object store failed the request ({_clip(text)})", ENDPOINT_FIX)
     code = error.errno
     if code is None:  # pyarrow's local errors carry the errno only in their text
         code = next((c for c, name in _ERRNO_TEXT.items() if name in text), None)
@@ -219,10 +225,4 @@ def classify(error: BaseException, where: Path | str) -> BaseException:
         )
     if code in (errno.EACCES, errno.EPERM):
         return StorageError(url, f"permission denied ({_clip(text)})", PERMISSION_FIX)
-    if any(s in text for s in _DENIED):
-        return StorageError(url, f"access denied ({_clip(text)})", CREDENTIALS_FIX)
-    if any(s in text for s in _NO_BUCKET):
-        return StorageError(url, "the bucket does not exist", "check the bucket name in the root URL")
-    if any(s in text for s in _UNREACHABLE) or "AWS Error" in text:
-        return StorageError(url, f"the object store failed the request ({_clip(text)})", ENDPOINT_FIX)
     return error
