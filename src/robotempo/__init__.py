@@ -1,6 +1,6 @@
 """robotempo: LeRobot-format datasets (v2.1, v3.0) served to PyTorch in place, with per-task speed labels."""
 
-from robotempo.dataset import ItemBatch, LeRobotDataset, collate
+from robotempo.dataset import ItemBatch, LeRobotDataset, LeRobotDatasetMetadata, collate
 from robotempo.errors import RobotempoError
 from robotempo.mixture import Mixture
 from robotempo.prompt import SpeedDropout, format_speed_prompt, validate_speed_setting
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ItemBatch",
     "LeRobotDataset",
+    "LeRobotDatasetMetadata",
     "Mixture",
     "RobotempoError",
     "Sampler",

@@ -20,7 +20,7 @@ import torch
 from robotempo.arguments import check_size, check_tolerance
 from robotempo.arrays import distinct
 from robotempo.cameras import decode_image, decode_images, frames_tensor
-from robotempo.errors import MissingFileError, VideoMismatchError
+from robotempo.errors import ArgumentError, MissingFileError, SelectionError, VideoMismatchError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.fs import FileRef, as_root
 from robotempo.selection import select_episodes
@@ -128,6 +128,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
         video_cache_size: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
         check_finite: bool = False,
+        episode_filter: Callable[[dict], bool] | None = None,
+        depth_output_unit: str | None = None,
+        token: str | bool | None = None,
+        batch_encoding_size: int = 1,
     ):
         """Open the dataset `repo_id` stored at `root` (a local folder or an object-store URL), in place.
 
@@ -139,6 +143,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
         `check_finite=True` refuses float features holding NaN or infinity (`NonFiniteValueError` at open,
         naming the file, column and row); by default they are served as they are (a sensor may report NaN on
         purpose), and `robotempo validate` counts them.
+
+        LeRobot 0.6's `episode_filter` (a predicate over `meta.episodes` rows, intersected with `episodes`) is
+        applied the same way; `token` and `batch_encoding_size` (Hub and writer settings) have no effect on
+        reading; `depth_output_unit` is refused for datasets with depth maps, which are not converted here.
         """
         super().__init__()
         self.repo_id = repo_id
@@ -162,8 +170,18 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 "loading; fetch it first, e.g. with huggingface_hub.snapshot_download(repo_id, "
                 "repo_type='dataset', local_dir=...))",
             ) from None
+        self.meta.repo_id = repo_id
         info = self.meta.info
+        if depth_output_unit is not None and self.meta.depth_keys:
+            raise ArgumentError(
+                f"depth_output_unit={depth_output_unit!r}: robotempo does not convert the depth maps of "
+                f"{self.meta.depth_keys}. Fix: open the dataset without depth_output_unit (frames as "
+                "stored), or with LeRobot"
+            )
         self.tolerance_s = check_tolerance(tolerance_s, info.fps)
+        if episode_filter is not None:
+            episodes = _filtered(self.meta, episode_filter, episodes, self.root)
+        self._selection_given = episodes is not None or excluded_episodes is not None
         positions = select_episodes(self.meta.episodes, episodes, excluded_episodes, self.root)
         self._selected = self.meta.episodes.take(positions)
         self.episodes = self._selected.episode_index.tolist()
@@ -224,7 +242,22 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
     @property
     def features(self) -> dict:
-        return {k: f.to_dict() for k, f in self.meta.info.features.items()}
+        return self.meta.features
+
+    @property
+    def absolute_to_relative_idx(self) -> dict[int, int] | None:
+        """LeRobot's map from a frame's global `index` to its item position: None when every episode is
+        selected (they are the same), else built on each call (one entry per selected frame)."""
+        if not self._selection_given:
+            return None
+        index = self.frames.columns["index"]
+        return dict(zip(index.tolist(), range(len(index))))
+
+    def set_image_transforms(self, transforms: Callable | None) -> None:
+        self.image_transforms = transforms
+
+    def clear_image_transforms(self) -> None:
+        self.image_transforms = None
 
     @property
     def num_frames(self) -> int:
@@ -476,3 +509,52 @@ def _make_dropout(p: float, seed: int):
     from robotempo.prompt import SpeedDropout
 
     return SpeedDropout(p, seed) if p else None
+
+
+def _filtered(meta: DatasetMeta, predicate: Callable[[dict], bool], episodes, root) -> list[int]:
+    """The episodes (of `episodes`, else all) whose `meta.episodes` row the predicate accepts (LeRobot 0.6's
+    `episode_filter`); none is a `SelectionError`."""
+    table = meta.episodes
+    candidates = None if episodes is None else set(int(e) for e in episodes)
+    chosen = [
+        int(row["episode_index"])
+        for row in (table[i] for i in range(len(table)))
+        if (candidates is None or row["episode_index"] in candidates) and predicate(row)
+    ]
+    if not chosen:
+        among = "" if episodes is None else f" among episodes={list(episodes)!r:.200}"
+        raise SelectionError(
+            f"episode_filter selects no episode of {root}{among}. Fix: check the predicate against "
+            f"meta.episodes rows, which have the keys {table.column_names} (e.g. lambda ep: ep['length'] > 9)"
+        )
+    return chosen
+
+
+class LeRobotDatasetMetadata(DatasetMeta):
+    """LeRobot's metadata class: `meta/` of the dataset at `root` (default `$HF_LEROBOT_HOME/<repo_id>`),
+    read in place as `LeRobotDataset(...).meta` is. Nothing is downloaded: `revision`, `force_cache_sync` and
+    the Hub arguments are accepted and have no effect."""
+
+    def __init__(
+        self,
+        repo_id: str,
+        root: str | Path | None = None,
+        revision: str | None = None,
+        force_cache_sync: bool = False,
+        metadata_buffer_size: int = 10,
+        *,
+        repo_type: str = "dataset",
+        token: str | bool | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ):
+        location = as_root(root if root is not None else default_root(repo_id), storage_options)
+        meta = read_metadata(location)
+        super().__init__(
+            root=meta.root,
+            info=meta.info,
+            tasks=meta.tasks,
+            episodes=meta.episodes,
+            location=meta.location,
+            repo_id=repo_id,
+            revision=revision,
+        )

@@ -37,8 +37,18 @@ def _arrays(stats: dict, path: Path | str) -> Stats:
             raise DatasetFormatError(
                 path, f"stats of {feature!r} must be an object, got {values!r:.60}", STATS_FIX
             )
-        out[feature] = {name: np.asarray(v, dtype=np.float64) for name, v in values.items()}
+        out[feature] = {name: _stat_array(name, v) for name, v in values.items()}
     return out
+
+
+def _stat_array(name: str, value) -> np.ndarray:
+    """A statistic as numpy: float64, except `count` (int64, as LeRobot loads it)."""
+    if name == "count":
+        count = np.asarray(value)
+        if count.dtype.kind == "f" and np.all(np.isfinite(count)) and np.all(count == np.round(count)):
+            return count.astype(np.int64)
+        return count
+    return np.asarray(value, dtype=np.float64)
 
 
 def aggregate(per_episode: Iterable[Stats]) -> Stats:
@@ -89,7 +99,7 @@ def read_stats(root: str | Path | DatasetRoot, is_v3: bool) -> Stats:
             stats: dict = {}
             for column, value in row.items():
                 _, feature, stat = column.split("/", 2)
-                stats.setdefault(feature, {})[stat] = np.asarray(value, dtype=np.float64)
+                stats.setdefault(feature, {})[stat] = _stat_array(stat, value)
             per_episode.append(stats)
     return aggregate(per_episode)
 

@@ -13,6 +13,9 @@ from robotempo.format.v21 import read_episodes_v21, read_tasks_v21
 from robotempo.format.v30 import read_episodes_v30, read_tasks_v30
 from robotempo.fs import DatasetRoot, as_root
 
+# LeRobot 0.6's language annotation columns (`lerobot.datasets.language.LANGUAGE_COLUMNS`)
+LANGUAGE_COLUMNS = ("language_persistent", "language_events")
+
 __all__ = [
     "DatasetInfo",
     "DatasetMeta",
@@ -34,10 +37,13 @@ class DatasetMeta:
     episodes: EpisodeTable
     location: DatasetRoot | None = field(default=None, repr=False)  # reads the files; set by read_metadata
     _stats: dict | None = field(default=None, repr=False)
+    repo_id: str | None = None  # set by the dataset that reads it
+    revision: str | None = None  # LeRobot's Hub revision; robotempo reads the files at `root` as they are
 
     def __post_init__(self) -> None:
         if self.location is None:
             self.location = as_root(self.root)
+        self._features: dict | None = None
 
     @property
     def fps(self) -> float:
@@ -57,7 +63,62 @@ class DatasetMeta:
 
     @property
     def features(self) -> dict:
-        return {k: f.to_dict() for k, f in self.info.features.items()}
+        """`{key: {"dtype", "shape" (a tuple), "names", "info"}}` as LeRobot's metadata has it: one dict,
+        built once, so that a script editing it (dropping a feature before making a policy) edits what it
+        reads."""
+        if self._features is None:
+            self._features = {k: f.as_lerobot() for k, f in self.info.features.items()}
+        return self._features
+
+    @property
+    def names(self) -> dict:
+        return {k: ft["names"] for k, ft in self.features.items()}
+
+    @property
+    def shapes(self) -> dict:
+        return {k: tuple(ft["shape"]) for k, ft in self.features.items()}
+
+    @property
+    def depth_keys(self) -> list[str]:
+        """Cameras LeRobot marks as depth maps (`info.is_depth_map`); served like any camera here."""
+
+        def is_depth(ft: dict) -> bool:
+            info = ft.get("info") or {}
+            video = ft.get("video_info") or {}
+            return bool(
+                info.get("is_depth_map") or info.get("video.is_depth_map") or video.get("video.is_depth_map")
+            )
+
+        return [k for k, ft in self.features.items() if is_depth(ft)]
+
+    @property
+    def has_language_columns(self) -> bool:
+        """Whether the dataset declares LeRobot 0.6's language annotation columns (not served here)."""
+        return any(k in self.features for k in LANGUAGE_COLUMNS)
+
+    @property
+    def chunks_size(self) -> int:
+        return self.info.chunks_size
+
+    @property
+    def data_path(self) -> str:
+        return self.info.data_path
+
+    @property
+    def video_path(self) -> str | None:
+        return self.info.video_path
+
+    @property
+    def data_files_size_in_mb(self) -> float | None:
+        return self.info.extra.get("data_files_size_in_mb")
+
+    @property
+    def video_files_size_in_mb(self) -> float | None:
+        return self.info.extra.get("video_files_size_in_mb")
+
+    def get_task_index(self, task: str) -> int | None:
+        """The task_index of a task string, None when the dataset has no such task."""
+        return next((i for i, name in sorted(self.tasks.items()) if name == task), None)
 
     @property
     def camera_keys(self) -> list[str]:
@@ -83,6 +144,10 @@ class DatasetMeta:
 
             self._stats = read_stats(self.location, self.info.is_v3)
         return self._stats
+
+    @stats.setter
+    def stats(self, value: dict) -> None:  # LeRobot's tools replace the statistics (quantiles added, ...)
+        self._stats = value
 
 
 def read_metadata(

@@ -51,6 +51,41 @@ class EpisodeTable:
     def __len__(self) -> int:
         return len(self.episode_index)
 
+    # LeRobot's `meta.episodes` is a Hugging Face Dataset: `["dataset_from_index"]` gives a column as a list,
+    # `[i]` a row as a dict (its training script builds its episode-aware sampler that way). The same here,
+    # for the columns this table holds.
+    def _columns(self) -> dict[str, np.ndarray]:
+        out = {
+            "episode_index": self.episode_index,
+            "length": self.length,
+            "dataset_from_index": self.dataset_from_index,
+            "dataset_to_index": self.dataset_to_index,
+        }
+        if (self.task_index >= 0).all():
+            out["task_index"] = self.task_index
+        for key, loc in self.videos.items():
+            out[f"videos/{key}/from_timestamp"] = loc.from_timestamp
+            if loc.to_timestamp is not None:
+                out[f"videos/{key}/to_timestamp"] = loc.to_timestamp
+        return out
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self._columns())
+
+    def __getitem__(self, key: str | int) -> list | dict:
+        columns = self._columns()
+        if isinstance(key, str):
+            if key not in columns:
+                raise KeyError(f"the episode table has no column {key!r}; it has {list(columns)}")
+            return columns[key].tolist()
+        if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+            i = int(key) + len(self) if key < 0 else int(key)
+            if not 0 <= i < len(self):
+                raise IndexError(f"episode row {key} is out of range for {len(self)} episodes")
+            return {name: column[i].item() for name, column in columns.items()}
+        raise TypeError(f"index the episode table with a column name or a row number, got {key!r}")
+
     def positions(self, episodes: np.ndarray) -> np.ndarray:
         """Row positions of the given episode indices (which must exist: callers validate first)."""
         return np.searchsorted(self.episode_index, episodes)

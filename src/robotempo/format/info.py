@@ -109,6 +109,16 @@ class FeatureSpec:
             d["info"] = self.info
         return d
 
+    def as_lerobot(self) -> dict:
+        """The feature as LeRobot's metadata holds it: `to_dict` with the shape as a tuple."""
+        return {**self.to_dict(), "shape": tuple(self.shape)}
+
+    def __getitem__(self, key: str) -> Any:  # LeRobot scripts read `info.features[k]["shape"]`
+        return self.as_lerobot()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.as_lerobot().get(key, default)
+
 
 def is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
@@ -200,6 +210,16 @@ class DatasetInfo:
 
     def data_file(self, **fields: int) -> str:
         return self.data_path.format(**fields)
+
+    # LeRobot 0.6 keeps a read-only dict view of info.json (`meta.info["fps"]`): the same here.
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_dict()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
 
     def video_file(self, video_key: str, **fields: int) -> str:
         if self.video_path is None:

@@ -1,0 +1,111 @@
+"""The LeRobot 0.6 API a training script touches besides items: `LeRobotDatasetMetadata`, `meta.episodes` as
+a table of columns and rows, `meta.info` as a dict, features with tuple shapes, `episode_filter`,
+`absolute_to_relative_idx`. Each was an AttributeError / TypeError / ImportError in a script moved over."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robotempo import LeRobotDataset, LeRobotDatasetMetadata
+from robotempo.errors import SelectionError
+from robotempo.synth import write_synthetic
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return write_synthetic(
+        tmp_path_factory.mktemp("api") / "ds", version="v3.0", n_episodes=6, n_tasks=2, camera="video",
+        image_size=(32, 32), fps=10, seed=3, mean_length=20.0,
+    )  # fmt: skip
+
+
+def test_metadata_class_and_its_properties(root):
+    meta = LeRobotDatasetMetadata("lab/x", root=root)
+    ds = LeRobotDataset("lab/x", root=root, speed_labels=False)
+    assert meta.repo_id == ds.meta.repo_id == "lab/x"
+    assert meta.total_episodes == 6 and meta.fps == 10 and meta.camera_keys == ds.meta.camera_keys
+    assert meta.shapes["action"] == ds.meta.info.features["action"].shape and isinstance(
+        meta.shapes["action"], tuple
+    )
+    assert meta.names["action"] == meta.features["action"]["names"]
+    assert meta.depth_keys == [] and meta.has_language_columns is False
+    assert meta.chunks_size == 1000 and "{chunk_index" in meta.data_path and "{video_key}" in meta.video_path
+    task = meta.tasks[1]
+    assert meta.get_task_index(task) == 1 and meta.get_task_index("no such task") is None
+
+
+def test_info_reads_as_a_dict_and_features_have_tuple_shapes(root):
+    ds = LeRobotDataset("x", root=root, speed_labels=False)
+    info = ds.meta.info
+    assert info["fps"] == 10 and "features" in info and info.get("nope", 7) == 7
+    assert info.features["action"]["shape"] == tuple(info.features["action"].shape)
+    assert ds.features is ds.meta.features  # one dict: a script's edit is what the next reader sees
+    assert isinstance(ds.features["observation.state"]["shape"], tuple)
+    del ds.meta.features["observation.images.top"]
+    assert "observation.images.top" not in ds.features
+
+
+def test_episodes_table_columns_and_rows(root):
+    meta = LeRobotDatasetMetadata("x", root=root)
+    table = meta.episodes
+    from_index, to_index = table["dataset_from_index"], table["dataset_to_index"]
+    assert isinstance(from_index, list) and len(from_index) == 6
+    assert [b - a for a, b in zip(from_index, to_index)] == table["length"]
+    row = table[2]
+    assert row["episode_index"] == 2 and row["length"] == table["length"][2]
+    assert row["videos/observation.images.top/from_timestamp"] >= 0
+    assert table[-1]["episode_index"] == 5
+    with pytest.raises(KeyError, match="no column 'tasks'.*dataset_from_index"):
+        table["tasks"]
+    with pytest.raises(IndexError):
+        table[6]
+    with pytest.raises(TypeError):
+        table[1.5]
+
+
+def test_stats_count_is_an_integer_and_stats_can_be_replaced(root):
+    meta = LeRobotDatasetMetadata("x", root=root)
+    count = meta.stats["action"]["count"]
+    assert count.dtype == np.int64 and list(range(int(count[0])))[-1] == count[0] - 1
+    meta.stats = {"action": {"mean": np.zeros(3)}}
+    assert list(meta.stats) == ["action"]
+
+
+def test_episode_filter_selects_by_metadata_rows(root):
+    table = LeRobotDatasetMetadata("x", root=root).episodes
+    lengths = dict(zip(table["episode_index"], table["length"]))
+    cut = sorted(lengths.values())[3]
+    ds = LeRobotDataset("x", root=root, episode_filter=lambda ep: ep["length"] >= cut, speed_labels=False)
+    assert ds.episodes == sorted(e for e, n in lengths.items() if n >= cut)
+    both = LeRobotDataset(
+        "x",
+        root=root,
+        episodes=[0, 1, 2],
+        episode_filter=lambda ep: ep["episode_index"] != 1,
+        speed_labels=False,
+    )
+    assert both.episodes == [0, 2]
+    with pytest.raises(SelectionError, match="episode_filter selects no episode"):
+        LeRobotDataset("x", root=root, episode_filter=lambda ep: False)
+
+
+def test_absolute_to_relative_idx(root):
+    assert LeRobotDataset("x", root=root, speed_labels=False).absolute_to_relative_idx is None
+    ds = LeRobotDataset("x", root=root, episodes=[1, 4], speed_labels=False)
+    mapping = ds.absolute_to_relative_idx
+    assert len(mapping) == len(ds)
+    for absolute in (int(ds[0]["index"]), int(ds[len(ds) - 1]["index"])):
+        assert int(ds[mapping[absolute]]["index"]) == absolute
+
+
+def test_image_transform_setters_and_lerobot_arguments(root):
+    ds = LeRobotDataset(
+        "x", root=root, speed_labels=False, depth_output_unit="mm", token=None, batch_encoding_size=4
+    )  # no depth maps: nothing to convert
+    plain = ds[0]["observation.images.top"]
+    ds.set_image_transforms(lambda x: x * 0)
+    assert torch.count_nonzero(ds[0]["observation.images.top"]) == 0
+    ds.clear_image_transforms()
+    assert torch.equal(ds[0]["observation.images.top"], plain)
