@@ -31,6 +31,7 @@ from PIL import Image
 from robotempo.errors import WriterError
 from robotempo.synth import SynthSpec, decode_frame_identity, write_synthetic
 from robotempo.writer import DatasetWriter
+from robotempo.writer.stats import QUANTILES
 
 CAMERA = "observation.images.top"
 FEATURES = {
@@ -257,14 +258,14 @@ def test_v21_one_mp4_per_episode(v21_video_dataset):
 def test_stats_match_numpy(name, request):
     root, spec = request.getfixturevalue(name), SYNTH_SPECS[name]
     info, episodes, _ = read_dataset(root)
-    states = []
+    states, quantiles = [], []
     for row in episodes:
         ep, _ = spec.episode(row["episode_index"])
         stats = (
             row["stats"]
             if "stats" in row
             else {
-                k: {s: row[f"stats/{k}/{s}"] for s in ("min", "max", "mean", "std", "count")}
+                k: {s: row[f"stats/{k}/{s}"] for s in ("min", "max", "mean", "std", "count", *QUANTILES)}
                 for k in ("observation.state", CAMERA)
             }
         )
@@ -278,8 +279,15 @@ def test_stats_match_numpy(name, request):
         np.testing.assert_allclose(np.ravel(c["mean"]), pixels.mean(0), rtol=1e-9)
         np.testing.assert_allclose(np.ravel(c["std"]), pixels.std(0), rtol=1e-6)
         np.testing.assert_allclose(np.ravel(c["max"]), pixels.max(0))
+        for name, q in QUANTILES.items():  # exact per episode (LeRobot's writer approximates them)
+            np.testing.assert_allclose(s[name], np.quantile(ep["observation.state"].astype(np.float64), q, 0))
+            np.testing.assert_allclose(np.ravel(c[name]), np.quantile(pixels, q, 0), atol=1e-12)
         states.append(ep["observation.state"])
+        quantiles.append([np.asarray(s[name]) * row["length"] for name in QUANTILES])
     total = json.loads((root / "meta" / "stats.json").read_text())
+    weighted = np.sum(quantiles, axis=0) / info["total_frames"]  # LeRobot's aggregate: count-weighted mean
+    for i, name in enumerate(QUANTILES):
+        np.testing.assert_allclose(total["observation.state"][name], weighted[i], rtol=1e-12)
     all_states = np.concatenate(states).astype(np.float64)
     np.testing.assert_allclose(total["observation.state"]["mean"], all_states.mean(0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(total["observation.state"]["std"], all_states.std(0), rtol=1e-9, atol=1e-12)
@@ -681,3 +689,29 @@ def test_a_fractional_frame_rate_is_encoded_exactly(tmp_path, fps):
     levels = ds.__getitems__(list(range(len(ds)))).stacked["cam"].float().mean(dim=(1, 2, 3))
     want = torch.tensor([40.0, 120.0, 200.0]).repeat_interleave(100)
     assert torch.allclose(levels, want, atol=3)  # codec loss on a flat frame: a level or two
+
+
+def test_resuming_a_dataset_written_without_quantiles_keeps_one_schema(tmp_path):
+    """Datasets written before the quantiles have none: resumed, new episodes get none either, so every
+    meta/episodes file has one schema (LeRobot concatenates them) and stats.json stays consistent."""
+    root = tmp_path / "ds"
+    with DatasetWriter(root, fps=10, features=FEATURES, version="v3.0") as w:
+        w.add_episode(episode(5), task="t")
+    for f in (root / "meta" / "episodes").rglob("*.parquet"):
+        table = pq.read_table(f)
+        pq.write_table(table.drop([c for c in table.column_names if c.split("/")[-1] in QUANTILES]), f)
+    stats = json.loads((root / "meta" / "stats.json").read_text())
+    (root / "meta" / "stats.json").write_text(
+        json.dumps({k: {s: v for s, v in f.items() if s not in QUANTILES} for k, f in stats.items()})
+    )
+    with DatasetWriter.resume(root) as w:
+        w.add_episode(episode(4, 1.0), task="t")
+    schemas = {pq.read_schema(f).names.__repr__() for f in (root / "meta" / "episodes").rglob("*.parquet")}
+    assert len(list((root / "meta" / "episodes").rglob("*.parquet"))) == 2 and len(schemas) == 1
+    assert "q01" not in json.loads((root / "meta" / "stats.json").read_text())["observation.state"]
+    with DatasetWriter(tmp_path / "new", fps=10, features=FEATURES, version="v3.0") as w:
+        w.add_episode(episode(5), task="t")
+    with DatasetWriter.resume(tmp_path / "new") as w:
+        w.add_episode(episode(4, 1.0), task="t")
+    total = json.loads((tmp_path / "new" / "meta" / "stats.json").read_text())["observation.state"]
+    assert total["q50"] == pytest.approx([(5 * 0.0 + 4 * 1.0) / 9] * 3)

@@ -32,7 +32,7 @@ from robotempo.writer.features import FeatureSet
 from robotempo.writer.files import check_template
 from robotempo.writer.layout import EpisodeRecord, LayoutConfig
 from robotempo.writer.resume import read_existing, remove_leftovers
-from robotempo.writer.stats import RunningStats, episode_stats, stats_to_json
+from robotempo.writer.stats import QUANTILES, RunningStats, episode_stats, stats_to_json
 from robotempo.writer.v21 import V21Layout
 from robotempo.writer.v30 import V30Layout
 
@@ -257,6 +257,10 @@ class DatasetWriter:
             _check_codec(existing.video_codec(), features),
             data_mb,
             video_mb,
+            # a dataset written without quantiles stays so: one schema for every meta/episodes file
+            quantiles=all(
+                QUANTILES.keys() <= stats.keys() for row in existing.rows for stats in row["stats"].values()
+            ),
         )
         writer = cls.__new__(cls)
         writer._setup(cfg, info.codebase_version, info.robot_type, commit_every, png_compress_level)
@@ -292,7 +296,7 @@ class DatasetWriter:
             task_index=self._tasks[tasks[0]],
             fps=self.fps,
         )
-        stats = episode_stats(self.features.stats_specs(), {**arrays, **defaults})
+        stats = episode_stats(self.features.stats_specs(), {**arrays, **defaults}, self._cfg.quantiles)
         rec = EpisodeRecord(ep, tasks, length, self.num_frames, stats)
         try:
             table = self.features.episode_table(arrays, defaults, self.png_compress_level)

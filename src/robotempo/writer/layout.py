@@ -19,6 +19,7 @@ class LayoutConfig:
     video_codec: str
     data_files_size_in_mb: float
     video_files_size_in_mb: float
+    quantiles: bool = True  # stats with q01-q99 (False: resuming a dataset written without them)
 
 
 @dataclass

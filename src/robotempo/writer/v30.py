@@ -29,7 +29,7 @@ from robotempo.format.info import V30_EPISODES_PATH
 from robotempo.video.encoder import VideoEncoder
 from robotempo.writer.files import Staging, heavy_columns, open_parquet, open_video, write_table_file
 from robotempo.writer.layout import EpisodeRecord, LayoutConfig
-from robotempo.writer.stats import STAT_NAMES
+from robotempo.writer.stats import QUANTILES, STAT_NAMES
 
 MB = 1024 * 1024
 # Rows buffered (in memory, as arrow counts them) before they are written as one row group. ~1 MB keeps the
@@ -119,7 +119,8 @@ def episodes_schema(cfg: LayoutConfig) -> pa.Schema:
         ]
     for key, spec in cfg.features.stats_specs().items():
         value = pa.list_(pa.list_(pa.list_(f64))) if spec.is_camera else pa.list_(f64)
-        fields += [(f"stats/{key}/{s}", pa.list_(i64) if s == "count" else value) for s in STAT_NAMES]
+        names = STAT_NAMES if cfg.quantiles else [s for s in STAT_NAMES if s not in QUANTILES]
+        fields += [(f"stats/{key}/{s}", pa.list_(i64) if s == "count" else value) for s in names]
     fields += [("meta/episodes/chunk_index", i64), ("meta/episodes/file_index", i64)]
     return pa.schema(fields)
 
