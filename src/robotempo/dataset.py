@@ -210,6 +210,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._checked_videos: dict[tuple[str, int], tuple[FileRef, tuple]] = {}
         self._video_by_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._video_cache_size = None if video_cache_size is None else int(video_cache_size)
+        self._shared_video_cameras = 0  # video cameras of every dataset sharing the decoders (a Mixture's)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
         self._speed_dropout = _make_dropout(speed_dropout, seed)
         # With dropout on, items depend on the epoch: it lives in shared memory, so DataLoader workers (also
@@ -490,7 +491,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
             private = self._video_cache_size is not None
             self._fetcher = FrameFetcher(cache_size=self._video_cache_size) if private else default_fetcher()
-            self._fetcher.cache.fit_cameras(len(self.video_keys))
+            shared = 0 if private else self._shared_video_cameras
+            self._fetcher.cache.fit_cameras(len(self.video_keys), shared)
         return self._fetcher
 
     def __getstate__(self) -> dict:

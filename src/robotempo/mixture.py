@@ -27,6 +27,7 @@ from robotempo.format.info import DEFAULT_COLUMNS, read_info
 from robotempo.fs import as_root
 from robotempo.fs.store import split_scheme
 from robotempo.mixture_schema import Field, build_schema, conform, describe, output_keys
+from robotempo.shm_pool import shared_tensor
 from robotempo.store.shared import for_child_process, share_tables
 from robotempo.temporal import grid_rows
 
@@ -87,6 +88,13 @@ class Mixture(torch.utils.data.Dataset):
         for d, ds in enumerate(self.datasets):
             _check_key_map(d, self.names[d], ds, self.key_maps[d])
         self.dataset_lengths = [len(ds) for ds in self.datasets]
+        # The datasets share the process's video decoders: sized for one dataset's cameras, 10 datasets of 4
+        # cameras reopened ~39 MP4s per random batch (4x the CPU per sample). See `VideoDecoderCache.fit`.
+        cameras = sum(len(ds.video_keys) for ds in self.datasets if ds._video_cache_size is None)
+        for ds in self.datasets:
+            ds._shared_video_cameras = max(ds._shared_video_cameras, cameras)
+            if ds._fetcher is not None and ds._video_cache_size is None:  # used before joining the mixture
+                ds._fetcher.cache.fit_cameras(len(ds.video_keys), ds._shared_video_cameras)
         self.offsets = np.concatenate([[0], np.cumsum(self.dataset_lengths)]).astype(np.int64)
         self.weights = _weights(weights, self.dataset_lengths, self.names)
         _check_default_columns(self.datasets, self.names)
@@ -276,17 +284,16 @@ def _merge(parts: list[tuple[np.ndarray, dict]], n: int, names: list[str]) -> di
     """Per-dataset stacked parts -> one stacked batch in request order."""
     if len(parts) == 1:
         return parts[0][1]  # one dataset: its rows are already in request order
+    order = np.concatenate([sel for sel, _ in parts])
     out = {}
     for key, first in parts[0][1].items():
         if isinstance(first, list):
             values: list = [None] * n
-            for sel, part in parts:
-                for i, v in zip(sel.tolist(), part[key]):
-                    values[i] = v
+            for i, v in zip(order.tolist(), (v for _, part in parts for v in part[key])):
+                values[i] = v
             out[key] = values
             continue
-        merged = torch.empty((n, *first.shape[1:]), dtype=first.dtype)
-        for sel, part in parts:
+        for _, part in parts:
             value = part[key]
             if value.dtype != first.dtype or value.shape[1:] != first.shape[1:]:
                 d = int(part["dataset_index"][0])
@@ -295,7 +302,21 @@ def _merge(parts: list[tuple[np.ndarray, dict]], n: int, names: list[str]) -> di
                     f"({names[d]!r}) and as {first.dtype} {tuple(first.shape[1:])} from another",
                     "store the column with one dtype and shape in every dataset",
                 )
-            merged[torch.from_numpy(sel)] = value
+        # Camera batches a worker built in shared memory (its reused pool) are merged into shared memory too:
+        # a fresh private tensor cost a page fault per page and one more copy when the batch was packed.
+        shape = (n, *first.shape[1:])
+        shared = first.is_shared()
+        merged = shared_tensor(shape, first.dtype) if shared else torch.empty(shape, dtype=first.dtype)
+        if first.dtype == torch.bfloat16:  # numpy has no bfloat16
+            for sel, part in parts:
+                merged[torch.from_numpy(sel)] = part[key]
+        elif shared or first[:1].nbytes > 4096:  # large rows: each part straight into place
+            target = merged.numpy()
+            for sel, part in parts:
+                target[sel] = part[key].numpy()
+        else:  # small rows: one concatenation, one scatter (torch's indexed assignment of each part took
+            # 0.75-8 ms with 2 threads, and a call per part and key made 50-dataset batches 15x slower)
+            merged.numpy()[order] = torch.cat([part[key] for _, part in parts]).numpy()
         out[key] = merged
     return out
 

@@ -20,6 +20,7 @@ Rules (the same for every item, so batches always collate):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -40,11 +41,11 @@ class Field:
     present: list[bool] = field(default_factory=list)  # per dataset
     widths: list[int] = field(default_factory=list)  # per dataset, vectors only (0 when absent)
 
-    @property
+    @cached_property  # read for every key of every dataset's part of every batch: not a scan each time
     def pads_dims(self) -> bool:
         return len(self.shape) == 1 and not self.camera and any(w < self.shape[0] for w in self.widths)
 
-    @property
+    @cached_property
     def has_is_pad(self) -> bool:
         return self.window is not None or not all(self.present)
 

@@ -20,6 +20,16 @@ CACHE_SIZE_ENV = "ROBOTEMPO_VIDEO_CACHE_SIZE"
 DEFAULT_CACHE_SIZE = 8
 
 
+def _descriptor_limit() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1024
+    return 1 << 20 if soft == resource.RLIM_INFINITY or soft <= 0 else soft
+
+
 def default_cache_size(cameras: int = 1) -> int:
     """`ROBOTEMPO_VIDEO_CACHE_SIZE` if set, else 8 per video camera (a random batch reads every camera)."""
     return env_int(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE * max(cameras, 1))
@@ -69,11 +79,14 @@ class VideoDecoderCache:
         self.max_size = max_size
         self._state: ProcessLocal[_State] = ProcessLocal(_State)
 
-    def fit_cameras(self, cameras: int) -> None:
+    def fit_cameras(self, cameras: int, shared_cameras: int = 0) -> None:
         """A cache sized by default grows to 8 files per video camera of a dataset that uses it (the largest
-        wins); an explicit size (argument or `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
+        wins), and to 2 per camera of all the datasets reading through it together (`shared_cameras`, a
+        Mixture's: a random batch reads a file of each), at most a quarter of the process's open-file
+        limit; an explicit size (argument or `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
         if self.sized_by_default:
-            self.max_size = max(self.max_size, default_cache_size(cameras))
+            together = min(2 * shared_cameras, max(DEFAULT_CACHE_SIZE, _descriptor_limit() // 4))
+            self.max_size = max(self.max_size, default_cache_size(cameras), together)
 
     def __getstate__(self) -> dict:
         return {"max_size": self.max_size}
