@@ -61,6 +61,11 @@ def decode_images(
     return out
 
 
+# Raster formats an image cell may hold (HF datasets' Image feature stores PNG; JPEG and WebP are seen): not
+# every format Pillow opens, some of which hand the bytes to other programs (EPS runs Ghostscript).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+
+
 @contextmanager
 def _rgb_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None) -> Iterator[Image.Image]:
     """The cell's image decoded as an RGB PIL image, valid inside the `with` (closing it frees its pixels)."""
@@ -72,11 +77,21 @@ def _rgb_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None) -
             "re-export the dataset with the images embedded",
         )
     try:
-        img = Image.open(io.BytesIO(data))
-    except (OSError, ValueError) as e:
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise _undecodable(path, key, e) from None
     with img:
         mode = img.mode
+        width, height = img.size  # from the header: a 12000x12000 image in a 32x32 feature is not decoded
+        if hwc is not None and (height, width) != tuple(hwc[:2]):
+            raise FeatureMismatchError(
+                path,
+                f"image column {key!r} holds a {height}x{width} {mode} image but "
+                f"meta/info.json's shape and names make it height x width x channels {list(hwc)} (served "
+                "as RGB; names such as ['channels', 'height', 'width'] put the channels first)",
+                "re-export the images as RGB at the declared size, or correct the feature's shape or names "
+                "in info.json",
+            )
         try:
             if mode == "RGB":  # convert would copy an RGB one
                 img.load()

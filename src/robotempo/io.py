@@ -72,6 +72,8 @@ def read_json(path: str | Path | FileRef, what: str, fix: str) -> Any:
         raise DatasetFormatError(where, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
     except json.JSONDecodeError as e:
         raise DatasetFormatError(where, f"invalid JSON ({e.msg})", fix, line=e.lineno) from None
+    except RecursionError:
+        raise DatasetFormatError(where, "JSON nested too deeply to parse", fix) from None
 
 
 def read_jsonl(path: str | Path | FileRef, what: str, fix: str) -> list[tuple[int, dict]]:
@@ -99,6 +101,8 @@ def parse_jsonl(
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise error(where, f"invalid JSON line ({e.msg}): {line[:80]!r}", fix, line=lineno) from None
+        except RecursionError:
+            raise error(where, "JSON nested too deeply to parse", fix, line=lineno) from None
         if not isinstance(obj, dict):
             raise error(where, f"expected a JSON object, got {line[:80]!r}", fix, line=lineno)
         rows.append((lineno, obj))

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from robotempo.arrays import distinct
-from robotempo.cameras import RGB_MODES
+from robotempo.cameras import IMAGE_FORMATS, RGB_MODES
 from robotempo.errors import DatasetFormatError, FeatureMismatchError, RobotempoError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.speed import SPEED_PERCENTILES_FILE, read_percentiles_file
@@ -238,10 +238,10 @@ def _check_image_sizes(ds, key: str, progress: Progress, batch: int = 4096) -> N
         for row, cell in zip(rows, frames.read_heavy(key, rows)):
             data = cell.get("bytes") if isinstance(cell, dict) else cell
             try:
-                with Image.open(io.BytesIO(data or b"")) as img:
+                with Image.open(io.BytesIO(data or b""), formats=IMAGE_FORMATS) as img:
                     size, mode = img.size, img.mode
                     img.verify()
-            except (OSError, ValueError, SyntaxError):  # PIL reports damaged chunks as SyntaxError
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # damaged: SyntaxError
                 size = mode = None
             if size != (width, height) or mode not in RGB_MODES:
                 path, where = _where(frames, int(row))

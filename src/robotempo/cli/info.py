@@ -6,6 +6,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from robotempo.cli.progress import plain
 from robotempo.format import read_metadata
 
 
@@ -20,9 +21,9 @@ def human_bytes(n: float) -> str:
 def run_info(root: str, console: Console, options: dict | None = None) -> None:
     meta = read_metadata(root, options)
     info, eps = meta.info, meta.episodes
-    summary = Table(title=f"{root}", show_header=False, title_justify="left")
+    summary = Table(title=plain(root), show_header=False, title_justify="left")
     summary.add_row("format", info.codebase_version)
-    summary.add_row("robot", str(info.robot_type))
+    summary.add_row("robot", plain(info.robot_type))
     summary.add_row("fps", f"{info.fps:g}")
     summary.add_row("episodes", f"{len(eps):,}")
     summary.add_row("frames", f"{int(eps.length.sum()):,}")
@@ -51,7 +52,7 @@ def run_info(root: str, console: Console, options: dict | None = None) -> None:
     for idx, task in shown:
         lengths = eps.length[eps.task_index == idx]
         tasks.add_row(
-            str(idx), task, f"{count.get(idx, 0):,}", f"{lengths.mean():.1f}" if len(lengths) else "-"
+            str(idx), plain(task), f"{count.get(idx, 0):,}", f"{lengths.mean():.1f}" if len(lengths) else "-"
         )
     if len(meta.tasks) > len(shown):
         tasks.add_row("...", f"{len(meta.tasks) - len(shown)} more", "", "")
@@ -71,5 +72,5 @@ def run_info(root: str, console: Console, options: dict | None = None) -> None:
             )
         elif f.is_image:
             cam = f"image in parquet {f.shape[1] if len(f.shape) > 1 else '?'}x{f.shape[0]}"
-        feats.add_row(name, f.dtype, str(list(f.shape)), cam)
+        feats.add_row(plain(name), plain(f.dtype), str(list(f.shape)), plain(cam))
     console.print(feats)

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 
 def progress_bar(console: Console) -> Progress:
@@ -30,3 +31,10 @@ def progress_callback(console: Console, description: str) -> Iterator:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+def plain(value: object) -> Text:
+    """A dataset's text (a task, robot type, feature or path) as shown, never as rich markup or terminal
+    codes: a task '[/]' crashed `info`, and raw escape sequences cleared the user's screen."""
+    text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(value))
+    return Text(text)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from robotempo.cli.progress import progress_callback
+from robotempo.cli.progress import plain, progress_callback
 from robotempo.cli.storage import storage_options
 from robotempo.errors import ConfigError
 from robotempo.format import read_metadata
@@ -58,7 +59,7 @@ def run_speed(args, console: Console) -> None:
         )
     labels = percentiles.labels(task_of_episode, meta.episodes.length)
     where = percentiles.path or "not saved: the dataset folder and the user cache are not writable"
-    console.print(f"speed percentiles: [bold]{percentiles.source}[/] ({where})")
+    console.print(Text.assemble("speed percentiles: ", (percentiles.source, "bold"), " (", plain(where), ")"))
     table = Table(title="per-task speed labels (label histogram over 0, 10, ..., 100)", title_justify="left")
     for col, justify in (
         ("task", "right"),
@@ -75,7 +76,7 @@ def run_speed(args, console: Console) -> None:
         bounds = percentiles.by_task.get(t)
         text = "sparse (all 50)" if bounds is None else f"{bounds[0]:.1f} · {bounds[4]:.1f} · {bounds[9]:.1f}"
         span = f"{lengths.min()}..{lengths.max()}" if len(lengths) else "-"
-        table.add_row(str(t), name[:40], str(int(mine.sum())), span, text, _histogram(labels[mine]))
+        table.add_row(str(t), plain(name[:40]), str(int(mine.sum())), span, text, _histogram(labels[mine]))
     console.print(table)
     if args.plot:
         path = plot_lengths(meta.tasks, task_of_episode, meta.episodes.length, percentiles.by_task, args.plot)

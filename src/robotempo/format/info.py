@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ V30_EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}
 # lose precision (float64 holds integers exactly up to 2**53).
 MAX_COUNT = 2**53
 MAX_DIM = 2**31
+MAX_CAMERA_SIDE = 16384  # 8K video is 7680 wide
 MIN_FPS, MAX_FPS = 1e-3, 1e6
 
 INFO_FIX = (
@@ -97,6 +100,12 @@ class FeatureSpec:
                 f"shape must be a list of integers in 1..{MAX_DIM}, e.g. [6] or [480, 640, 3]",
             )
         shape = tuple(int(s) for s in shape)
+        if dtype in CAMERA_DTYPES and max(shape) > MAX_CAMERA_SIDE:  # batches are allocated from it
+            raise DatasetFormatError(
+                path,
+                f"camera feature {name!r} has shape {list(shape)}, a side above {MAX_CAMERA_SIDE} pixels",
+                "declare the frames' real [height, width, channels]",
+            )
         if "/" in name:
             raise DatasetFormatError(
                 path, f"feature name {name!r} contains '/'", "rename the feature without '/'"
@@ -130,6 +139,18 @@ def _check_template(
     """The template formats with exactly the format's fields and names a file inside the dataset root."""
     if not isinstance(template, str):
         raise DatasetFormatError(path, f"{key} must be a string template, got {template!r}", INFO_FIX)
+    if "\x00" in template or not template.isprintable() or _has_surrogate(template):
+        raise DatasetFormatError(
+            path, f"{key} template {template!r} holds a control character or an invalid code point", INFO_FIX
+        )
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is not None and (conversion or not _SPEC.fullmatch(spec or "")):
+            how = "!" + conversion if conversion else repr(spec)
+            raise DatasetFormatError(
+                path,
+                f"{key} template {template!r} formats {{{name}}} with {how}",
+                "use plain fields or zero-padded widths such as {episode_index:06d}",
+            )
     try:
         sample = template.format(**fields)
     except (KeyError, IndexError, ValueError, AttributeError) as e:
@@ -151,6 +172,17 @@ def _check_template(
             f"{key} template {template!r} names {sample!r}, outside the dataset root",
             f"use a relative path inside the dataset folder in {key} (no leading '/', no '..')",
         )
+
+
+_SPEC = re.compile(r"(0?[1-9][0-9]?)?d?")  # '', '03d', '6d', 'd': what LeRobot's templates use
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_video_info(path: Path, spec: FeatureSpec, fps: float) -> None:

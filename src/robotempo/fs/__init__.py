@@ -244,7 +244,7 @@ class DatasetRoot:
         selector = pafs.FileSelector(self.path(rel_dir), recursive=True, allow_not_found=True)
         if self.is_local:
             try:
-                return self.fs.get_file_info(selector)
+                return _walk(self.path(rel_dir))
             except OSError as e:  # a folder this user may not list: typed
                 typed = self.fault(e, rel_dir, e)
                 if typed is e:
@@ -385,3 +385,26 @@ def _object_version(meta) -> str | None:
         if value:
             return value.decode() if isinstance(value, bytes) else str(value)
     return None
+
+
+def _walk(top: str) -> list[pafs.FileInfo]:
+    """Every file under `top` (symlinks to files included), without following symlinks to folders: two links
+    pointing back inside the dataset (`chunk-001 -> .`) made pyarrow's recursive listing run forever."""
+    if not os.path.isdir(top):
+        return []
+
+    def fail(error: OSError) -> None:
+        raise error
+
+    out = []
+    for folder, _, files in os.walk(top, onerror=fail, followlinks=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling link: opening it names it
+                out.append(pafs.FileInfo(path, pafs.FileType.Unknown))
+                continue
+            kind = pafs.FileType.File if stat.S_ISREG(st.st_mode) else pafs.FileType.Unknown
+            out.append(pafs.FileInfo(path, kind, size=st.st_size))
+    return out

@@ -54,6 +54,8 @@ def _value(buf: memoryview, pos: int, kind: int, depth: int) -> tuple[object, in
     if kind == _STRUCT:
         return _struct(buf, pos, depth + 1)
     if kind in (_LIST, _SET):
+        if depth > MAX_DEPTH:  # lists of lists nest like structs (3,000 of them made a RecursionError)
+            raise ThriftError(f"lists nested deeper than {MAX_DEPTH}")
         head = buf[pos]
         pos += 1
         size, elem = head >> 4, head & 0x0F
@@ -63,7 +65,7 @@ def _value(buf: memoryview, pos: int, kind: int, depth: int) -> tuple[object, in
             raise ThriftError(f"list of {size} elements cannot fit the {len(buf) - pos} bytes left")
         items = []
         for _ in range(size):
-            item, pos = _value(buf, pos, elem, depth)
+            item, pos = _value(buf, pos, elem, depth + 1)
             items.append(item)
         return items, pos
     if kind in (_TRUE, _FALSE):  # an element of a list: one byte
@@ -79,8 +81,8 @@ def _value(buf: memoryview, pos: int, kind: int, depth: int) -> tuple[object, in
             types = buf[pos]
             pos += 1
             for _ in range(size):
-                k, pos = _value(buf, pos, types >> 4, depth)
-                v, pos = _value(buf, pos, types & 0x0F, depth)
+                k, pos = _value(buf, pos, types >> 4, depth + 1)
+                v, pos = _value(buf, pos, types & 0x0F, depth + 1)
                 out[k if not isinstance(k, list) else tuple(k)] = v
         return out, pos
     raise ThriftError(f"unknown field type {kind} at byte {pos}")

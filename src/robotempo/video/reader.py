@@ -24,7 +24,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-from robotempo.errors import FrameTimestampError, MissingVideoError, StorageError, VideoDecodeError
+from robotempo.errors import (
+    FrameTimestampError,
+    MissingVideoError,
+    StorageError,
+    VideoDecodeError,
+    VideoMismatchError,
+)
 from robotempo.fs import BlockFile, FileRef, as_file
 from robotempo.video.byte_ranges import FrameByteIndex
 from robotempo.video.pixels import PixelWriter
@@ -52,7 +58,9 @@ class VideoReader:
         self.path = ref.where
         try:
             source = ref.open_video()
-            self._container = av.open(source)
+            # The MP4 demuxer only: a probed format follows the file's own references (an HLS playlist
+            # named .mp4 made FFmpeg read video from outside the dataset folder).
+            self._container = av.open(source, format=DEMUXER)
         except FileNotFoundError:
             raise ref.root.missing_root_error(ref.rel) or MissingVideoError(
                 self.path, "the video file", "check the dataset's video_path and its files"
@@ -222,6 +230,13 @@ class VideoReader:
             frame = self._nearest(target)
             if abs(frame.pts - target) > tol_pts:
                 self._raise_off_grid(target, frame.pts, tolerance_s)
+            if (frame.width, frame.height) != (self.width, self.height):  # a stream that changes size midway
+                raise VideoMismatchError(
+                    self.path,
+                    f"its frame at {frame.pts * self.time_base:.6f} s is {frame.height}x{frame.width} "
+                    f"(height x width) but the stream, and the dataset, are {self.height}x{self.width}",
+                    "re-encode the video at one frame size, the dataset's",
+                )
             yield frame, where
 
     # --- planning -------------------------------------------------------------------------------------------
@@ -465,6 +480,9 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream) -> I
             yield from packet.decode()
     finally:
         packets.close()
+
+
+DEMUXER = "mp4"  # FFmpeg's mov/mp4 demuxer: LeRobot's videos are MP4 (fragmented ones included)
 
 
 def _discarded_run(index, positions) -> int:
