@@ -231,3 +231,61 @@ def test_cli_shows_dataset_text_as_text(bases, tmp_path):
     run_info(str(root), Console(file=buffer, width=200, color_system=None))
     text = buffer.getvalue()
     assert "[/]" in text and "\x1b" not in text and "\\x1b[2Jclear" in text
+
+
+PEAK_AFTER_OPEN_AND_ITEM = """
+import sys
+from robotempo import LeRobotDataset
+from robotempo.errors import DatasetFormatError
+def peak():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+import torch  # imported before the baseline, like a training script
+before = peak()
+try:
+    LeRobotDataset("d", root=sys.argv[1], speed_labels=False)[0]
+except DatasetFormatError as e:
+    print("typed", peak() - before, str(e)[:400])
+"""
+
+
+def _peak_after(root: Path) -> tuple[int, str]:
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_AFTER_OPEN_AND_ITEM, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert out.stdout.startswith("typed"), out.stdout + out.stderr[-2000:]
+    return int(out.stdout.split()[1]), out.stdout
+
+
+def test_an_image_cell_that_expands_to_gigabytes_is_refused_from_the_footer(bases, tmp_path):
+    """One zstd cell of zeros (a file of ~40 KB) expanded to its full size before any check."""
+    root = _copy(bases, "image", tmp_path)
+    path = next(root.glob("data/**/*.parquet"))
+    table = pq.read_table(path)
+    cells = table.column(CAMERA_KEY).to_pylist()
+    cells[0] = {"bytes": bytes(300_000_000), "path": None}
+    i = table.column_names.index(CAMERA_KEY)
+    table = table.set_column(i, CAMERA_KEY, pa.array(cells, table.schema.field(CAMERA_KEY).type))
+    pq.write_table(table, path, compression="zstd")
+    del table, cells
+    grown_kb, text = _peak_after(root)
+    assert grown_kb < 100_000 and "bytes uncompressed" in text, text
+
+
+def test_a_numeric_row_that_expands_to_millions_of_values_is_refused_from_the_footer(bases, tmp_path):
+    """A 4.5 KB file whose first row held 250 million floats (run-length encoded) cost +2.5 GB at open."""
+    root = _copy(bases, "tab", tmp_path)
+    path = next(root.glob("data/**/*.parquet"))
+    table = pq.read_table(path)
+    n, big = table.num_rows, 50_000_000
+    width = len(table.column("observation.state")[0])
+    offsets = np.concatenate([[0, big], big + width * np.arange(1, n)]).astype(np.int64)
+    values = pa.array(np.zeros(int(offsets[-1]), np.float32))
+    column = pa.LargeListArray.from_arrays(pa.array(offsets), values)
+    i = table.column_names.index("observation.state")
+    pq.write_table(table.set_column(i, pa.field("observation.state", column.type), column), path)
+    del table, column, values
+    grown_kb, text = _peak_after(root)
+    assert grown_kb < 100_000 and "values of 'observation.state'" in text, text

@@ -29,6 +29,8 @@ from robotempo.store.fill import fill_columns
 from robotempo.store.heavy import HeavyCache, default_heavy_cache, read_group_rows, release_read_memory
 from robotempo.store.parquet import (
     ParquetFiles,
+    RowBounds,
+    check_group_sizes,
     default_parquet_files,
     file_identity,
     open_parquet,
@@ -76,6 +78,8 @@ class FrameTable:
         self.ep_from = self.ep_to - episodes.length
         self.num_rows = int(self.ep_to[-1]) if len(self.ep_to) else 0
         self.plan = plan_columns(info)
+        self._bounds = RowBounds.of(info.features)  # what a row may expand to: no decompression bomb
+        self._sized_groups: set[tuple[int, int]] = set()  # (file code, row group) checked against it
         self.columns: dict[str, np.ndarray] = {}
         self.heavy_keys: list[str] = list(self.plan.heavy)
         self._rg_offsets: dict[int, np.ndarray] = {}
@@ -150,7 +154,13 @@ class FrameTable:
         positions = np.array([p[0] for _, p in whole], dtype=np.int64)
         rels = [self.episodes.data_files[code] for code in codes.tolist()]
         read, identity = read_whole_files(
-            self.location, rels, self.episodes.length[positions], columns, self._schemas, OPEN_THREADS
+            self.location,
+            rels,
+            self.episodes.length[positions],
+            columns,
+            self._schemas,
+            OPEN_THREADS,
+            self._bounds,
         )
         done = np.sort(np.concatenate([at for at, _ in read])) if read else np.zeros(0, dtype=np.int64)
         self.row_from[positions[done]] = 0
@@ -230,10 +240,12 @@ class FrameTable:
             row_to = row_from + eps.length[positions]
             self.row_from[positions] = row_from
             if row_from[0] == 0 and row_to[-1] == offsets[-1] and np.array_equal(row_from[1:], row_to[:-1]):
+                check_group_sizes(pf, ref, None, self._bounds)
                 return read_groups(pf, ref, None, columns)  # the selection is the whole file
             first_rg = np.searchsorted(offsets, row_from, side="right") - 1
             last_rg = np.searchsorted(offsets, row_to - 1, side="right") - 1
             groups = sorted({g for a, b in zip(first_rg, last_rg) for g in range(int(a), int(b) + 1)})
+            check_group_sizes(pf, ref, groups, self._bounds)
             table = read_groups(pf, ref, groups, columns)
         finally:
             pf.close()
@@ -331,8 +343,12 @@ class FrameTable:
             pf = self._opened_file(code)
             for g in distinct(groups).tolist():
                 sel = mask[groups == g]
+                if (code, g) not in self._sized_groups:  # once per row group (the footer only)
+                    check_group_sizes(pf, ref, [g], self._bounds)
+                    self._sized_groups.add((code, g))
+                rows_in_group = in_file[sel] - offsets[g]
                 values = read_group_rows(
-                    self._heavy_cache, file, pf, ref, g, key, in_file[sel] - offsets[g], image
+                    self._heavy_cache, file, pf, ref, g, key, rows_in_group, image, self._bounds.row_bytes
                 )
                 for i, value in zip(sel.tolist(), values):
                     out[i] = value

@@ -140,13 +140,14 @@ def read_group_rows(
     key: str,
     rows: np.ndarray,
     image: bool,
+    row_bytes: int | None = None,
 ) -> list:
     """Values of column `key` at `rows` (within row group `group`) of one data file; `file` names the file
     and its identity in cache keys. `image`: the column is an embedded image (its bytes are served)."""
     whole = (file, group, key)
     column = cache.peek(whole)
     if column is None and image:
-        values = _from_pages(cache, file, pf, ref, group, key, rows)
+        values = _from_pages(cache, file, pf, ref, group, key, rows, row_bytes)
         if values is not None:
             return values
     if column is None:
@@ -266,7 +267,9 @@ def _plan(cache: HeavyCache, file: tuple, pf: DataFile, group: int, key: str) ->
     return _Plan(pages, compression, max_def, chunk.total_compressed_size)
 
 
-def _from_pages(cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, group: int, key: str, rows):
+def _from_pages(
+    cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, group: int, key: str, rows, row_bytes=None
+):
     """The rows' values read page by page, or None when the whole column is the better read (room in the
     cache to keep it, no page index, an unhandled layout, or most of the chunk needed)."""
     try:
@@ -286,7 +289,7 @@ def _from_pages(cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, grou
                 return None
             out: list = [None] * len(rows)
             for p in wanted.tolist():
-                values = cache.get((file, group, key, p), lambda p=p: _page(pf, plan, p))
+                values = cache.get((file, group, key, p), lambda p=p: _page(pf, plan, p, row_bytes))
                 first = int(pages.first_rows[p])
                 for i in np.flatnonzero(page_of == p).tolist():
                     out[i] = values[int(rows[i]) - first]
@@ -302,8 +305,9 @@ def _from_pages(cache: HeavyCache, file: tuple, pf: DataFile, ref: FileRef, grou
         raise DatasetFormatError(ref.where, what, READ_FIX) from None
 
 
-def _page(pf: DataFile, plan: _Plan, page: int) -> _PageValues:
+def _page(pf: DataFile, plan: _Plan, page: int, row_bytes: int | None = None) -> _PageValues:
     pages = plan.pages
     raw = pf.source.read_at(int(pages.sizes[page]), int(pages.offsets[page]))
     rows = int(pages.first_rows[page + 1] - pages.first_rows[page])
-    return _PageValues(decode_page(raw, plan.compression, plan.max_def, rows))
+    limit = None if row_bytes is None else rows * row_bytes + (1 << 20)
+    return _PageValues(decode_page(raw, plan.compression, plan.max_def, rows, limit))

@@ -118,9 +118,12 @@ def chunk_pages(source: pa.NativeFile, location: tuple[int, int], num_rows: int,
     return ChunkPages(offsets, sizes, first_rows)
 
 
-def decode_page(raw: bytes, compression: str, max_def: int, rows: int) -> list[bytes | None]:
+def decode_page(
+    raw: bytes, compression: str, max_def: int, rows: int, max_bytes: int | None = None
+) -> list[bytes | None]:
     """The values of one data page (`raw`: header + body, as the OffsetIndex delimits it) of a flat
-    BYTE_ARRAY leaf with `max_def` definition levels, PLAIN-encoded: bytes, or None where undefined."""
+    BYTE_ARRAY leaf with `max_def` definition levels, PLAIN-encoded: bytes, or None where undefined.
+    `max_bytes` bounds what the header may say the page expands to (a decompression bomb is refused first)."""
     view = memoryview(raw)
     try:
         header, pos = read_struct(view)
@@ -131,6 +134,8 @@ def decode_page(raw: bytes, compression: str, max_def: int, rows: int) -> list[b
         raise PageUnsupported(f"page type {kind}")
     if not isinstance(size, int) or not isinstance(stored, int) or pos + stored != len(raw) or size < 0:
         raise PageCorrupt(f"the header's page size {stored} disagrees with the page index ({len(raw)} bytes)")
+    if max_bytes is not None and size > max_bytes:
+        raise PageCorrupt(f"the page header says it expands to {size:,} bytes, beyond what {rows} rows hold")
     body = view[pos:]
     crc = header.get(4)
     if isinstance(crc, int) and zlib.crc32(body) != crc & 0xFFFFFFFF:

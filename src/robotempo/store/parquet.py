@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 from collections import OrderedDict
 
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robotempo.env import env_int
-from robotempo.errors import DatasetFormatError, MissingFileError
+from robotempo.errors import DatasetFormatError, FeatureMismatchError, MissingFileError
 from robotempo.forksafe import ProcessLocal, singleton_lock
 from robotempo.fs import FileRef, as_file
 from robotempo.fs.parquet_ranges import SourcedParquetFile, read_row_groups
@@ -165,6 +166,98 @@ def read_groups(pf: DataFile, ref: FileRef, groups: list[int] | None, columns: l
             return pf.read_row_groups(groups, columns=columns, use_threads=False)
         every = range(pf.metadata.num_row_groups) if groups is None else groups
         return read_row_groups(pf, every, columns, ref.where, checksums=True)
+
+
+# What a row may hold uncompressed beyond its declared features (columns the metadata does not declare,
+# encoding overhead), and a row group beyond its rows: generous, a decompression bomb is gigabytes.
+ROW_SLACK_BYTES = 1024
+GROUP_SLACK_BYTES = 1 << 20
+VALUES_FACTOR, VALUES_SLACK = 8, 1 << 20  # values of a list column beyond its declared ones
+
+
+def max_row_bytes(features) -> int:
+    """A generous bound on one row's uncompressed bytes in a data file, from the declared features (a
+    `{name: FeatureSpec}`): numbers twice their size, an embedded image twice its pixels, a string 1 MB."""
+    total = ROW_SLACK_BYTES
+    for f in features.values():
+        if f.is_video:
+            continue
+        if f.is_image:
+            total += 2 * math.prod(f.shape) + 4096
+        elif f.dtype == "string":
+            total += 1 << 20
+        else:
+            total += 2 * math.prod(f.shape) * max(np.dtype(f.dtype).itemsize, 1) + 16
+    return total
+
+
+class RowBounds:
+    """What one row of a data file may hold, from the declared features: uncompressed bytes (all columns)
+    and, per list column, values. Checked against the footer before a read: pyarrow allocates what the pages
+    expand to, and a 4.5 KB file can expand a row to 250 million floats (a run-length or zstd bomb)."""
+
+    def __init__(self, row_bytes: int, values: tuple[tuple[str, int], ...]):
+        self.row_bytes = row_bytes
+        self.values = values  # (feature, values per row) of the vector features
+        self._leaves: list[tuple[int, str, str, int]] = []  # (leaf, path, feature, per row) of the last file
+
+    @classmethod
+    def of(cls, features) -> RowBounds:
+        vectors = tuple(
+            (name, math.prod(f.shape))
+            for name, f in features.items()
+            if f.is_numeric and math.prod(f.shape) > 1
+        )
+        return cls(max_row_bytes(features), vectors)
+
+    def leaves(self, group) -> list[tuple[int, str, str, int]]:
+        """The vector features' leaf columns in a file (its row group `group`): the last file's when they
+        sit at the same positions (one lookup each; finding them costs one per column)."""
+        known = self._leaves
+        n = group.num_columns
+        if all(i < n and group.column(i).path_in_schema == path for i, path, _, _ in known) and known:
+            return known
+        found = []
+        for i in range(n):
+            path = group.column(i).path_in_schema
+            found += [(i, path, name, per) for name, per in self.values if path.startswith(name + ".")]
+        self._leaves = found  # a list swapped whole: threads reading other files see one or the other
+        return found
+
+
+def oversized_group(pf: pq.ParquetFile, groups, bounds: RowBounds) -> DatasetFormatError | None:
+    """The error of the first row group (of `groups`, None: all) the footer says holds more than `bounds`
+    allows, else None (`where` is filled in by the caller)."""
+    md = pf.metadata
+    if md.num_row_groups == 0:
+        return None
+    leaves = bounds.leaves(md.row_group(0)) if bounds.values else []
+    for g in range(md.num_row_groups) if groups is None else groups:
+        rg = md.row_group(g)
+        rows = rg.num_rows
+        if rg.total_byte_size > rows * bounds.row_bytes + GROUP_SLACK_BYTES:
+            return DatasetFormatError(
+                "",
+                f"row group {g} holds {rg.total_byte_size:,} bytes uncompressed for {rows} rows, more than "
+                f"the features meta/info.json declares can (about {rows * bounds.row_bytes:,})",
+                READ_FIX,
+            )
+        for i, _, name, per in leaves:  # far more than declared (a mere mismatch is the column check's)
+            values = rg.column(i).num_values
+            if values > rows * (per + 1) * VALUES_FACTOR + VALUES_SLACK:
+                return FeatureMismatchError(
+                    "",
+                    f"row group {g} holds {values:,} values of {name!r} for {rows} rows; meta/info.json "
+                    f"declares {per} per row",
+                    READ_FIX,
+                )
+    return None
+
+
+def check_group_sizes(pf: pq.ParquetFile, ref: FileRef, groups, bounds: RowBounds) -> None:
+    error = oversized_group(pf, groups, bounds)
+    if error is not None:
+        raise type(error)(ref.where, error.problem, error.fix)
 
 
 def row_group_offsets(pf: pq.ParquetFile) -> np.ndarray:

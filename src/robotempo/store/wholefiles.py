@@ -35,6 +35,7 @@ from robotempo.errors import RobotempoError
 from robotempo.fs import LOCAL_FIX, DatasetRoot
 from robotempo.safepath import check_file, folder_inside
 from robotempo.store.columns import SchemaChecks
+from robotempo.store.parquet import RowBounds, oversized_group
 
 FILES_PER_TASK = 64  # files one thread reads per task: enough to amortise the hand-over, small for balance
 
@@ -46,6 +47,7 @@ def read_whole_files(
     columns: list[str],
     schemas: SchemaChecks,
     threads: int,
+    bounds: RowBounds | None = None,
 ) -> tuple[list[tuple[np.ndarray, pa.Table]], np.ndarray]:
     """Read `columns` of each local file `rels[i]`, expected to hold exactly `rows[i]` rows, by up to
     `threads` threads (no more than the CPUs this process may use).
@@ -74,7 +76,7 @@ def read_whole_files(
                     st = os.stat(path)
                 if not stat.S_ISREG(st.st_mode):
                     continue
-                table = _read(path, columns, schemas)
+                table = _read(path, columns, schemas, bounds)
             except (OSError, pa.ArrowException, RobotempoError):
                 continue
             if table is not None and table.num_rows == rows[i]:
@@ -103,13 +105,15 @@ def _combined(done: np.ndarray, tables: list[pa.Table]) -> list[tuple[np.ndarray
         return [(done[i : i + 1], t) for i, t in enumerate(tables)]
 
 
-def _read(path: str, columns: list[str], schemas: SchemaChecks) -> pa.Table | None:
+def _read(path: str, columns: list[str], schemas: SchemaChecks, bounds: RowBounds | None) -> pa.Table | None:
     source = pa.OSFile(path)
     try:
         pf = pq.ParquetFile(source, pre_buffer=False, page_checksum_verification=True)
         try:
             if not schemas.accepts(pf.schema_arrow):
                 return None
+            if bounds is not None and oversized_group(pf, None, bounds) is not None:
+                return None  # the careful path names the file
             return pf.read(columns=columns, use_threads=False)
         finally:
             pf.close()
