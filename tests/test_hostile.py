@@ -289,3 +289,16 @@ def test_a_numeric_row_that_expands_to_millions_of_values_is_refused_from_the_fo
     del table, column, values
     grown_kb, text = _peak_after(root)
     assert grown_kb < 100_000 and "values of 'observation.state'" in text, text
+
+
+@pytest.mark.parametrize("column, value", [("data/chunk_index", -1), ("length", 2**64 - 1)])
+def test_episode_metadata_integers_out_of_range_are_named(bases, tmp_path, column, value):
+    """A negative chunk index became a missing 'chunk--01' file; a uint64 length of 2**64-1 read as -1."""
+    root = _copy(bases, "tab", tmp_path)
+    path = next(root.glob("meta/episodes/**/*.parquet"))
+    table = pq.read_table(path)
+    kind = pa.uint64() if value > 0 else pa.int64()
+    values = pa.array([value] + table.column(column).to_pylist()[1:], kind)
+    pq.write_table(table.set_column(table.column_names.index(column), column, values), path)
+    with pytest.raises(DatasetFormatError, match=f"column '{column}' holds {value} .row 0., not an integer"):
+        LeRobotDataset("h", root=root, speed_labels=False)

@@ -151,7 +151,13 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
         if not kind_ok:
             want = "integers" if dtype is np.int64 else "numbers"
             raise DatasetFormatError(meta_dir, f"column {name!r} holds {c.type} values, not {want}", META_FIX)
-        return c.to_numpy().astype(dtype, copy=False)
+        values = c.to_numpy()
+        if dtype is np.int64 and values.dtype.kind in "iu":
+            bad = np.flatnonzero((values < 0) | (values > MAX_COUNT))  # before a cast: uint64 max read as -1
+            if len(bad):
+                what = f"column {name!r} holds {values[bad[0]]} (row {bad[0]}), not an integer in 0..2**53"
+                raise DatasetFormatError(meta_dir, what, META_FIX)
+        return values.astype(dtype, copy=False)
 
     episode_index = col("episode_index")
     order = np.argsort(episode_index, kind="stable")
