@@ -84,14 +84,7 @@ def _rgb_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None) -
         mode = img.mode
         width, height = img.size  # from the header: a 12000x12000 image in a 32x32 feature is not decoded
         if hwc is not None and (height, width) != tuple(hwc[:2]):
-            raise FeatureMismatchError(
-                path,
-                f"image column {key!r} holds a {height}x{width} {mode} image but "
-                f"meta/info.json's shape and names make it height x width x channels {list(hwc)} (served "
-                "as RGB; names such as ['channels', 'height', 'width'] put the channels first)",
-                "re-export the images as RGB at the declared size, or correct the feature's shape or names "
-                "in info.json",
-            )
+            raise _size_mismatch(path, key, height, width, mode, hwc)
         try:
             if mode == "RGB":  # convert would copy an RGB one
                 img.load()
@@ -102,15 +95,19 @@ def _rgb_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None) -
             raise _undecodable(path, key, e) from None
         width, height = image.size
         if hwc is not None and (mode not in RGB_MODES or (height, width, 3) != tuple(hwc)):
-            raise FeatureMismatchError(
-                path,
-                f"image column {key!r} holds a {height}x{width} {mode} image but "
-                f"meta/info.json's shape and names make it height x width x channels {list(hwc)} (served "
-                "as RGB; names such as ['channels', 'height', 'width'] put the channels first)",
-                "re-export the images as RGB at the declared size, or correct the feature's shape or names "
-                "in info.json",
-            )
+            raise _size_mismatch(path, key, height, width, mode, hwc)
         yield image
+
+
+def _size_mismatch(path, key: str, height: int, width: int, mode: str, hwc) -> FeatureMismatchError:
+    return FeatureMismatchError(
+        path,
+        f"image column {key!r} holds a {height}x{width} {mode} image but "
+        f"meta/info.json's shape and names make it height x width x channels {list(hwc)} (served "
+        "as RGB; names such as ['channels', 'height', 'width'] put the channels first)",
+        "re-export the images as RGB at the declared size, or correct the feature's shape or names "
+        "in info.json",
+    )
 
 
 def _undecodable(path: Path | str, key: str, e: Exception) -> DatasetFormatError:
