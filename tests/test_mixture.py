@@ -460,9 +460,12 @@ def test_merged_batches_keep_shared_camera_memory_and_request_order():
         assert merged["t"] == ["0:0", "1:1", "1:2", "0:3", "1:4"]
 
 
-def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_cameras(tmp_path):
+def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_cameras(tmp_path, monkeypatch):
     """Sized for one dataset's cameras (8 each), 10 datasets of 4 cameras reopened ~39 MP4s per batch."""
     from robotempo.video.decoder import default_fetcher
+
+    cache = default_fetcher().cache
+    monkeypatch.setattr(cache, "max_size", cache.max_size)  # the process's cache: as it was, after the test
 
     root = write_synthetic(
         tmp_path / "v", version="v3.0", n_episodes=2, n_tasks=1, camera="video", image_size=(32, 32), fps=10

@@ -233,7 +233,8 @@ def _rows_by_video_file(ds: LeRobotDataset) -> list[list[int]]:
 
 def test_endpoint_down_mid_epoch_and_back_the_pass_completes(store, v30_video_dataset, monkeypatch):
     monkeypatch.setenv("ROBOTEMPO_REMOTE_BLOCK_KB", "4")
-    ds = _fresh(store, v30_video_dataset, "v30_video_dataset")
+    # its own decoders: the process's cache may still hold files of this URL that earlier tests opened
+    ds = _fresh(store, v30_video_dataset, "v30_video_dataset", video_cache_size=2)
     local = LeRobotDataset("local", root=v30_video_dataset, speed_labels=False)
     groups = _rows_by_video_file(ds)
     assert len(groups) >= 3
@@ -255,7 +256,7 @@ def test_endpoint_down_mid_epoch_and_back_the_pass_completes(store, v30_video_da
 
 def test_endpoint_gone_gives_a_typed_error_in_bounded_time(store, v30_video_dataset, monkeypatch):
     monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "3")
-    ds = _fresh(store, v30_video_dataset, "v30_video_dataset")
+    ds = _fresh(store, v30_video_dataset, "v30_video_dataset", video_cache_size=2)
     groups = _rows_by_video_file(ds)
     store.gate.close()
     try:
