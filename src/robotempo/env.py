@@ -47,6 +47,17 @@ def env_float(name: str, default: float, minimum: float = 0.0) -> float:
     return value
 
 
+def descriptor_limit() -> int | None:
+    """The soft open-file limit of this process, None when unlimited or unknown (caches size by it)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY or soft <= 0 else soft
+
+
 def process_cores() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):

@@ -139,7 +139,7 @@ def _check_template(
     """The template formats with exactly the format's fields and names a file inside the dataset root."""
     if not isinstance(template, str):
         raise DatasetFormatError(path, f"{key} must be a string template, got {template!r}", INFO_FIX)
-    if "\x00" in template or not template.isprintable() or _has_surrogate(template):
+    if not template.isprintable():  # NUL and other control characters, lone surrogates
         raise DatasetFormatError(
             path, f"{key} template {template!r} holds a control character or an invalid code point", INFO_FIX
         )
@@ -175,14 +175,6 @@ def _check_template(
 
 
 _SPEC = re.compile(r"(0?[1-9][0-9]?)?d?")  # '', '03d', '6d', 'd': what LeRobot's templates use
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _check_video_info(path: Path, spec: FeatureSpec, fps: float) -> None:

@@ -34,7 +34,7 @@ from robotempo.store.pages import (
     codec_of,
     decode_page,
 )
-from robotempo.store.parquet import READ_FIX, DataFile, leaf_index
+from robotempo.store.parquet import GROUP_SLACK_BYTES, READ_FIX, DataFile, leaf_index
 
 logger = logging.getLogger(__name__)
 HEAVY_CACHE_ENV = "ROBOTEMPO_HEAVY_CACHE_MB"
@@ -309,5 +309,5 @@ def _page(pf: DataFile, plan: _Plan, page: int, row_bytes: int | None = None) ->
     pages = plan.pages
     raw = pf.source.read_at(int(pages.sizes[page]), int(pages.offsets[page]))
     rows = int(pages.first_rows[page + 1] - pages.first_rows[page])
-    limit = None if row_bytes is None else rows * row_bytes + (1 << 20)
+    limit = None if row_bytes is None else rows * row_bytes + GROUP_SLACK_BYTES
     return _PageValues(decode_page(raw, plan.compression, plan.max_def, rows, limit))

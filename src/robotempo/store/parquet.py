@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from robotempo.env import env_int
+from robotempo.env import descriptor_limit, env_int
 from robotempo.errors import DatasetFormatError, FeatureMismatchError, MissingFileError
 from robotempo.forksafe import ProcessLocal, singleton_lock
 from robotempo.fs import FileRef, as_file
@@ -79,15 +79,8 @@ def open_parquet(path: FileRef | str | os.PathLike) -> DataFile:
 def default_handles() -> int:
     """`DEFAULT_HANDLES`, or an eighth of the process's open-file limit when that is lower: under `ulimit -n
     64` the 64 handles of each worker left nothing for torch's shared-memory batches (EMFILE)."""
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        return DEFAULT_HANDLES
-    if soft == resource.RLIM_INFINITY or soft <= 0:
-        return DEFAULT_HANDLES
-    return max(2, min(DEFAULT_HANDLES, soft // 8))
+    soft = descriptor_limit()
+    return DEFAULT_HANDLES if soft is None else max(2, min(DEFAULT_HANDLES, soft // 8))
 
 
 class ParquetFiles:
@@ -215,7 +208,7 @@ class RowBounds:
         sit at the same positions (one lookup each; finding them costs one per column)."""
         known = self._leaves
         n = group.num_columns
-        if all(i < n and group.column(i).path_in_schema == path for i, path, _, _ in known) and known:
+        if known and all(i < n and group.column(i).path_in_schema == path for i, path, _, _ in known):
             return known
         found = []
         for i in range(n):

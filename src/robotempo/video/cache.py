@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
-from robotempo.env import env_int
+from robotempo.env import descriptor_limit, env_int
 from robotempo.forksafe import ProcessLocal
 from robotempo.fs import FileRef, as_file
 from robotempo.video.reader import VideoReader
@@ -18,16 +18,6 @@ logger = logging.getLogger(__name__)
 
 CACHE_SIZE_ENV = "ROBOTEMPO_VIDEO_CACHE_SIZE"
 DEFAULT_CACHE_SIZE = 8
-
-
-def _descriptor_limit() -> int:
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        return 1024
-    return 1 << 20 if soft == resource.RLIM_INFINITY or soft <= 0 else soft
 
 
 def default_cache_size(cameras: int = 1) -> int:
@@ -85,7 +75,9 @@ class VideoDecoderCache:
         Mixture's: a random batch reads a file of each), at most a quarter of the process's open-file
         limit; an explicit size (argument or `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
         if self.sized_by_default:
-            together = min(2 * shared_cameras, max(DEFAULT_CACHE_SIZE, _descriptor_limit() // 4))
+            limit = descriptor_limit()
+            cap = 1 << 18 if limit is None else max(DEFAULT_CACHE_SIZE, limit // 4)
+            together = min(2 * shared_cameras, cap)
             self.max_size = max(self.max_size, default_cache_size(cameras), together)
 
     def __getstate__(self) -> dict:
