@@ -438,3 +438,15 @@ def test_persistent_workers_follow_set_epoch_in_the_main_process(dataset, method
         assert got == want, epoch
         masks.append([k[2] for k in got])
     assert masks[0] != masks[1] != masks[2]
+
+
+def test_a_changed_source_of_a_large_mixture_is_named_in_the_error():
+    """Thirty sources: the error named both whole lists cut at 77 characters, which then read the same."""
+    lengths = [20 + (i * 7) % 13 for i in range(30)]
+    state = Sampler(WeightedSources(lengths, None), seed=0, rank=0, world_size=1).state_dict()
+    changed = lengths[:27] + [lengths[27] + 5] + lengths[28:]
+    with pytest.raises(SamplerError) as info:
+        Sampler(WeightedSources(changed, None), seed=0, rank=0, world_size=1).load_state_dict(state)
+    assert f"dataset 27: saved {lengths[27]}, now {lengths[27] + 5}" in str(info.value)
+    with pytest.raises(SamplerError, match=r"saved for 30 datasets, now 31; now only: \[9\]"):
+        Sampler(WeightedSources(lengths + [9], None), seed=0, rank=0, world_size=1).load_state_dict(state)

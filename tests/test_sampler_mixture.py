@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from robotempo import LeRobotDataset, Mixture, Sampler, collate, split_episodes
+from robotempo.errors import SamplerError
 from robotempo.synth import write_synthetic
 
 # name: (version, fps, state dim, action dim, camera)
@@ -150,3 +151,12 @@ def test_split_of_a_mixture_is_each_dataset_alone(roots, mix):
     for d, root in enumerate(roots.values()):
         alone = split_episodes(LeRobotDataset("x", root=root), val_fraction=0.34, seed=1)
         assert (train[d], val[d]) == alone and len(val[d]) == 2
+
+
+def test_resuming_on_a_changed_dataset_names_that_dataset(roots):
+    """Day 3: one dataset's selection changed; the error names it (its repo_id) and the two lengths."""
+    state = Sampler(_mixture(roots), seed=0, rank=0, world_size=1).state_dict()
+    changed = Sampler(_mixture(roots, excluded_episodes=[0]), seed=0, rank=0, world_size=1)
+    named = r"dataset_lengths: dataset 0 \(a:6:[0-9a-f]+\): saved \d+, now \d+, and 3 more"
+    with pytest.raises(SamplerError, match=named):
+        changed.load_state_dict(state)

@@ -331,9 +331,10 @@ class Sampler(torch.utils.data.Sampler):
         for name, value in mine.items():
             if state.get(name) != value:
                 raise SamplerError(
-                    f"the saved sampler state has {name}={_short(state.get(name))} but this sampler has "
-                    f"{name}={_short(value)}; resume with the same dataset selection, mixture weights, "
-                    "num_samples, seed and shuffle settings, or start a fresh epoch without the state"
+                    f"the saved sampler state differs from this sampler in {name}: "
+                    f"{_difference(state.get(name), value, state.get('sources') or self._sources_names)}; "
+                    "resume with the same dataset selection, mixture weights, num_samples, seed and shuffle "
+                    "settings, or start a fresh epoch without the state"
                 )
         epoch = _check_int("state epoch", state.get("epoch"), 0)
         position = _check_int("state position", state.get("position"), 0)
@@ -354,3 +355,23 @@ class Sampler(torch.utils.data.Sampler):
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _difference(saved, mine, sources: list[str] | None) -> str:
+    """Where a saved per-dataset list and this sampler's differ: the first differing dataset, named, and how
+    many differ (truncated whole lists of 30 datasets read the same)."""
+    if not (isinstance(saved, list) and isinstance(mine, list)):
+        return f"saved {_short(saved)}, now {_short(mine)}"
+    differ = [i for i in range(min(len(saved), len(mine))) if saved[i] != mine[i]]
+    parts = []
+    if len(saved) != len(mine):
+        parts.append(f"saved for {len(saved)} datasets, now {len(mine)}")
+    if differ:
+        i = differ[0]
+        name = f" ({sources[i]})" if sources is not None and i < len(sources) else ""
+        more = f", and {len(differ) - 1} more datasets differ" if len(differ) > 1 else ""
+        parts.append(f"dataset {i}{name}: saved {_short(saved[i])}, now {_short(mine[i])}{more}")
+    elif len(saved) != len(mine):
+        longer, extra = (saved, "saved only") if len(saved) > len(mine) else (mine, "now only")
+        parts.append(f"{extra}: {_short(longer[min(len(saved), len(mine)) :])}")
+    return "; ".join(parts)
