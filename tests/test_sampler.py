@@ -450,3 +450,24 @@ def test_a_changed_source_of_a_large_mixture_is_named_in_the_error():
     assert f"dataset 27: saved {lengths[27]}, now {lengths[27] + 5}" in str(info.value)
     with pytest.raises(SamplerError, match=r"saved for 30 datasets, now 31; now only: \[9\]"):
         Sampler(WeightedSources(lengths + [9], None), seed=0, rank=0, world_size=1).load_state_dict(state)
+
+
+def test_a_peek_before_the_loop_does_not_use_up_a_resume(dataset):
+    """`next(iter(loader))` to see the shapes, then the loop: the peek's pass took the loaded position and
+    the loop started the epoch again at 0 (a third of the epoch trained twice after a restart)."""
+    s = Sampler(dataset, seed=0, rank=0, world_size=1)
+    s.set_epoch(1)
+    full = [_key(b) for b in _batches(dataset, s, 2)]
+    s.set_epoch(1)
+    state = s.state_dict()
+    state["position"] = 5 * 8  # five batches of 8 consumed before the restart
+    resumed = Sampler(dataset, seed=0, rank=0, world_size=1)
+    resumed.load_state_dict(state)
+    loader = _batches(dataset, resumed, 2)
+    assert len(loader) == len(full) - 5
+    assert _key(next(iter(loader))) == full[5]  # the peek
+    resumed.set_epoch(1)
+    assert len(loader) == len(full) - 5
+    assert [_key(b) for b in loader] == full[5:]
+    assert len(loader) == len(full)  # the resumed pass ran to its end: the next pass is a whole epoch
+    assert [_key(b) for b in loader] == full

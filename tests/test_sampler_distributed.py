@@ -15,6 +15,8 @@ from robotempo import LeRobotDataset, Sampler
 from robotempo.synth import write_synthetic
 
 WORKER = Path(__file__).parent / "distributed" / "sampler_worker.py"
+RANK_CHECK_WORKER = Path(__file__).parent / "distributed" / "rank_check_worker.py"
+RANK_CHECK_SYNTH = {"version": "v3.0", "n_tasks": 2, "camera": None, "seed": 5, "mean_length": 10}
 SEED, BATCH, HEAD_STEPS = 7, 4, 3
 
 
@@ -70,3 +72,25 @@ def test_two_ranks_disjoint_union_and_elastic_resume(tmp_path):
     rest = ranks[0]["rest"] + ranks[1]["rest"]
     pad = 2 * -(-(n - 10) // 2) - (n - 10)
     assert Counter(head_alone + rest) == Counter(order + order[:pad])
+
+
+def test_ranks_that_opened_different_data_are_refused(tmp_path):
+    """Rank 0 opened a dataset before 2 episodes were appended, rank 1 after: their orders covered 64 vs 90
+    frames (duplicates, frames never served, unequal batch counts) and nothing said so. Rank 1 now gets a
+    SamplerError naming the dataset and both lengths; a rank waiting for a Sampler that rank 0 never builds
+    gets one after the wait."""
+    root = write_synthetic(tmp_path / "ds", n_episodes=6, **RANK_CHECK_SYNTH)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr"]
+    cmd += ["127.0.0.1", "--master_port", str(_port()), str(RANK_CHECK_WORKER), str(root), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    zero, one = (json.loads((out / f"rank{r}.json").read_text()) for r in range(2))
+    assert zero["len"] < one["len"]  # the append landed between the two opens
+    assert zero["first"] is None and zero["alone"] is None
+    assert one["first"].startswith("SamplerError: rank 1's Sampler differs from rank 0's in dataset_lengths")
+    assert "(lab/appended:6:" in one["first"]
+    assert f"): rank 0 has {zero['len']}, this rank {one['len']}" in one["first"], one["first"]
+    assert one["alone"].startswith("SamplerError: rank 1: rank 0 built no Sampler"), one["alone"]

@@ -76,3 +76,17 @@ def barrier() -> None:
     dist = _group()
     if dist is not None and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def default_store():
+    """The default process group's key-value store (the one torchrun's rendezvous made), or None without a
+    process group or on a torch that does not expose it. Used for small one-time exchanges that must not
+    depend on the backend's device (NCCL collectives need a CUDA device set per rank)."""
+    if _group() is None:
+        return None
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        return _get_default_store()
+    except (ImportError, AttributeError, RuntimeError, ValueError):  # pragma: no cover - torch internals
+        return None

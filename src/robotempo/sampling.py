@@ -25,6 +25,14 @@ makes an elastic resume exact. A pass from position `start` gives every rank `ce
 indices; positions past the end of the epoch wrap to its first positions (like `DistributedSampler` with
 `drop_last=False`): at most W - 1 indices repeat per pass, and they are the epoch's first ones.
 
+Ranks agree. A Sampler that takes its rank from a live process group (rank and world_size left None) checks
+once, at construction, that it was built over the same datasets and settings as rank 0's: it posts its
+fingerprint to the group's key-value store and compares it with rank 0's (rank 0 only posts). Ranks that
+opened a dataset on either side of an append, or a node with another manifest, would otherwise serve
+overlapping positions and different numbers of batches (a DDP job then blocks in its next collective);
+they get a `SamplerError` naming the dataset. Build such a Sampler on every rank, in the same order; pass
+rank= and world_size= to build one alone.
+
 Resume. `state_dict(consumed=n)` records the global position `start + n * W` (all ranks consume in lockstep,
 so any rank's state is the job's state). A sampler with any other world size, after `load_state_dict`, serves
 exactly the positions from there on: nothing lost, nothing repeated except the wrap of its own last round.
@@ -33,15 +41,17 @@ exactly the positions from there on: nothing lost, nothing repeated except the w
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import operator
+import time
 from collections.abc import Iterator, Sized
 
 import numpy as np
 import torch
 
-from robotempo.distributed import process_info
+from robotempo.distributed import default_store, process_info
 from robotempo.errors import SamplerError
 from robotempo.hashing import GOLDEN, derive_key
 from robotempo.permutation import locality_permute, permute
@@ -142,6 +152,7 @@ class Sampler(torch.utils.data.Sampler):
         self.shuffle = shuffle
         self.block_size = _check_int("block_size", block_size, 1)
         self.window = _check_int("window", window, 0)
+        from_group = rank is None and world_size is None
         info = process_info() if rank is None or world_size is None else None
         self.world_size = _check_int("world_size", info.world_size if world_size is None else world_size, 1)
         self.rank = _check_int("rank", info.rank if rank is None else rank, 0)
@@ -161,6 +172,8 @@ class Sampler(torch.utils.data.Sampler):
         self._next_start = 0  # global position the next pass starts from (set by load_state_dict)
         self._pass: tuple[int, int] | None = None  # (start position, length) of the current pass
         self._chunk: tuple[int, Iterator[int]] | None = None  # (positions up to its end, its iterator)
+        if from_group and self.world_size > 1:
+            self._check_same_as_rank_zero()
 
     def _counts(self, weights: np.ndarray | None) -> np.ndarray:
         if self.offsets[-1] == 0:
@@ -215,16 +228,21 @@ class Sampler(torch.utils.data.Sampler):
         return self._pass_length(self._next_start)
 
     def __iter__(self) -> Iterator[int]:
-        """A pass from the position reached (a loaded state's, else 0). The position is taken when the first
-        index is drawn, not here: torch's DataLoader with workers and `batch_size=None` calls `iter()` on
-        the sampler twice and draws from the second iterator only."""
+        """A pass from the position reached (a loaded state's, else 0). Every pass of the epoch starts there
+        until one runs to its end: a pass left early (a peek at one batch) does not use up a resume."""
         return self._start_pass()
 
     def _start_pass(self) -> Iterator[int]:
-        start, self._next_start = self._next_start, 0
+        # A loaded position holds until a pass from it runs to its end (or another epoch is set): a pass
+        # abandoned early, e.g. `next(iter(loader))` to see the shapes, must not spend the resume, or the
+        # loop after it would serve the epoch's first positions again.
+        start = self._next_start
         length = self._pass_length(start)
-        self._pass, self._chunk = (start, length), None
+        token = self._pass = (start, length)
+        self._chunk = None
         yield from self._serve(start, length, self.epoch)
+        if self._pass is token:
+            self._next_start = 0
 
     def _serve(self, start: int, length: int, epoch: int) -> Iterator[int]:
         for lo in range(0, length, _CHUNK):
@@ -276,6 +294,41 @@ class Sampler(torch.utils.data.Sampler):
         if self.shuffle == "locality":
             return locality_permute(p, self.num_samples, self.block_size, self.window, key)
         return permute(p, self.num_samples, key)
+
+    def _check_same_as_rank_zero(self) -> None:
+        """Compare this sampler's fingerprint with rank 0's through the process group's store (module
+        docstring, "Ranks agree"). Each process's n-th group-built Sampler is compared with rank 0's n-th."""
+        global _GROUP_SAMPLERS
+        store = default_store()
+        if store is None:
+            return
+        key = f"robotempo/sampler/{_GROUP_SAMPLERS}"
+        _GROUP_SAMPLERS += 1
+        mine = self._fingerprint()
+        if self.rank == 0:
+            store.set(key, json.dumps(mine))
+            return
+        waited = time.monotonic()
+        try:
+            store.wait([key], _timedelta(RANK_CHECK_TIMEOUT_S))
+            theirs = json.loads(store.get(key))
+        except (RuntimeError, ValueError) as e:  # the store's timeout is a RuntimeError (DistStoreError)
+            raise SamplerError(
+                f"rank {self.rank}: rank 0 built no Sampler from the process group within "
+                f"{time.monotonic() - waited:.0f} s ({type(e).__name__}: {e}). Fix: build the Sampler on "
+                "every rank in the same order, or pass rank= and world_size= to build one on some ranks only"
+            ) from None
+        names = theirs.get("sources") or self._sources_names
+        for name, value in mine.items():
+            if theirs.get(name) != value:
+                raise SamplerError(
+                    f"rank {self.rank}'s Sampler differs from rank 0's in {name}: "
+                    f"{_difference(theirs.get(name), value, names, _RANKS)}. The ranks opened different "
+                    "data: a dataset changed between their opens (episodes appended while the job started?) "
+                    "or their dataset lists differ. "
+                    "Fix: give every rank the same datasets, selections, weights and sampler settings, and "
+                    "restart once no writer is appending"
+                )
 
     # -- resumable state ---------------------------------------------------------------------------------
     def _fingerprint(self) -> dict:
@@ -352,26 +405,37 @@ class Sampler(torch.utils.data.Sampler):
         )
 
 
+_RANKS = ("rank 0 has", "this rank")
+RANK_CHECK_TIMEOUT_S = 600.0  # how long a rank waits for rank 0's Sampler ("Ranks agree")
+_GROUP_SAMPLERS = 0  # Samplers this process built from the process group: the key of the next one's check
+
+
+def _timedelta(seconds: float):
+    from datetime import timedelta
+
+    return timedelta(seconds=seconds)
+
+
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _difference(saved, mine, sources: list[str] | None) -> str:
+def _difference(saved, mine, sources: list[str] | None, words: tuple[str, str] = ("saved", "now")) -> str:
     """Where a saved per-dataset list and this sampler's differ: the first differing dataset, named, and how
     many differ (truncated whole lists of 30 datasets read the same)."""
     if not (isinstance(saved, list) and isinstance(mine, list)):
-        return f"saved {_short(saved)}, now {_short(mine)}"
+        return f"{words[0]} {_short(saved)}, {words[1]} {_short(mine)}"
     differ = [i for i in range(min(len(saved), len(mine))) if saved[i] != mine[i]]
     parts = []
     if len(saved) != len(mine):
-        parts.append(f"saved for {len(saved)} datasets, now {len(mine)}")
+        parts.append(f"{words[0]} for {len(saved)} datasets, {words[1]} {len(mine)}")
     if differ:
         i = differ[0]
         name = f" ({sources[i]})" if sources is not None and i < len(sources) else ""
         more = f", and {len(differ) - 1} more datasets differ" if len(differ) > 1 else ""
-        parts.append(f"dataset {i}{name}: saved {_short(saved[i])}, now {_short(mine[i])}{more}")
+        parts.append(f"dataset {i}{name}: {words[0]} {_short(saved[i])}, {words[1]} {_short(mine[i])}{more}")
     elif len(saved) != len(mine):
-        longer, extra = (saved, "saved only") if len(saved) > len(mine) else (mine, "now only")
+        longer, extra = (saved, f"{words[0]} only") if len(saved) > len(mine) else (mine, f"{words[1]} only")
         parts.append(f"{extra}: {_short(longer[min(len(saved), len(mine)) :])}")
     return "; ".join(parts)
