@@ -312,6 +312,9 @@ class Sampler(torch.utils.data.Sampler):
         try:
             store.wait([key], _timedelta(RANK_CHECK_TIMEOUT_S))
             theirs = json.loads(store.get(key))
+            if store.add(f"{key}/read", 1) == self.world_size - 1:  # the last reader: keep the store small
+                store.delete_key(key)
+                store.delete_key(f"{key}/read")
         except (RuntimeError, ValueError) as e:  # the store's timeout is a RuntimeError (DistStoreError)
             raise SamplerError(
                 f"rank {self.rank}: rank 0 built no Sampler from the process group within "
