@@ -13,8 +13,9 @@ def _raw(name: str) -> str | None:
     return None if raw is None or not raw.strip() else raw.strip()
 
 
-def env_int(name: str, default: int, minimum: int = 1) -> int:
-    """`int($name)`, or `default` when unset or blank; a value that is not an integer >= `minimum` raises."""
+def env_int(name: str, default: int, minimum: int = 1, unset: str | None = None) -> int:
+    """`int($name)`, or `default` when unset or blank; a value that is not an integer >= `minimum` raises.
+    `unset` says what an unset variable means when that is not simply `default`."""
     raw = _raw(name)
     if raw is None:
         return default
@@ -25,7 +26,7 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
     if value is None or value < minimum:
         raise ConfigError(
             f"environment variable {name}={raw!r} is not an integer >= {minimum}. "
-            f"Fix: set it to e.g. {default}, or unset it to use the default {default}"
+            f"Fix: set it to e.g. {default}, or unset it to use {unset or f'the default {default}'}"
         )
     return value
 

@@ -72,7 +72,8 @@ def pool_budget_bytes() -> int:
     1 when unset) and num_workers this DataLoader's (1 outside a worker): all pools of a node together hold at
     most half of /dev/shm, the rest is left to the batches torch allocates beyond the pools and to others."""
     if os.environ.get("ROBOTEMPO_SHM_POOL_MB", "").strip():
-        return env_int("ROBOTEMPO_SHM_POOL_MB", POOL_MB_NO_SHM, minimum=0) * 2**20
+        unset = "the default share of /dev/shm (its size / (2 x LOCAL_WORLD_SIZE x num_workers))"
+        return env_int("ROBOTEMPO_SHM_POOL_MB", POOL_MB_NO_SHM, minimum=0, unset=unset) * 2**20
     try:
         fs = os.statvfs(SHM_DIR)
     except OSError:  # no /dev/shm to share (not Linux)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from robotempo.arguments import check_tolerance
 from robotempo.arrays import distinct
 from robotempo.cameras import IMAGE_FORMATS, RGB_MODES
 from robotempo.errors import DatasetFormatError, FeatureMismatchError, RobotempoError
@@ -55,7 +56,8 @@ def validate_dataset(
 ) -> list[Finding]:
     """Findings for the dataset at `root`; any with status "failed" means it must not be trained on as is.
 
-    `tolerance_s` is the timestamp tolerance (as in `LeRobotDataset`); `video=False` skips video files;
+    `tolerance_s` is the timestamp tolerance (as in `LeRobotDataset`: seconds in [0, 1/fps), else an
+    `ArgumentError`); `video=False` checks each video stream against the metadata but decodes no frame;
     `progress(stage, done, total)` is called as files are checked; `storage_options` as in `LeRobotDataset`
     (object-store roots).
     """
@@ -65,6 +67,7 @@ def validate_dataset(
     except RobotempoError as e:
         return [Finding("metadata (info.json, tasks, episodes)", "failed", _error(e))]
     info = meta.info
+    tolerance_s = check_tolerance(tolerance_s, info.fps)  # a bad argument is raised, not a dataset finding
     found = [
         Finding(
             "metadata (info.json, tasks, episodes)",
@@ -94,9 +97,7 @@ def validate_dataset(
             found.append(Finding("cameras", "failed", _error(e)))
         else:
             for key in ds.camera_keys:
-                if key in ds.video_keys and not video:
-                    continue
-                found += _check_camera(ds, key, progress)
+                found += _check_camera(ds, key, progress, decode=video or key not in ds.video_keys)
     speed_file = meta.location.file(SPEED_PERCENTILES_FILE)
     if speed_file.is_file():
         try:
@@ -188,7 +189,7 @@ def _where(frames: FrameTable, row: int) -> tuple[Path, str]:
     return path, f"episode {frames.episodes.episode_index[e]} frame {row - frames.ep_from[e]}"
 
 
-def _check_camera(ds, key: str, progress: Progress) -> list[Finding]:
+def _check_camera(ds, key: str, progress: Progress, decode: bool = True) -> list[Finding]:
     found = []
     if key in ds.video_keys:
         loc = ds.meta.episodes.videos[key]
@@ -215,6 +216,8 @@ def _check_camera(ds, key: str, progress: Progress) -> list[Finding]:
             found.append(Finding(f"camera {key}: image sizes", "ok", "every image has the declared size"))
         except (RobotempoError, OSError) as e:
             return [*found, Finding(f"camera {key}: image sizes", "failed", _error(e))]
+    if not decode:
+        return [*found, Finding(f"camera {key}: frames", "note", "not decoded (--no-video)")]
     ends = np.stack([ds.frames.ep_from, ds.frames.ep_to - 1], axis=1).reshape(-1)
     try:
         for start in range(0, len(ends), 256):

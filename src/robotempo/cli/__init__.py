@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -24,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--out", default="demo-output", help="folder for the dataset and plots (default ./demo-output)"
     )
-    d.add_argument("--episodes", type=int, default=60)
+    d.add_argument("--episodes", type=_count, default=60, help="episodes to write, 1 to 100000 (default 60)")
     d.add_argument("--version", choices=["v2.1", "v3.0"], default="v3.0")
     d.add_argument("--camera", choices=["video", "image", "none"], default="video")
 
@@ -33,8 +34,17 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check every file of a dataset against its metadata")
     add_root_arguments(v)
-    v.add_argument("--tolerance-s", type=float, default=1e-4)
-    v.add_argument("--no-video", action="store_true", help="skip decoding video frames")
+    v.add_argument(
+        "--tolerance-s",
+        type=_seconds,
+        default=1e-4,
+        help="timestamp tolerance in seconds, in [0, 1/fps) (default 1e-4)",
+    )
+    v.add_argument(
+        "--no-video",
+        action="store_true",
+        help="skip decoding video frames (the streams are still checked against the metadata)",
+    )
 
     s = sub.add_parser("speed", help="per-task speed labels: table, file, plot")
     add_root_arguments(s)
@@ -52,17 +62,50 @@ def _parser() -> argparse.ArgumentParser:
         help="1/20-scale corpora (about 1.5 min without the peers, 4 min with them)",
     )
     b.add_argument("--out", default="benchmarks/results")
+    b.add_argument("--strict", action="store_true", help="exit 1 when any check is below its target")
     return p
 
 
-def _print_error(console: Console, text: str) -> None:
-    console.print("[bold red]error:[/]", end=" ")
-    console.print(text, markup=False, highlight=False)  # messages hold brackets (lists) that are not markup
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 100000")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value < 1):  # checked against 1/fps once the dataset is read
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in [0, 1)")
+    return value
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """`robotempo info X | head -1`: the reader left. rich exits 1, validate's code for a failed check;
+        exit like a shell's SIGPIPE (141) instead."""
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        raise SystemExit(141)
+
+
+def _print_error(text: str) -> None:
+    """On stderr, one line however long (`cmd > report.txt` keeps it on the screen, `| grep error:` whole);
+    the text is never read as markup (messages hold brackets: lists, paths)."""
+    err = Console(stderr=True, soft_wrap=True)
+    err.print("[bold red]error:[/]", end=" ")
+    err.print(text, markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console()
+    console = _Console()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
@@ -89,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             from robotempo.cli.bench import run_bench
 
             return run_bench(args, console)
+    except KeyboardInterrupt:
+        _print_error("interrupted (Ctrl-C); nothing of the dataset was changed")
+        return 130
     except RobotempoError as e:
-        _print_error(console, f"{type(e).__name__}: {e}")
+        _print_error(f"{type(e).__name__}: {e}")
         if abandoned_requests():
             # The error is reported; store requests given up at their deadline still retry, and pyarrow's
             # S3 finalization at exit would wait for them (minutes against a black-holed endpoint).
@@ -102,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         _print_error(
-            console,
             f"{type(e).__name__}: {e}\n(an unexpected error inside robotempo: please report it with the "
             "output of the same command run with -v)",
         )

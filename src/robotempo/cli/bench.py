@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
+
+from robotempo.errors import ConfigError
 
 
 def find_suite() -> Path | None:
@@ -30,11 +33,10 @@ def find_suite() -> Path | None:
 def run_bench(args, console: Console) -> int:
     script = find_suite()
     if script is None:
-        console.print(
-            "[bold red]error:[/] the benchmark suite (benchmarks/run_all.py) is not here: run "
-            "`robotempo bench` from a robotempo source checkout (git clone; pip install -e .)"
+        raise ConfigError(
+            "the benchmark suite (benchmarks/run_all.py) is not here. Fix: run `robotempo bench` from a "
+            "robotempo source checkout (git clone; pip install -e .)"
         )
-        return 2
     sys.path.insert(0, str(script.parent))
     spec = importlib.util.spec_from_file_location("robotempo_bench_run_all", script)
     run_all = importlib.util.module_from_spec(spec)
@@ -42,5 +44,6 @@ def run_bench(args, console: Console) -> int:
     record = run_all.run("quick" if args.quick else "full", out=Path(args.out), console=console)
     failed = run_all.failed(record)
     if failed:
-        console.print(f"[yellow]{len(failed)} check(s) below target:[/] " + "; ".join(failed))
+        console.print(Text.assemble((f"{len(failed)} check(s) below target: ", "yellow"), "; ".join(failed)))
+        return 1 if args.strict else 0
     return 0

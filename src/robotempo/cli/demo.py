@@ -13,15 +13,17 @@ from rich.console import Console
 from rich.table import Table
 
 from robotempo.cli.info import run_info
-from robotempo.cli.progress import progress_callback
+from robotempo.cli.progress import plain, progress_callback
 from robotempo.cli.speed import run_speed
-from robotempo.errors import RobotempoError
+from robotempo.errors import ConfigError, RobotempoError
 
 MARKER = ".robotempo-demo"
 
 
 def _prepare(out: Path) -> Path:
     """`out` is ours to overwrite only if an earlier demo made it (marker file); never touch anything else."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder. Fix: pass --out with a new or empty folder")
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise RobotempoError(
             f"{out} exists and was not made by `robotempo demo`; pass --out with a new or empty folder"
@@ -33,8 +35,8 @@ def _prepare(out: Path) -> Path:
     return out / "dataset"
 
 
-def _describe_item(item: dict) -> Table:
-    table = Table(title="one training item (dataset[42])", title_justify="left")
+def _describe_item(item: dict, index: int) -> Table:
+    table = Table(title=f"one training item (dataset[{index}])", title_justify="left")
     for col in ("key", "type", "shape / value"):
         table.add_column(col)
     for key, value in item.items():
@@ -82,9 +84,10 @@ def run_demo(args, console: Console) -> None:
         deltas["observation.images.top"] = [-0.1, 0.0]
     t0 = time.perf_counter()
     ds = LeRobotDataset("robotempo/demo", root=root, delta_timestamps=deltas)
-    console.print(f"opened {ds} in {time.perf_counter() - t0:.3f} s")
-    item = ds[42]
-    console.print(_describe_item(item))
+    console.print(plain(f"opened {ds} in {time.perf_counter() - t0:.3f} s"))
+    index = min(42, len(ds) - 1)
+    item = ds[index]
+    console.print(_describe_item(item, index))
     console.print(
         f"prompt for this item: [bold]{format_speed_prompt(item['speed'], item['speed_is_pad'])!r}[/]"
     )
@@ -109,4 +112,6 @@ def run_demo(args, console: Console) -> None:
         f"read {seen:,} samples in {dt:.2f} s ({seen / dt:,.0f} samples/s, including worker start-up)"
     )
     console.print("samples per speed label 0..100: " + " ".join(str(c) for c in counts))
-    console.print(f"\ndataset: {root}\nspeed plot: {plot}")
+    console.print()
+    console.print(plain(f"dataset: {root}"))
+    console.print(plain(f"speed plot: {plot}"))

@@ -81,7 +81,7 @@ def run_speed(args, console: Console) -> None:
     if args.plot:
         path = plot_lengths(meta.tasks, task_of_episode, meta.episodes.length, percentiles.by_task, args.plot)
         more = f" (the first {MAX_PANELS} of {len(meta.tasks)} tasks)" if len(meta.tasks) > MAX_PANELS else ""
-        console.print(f"plot written to [bold]{path}[/]{more}")
+        console.print(Text.assemble("plot written to ", (str(path), "bold"), more))
 
 
 def plot_lengths(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from robotempo.cli.progress import progress_bar
+from robotempo.cli.progress import plain, progress_bar
 from robotempo.cli.storage import storage_options
 from robotempo.validation import validate_dataset
 
@@ -28,7 +28,7 @@ def run_validate(args, console: Console) -> int:
             progress=progress,
             storage_options=storage_options(args),
         )
-    table = Table(title=f"validate {args.root}", title_justify="left")
+    table = Table(title=plain(f"validate {args.root}"), title_justify="left")
     # Folded, never cut: the name of a failing file is the point of the report (at 80 columns "..." hid it).
     table.add_column("check", overflow="fold")
     table.add_column("result")

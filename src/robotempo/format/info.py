@@ -357,6 +357,12 @@ class DatasetInfo:
 def read_info(root: str | Path | DatasetRoot) -> DatasetInfo:
     location = as_root(root)
     ref = location.file("meta/info.json")
+    if location.is_local and os.path.exists(location.where()) and not os.path.isdir(location.where()):
+        raise DatasetFormatError(
+            location.where(),
+            "is a file, not a dataset folder",
+            "pass the folder that holds meta/info.json (a dataset's root), not a file in it",
+        )
     if location.is_local and not os.path.isdir(location.where()):
         raise MissingFileError(
             location.where(), "the dataset folder", "check the path (a dataset's folder holds meta/info.json)"

@@ -1,0 +1,159 @@
+"""The CLI as a new user meets it: errors on stderr in one line, bad arguments refused before any work,
+paths with brackets, Ctrl-C, `validate --no-video` still checking the streams, `bench --strict`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from robotempo.errors import ConfigError
+from robotempo.synth import write_synthetic
+
+ROBOTEMPO = str(Path(sys.executable).parent / "robotempo")
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "80", **(env or {})}
+    return subprocess.run([ROBOTEMPO, *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli-user") / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=3, n_tasks=2, fps=10, seed=4, mean_length=12.0,
+                    camera="video", image_size=(32, 32))  # fmt: skip
+    return root
+
+
+def test_an_error_is_one_line_on_stderr(tmp_path):
+    """`robotempo info X > report.txt` showed nothing (the error went to stdout), and a pipe wrapped the
+    message at 80 columns (`| grep error:` lost the fix)."""
+    deep = tmp_path / ("a-long-folder-name-" * 6) / "no-such-dataset"
+    result = cli("info", str(deep))
+    assert result.returncode == 2
+    assert "error:" not in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: MissingFileError: "), result.stderr
+    assert str(deep) in lines[0] and "Fix:" in lines[0]
+
+
+def test_a_file_given_as_the_root_is_named_a_file(tmp_path):
+    path = tmp_path / "info.json"
+    path.write_text("{}")
+    result = cli("info", str(path))
+    assert result.returncode == 2 and "is a file, not a dataset folder" in result.stderr, result.stderr
+    assert "does not exist" not in result.stderr
+
+
+@pytest.mark.parametrize("episodes", ["-3", "0", "many"])
+def test_demo_refuses_a_bad_episode_count_before_writing(tmp_path, episodes):
+    result = cli("demo", "--out", str(tmp_path / "out"), "--episodes", episodes)
+    assert result.returncode == 2 and "--episodes" in result.stderr and "unexpected" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_out_naming_a_file_is_a_typed_error_and_the_file_is_kept(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    result = cli("demo", "--out", str(path), "--episodes", "2")
+    assert result.returncode == 2 and "ConfigError" in result.stderr and "is a file" in result.stderr
+    assert path.read_text() == "mine"
+
+
+def test_brackets_in_paths_are_not_markup(video, tmp_path):
+    """A folder named 'mk[/]' made rich raise MarkupError: 'an unexpected error inside robotempo'."""
+    root = tmp_path / "mk[/]" / "ds"
+    shutil.copytree(video, root)
+    result = cli("validate", str(root))
+    assert result.returncode == 0 and "[/]" in result.stdout, result.stdout + result.stderr
+    plot = tmp_path / "a[/]b.png"
+    result = cli("speed", str(root), "--plot", str(plot))
+    assert result.returncode == 0, result.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("tolerance", ["-1", "inf", "5", "nan"])
+def test_validate_refuses_a_tolerance_outside_its_range(video, tolerance):
+    result = cli("validate", str(video), "--tolerance-s", tolerance)
+    assert result.returncode == 2 and "--tolerance-s" in result.stderr, result.stdout + result.stderr
+    assert "TimestampError" not in result.stdout
+
+
+def test_validate_checks_the_tolerance_against_the_fps(video):
+    result = cli("validate", str(video), "--tolerance-s", "0.2")  # a frame lasts 0.1 s at 10 fps
+    assert result.returncode == 2 and "ArgumentError" in result.stderr and "1/fps = 0.1" in result.stderr
+
+
+def test_validate_no_video_still_checks_the_streams(video, tmp_path):
+    """--no-video skips decoding; it skipped the stream checks too, and a truncated MP4 validated (exit 0)."""
+    root = tmp_path / "ds"
+    shutil.copytree(video, root)
+    mp4 = sorted(root.glob("videos/**/*.mp4"))[0]
+    mp4.write_bytes(mp4.read_bytes()[: mp4.stat().st_size // 2])
+    result = cli("validate", str(root), "--no-video")
+    assert result.returncode == 1 and "FAILED" in result.stdout, result.stdout
+    good = cli("validate", str(video), "--no-video", env={"COLUMNS": "200"})
+    assert good.returncode == 0 and "not decoded (--no-video)" in good.stdout, good.stdout
+
+
+def test_ctrl_c_is_one_line_and_exit_130(video):
+    """SIGINT during `validate` printed a whole traceback. The signal is sent by the process to itself at the
+    first progress report, so it lands inside the real work."""
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        import robotempo.cli.validate as v
+        real = v.validate_dataset
+        def interrupted(*args, progress, **kw):
+            def report(*a):
+                os.kill(os.getpid(), signal.SIGINT)
+                progress(*a)
+            return real(*args, progress=report, **kw)
+        v.validate_dataset = interrupted
+        from robotempo.cli import main
+        sys.exit(main(["validate", sys.argv[1]]))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(video)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 130, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "error: interrupted" in result.stderr
+
+
+def test_bench_strict_exits_1_below_target(tmp_path):
+    """A suite that reports a check below target: exit 0 by default (the run worked), 1 with --strict."""
+    suite = tmp_path / "benchmarks"
+    suite.mkdir()
+    (suite / "suite.py").write_text("")
+    (suite / "run_all.py").write_text(
+        "def run(scale, out, console):\n"
+        "    return {'checks': [{'name': 'P3 open', 'verdict': 'FAIL'}]}\n\n\n"
+        "def failed(record):\n"
+        "    return [c['name'] for c in record['checks'] if c['verdict'] == 'FAIL']\n"
+    )
+    assert cli("bench", "--quick", "--out", str(tmp_path / "out"), cwd=tmp_path).returncode == 0
+    strict = cli("bench", "--quick", "--strict", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert strict.returncode == 1 and "1 check(s) below target: P3 open" in strict.stdout
+
+
+def test_a_bad_pool_budget_says_what_unset_means(monkeypatch):
+    from robotempo.shm_pool import pool_budget_bytes
+
+    monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", "-1")
+    with pytest.raises(ConfigError, match="unset it to use the default share of /dev/shm"):
+        pool_budget_bytes()
+
+
+def test_a_reader_that_leaves_early_is_not_a_failed_check(video):
+    """`validate GOOD | head -1` exited 1, validate's code for a bad file; now 141, like a shell's SIGPIPE."""
+    cmd = f"'{ROBOTEMPO}' validate '{video}' | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() in ("0", "141"), out.stdout + out.stderr  # 0: it wrote all before head left
+    assert "Traceback" not in out.stderr and "error" not in out.stderr
