@@ -229,8 +229,18 @@ def test_index_out_of_range(tabular):
         ds[len(ds)]
     with pytest.raises(IndexError):
         ds[-len(ds) - 1]
-    with pytest.raises(IndexError):
-        ds.__getitems__([0, -1])
+    with pytest.raises(IndexError, match=f"index {-len(ds) - 1} is out of range"):
+        ds.__getitems__([0, -len(ds) - 1])
+
+
+def test_a_batch_takes_negative_indices_as_single_items_do(tabular):
+    """A DataLoader fetches a batch through `__getitems__`; LeRobot, which has none, fetched `ds[-1]` one by
+    one and served it, where robotempo raised IndexError."""
+    ds = LeRobotDataset("t", root=tabular, episodes=[0], speed_labels=False)
+    batch = ds.__getitems__([3, -1, -len(ds)]).stacked
+    assert batch["index"].tolist() == [ds[3]["index"], ds[-1]["index"], ds[0]["index"]]
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, sampler=[3, -1], collate_fn=collate)
+    assert next(iter(loader))["index"].tolist() == [ds[3]["index"], ds[len(ds) - 1]["index"]]
 
 
 def test_an_item_index_is_an_int_and_may_count_from_the_end(tabular):

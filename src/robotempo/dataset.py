@@ -21,7 +21,13 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 from robotempo.arguments import check_size, check_tolerance
 from robotempo.arrays import distinct
 from robotempo.cameras import decode_image, decode_images, frames_tensor
-from robotempo.errors import ArgumentError, MissingFileError, SelectionError, VideoMismatchError
+from robotempo.errors import (
+    DeltaTimestampsError,
+    MissingFileError,
+    SelectionError,
+    UnsupportedFeatureError,
+    VideoMismatchError,
+)
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.fs import FileRef, as_root
 from robotempo.selection import select_episodes
@@ -173,11 +179,16 @@ class LeRobotDataset(torch.utils.data.Dataset):
             ) from None
         self.meta.repo_id = repo_id
         info = self.meta.info
-        if depth_output_unit is not None and self.meta.depth_keys:
-            raise ArgumentError(
-                f"depth_output_unit={depth_output_unit!r}: robotempo does not convert the depth maps of "
-                f"{self.meta.depth_keys}. Fix: open the dataset without depth_output_unit (frames as "
-                "stored), or with LeRobot"
+        depth = [k for k in self.meta.depth_keys if k in info.image_keys or k in info.video_keys]
+        if depth:
+            # LeRobot 0.6 decodes a depth camera's 12-bit plane and dequantizes it to float32 millimetres,
+            # (1, H, W); served as a camera here it came out as an 8-bit RGB rendering of the plane, silently.
+            raise UnsupportedFeatureError(
+                self.location.where("meta/info.json"),
+                f"camera(s) {depth} are depth maps (is_depth_map), which robotempo does not decode as "
+                "LeRobot does (a 12-bit plane dequantized to millimetres)",
+                "read this dataset with LeRobot, or train from a copy without the depth camera (LeRobot's "
+                "dataset_tools.remove_feature)",
             )
         self.tolerance_s = check_tolerance(tolerance_s, info.fps)
         if episode_filter is not None:
@@ -199,7 +210,19 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.image_keys = [k for k in info.image_keys if k in self.frames.heavy_keys]
         self.video_keys = info.video_keys
         self.camera_keys = self.image_keys + self.video_keys
+        self.string_keys = [
+            k
+            for k in self.frames.heavy_keys
+            if k not in info.image_keys and info.features[k].dtype == "string"
+        ]
         self.delta_timestamps = delta_timestamps
+        asked = delta_timestamps if isinstance(delta_timestamps, dict) else {}
+        windowed = [k for k in self.string_keys if k in asked]
+        if windowed:
+            raise DeltaTimestampsError(
+                f"delta_timestamps has key {windowed[0]!r}, a string feature: it is served as the frame's "
+                "own value, without a window (LeRobot fails on one). Fix: drop that key from delta_timestamps"
+            )
         self._deltas = plan_deltas(
             delta_timestamps, info.fps, list(self.frames.columns) + self.camera_keys, tolerance_s
         )
@@ -332,9 +355,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> ItemBatch:
         rows = index_array(indices)
-        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
-            bad = int(rows[(rows < 0) | (rows >= len(self))][0])
-            raise IndexError(f"index {bad} is out of range for a dataset of {len(self)} frames")
+        n = len(self)
+        if len(rows) and (rows.min() < -n or rows.max() >= n):
+            bad = int(rows[(rows < -n) | (rows >= n)][0])
+            raise IndexError(f"index {bad} is out of range for a dataset of {n} frames")
+        if len(rows) and rows.min() < 0:  # from the end, as `ds[-1]` and a one-by-one DataLoader fetch do
+            rows = np.where(rows < 0, rows + n, rows)
         frames = self.frames
         ep = frames.episode_of(rows)
         ep_from, ep_to = frames.ep_from[ep], frames.ep_to[ep]
@@ -347,6 +373,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 where, pad = query_rows(rows, offsets, ep_from, ep_to)
                 stacked[key] = torch.from_numpy(column[where])
                 stacked[f"{key}_is_pad"] = torch.from_numpy(pad)
+        for key in self.string_keys:  # LeRobot serves a declared "string" feature as the row's str
+            stacked[key] = frames.read_heavy(key, rows)
         if self.camera_keys:
             self._add_cameras(stacked, rows, ep_from, ep_to)
         task_index = frames.columns["task_index"][rows]
@@ -390,7 +418,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
                     (ref, times, flat, sel)
                     for ref, times, sel in self._video_requests(key, where[key].reshape(-1))
                 ]
-            stacked[key] = out if key in self._deltas else out[:, 0]
+            # LeRobot squeezes a video camera's time axis when it holds one frame, a one-offset window
+            # included (`frames.squeeze(0)`); an image camera's one-offset window keeps it.
+            single = key not in self._deltas or (key in self.video_keys and len(self._deltas[key]) == 1)
+            stacked[key] = out[:, 0] if single else out
         if requests:
             self._video().fetch_into(requests, self.tolerance_s)
 

@@ -63,6 +63,10 @@ class UnsupportedVersionError(DatasetFormatError):
     """`codebase_version` is not one robotempo reads."""
 
 
+class UnsupportedFeatureError(DatasetFormatError):
+    """A feature robotempo cannot serve as LeRobot does (depth maps): refused rather than served otherwise."""
+
+
 class RowAlignmentError(DatasetFormatError):
     """The rows read from a data file are not the episodes/lengths the metadata promised."""
 

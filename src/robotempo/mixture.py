@@ -107,15 +107,37 @@ class Mixture(torch.utils.data.Dataset):
                 f"Mixture delta_timestamps has keys {unknown} that no dataset has (after key_maps); use "
                 f"some of {sorted(self.schema)}"
             )
+        # declared string features (after key maps): each frame's str; "" where a dataset lacks the key
+        self.string_keys: list[str] = []
+        for d, (ds, m) in enumerate(zip(self.datasets, self.key_maps)):
+            for key in ds.string_keys:
+                name = m.get(key, key)
+                if name in self.schema:
+                    raise MixtureError(
+                        f"{name!r} is a string feature in dataset {d} ({self.names[d]!r}) and a numeric or "
+                        "camera key in another",
+                        "rename one of them with key_maps",
+                    )
+                if name not in self.string_keys:
+                    self.string_keys.append(name)
+        strings = [self._strings_of(d) for d in range(len(self.datasets))]
+        self._string_pads = [k for k in self.string_keys if not all(k in mine for mine in strings)]
         self.keys = [
             *DEFAULT_COLUMNS,
             *output_keys(self.schema),
+            *self.string_keys,
+            *(f"{k}_is_pad" for k in self._string_pads),
             "task",
             "speed",
             "speed_is_pad",
             "dataset_index",
             "dataset_name",
         ]  # every item's keys, in this order
+
+    def _strings_of(self, d: int) -> set[str]:
+        """Dataset `d`'s string features, named as in the mixture."""
+        m = self.key_maps[d]
+        return {m.get(k, k) for k in self.datasets[d].string_keys}
 
     # -- open --------------------------------------------------------------------------------------------
     def _open_all(self, datasets: list) -> list[LeRobotDataset]:
@@ -241,11 +263,14 @@ class Mixture(torch.utils.data.Dataset):
             ds.set_epoch(epoch)
 
     def locate(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(dataset index, index inside that dataset) of each global index."""
+        """(dataset index, index inside that dataset) of each global index (negative: from the end)."""
         idx = index_array(indices)
-        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
-            bad = int(idx[(idx < 0) | (idx >= len(self))][0])
-            raise IndexError(f"index {bad} is out of range for a mixture of {len(self)} frames")
+        n = len(self)
+        if len(idx) and (idx.min() < -n or idx.max() >= n):
+            bad = int(idx[(idx < -n) | (idx >= n)][0])
+            raise IndexError(f"index {bad} is out of range for a mixture of {n} frames")
+        if len(idx) and idx.min() < 0:
+            idx = np.where(idx < 0, idx + n, idx)
         which = np.searchsorted(self.offsets, idx, side="right") - 1
         return which, idx - self.offsets[which]
 
@@ -270,6 +295,12 @@ class Mixture(torch.utils.data.Dataset):
             part = conform(batch.stacked, len(sel), d, self.schema, self.key_maps[d], self.names[d])
             part["dataset_index"] = torch.full((len(sel),), d, dtype=torch.int64)
             part["dataset_name"] = [self.names[d]] * len(sel)
+            mine = self._strings_of(d)
+            for key in self.string_keys:
+                if key not in mine:
+                    part[key] = [""] * len(sel)
+                if key in self._string_pads:
+                    part[f"{key}_is_pad"] = torch.full((len(sel),), key not in mine, dtype=torch.bool)
             parts.append((sel, {key: part[key] for key in self.keys}))
         return ItemBatch(_merge(parts, len(which), self.names), len(which))
 

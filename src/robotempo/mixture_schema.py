@@ -12,6 +12,8 @@ Rules (the same for every item, so batches always collate):
 - A key a dataset lacks is zeros of the common shape and dtype, with `<key>_is_pad` all True (shape `(T,)`
   with a `delta_timestamps` window of T frames, else a 0-d bool). Where any dataset lacks a key, every item
   carries `<key>_is_pad` (False where the key is real).
+- A camera with a `delta_timestamps` window of T frames is `(T, C, H, W)` in every item, T = 1 included (a
+  dataset alone serves a video camera's one-frame window as `(C, H, W)`, as LeRobot does).
 - Everything else must agree across the datasets that have a key: dtype, the per-frame shape of non-vector
   keys and cameras, and the window length. A disagreement is a `MixtureError` naming both datasets; the data
   layer never resizes or casts on its own.
@@ -187,6 +189,10 @@ def conform(
             out[f"{f.key}_is_pad"] = torch.ones((n,) if f.window is None else (n, f.window), dtype=torch.bool)
         else:
             value = out[f.key]
+            if f.camera and f.window == 1 and value.dim() == len(f.item_shape()):
+                # a dataset serves a video camera's one-frame window without its time axis, as LeRobot does;
+                # in a mixture every camera window keeps it, whichever kind of camera holds the key
+                value = out[f.key] = value.unsqueeze(1)
             if len(f.shape) == 1 and not f.camera and value.dim() == len(f.item_shape()):
                 value = out[f.key] = value.unsqueeze(-1)  # a 0-d value per frame among vectors: width 1
             if f.pads_dims and f.widths[d] < f.shape[0]:
