@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from robotempo.dataset import LeRobotDataset, collate
-from robotempo.errors import MissingFileError, StorageError
+from robotempo.errors import DatasetFormatError, MissingFileError, StorageError
 from robotempo.synth import CAMERA_KEY, write_synthetic
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -323,6 +323,25 @@ def test_missing_data_object_names_its_url(store, tmp_path):
     with pytest.raises(MissingFileError) as e:
         LeRobotDataset("gap", root=url, storage_options=store.options(), speed_labels=False)
     assert f"{url}/data/chunk-000/episode_000002.parquet" in str(e.value)
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_a_damaged_page_header_names_the_file(store, tmp_path, remote):
+    """The first page header of a data file overwritten (same size): a bare OSError "Couldn't deserialize
+    thrift", with no file and no fix, from a local root and from the store alike."""
+    root = write_synthetic(
+        tmp_path / "pagehdr", version="v2.1", n_episodes=3, n_tasks=1, camera=None, seed=6,
+        fps=10, state_dim=3, action_dim=3, mean_length=10.0,
+    )  # fmt: skip
+    rel = "data/chunk-000/episode_000001.parquet"
+    data = bytearray((root / rel).read_bytes())
+    data[4:12] = b"\xff" * 8  # just after the leading magic: the first column chunk's first page header
+    (root / rel).write_bytes(bytes(data))
+    url = store.upload(root, f"pagehdr-{remote}") if remote else str(root)
+    options = store.options() if remote else None
+    with pytest.raises(DatasetFormatError, match="do not read") as e:
+        LeRobotDataset("p", root=url, storage_options=options, speed_labels=False)
+    assert str(e.value).startswith(f"{url}/{rel}: ") and "Fix: re-download" in str(e.value)
 
 
 def _cli(store: Store, *args: str) -> subprocess.CompletedProcess:

@@ -25,6 +25,7 @@ from robotempo.format.info import DEFAULT_COLUMNS
 from robotempo.format.v30 import episode_metadata_files, open_parquet
 from robotempo.fs import DatasetRoot, as_root
 from robotempo.io import read_json, read_jsonl
+from robotempo.store.parquet import typed_reads
 
 Stats = dict[str, dict[str, np.ndarray]]
 STATS_FIX = "regenerate the statistics, or delete the file so robotempo aggregates the per-episode statistics"
@@ -94,7 +95,8 @@ def read_stats(root: str | Path | DatasetRoot, is_v3: bool) -> Stats:
     for rel in episode_metadata_files(root):
         pf = open_parquet(root, rel, "the v3.0 episode metadata", STATS_FIX)
         names = [c for c in pf.schema_arrow.names if c.startswith("stats/")]
-        table = pf.read(columns=names, use_threads=False).to_pylist()
+        with typed_reads(root.file(rel), "its statistics columns"):
+            table = pf.read(columns=names, use_threads=False).to_pylist()
         for row in table:
             stats: dict = {}
             for column, value in row.items():

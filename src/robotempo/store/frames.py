@@ -37,6 +37,7 @@ from robotempo.store.parquet import (
     read_groups,
     release_freed_memory,
     row_group_offsets,
+    typed_reads,
 )
 from robotempo.store.shared import SharedArrays, for_child_process, share_tables
 from robotempo.store.wholefiles import read_whole_files
@@ -204,7 +205,7 @@ class FrameTable:
         outside, owner = outside[keep], owner[keep]
         if len(outside):
             groups = distinct(np.searchsorted(offsets, outside, side="right") - 1)
-            with self._path(code).root.guard(self._path(code).rel):
+            with typed_reads(self._path(code)):
                 values = pf.read_row_groups(groups.tolist(), columns=["episode_index"], use_threads=False)
             held = values.column(0).to_numpy()
             sizes = offsets[groups + 1] - offsets[groups]

@@ -14,13 +14,15 @@ import functools
 import math
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robotempo.env import descriptor_limit, env_int
-from robotempo.errors import DatasetFormatError, FeatureMismatchError, MissingFileError
+from robotempo.errors import DatasetFormatError, FeatureMismatchError, MissingFileError, RobotempoError
 from robotempo.forksafe import ProcessLocal, singleton_lock
 from robotempo.fs import FileRef, as_file
 from robotempo.fs.parquet_ranges import SourcedParquetFile, read_row_groups
@@ -149,10 +151,28 @@ def default_parquet_files() -> ParquetFiles:
     return _default_files
 
 
+@contextmanager
+def typed_reads(ref: FileRef, what: str = "its column chunks") -> Iterator[None]:
+    """Around a read of `ref`'s data: a store fault is a `StorageError`, a page or chunk pyarrow cannot
+    decode a `DatasetFormatError` naming the file (a damaged page header was a bare OSError, "Couldn't
+    deserialize thrift", with no file and no fix)."""
+    try:
+        with ref.root.guard(ref.rel):
+            yield
+    except RobotempoError:
+        raise
+    except FileNotFoundError:
+        raise MissingFileError(ref.where, "the data file", READ_FIX) from None
+    except (pa.ArrowException, OSError) as e:
+        text = " ".join(str(e).split())
+        bad = DatasetFormatError(ref.where, f"{what} do not read ({text[:300]})", READ_FIX)
+        raise ref.root.fault(e, ref.rel, bad) from None
+
+
 def read_groups(pf: DataFile, ref: FileRef, groups: list[int] | None, columns: list[str]) -> pa.Table:
     """Row groups `groups` (None: the whole file) of `columns`: pyarrow's read of a local file; from an
     object store, every chunk fetched beforehand in concurrent ranged requests."""
-    with ref.root.guard(ref.rel):
+    with typed_reads(ref):
         if ref.root.is_local:
             if groups is None:
                 return pf.read(columns=columns, use_threads=False)

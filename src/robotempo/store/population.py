@@ -15,7 +15,7 @@ import pyarrow as pa
 from robotempo.errors import FeatureMismatchError, RowAlignmentError
 from robotempo.format.episodes import EpisodeTable
 from robotempo.fs import DatasetRoot, as_root
-from robotempo.store.parquet import ParquetFiles, column_stats, first_value, row_group_offsets
+from robotempo.store.parquet import ParquetFiles, column_stats, first_value, row_group_offsets, typed_reads
 
 ProgressFn = Callable[[int, int], None]
 
@@ -73,7 +73,7 @@ def episode_task_index(
             else:
                 out[p] = value
         if pending:
-            with root.guard(ref.rel):
+            with typed_reads(ref):
                 cols = pf.read(columns=["index", "task_index"], use_threads=False)
             index = cols.column("index").to_numpy()
             task = cols.column("task_index").to_numpy()
