@@ -289,3 +289,97 @@ class Store:
 
     def keys(self) -> list[str]:
         return self.server.keys(self.bucket)
+
+
+class HttpFaults:
+    """An HTTP relay on its own loopback port in front of `target_port` that answers chosen requests with an
+    S3 error of its own: `fail(method, path_regex, status, code, times)` makes the next `times` matching
+    requests (None: all of them) get `status` and an S3 XML error body naming `code`; the rest are relayed.
+    What an object store, a proxy or a rate limiter in front of one answers when it is not the happy path."""
+
+    def __init__(self, target_port: int):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.target_port = target_port
+        self.rules: list[dict] = []
+        self.injected = 0
+        self._lock = threading.Lock()
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                return None
+
+            def _any(self) -> None:
+                relay._handle(self)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _any
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail(self, method: str, path: str, status: int, code: str, times: int | None = 1) -> None:
+        with self._lock:
+            self.rules.append({"method": method, "path": re.compile(path), "status": status, "code": code,
+                               "times": times})  # fmt: skip
+
+    def clear(self) -> None:
+        with self._lock:
+            self.rules = []
+            self.injected = 0
+
+    def _rule(self, method: str, path: str) -> dict | None:
+        with self._lock:
+            for rule in self.rules:
+                if rule["method"] == method and rule["path"].search(path) and rule["times"] != 0:
+                    if rule["times"] is not None:
+                        rule["times"] -= 1
+                    self.injected += 1
+                    return rule
+        return None
+
+    def _handle(self, h) -> None:
+        import http.client
+
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        rule = self._rule(h.command, h.path)
+        if rule is not None:
+            error = (
+                f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{rule["code"]}</Code>'
+                "<Message>injected by the test relay</Message><RequestId>t</RequestId></Error>"
+            ).encode()
+            h.send_response(rule["status"])
+            h.send_header("Content-Type", "application/xml")
+            h.send_header("Content-Length", str(0 if h.command == "HEAD" else len(error)))
+            h.end_headers()
+            if h.command != "HEAD":
+                h.wfile.write(error)
+            return
+        upstream = http.client.HTTPConnection("127.0.0.1", self.target_port, timeout=30)
+        headers = {k: v for k, v in h.headers.items() if k.lower() != "connection"}
+        upstream.request(h.command, h.path, body=body, headers=headers)
+        answer = upstream.getresponse()
+        data = answer.read()
+        h.send_response(answer.status)
+        for k, v in answer.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                h.send_header(k, v)
+        h.send_header("Content-Length", str(len(data) if h.command != "HEAD" else answer.getheader(
+            "Content-Length") or 0))  # fmt: skip
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(data)
+        upstream.close()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

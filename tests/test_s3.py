@@ -27,7 +27,7 @@ from robotempo.errors import DatasetFormatError, MissingFileError, StorageError
 from robotempo.synth import CAMERA_KEY, write_synthetic
 
 sys.path.insert(0, str(Path(__file__).parent))
-from s3_server import CLEAN_ENV, Store  # noqa: E402
+from s3_server import CLEAN_ENV, HttpFaults, Store  # noqa: E402
 
 BUCKET = "robotempo-test"
 _CLEAN_ENV = (
@@ -342,6 +342,71 @@ def test_a_damaged_page_header_names_the_file(store, tmp_path, remote):
     with pytest.raises(DatasetFormatError, match="do not read") as e:
         LeRobotDataset("p", root=url, storage_options=options, speed_labels=False)
     assert str(e.value).startswith(f"{url}/{rel}: ") and "Fix: re-download" in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def faults(store):
+    relay = HttpFaults(store.server.port)
+    yield relay
+    relay.close()
+
+
+@pytest.mark.parametrize(
+    "status, code",
+    [(503, "XMinioServerNotInitialized"), (429, "TooManyRequests"), (500, "XAmzContentSHA256Mismatch")],
+)
+def test_one_throttle_or_server_error_unknown_to_the_sdk_is_retried(store, faults, v21_dataset, status, code):
+    """MinIO restarting (503 XMinioServerNotInitialized) or a rate-limiting proxy (429 TooManyRequests):
+    the AWS SDK retries only the codes it knows, so one such answer failed the pass at once, with an error
+    saying transient faults were retried."""
+    url = store.upload(v21_dataset, "v21_dataset")
+    local = LeRobotDataset("l", root=v21_dataset, speed_labels=False)
+    faults.clear()
+    faults.fail("GET", r"/data/", status, code, times=1)
+    remote = LeRobotDataset("r", root=url, storage_options=store.options(endpoint_override=faults.endpoint),
+                            speed_labels=False)  # fmt: skip
+    assert faults.injected == 1
+    rows = list(range(0, len(local), 7))
+    assert_same_batches(remote.__getitems__(rows).stacked, local.__getitems__(rows).stacked)
+
+
+def test_a_lasting_unknown_server_error_fails_typed_after_bounded_retries(
+    store, faults, v21_dataset, monkeypatch
+):
+    monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "2")
+    url = store.upload(v21_dataset, "v21_dataset")
+    faults.clear()
+    faults.fail("GET", r"/data/", 503, "XMinioServerNotInitialized", times=None)
+    start = time.monotonic()
+    with pytest.raises(StorageError, match="failed the request"):
+        LeRobotDataset("r", root=url, storage_options=store.options(endpoint_override=faults.endpoint),
+                       speed_labels=False)  # fmt: skip
+    assert time.monotonic() - start < 30
+    assert faults.injected >= 3  # the first answer and 2 retries, of one request at least
+
+
+@pytest.mark.parametrize(
+    "method, status, code, words",
+    [
+        ("GET", 400, "ExpiredToken", "credentials have expired"),
+        ("HEAD", 400, "ExpiredToken", "HTTP 400"),  # a HEAD answer has no body to name the code
+        ("GET", 301, "PermanentRedirect", "another region"),
+        ("GET", 400, "AuthorizationHeaderMalformed", "another region"),
+    ],
+)
+def test_expired_credentials_and_another_region_say_so(
+    store, faults, v21_dataset, method, status, code, words
+):
+    """Both were 'the object store failed the request ... check the endpoint and the network'."""
+    url = store.upload(v21_dataset, "v21_dataset")
+    faults.clear()
+    faults.fail(method, r"/data/", status, code, times=None)
+    with pytest.raises(StorageError) as e:
+        LeRobotDataset("r", root=url, storage_options=store.options(endpoint_override=faults.endpoint),
+                       speed_labels=False)  # fmt: skip
+    text = str(e.value)
+    assert words in text and url in text
+    assert "region" in text.split("Fix:")[1] and ("credential" in text or "region" in text)
 
 
 def _cli(store: Store, *args: str) -> subprocess.CompletedProcess:

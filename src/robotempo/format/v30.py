@@ -22,6 +22,7 @@ from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import MAX_COUNT, DatasetInfo
 from robotempo.fs import DatasetRoot
 from robotempo.fs.parquet_ranges import SourcedParquetFile, read_row_groups
+from robotempo.fs.store import retry_transient
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ META_FIX = "re-export the dataset with LeRobot >= 0.4 (format v3.0) or repair th
 def open_parquet(root: DatasetRoot, rel: str, what: str, fix: str) -> SourcedParquetFile:
     """A metadata parquet file of the dataset (footer read once); typed errors when absent or unreadable."""
     try:
-        return SourcedParquetFile(root.open_input_file(rel), pre_buffer=not root.is_local)
+        if root.is_local:
+            return SourcedParquetFile(root.open_input_file(rel), pre_buffer=False)
+        return retry_transient(lambda: SourcedParquetFile(root.open_input_file(rel), pre_buffer=True))
     except FileNotFoundError:
         raise root.missing_root_error(rel) or MissingFileError(root.where(rel), what, fix) from None
     except (pa.ArrowInvalid, OSError) as e:

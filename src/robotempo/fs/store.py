@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import errno
 import os
+import random
+import re
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -87,10 +90,34 @@ def deadline_error(where: Path | str, seconds: float) -> StorageError:
     )
 
 
+def _retrying(call: Callable[[], T]) -> Callable[[], T]:
+    """`call` again, with jittered backoff, after a throttling or server error the SDK did not retry
+    (`_UNKNOWN_TRANSIENT`), at most `ROBOTEMPO_S3_RETRIES` times; the caller's deadline still bounds it."""
+
+    def run() -> T:
+        retries = env_int(RETRIES_ENV, DEFAULT_RETRIES)
+        for attempt in range(retries + 1):
+            try:
+                return call()
+            except OSError as e:
+                if attempt == retries or not _UNKNOWN_TRANSIENT.search(str(e)):
+                    raise
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return run
+
+
+def retry_transient(call: Callable[[], T]) -> T:
+    """`call()` in this thread, retried like a store request (`_retrying`): for reads pyarrow makes itself,
+    such as a parquet footer fetched when the file is opened."""
+    return _retrying(call)()
+
+
 def within_deadline(call: Callable[[], T], where: Path | str) -> T:
     """`call()` (a blocking store request and its retries) on the store pool, waited for at most
     `deadline_s()`: past it a `StorageError` naming `where`; the client's own errors pass through."""
-    future = store_pool().submit(call)
+    future = store_pool().submit(_retrying(call))
     seconds = deadline_s()
     try:
         return future.result(timeout=seconds)
@@ -102,7 +129,7 @@ def within_deadline(call: Callable[[], T], where: Path | str) -> T:
 def all_within_deadline(calls: list[Callable[[], T]], where: Path | str) -> list[T]:
     """Every `call()` on the store pool, at most `ROBOTEMPO_REMOTE_CONCURRENCY` under way at once, all
     waited for `deadline_s()` at most; after all ended, the first failure in `calls`' order is raised."""
-    futures = [store_pool().submit(call) for call in calls]
+    futures = [store_pool().submit(_retrying(call)) for call in calls]
     seconds = deadline_s()
     if wait(futures, timeout=seconds).not_done:
         _abandoned.extend(f for f in futures if not f.cancel() and not f.done())
@@ -173,6 +200,16 @@ _DENIED = (
     "HTTP response code: 403",
 )
 _NO_BUCKET = ("NoSuchBucket", "NO_SUCH_BUCKET")
+_TOKEN = ("ExpiredToken", "InvalidToken", "TokenRefreshRequired", "EXPIRED_TOKEN")
+_REGION = ("PermanentRedirect", "AuthorizationHeaderMalformed", "IncorrectEndpoint", "HTTP status 301")
+TOKEN_FIX = (
+    "refresh the credentials (a new AWS_SESSION_TOKEN, or storage_options={'session_token': ...} with its "
+    "keys), or, for a bucket in another region, pass storage_options={'region': ...} (or AWS_REGION)"
+)
+REGION_FIX = "pass the bucket's region: storage_options={'region': ...} or AWS_REGION"
+# Throttling and server errors whose code the AWS SDK does not know (MinIO's XMinioServerNotInitialized while
+# it restarts, 429 TooManyRequests from a rate-limiting proxy): the SDK does not retry them, robotempo does.
+_UNKNOWN_TRANSIENT = re.compile(r"AWS Error UNKNOWN \(HTTP status (?:429|5\d\d)\)")
 _ERRNO_TEXT = {
     errno.EMFILE: "Too many open files",
     errno.ENFILE: "Too many open files in system",
@@ -214,6 +251,12 @@ def classify(error: BaseException, where: Path | str) -> BaseException:
         return StorageError(url, f"access denied ({_clip(text)})", CREDENTIALS_FIX)
     if any(s in text for s in _NO_BUCKET):
         return StorageError(url, "the bucket does not exist", "check the bucket name in the root URL")
+    if any(s in text for s in _TOKEN):
+        return StorageError(url, f"the credentials have expired or are invalid ({_clip(text)})", TOKEN_FIX)
+    if any(s in text for s in _REGION):
+        return StorageError(url, f"the bucket answers from another region ({_clip(text)})", REGION_FIX)
+    if "HTTP status 400" in text:  # S3 answers an expired token (and a HEAD anything) with a bare 400
+        return StorageError(url, f"the store refused the request as bad (HTTP 400: {_clip(text)})", TOKEN_FIX)
     if any(s in text for s in _UNREACHABLE) or "AWS Error" in text:
         return StorageError(url, f"the object store failed the request ({_clip(text)})", ENDPOINT_FIX)
     code = error.errno

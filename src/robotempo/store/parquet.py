@@ -26,6 +26,7 @@ from robotempo.errors import DatasetFormatError, FeatureMismatchError, MissingFi
 from robotempo.forksafe import ProcessLocal, singleton_lock
 from robotempo.fs import FileRef, as_file
 from robotempo.fs.parquet_ranges import SourcedParquetFile, read_row_groups
+from robotempo.fs.store import retry_transient
 from robotempo.store import pages
 
 HANDLES_ENV = "ROBOTEMPO_PARQUET_HANDLES"
@@ -68,7 +69,9 @@ def open_parquet(path: FileRef | str | os.PathLike) -> DataFile:
     ref = as_file(path)
     root = ref.root
     try:
-        return DataFile(ref.open_input_file(), pre_buffer=not root.is_local)
+        if root.is_local:
+            return DataFile(ref.open_input_file(), pre_buffer=False)
+        return retry_transient(lambda: DataFile(ref.open_input_file(), pre_buffer=True))
     except FileNotFoundError:
         raise root.missing_root_error(ref.rel) or MissingFileError(
             ref.where, "the data file", READ_FIX
