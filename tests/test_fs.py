@@ -42,6 +42,8 @@ def test_object_store_urls_are_named_as_urls():
     assert pickle.loads(pickle.dumps(root)) == root
     with pytest.raises(ConfigError, match="names no bucket"):
         DatasetRoot("s3://")
+    with pytest.raises(ConfigError, match=r"empty path component .* root='s3://bucket/a/b'"):
+        DatasetRoot("s3://bucket//a/b")  # a bare ArrowInvalid from the S3 client at the first read
 
 
 def test_s3_options_aliases_environment_and_bounds(monkeypatch):

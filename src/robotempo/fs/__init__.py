@@ -62,6 +62,12 @@ class DatasetRoot:
             self.base = rest.strip("/")
             if not self.base:
                 raise ConfigError(f"{text!r} names no bucket. Fix: pass root='{scheme}://bucket/prefix'")
+            if "//" in self.base:  # pyarrow's S3 client refuses an empty path component (bare ArrowInvalid)
+                tidy = "/".join(part for part in self.base.split("/") if part)
+                raise ConfigError(
+                    f"{text!r} has an empty path component ('//'), which the object-store client cannot "
+                    f"address. Fix: pass root='{scheme}://{tidy}'"
+                )
             self.url = f"{scheme}://{self.base}"
         self.is_local = self.scheme == "file"
         self._fs: ProcessLocal[pafs.FileSystem] = ProcessLocal(self._make_fs)
