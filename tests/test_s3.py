@@ -287,6 +287,34 @@ def test_an_object_rewritten_during_a_run_is_a_typed_error_at_its_next_open(stor
     assert f"{BUCKET}/datasets/rewritten/videos/" in str(e.value) and "Fix:" in str(e.value)
 
 
+def test_an_object_rewritten_under_a_kept_handle_is_named_changed_not_damaged(store, tmp_path):
+    """A handle kept open reads a rewritten object's new bytes at the old offsets: every read after the
+    rewrite was a DatasetFormatError 'does not read ... re-download this file'. Now the failed read asks the
+    store once (a HEAD) and says the object changed."""
+    root = write_synthetic(
+        tmp_path / "img", version="v2.1", n_episodes=3, n_tasks=1, camera="image", image_size=(64, 64),
+        seed=11, fps=10, state_dim=4, action_dim=3, mean_length=30.0,
+    )  # fmt: skip
+    local = LeRobotDataset("local", root=root, speed_labels=False)
+    ds = _fresh(store, root, "kept-handle", heavy_cache_mb=0.05)
+    rows = np.flatnonzero(local.frames.episode_of(np.arange(len(local))) == 1).tolist()
+    assert_same_batches(ds[rows[0]], local[rows[0]])
+    fs = store.server.filesystem()
+    prefix = f"{BUCKET}/datasets/kept-handle/data/chunk-000"
+    other = fs.open_input_file(f"{prefix}/episode_000002.parquet").read()
+    with fs.open_output_stream(f"{prefix}/episode_000001.parquet") as out:
+        out.write(other)
+    outcomes = set()
+    for row in rows[1:]:
+        try:
+            assert_same_batches(ds[row], local[row])  # served from what was read before the rewrite
+            outcomes.add("served")
+        except StorageError as e:
+            assert "the object changed while the dataset was being read" in str(e)
+            outcomes.add("changed")
+    assert "changed" in outcomes, outcomes
+
+
 def test_wrong_secret_is_access_denied(store, v21_dataset):
     url = store.upload(v21_dataset, "v21_dataset")
     with pytest.raises(StorageError, match="access denied") as e:

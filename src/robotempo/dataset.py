@@ -8,6 +8,7 @@ percentile file when it is absent; memory holds only the selected rows' numeric 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from robotempo.errors import (
     MissingFileError,
     SelectionError,
     UnsupportedFeatureError,
+    VideoDecodeError,
     VideoMismatchError,
 )
 from robotempo.format import DatasetMeta, read_metadata
@@ -423,7 +425,20 @@ class LeRobotDataset(torch.utils.data.Dataset):
             single = key not in self._deltas or (key in self.video_keys and len(self._deltas[key]) == 1)
             stacked[key] = out[:, 0] if single else out
         if requests:
-            self._video().fetch_into(requests, self.tolerance_s)
+            with self._rewrites_named():
+                self._video().fetch_into(requests, self.tolerance_s)
+
+    @contextlib.contextmanager
+    def _rewrites_named(self):
+        """A video of an object store that fails to decode is checked against its first open (one HEAD): a
+        rewritten object read through a kept handle looks damaged, and the error should say it changed."""
+        try:
+            yield
+        except VideoDecodeError as e:
+            where, prefix = str(e.path), f"{self.location.url}/"
+            if self.location.is_local or not where.startswith(prefix):
+                raise
+            raise self.location.changed_error(where[len(prefix) :]) or e from None
 
     def _image_cells(self, key: str, rows: np.ndarray) -> tuple[list, list[Path | str]]:
         """An image column's cells at table rows, and each one's data file (for errors)."""
@@ -448,7 +463,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
             for ref, times, sel in self._video_requests(key, rows):
                 requests.append((ref, times))
                 slots.append((key, sel, len(rows)))
-        for (key, sel, n), decoded in zip(slots, self._video().fetch(requests, self.tolerance_s)):
+        with self._rewrites_named():
+            fetched = self._video().fetch(requests, self.tolerance_s)
+        for (key, sel, n), decoded in zip(slots, fetched):
             if key not in out:
                 out[key] = np.empty((n, *decoded.shape[1:]), dtype=np.uint8)
             out[key][sel] = decoded

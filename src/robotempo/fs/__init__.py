@@ -174,6 +174,20 @@ class DatasetRoot:
         self._check_unchanged(rel, f)
         return f
 
+    def changed_error(self, rel: str) -> StorageError | None:
+        """After a read of `rel` failed: the `StorageError` saying the object changed since this root first
+        opened it (one HEAD request), else None. A handle kept open reads a rewritten object's new bytes at
+        the old offsets, which look like a damaged file; the error should say what happened."""
+        if self.is_local or rel not in self._versions:
+            return None
+        try:
+            self.open_input_file(rel).close()
+        except StorageError as e:
+            return e if "changed" in str(e) else None
+        except OSError:
+            return None
+        return None
+
     def _check_unchanged(self, rel: str, f: pa.NativeFile) -> None:
         """Raise `StorageError` when the object `f` opens differs from the one this root first opened.
 

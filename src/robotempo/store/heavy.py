@@ -186,7 +186,7 @@ def _load(pf: DataFile, ref: FileRef, group: int, key: str, image: bool) -> pa.A
     except (pa.ArrowException, OSError) as e:
         what = f"row group {group} of column {key!r} does not read ({e})"
         bad = DatasetFormatError(ref.where, what, READ_FIX)
-        raise ref.root.fault(e, ref.rel, bad) from None
+        raise ref.root.changed_error(ref.rel) or ref.root.fault(e, ref.rel, bad) from None
     expected = pf.metadata.row_group(group).num_rows
     if len(column) != expected:  # pyarrow skips a page whose header does not parse
         what = f"row group {group} of column {key!r} reads as {len(column)} rows; the footer says {expected}"
@@ -302,7 +302,7 @@ def _from_pages(
         # pyarrow does not check page headers (a checksum covers the body only) and would serve whatever
         # a damaged header makes of the pages: a file that contradicts its own page index is not read.
         what = f"row group {group} of image column {key!r}: {e}"
-        raise DatasetFormatError(ref.where, what, READ_FIX) from None
+        raise ref.root.changed_error(ref.rel) or DatasetFormatError(ref.where, what, READ_FIX) from None
 
 
 def _page(pf: DataFile, plan: _Plan, page: int, row_bytes: int | None = None) -> _PageValues:

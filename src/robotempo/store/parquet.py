@@ -169,7 +169,7 @@ def typed_reads(ref: FileRef, what: str = "its column chunks") -> Iterator[None]
     except (pa.ArrowException, OSError) as e:
         text = " ".join(str(e).split())
         bad = DatasetFormatError(ref.where, f"{what} do not read ({text[:300]})", READ_FIX)
-        raise ref.root.fault(e, ref.rel, bad) from None
+        raise ref.root.changed_error(ref.rel) or ref.root.fault(e, ref.rel, bad) from None
 
 
 def read_groups(pf: DataFile, ref: FileRef, groups: list[int] | None, columns: list[str]) -> pa.Table:
