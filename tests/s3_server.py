@@ -326,6 +326,11 @@ class HttpFaults:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def stall(self, method: str, path: str, seconds: float) -> None:
+        """Matching requests get the real answer's headers and half its body, then nothing for `seconds`."""
+        with self._lock:
+            self.rules.append({"method": method, "path": re.compile(path), "stall": seconds, "times": None})
+
     def fail(self, method: str, path: str, status: int, code: str, times: int | None = 1) -> None:
         with self._lock:
             self.rules.append({"method": method, "path": re.compile(path), "status": status, "code": code,
@@ -352,7 +357,7 @@ class HttpFaults:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         rule = self._rule(h.command, h.path)
-        if rule is not None:
+        if rule is not None and "stall" not in rule:
             error = (
                 f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{rule["code"]}</Code>'
                 "<Message>injected by the test relay</Message><RequestId>t</RequestId></Error>"
@@ -376,7 +381,12 @@ class HttpFaults:
         h.send_header("Content-Length", str(len(data) if h.command != "HEAD" else answer.getheader(
             "Content-Length") or 0))  # fmt: skip
         h.end_headers()
-        if h.command != "HEAD":
+        if h.command != "HEAD" and rule is not None:  # a stall: half the body, then silence
+            h.wfile.write(data[: len(data) // 2])
+            h.wfile.flush()
+            time.sleep(rule["stall"])
+            h.close_connection = True
+        elif h.command != "HEAD":
             h.wfile.write(data)
         upstream.close()
 

@@ -24,6 +24,7 @@ import torch
 
 from robotempo.dataset import LeRobotDataset, collate
 from robotempo.errors import DatasetFormatError, MissingFileError, StorageError
+from robotempo.fs.store import abandoned_requests
 from robotempo.synth import CAMERA_KEY, write_synthetic
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -435,6 +436,32 @@ def test_expired_credentials_and_another_region_say_so(
     text = str(e.value)
     assert words in text and url in text
     assert "region" in text.split("Fix:")[1] and ("credential" in text or "region" in text)
+
+
+@pytest.mark.parametrize("kind", ["video", "image"])
+def test_a_body_that_stalls_halfway_fails_within_the_deadline(store, faults, tmp_path, monkeypatch, kind):
+    """Headers and half the body, then silence: a video open waited the deadline 4 times over (PyAV drops an
+    exception raised in its read callback and FFmpeg reads again), a parquet footer or page read waited out
+    every retry of the SDK (~50 s at a 5 s deadline)."""
+    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "2")
+    monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "1")
+    root = write_synthetic(
+        tmp_path / kind, version="v3.0" if kind == "video" else "v2.1", n_episodes=2, n_tasks=1, camera=kind,
+        image_size=(64, 64), seed=12, fps=10, state_dim=3, action_dim=3, mean_length=20.0,
+    )  # fmt: skip
+    url = store.upload(root, f"stall-{kind}")
+    faults.clear()
+    ds = LeRobotDataset("s", root=url, storage_options=store.options(endpoint_override=faults.endpoint),
+                        speed_labels=False, heavy_cache_mb=0.01)  # fmt: skip
+    faults.stall("GET", r"/videos/" if kind == "video" else r"/data/", seconds=5)
+    start = time.monotonic()
+    with pytest.raises(StorageError, match="did not answer within 2 s"):
+        ds[0]
+    assert time.monotonic() - start < 2 * 2 + 2  # one deadline, with room for a loaded machine
+    faults.clear()
+    # the abandoned requests end once the stall does: wait, so that no later test meets their sockets
+    while abandoned_requests() and time.monotonic() - start < 60:
+        time.sleep(0.2)
 
 
 def _cli(store: Store, *args: str) -> subprocess.CompletedProcess:

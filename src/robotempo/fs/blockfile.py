@@ -98,6 +98,10 @@ class BlockFile(SeekableReader):
         self._pos = 0
         self._last_end = -1  # where the previous read ended
         self._ahead = 1  # blocks a missing read fetches from its first block on
+        # The store failure of a read FFmpeg asked for, kept: PyAV drops an exception raised in its read
+        # callback and FFmpeg reads again, so each later read raises it at once instead of waiting out
+        # another deadline (a stalled body took 4 deadlines), and the reader raises it instead of FFmpeg's.
+        self.failure: BaseException | None = None
 
     @property
     def prefetch_budget(self) -> int:
@@ -166,9 +170,15 @@ class BlockFile(SeekableReader):
     def _fetch(self, first: int, last: int) -> None:
         """Blocks `first..last` in one ranged read (a round trip costs more than re-reading a few cached
         blocks among them)."""
+        if self.failure is not None:
+            raise self.failure
         lo = first * self._block
         hi = min((last + 1) * self._block, self._size)
-        data = within_deadline(lambda: self._read_at(lo, hi), self.name)
+        try:
+            data = within_deadline(lambda: self._read_at(lo, hi), self.name)
+        except OSError as e:  # StorageError is one
+            self.failure = e
+            raise
         for b in range(first, last + 1):
             at = (b - first) * self._block
             self._blocks[b] = data[at : at + self._block]

@@ -26,6 +26,7 @@ from robotempo.env import env_float
 from robotempo.errors import DatasetFormatError
 from robotempo.forksafe import ProcessLocal, singleton_lock
 from robotempo.fs import FileRef
+from robotempo.fs.parquet_ranges import read_row_groups
 from robotempo.store.pages import (
     ChunkPages,
     PageCorrupt,
@@ -182,7 +183,11 @@ def _load(pf: DataFile, ref: FileRef, group: int, key: str, image: bool) -> pa.A
     """The whole column of one row group, as pyarrow reads it (images: the `bytes` field)."""
     try:
         with ref.root.guard(ref.rel):
-            column = pf.read_row_group(group, columns=[key], use_threads=False).column(0).combine_chunks()
+            if ref.root.is_local:
+                table = pf.read_row_group(group, columns=[key], use_threads=False)
+            else:  # the chunk fetched by robotempo, within the store deadline (pyarrow's own read is not)
+                table = read_row_groups(pf, [group], [key], ref.where, checksums=True)
+            column = table.column(0).combine_chunks()
     except (pa.ArrowException, OSError) as e:
         what = f"row group {group} of column {key!r} does not read ({e})"
         bad = DatasetFormatError(ref.where, what, READ_FIX)
@@ -263,7 +268,7 @@ def _plan(cache: HeavyCache, file: tuple, pf: DataFile, group: int, key: str) ->
     if location is None:
         return _WHOLE
     span = (chunk.data_page_offset, chunk.data_page_offset + chunk.total_compressed_size)
-    pages = chunk_pages(pf.source, location, pf.metadata.row_group(group).num_rows, span)
+    pages = chunk_pages(pf.reads, location, pf.metadata.row_group(group).num_rows, span)
     return _Plan(pages, compression, max_def, chunk.total_compressed_size)
 
 
@@ -307,7 +312,7 @@ def _from_pages(
 
 def _page(pf: DataFile, plan: _Plan, page: int, row_bytes: int | None = None) -> _PageValues:
     pages = plan.pages
-    raw = pf.source.read_at(int(pages.sizes[page]), int(pages.offsets[page]))
+    raw = pf.reads.read_at(int(pages.sizes[page]), int(pages.offsets[page]))
     rows = int(pages.first_rows[page + 1] - pages.first_rows[page])
     limit = None if row_bytes is None else rows * row_bytes + GROUP_SLACK_BYTES
     return _PageValues(decode_page(raw, plan.compression, plan.max_def, rows, limit))

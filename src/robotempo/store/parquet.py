@@ -26,7 +26,7 @@ from robotempo.errors import DatasetFormatError, FeatureMismatchError, MissingFi
 from robotempo.forksafe import ProcessLocal, singleton_lock
 from robotempo.fs import FileRef, as_file
 from robotempo.fs.parquet_ranges import SourcedParquetFile, read_row_groups
-from robotempo.fs.store import retry_transient
+from robotempo.fs.store import retry_transient, within_deadline
 from robotempo.store import pages
 
 HANDLES_ENV = "ROBOTEMPO_PARQUET_HANDLES"
@@ -46,9 +46,12 @@ class DataFile(SourcedParquetFile):
     """A `ParquetFile` that keeps its input file beside the reader: single pages are read from it
     (`store/pages.py`). Pages written with a checksum are verified on every read."""
 
-    def __init__(self, source: pa.NativeFile, pre_buffer: bool):
+    def __init__(self, source: pa.NativeFile, pre_buffer: bool, where: str | None = None):
         super().__init__(source, pre_buffer=pre_buffer, page_checksum_verification=True)
         self._offset_indexes: pages.OffsetIndexes | None = None
+        # What robotempo reads itself (page indexes, single pages): through the store pool's deadline for a
+        # file in an object store (`where`: its URL), where a stalled body otherwise waited out every retry.
+        self.reads = source if where is None else _DeadlineReads(source, where)
 
     def offset_indexes(self) -> pages.OffsetIndexes:
         """Where each column chunk's OffsetIndex is, parsed from the footer on the first call. It lives as
@@ -56,12 +59,34 @@ class DataFile(SourcedParquetFile):
         about a tenth of that parse): in the heavy cache's byte-bounded index LRU the page plans pushed it
         out, and each page read parsed the footer again (1.5 s in Python for 5,000 row groups)."""
         if self._offset_indexes is None:
-            self._offset_indexes = pages.offset_indexes(self.source)
+            self._offset_indexes = pages.offset_indexes(self.reads)
         return self._offset_indexes
 
     def close(self, force: bool = False) -> None:
         super().close(force=force)
         self.source.close()
+
+
+class _DeadlineReads:
+    """`read_at` and `size` of a store file, each read waited for `ROBOTEMPO_S3_DEADLINE_S` at most."""
+
+    def __init__(self, source: pa.NativeFile, where: str):
+        self._source, self._where = source, where
+
+    def size(self) -> int:
+        return self._source.size()
+
+    def read_at(self, nbytes: int, offset: int) -> bytes:
+        return within_deadline(lambda: self._source.read_at(nbytes, offset), self._where)
+
+
+def within_footer(source: pa.NativeFile, make, where: str):
+    """`make(source)` (a parquet reader, which reads the footer) within the store deadline."""
+    try:
+        return within_deadline(lambda: make(source), where)
+    except BaseException:
+        source.close()
+        raise
 
 
 def open_parquet(path: FileRef | str | os.PathLike) -> DataFile:
@@ -71,7 +96,12 @@ def open_parquet(path: FileRef | str | os.PathLike) -> DataFile:
     try:
         if root.is_local:
             return DataFile(ref.open_input_file(), pre_buffer=False)
-        return retry_transient(lambda: DataFile(ref.open_input_file(), pre_buffer=True))
+        # the footer is read by pyarrow in the constructor: within the store deadline (a stalled body waited
+        # out every retry of the SDK, ~50 s at a 5 s deadline), a handle opened here and not in the pool
+        # (open_input_file waits on the pool itself)
+        where = str(ref.where)
+        make = lambda s: DataFile(s, pre_buffer=True, where=where)  # noqa: E731
+        return retry_transient(lambda: within_footer(ref.open_input_file(), make, where))
     except FileNotFoundError:
         raise root.missing_root_error(ref.rel) or MissingFileError(
             ref.where, "the data file", READ_FIX

@@ -56,6 +56,7 @@ class VideoReader:
     def __init__(self, path: str | Path | FileRef):
         ref = as_file(path)
         self.path = ref.where
+        source = None
         try:
             source = ref.open_video()
             # The MP4 demuxer only: a probed format follows the file's own references (an HLS playlist
@@ -69,15 +70,18 @@ class VideoReader:
             raise
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
             bad = VideoDecodeError(self.path, f"FFmpeg cannot open it ({e})", _FIX_CORRUPT)
-            raise ref.root.fault(e, ref.rel, bad) from None
-        try:
-            self._init_stream()
-        except BaseException:
-            self._container.close()
-            raise
-        self._pixels = PixelWriter()
+            raise getattr(source, "failure", None) or ref.root.fault(e, ref.rel, bad) from None
         # An object-store file: each batch's frame windows are fetched before decoding (`_plan_fetches`).
         self._blocks = source if isinstance(source, BlockFile) else None
+        try:
+            self._init_stream()
+        except BaseException as e:
+            self._container.close()
+            failure = self._store_failure()
+            if failure is not None and failure is not e:
+                raise failure from None
+            raise
+        self._pixels = PixelWriter()
         self._byte_index = None
         if self._blocks is not None:
             self._byte_index = FrameByteIndex.of(self._stream, self._index_shift)
@@ -365,7 +369,8 @@ class VideoReader:
             raise
         except av.FFmpegError as e:
             self.broken = True
-            raise VideoDecodeError(self.path, f"FFmpeg cannot seek in it ({e})", _FIX_CORRUPT) from None
+            bad = VideoDecodeError(self.path, f"FFmpeg cannot seek in it ({e})", _FIX_CORRUPT)
+            raise self._store_failure() or bad from None
         self._new_generator()
         self._fresh = seek_to is None
 
@@ -401,7 +406,8 @@ class VideoReader:
         except av.FFmpegError as e:
             self.broken = True
             self._gen = None
-            raise VideoDecodeError(self.path, f"FFmpeg cannot decode it ({e})", _FIX_CORRUPT) from None
+            bad = VideoDecodeError(self.path, f"FFmpeg cannot decode it ({e})", _FIX_CORRUPT)
+            raise self._store_failure() or bad from None
 
     def _nearest(self, target: float) -> av.VideoFrame:
         """Decode forward until the frames around `target` are known; return the nearer (earlier on a tie).
@@ -420,7 +426,8 @@ class VideoReader:
             self._prev, self._cur = self._cur, frame
             self._fresh = False
         if self._cur is None:
-            raise VideoDecodeError(self.path, "FFmpeg decoded no frame from it", _FIX_CORRUPT)
+            bad = VideoDecodeError(self.path, "FFmpeg decoded no frame from it", _FIX_CORRUPT)
+            raise self._store_failure() or bad
         prev, cur = self._prev, self._cur
         if cur.pts >= target and prev is not None and target - prev.pts <= cur.pts - target:
             return prev
@@ -449,7 +456,16 @@ class VideoReader:
             "(merged datasets may hold from_timestamp values off the 1/fps frame grid)"
         )
 
+    def _store_failure(self) -> BaseException | None:
+        """The object-store failure behind an FFmpeg error or an early end of the stream, if any: FFmpeg
+        reports a failed read as damage or as the end of the file (`BlockFile.failure`)."""
+        return None if self._blocks is None else self._blocks.failure
+
     def _raise_too_short(self, target: float) -> None:
+        failure = self._store_failure()
+        if failure is not None:
+            self.broken = True
+            raise failure
         last = self._last_frame_time()
         raise VideoDecodeError(
             self.path,
