@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from robotempo.errors import DatasetFormatError, FeatureMismatchError
+from robotempo.errors import DatasetFormatError, FeatureMismatchError, UnsupportedFeatureError
 from robotempo.shm_pool import shared_tensor
 from robotempo.video.pixels import store
 
@@ -59,6 +59,57 @@ def decode_images(
     for value, path, slot in zip(cells, paths, out.view(-1, 3, hwc[0], hwc[1]).numpy()):
         decode_image_into(value, slot, path, key, hwc)
     return out
+
+
+# PIL modes of a depth image LeRobot 0.6.1 serves as its pixel values in float32 (`pil_to_chw_tensor`:
+# 16-bit modes as `np.array(img, dtype=np.float32)`, a float ("F") image through `ToTensor`, unscaled).
+DEPTH_MODES = ("I;16", "I;16B", "I;16L", "F")
+
+
+def decode_depth_images(
+    cells: Sequence, paths: Sequence[Path | str], key: str, hwc: tuple[int, ...], lead: Sequence[int]
+) -> torch.Tensor:
+    """Embedded depth image cells decoded into one new float32 camera tensor `(*lead, 1, H, W)`: each
+    image's pixels as float32, as LeRobot serves a depth image (unit conversion aside: `robotempo.depth`)."""
+    height, width = hwc[0], hwc[1]
+    out = frames_tensor(lead, 1, height, width, False)
+    for value, path, slot in zip(cells, paths, out.view(-1, 1, height, width).numpy()):
+        with _opened(value, path, key) as img:
+            if img.mode not in DEPTH_MODES:
+                raise UnsupportedFeatureError(
+                    path,
+                    f"depth image column {key!r} holds a {img.mode} image: LeRobot 0.6.1 serves only 16-bit "
+                    f"({', '.join(DEPTH_MODES[:3])}) and float (F) depth images as depth values, and "
+                    "robotempo does not reproduce what it serves for others",
+                    "re-export the depth images as 16-bit or float single-channel images, or read the "
+                    "dataset with LeRobot",
+                )
+            if img.size != (width, height):
+                raise _size_mismatch(path, key, img.size[1], img.size[0], img.mode, hwc)
+            try:
+                pixels = np.asarray(img, dtype=np.float32)
+            except (OSError, ValueError) as e:
+                raise _undecodable(path, key, e) from None
+            np.copyto(slot[0], pixels)
+    return out
+
+
+@contextmanager
+def _opened(value, path: Path | str, key: str) -> Iterator[Image.Image]:
+    """The cell's image, opened (not yet decoded), valid inside the `with`."""
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not data:
+        raise DatasetFormatError(
+            path,
+            f"image column {key!r} has an empty cell ({value!r:.80})",
+            "re-export the dataset with the images embedded",
+        )
+    try:
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise _undecodable(path, key, e) from None
+    with img:
+        yield img
 
 
 # Raster formats an image cell may hold (HF datasets' Image feature stores PNG; JPEG and WebP are seen): not

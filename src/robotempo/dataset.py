@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from torch.utils.data._utils.collate import default_collate_fn_map
 
+from robotempo import depth
 from robotempo.arguments import check_size, check_tolerance
 from robotempo.arrays import distinct
-from robotempo.cameras import decode_image, decode_images, frames_tensor
+from robotempo.cameras import decode_depth_images, decode_image, decode_images, frames_tensor
 from robotempo.errors import (
     DeltaTimestampsError,
     MissingFileError,
     SelectionError,
-    UnsupportedFeatureError,
     VideoDecodeError,
     VideoMismatchError,
 )
@@ -155,7 +155,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
         LeRobot 0.6's `episode_filter` (a predicate over `meta.episodes` rows, intersected with `episodes`) is
         applied the same way; `token` and `batch_encoding_size` (Hub and writer settings) have no effect on
-        reading; `depth_output_unit` is refused for datasets with depth maps, which are not converted here.
+        reading. Depth cameras (`is_depth_map`) are served as LeRobot 0.6.1 serves them (`robotempo.depth`):
+        float32 `(1, H, W)` in `depth_output_unit` ("mm", the default, or "m"); `return_uint8` and
+        `image_transforms` do not apply to them.
         """
         super().__init__()
         self.repo_id = repo_id
@@ -181,17 +183,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
             ) from None
         self.meta.repo_id = repo_id
         info = self.meta.info
-        depth = [k for k in self.meta.depth_keys if k in info.image_keys or k in info.video_keys]
-        if depth:
-            # LeRobot 0.6 decodes a depth camera's 12-bit plane and dequantizes it to float32 millimetres,
-            # (1, H, W); served as a camera here it came out as an 8-bit RGB rendering of the plane, silently.
-            raise UnsupportedFeatureError(
-                self.location.where("meta/info.json"),
-                f"camera(s) {depth} are depth maps (is_depth_map), which robotempo does not decode as "
-                "LeRobot does (a 12-bit plane dequantized to millimetres)",
-                "read this dataset with LeRobot, or train from a copy without the depth camera (LeRobot's "
-                "dataset_tools.remove_feature)",
-            )
+        self.depth_output_unit = depth.output_unit(depth_output_unit)
+        self._depth_videos, self._depth_images = self._depth_cameras()
+        depth.rescale_stats(self.meta, self.depth_output_unit)
         self.tolerance_s = check_tolerance(tolerance_s, info.fps)
         if episode_filter is not None:
             episodes = _filtered(self.meta, episode_filter, episodes, self.root)
@@ -330,6 +324,21 @@ class LeRobotDataset(torch.utils.data.Dataset):
             starts_at_zero=bool(self.video_keys),
         )
 
+    def _depth_cameras(self) -> tuple[dict[str, depth.Dequantizer], dict[str, str | None]]:
+        """The depth cameras (LeRobot's `depth_keys`): each video one's dequantization, and each image one's
+        recorded `depth_unit` (None: served as stored)."""
+        info, where = self.meta.info, self.location.where("meta/info.json")
+        videos, images = {}, {}
+        for key, feature in self.meta.features.items():
+            if not depth.is_depth_feature(feature):
+                continue
+            details = feature.get("info") or {}
+            if key in info.video_keys:
+                videos[key] = depth.Dequantizer.of(key, details, self.depth_output_unit, where)
+            elif key in info.image_keys:
+                images[key] = details.get("depth_unit")
+        return videos, images
+
     def _snapped_offsets(self, key: str) -> np.ndarray:
         """`from_timestamp` per episode, snapped onto the 1/fps grid when within a tenth of a frame of it.
 
@@ -389,11 +398,16 @@ class LeRobotDataset(torch.utils.data.Dataset):
         stacked["speed_is_pad"] = torch.from_numpy(drop)
         if self.image_transforms is None or not self.camera_keys:
             return ItemBatch(stacked, len(rows))
+        # LeRobot leaves depth cameras untransformed
+        plain = self._depth_videos.keys() | self._depth_images.keys()
+        transformed = [k for k in self.camera_keys if k not in plain]
+        if not transformed:
+            return ItemBatch(stacked, len(rows))
         items = _split(stacked, len(rows))
         for item in items:
-            for key in self.camera_keys:
+            for key in transformed:
                 item[key] = self.image_transforms(item[key])
-        return ItemBatch(_restacked(stacked, items, self.camera_keys), len(items), items)
+        return ItemBatch(_restacked(stacked, items, transformed), len(items), items)
 
     def _add_cameras(self, stacked: dict, rows: np.ndarray, ep_from: np.ndarray, ep_to: np.ndarray) -> None:
         """Camera frames (and pad masks) of a batch, each frame written straight into the batch's tensor
@@ -406,16 +420,24 @@ class LeRobotDataset(torch.utils.data.Dataset):
             else:
                 where[key], pad = query_rows(rows, offsets, ep_from, ep_to)
                 stacked[f"{key}_is_pad"] = torch.from_numpy(pad)
-        requests = []
+        requests, depth_videos = [], []
         for key in self.camera_keys:
             if key in self.image_keys:
                 cells, paths = self._image_cells(key, where[key].reshape(-1))
                 hwc = self.meta.info.features[key].hwc
-                out = decode_images(cells, paths, key, hwc, where[key].shape, self.return_uint8)
+                if key in self._depth_images:
+                    out = decode_depth_images(cells, paths, key, hwc, where[key].shape)
+                    depth.convert_image_units_(out, self._depth_images[key], self.depth_output_unit)
+                else:
+                    out = decode_images(cells, paths, key, hwc, where[key].shape, self.return_uint8)
             else:
                 height, width = self.meta.info.features[key].hwc[:2]
-                out = frames_tensor(where[key].shape, 3, height, width, self.return_uint8)
-                flat = out.view(-1, 3, height, width).numpy()
+                channels = 1 if key in self._depth_videos else 3  # depth: 12-bit codes, then dequantized
+                uint8 = self.return_uint8 and channels == 3
+                out = frames_tensor(where[key].shape, channels, height, width, uint8)
+                if channels == 1:
+                    depth_videos.append((self._depth_videos[key], out))
+                flat = out.view(-1, channels, height, width).numpy()
                 requests += [
                     (ref, times, flat, sel)
                     for ref, times, sel in self._video_requests(key, where[key].reshape(-1))
@@ -427,6 +449,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if requests:
             with self._rewrites_named():
                 self._video().fetch_into(requests, self.tolerance_s)
+        for dequantizer, out in depth_videos:
+            dequantizer.apply_(out)
 
     @contextlib.contextmanager
     def _rewrites_named(self):
@@ -451,13 +475,18 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return cells, [files[int(c)] for c in codes]
 
     def camera_frames(self, rows_by_key: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """uint8 frames (n, H, W, 3) of each camera at the given table rows."""
+        """uint8 frames (n, H, W, 3) of each camera at the given table rows (a depth image camera: its float32
+        values (n, H, W, 1); a depth video: an RGB rendering of its gray plane, to check it decodes)."""
         out = {}
         requests, slots = [], []
         for key, rows in rows_by_key.items():
             if key in self.image_keys:
                 hwc = self.meta.info.features[key].hwc
                 cells, paths = self._image_cells(key, rows)
+                if key in self._depth_images:
+                    depth_values = decode_depth_images(cells, paths, key, hwc, (len(rows),))
+                    out[key] = depth_values.numpy().transpose(0, 2, 3, 1)
+                    continue
                 out[key] = np.stack([decode_image(v, p, key, hwc) for v, p in zip(cells, paths)])
                 continue
             for ref, times, sel in self._video_requests(key, rows):

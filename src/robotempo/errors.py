@@ -64,7 +64,8 @@ class UnsupportedVersionError(DatasetFormatError):
 
 
 class UnsupportedFeatureError(DatasetFormatError):
-    """A feature robotempo cannot serve as LeRobot does (depth maps): refused rather than served otherwise."""
+    """A feature robotempo cannot serve as LeRobot does (a depth image in a mode LeRobot serves otherwise):
+    refused rather than served differently."""
 
 
 class RowAlignmentError(DatasetFormatError):

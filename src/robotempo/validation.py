@@ -21,7 +21,7 @@ from PIL import Image
 
 from robotempo.arguments import check_tolerance
 from robotempo.arrays import distinct
-from robotempo.cameras import IMAGE_FORMATS, RGB_MODES
+from robotempo.cameras import DEPTH_MODES, IMAGE_FORMATS, RGB_MODES
 from robotempo.errors import DatasetFormatError, FeatureMismatchError, RobotempoError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.speed import SPEED_PERCENTILES_FILE, read_percentiles_file
@@ -235,6 +235,8 @@ def _check_image_sizes(ds, key: str, progress: Progress, batch: int = 4096) -> N
     """Every embedded image: its header (size, mode) against the declared shape, and its chunks' integrity
     (`Image.verify`, no pixel decoding)."""
     height, width = ds.meta.info.features[key].hwc[:2]
+    depth = key in ds._depth_images  # a depth image: 16-bit or float, served as its values
+    modes, kind = (DEPTH_MODES, "depth (16-bit or float)") if depth else (RGB_MODES, "RGB")
     frames = ds.frames
     for start in range(0, frames.num_rows, batch):
         rows = np.arange(start, min(start + batch, frames.num_rows))
@@ -246,7 +248,7 @@ def _check_image_sizes(ds, key: str, progress: Progress, batch: int = 4096) -> N
                     img.verify()
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # damaged: SyntaxError
                 size = mode = None
-            if size != (width, height) or mode not in RGB_MODES:
+            if size != (width, height) or mode not in modes:
                 path, where = _where(frames, int(row))
                 held = (
                     "bytes that are not a whole image"
@@ -255,7 +257,7 @@ def _check_image_sizes(ds, key: str, progress: Progress, batch: int = 4096) -> N
                 )
                 raise FeatureMismatchError(
                     path,
-                    f"{where}: image column {key!r} holds {held}; info.json declares {height}x{width} RGB",
-                    "re-export the images as RGB at the declared size, or correct the feature's shape",
+                    f"{where}: image column {key!r} holds {held}; info.json declares {height}x{width} {kind}",
+                    f"re-export the images as {kind} at the declared size, or correct the feature's shape",
                 )
         progress(f"{key}: image sizes", int(rows[-1]) + 1, frames.num_rows)

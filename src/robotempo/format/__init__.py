@@ -80,8 +80,8 @@ class DatasetMeta:
 
     @property
     def depth_keys(self) -> list[str]:
-        """Cameras LeRobot marks as depth maps (`info.is_depth_map`); a dataset with one is refused at open
-        (`UnsupportedFeatureError`: LeRobot 0.6 dequantizes them to millimetres, robotempo does not)."""
+        """Cameras LeRobot marks as depth maps (`info.is_depth_map`): served as depth values, as LeRobot 0.6.1
+        serves them (`robotempo.depth`)."""
 
         def is_depth(ft: dict) -> bool:
             info = ft.get("info") or {}

@@ -25,6 +25,7 @@ from av.video.reformatter import VideoReformatter
 PLANAR_EXACT = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
 PLANAR_WIDTH_STEP = 16  # the planar path only for widths that are multiples of this (module docstring)
 _SCALE = np.float32(255)
+GRAY12 = "gray12le"  # LeRobot's depth pixel format (12-bit codes in little-endian uint16)
 
 
 class PixelWriter:
@@ -39,7 +40,11 @@ class PixelWriter:
         return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
     def write_chw(self, frame: av.VideoFrame, out: np.ndarray) -> None:
-        """Write `frame` as RGB into `out`, a (3, H, W) uint8 or float32 array (float32: value / 255)."""
+        """Write `frame` as RGB into `out`, a (3, H, W) uint8 or float32 array (float32: value / 255); a
+        (1, H, W) float32 `out` takes the frame's 12-bit gray plane instead (`write_gray12`)."""
+        if out.shape[0] == 1:
+            self.write_gray12(frame, out)
+            return
         if frame.format.name in PLANAR_EXACT and not (frame.width % PLANAR_WIDTH_STEP or frame.height % 2):
             planar = self._reformatter.reformat(frame, format="gbrp", threads=1)
             g, b, r = (_plane(p, frame.height, frame.width) for p in planar.planes)
@@ -47,6 +52,19 @@ class PixelWriter:
                 store(channel, plane)
         else:
             store(out, self.rgb(frame).transpose(2, 0, 1))
+
+    def write_gray12(self, frame: av.VideoFrame, out: np.ndarray) -> None:
+        """Write the frame's `gray12le` plane (a depth camera's 12-bit codes, LeRobot's
+        `frame.to_ndarray(format="gray12le")`) into `out`, a (1, H, W) float32 array, as exact float32 codes.
+        A gray12le frame is read in place; any other format is converted by PyAV as LeRobot converts it."""
+        if frame.format.name == GRAY12:
+            plane = frame.planes[0]
+            stride = plane.line_size // 2
+            codes = np.frombuffer(plane, np.uint16, count=stride * frame.height)
+            codes = codes.reshape(frame.height, stride)[:, : frame.width]
+        else:
+            codes = frame.to_ndarray(format=GRAY12)
+        np.copyto(out[0], codes, casting="unsafe")
 
 
 def store(out: np.ndarray, pixels: np.ndarray) -> None:

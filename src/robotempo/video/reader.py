@@ -178,14 +178,17 @@ class VideoReader:
 
         out: (M, 3, H, W) uint8 (pixels as decoded) or float32 (pixels / 255, the values `frames_at` gives
             divided by 255 in float32); the same frames `frames_at` returns, in another layout and dtype.
+            (M, 1, H, W) float32: a depth camera's 12-bit `gray12le` codes, as float32 (`write_gray12`).
         rows: one row of `out` per timestamp.
         """
         query = np.asarray(timestamps, dtype=np.float64).reshape(-1)
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if out.ndim != 4 or out.shape[1:] != (3, self.height, self.width) or out.dtype not in _OUT_DTYPES:
+        depth = out.ndim == 4 and out.shape[1] == 1 and out.dtype == np.float32
+        size = (1 if depth else 3, self.height, self.width)
+        if out.ndim != 4 or out.shape[1:] != size or out.dtype not in _OUT_DTYPES:
             raise ValueError(
                 f"{self.path}: frames_into takes a (M, 3, {self.height}, {self.width}) uint8 or float32, "
-                f"got {out.dtype} {out.shape}"
+                f"or a (M, 1, {self.height}, {self.width}) float32 (depth codes), got {out.dtype} {out.shape}"
             )
         if rows.shape != query.shape:
             raise ValueError(f"{self.path}: {query.size} timestamps but {rows.size} rows")
