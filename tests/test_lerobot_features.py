@@ -380,3 +380,18 @@ def test_validate_accepts_depth_cameras(tmp_path, video, image):
     for root in (tmp_path / "v", tmp_path / "i"):
         findings = [f for f in validate_dataset(root) if f.check.startswith("camera")]
         assert findings and all(f.status == "ok" for f in findings), findings
+
+
+def test_a_mixture_with_a_depth_camera_keeps_it_float32_under_return_uint8(tmp_path, video):
+    """A depth camera is float32 values whatever return_uint8 says; the mixture's schema said uint8, so the
+    zeros it pads a dataset without the camera with could not be merged with the depth values."""
+    codes = _make_depth_video(tmp_path / "d", video, {})
+    specs = [
+        {"repo_id": "depth", "root": tmp_path / "d", "return_uint8": True},
+        {"repo_id": "plain", "root": video, "return_uint8": True},
+    ]
+    mix = Mixture(specs, key_maps=[None, {KEY: "observation.images.rgb"}])
+    batch = mix.__getitems__([3, len(mix) - 1]).stacked
+    assert batch[KEY].dtype == torch.float32 and batch["observation.images.rgb"].dtype == torch.uint8
+    assert torch.equal(batch[KEY][0], lerobot_depth(codes[[3]])[0])
+    assert batch[f"{KEY}_is_pad"].tolist() == [False, True]

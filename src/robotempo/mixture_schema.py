@@ -80,15 +80,16 @@ def describe(ds, key_map: dict[str, str]) -> dict[str, tuple[bool, torch.dtype, 
         w = windows.get(key)
         out[key_map.get(key, key)] = (
             True,
-            _camera_dtype(ds),
+            _camera_dtype(ds, key),
             camera_shape(ds, key),
             None if w is None else len(w),
         )
     return out
 
 
-def _camera_dtype(ds) -> torch.dtype:
-    return torch.uint8 if ds.return_uint8 else torch.float32
+def _camera_dtype(ds, key: str) -> torch.dtype:
+    depth = key in getattr(ds, "_depth_videos", {}) or key in getattr(ds, "_depth_images", {})
+    return torch.uint8 if ds.return_uint8 and not depth else torch.float32  # depth: float32 values always
 
 
 def camera_shape(ds, key: str) -> tuple[int, ...]:
