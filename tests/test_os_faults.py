@@ -4,6 +4,7 @@ damaged file the user would re-download, and none leaves a broken reader behind.
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import shutil
@@ -14,7 +15,7 @@ import pytest
 
 from robotempo import LeRobotDataset
 from robotempo.errors import StorageError
-from robotempo.store.parquet import DEFAULT_HANDLES, default_handles
+from robotempo.store.parquet import DEFAULT_HANDLES, default_handles, default_parquet_files
 from robotempo.synth import CAMERA_KEY, decode_frame_identity, write_synthetic
 
 
@@ -38,6 +39,10 @@ def test_no_descriptor_left_is_a_storage_error_not_a_damaged_file(tmp_path, low_
     )
     ds = LeRobotDataset("d", root=root, speed_labels=False)
     starts = ds.episode_data_index["from"].tolist()
+    # The process-wide handle cache (64 files) may be full of earlier tests' files: each open here would then
+    # close one of those and need no new descriptor. Start it empty, as in a fresh process.
+    default_parquet_files().close()
+    gc.collect()
     low_descriptor_limit(6)  # the image reads open one data file per episode, 64 kept open by default
     with pytest.raises(StorageError, match="no file descriptor left.*Fix: raise the process's open-file"):
         for i in starts:

@@ -22,7 +22,6 @@ from robotempo.format.episodes import EpisodeTable, VideoLocation
 from robotempo.format.info import MAX_COUNT, DatasetInfo
 from robotempo.fs import DatasetRoot
 from robotempo.fs.parquet_ranges import SourcedParquetFile, read_row_groups
-from robotempo.fs.store import retry_transient
 from robotempo.store.parquet import within_footer
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ def open_parquet(root: DatasetRoot, rel: str, what: str, fix: str) -> SourcedPar
             return SourcedParquetFile(root.open_input_file(rel), pre_buffer=False)
         where = str(root.where(rel))
         make = lambda s: SourcedParquetFile(s, pre_buffer=True)  # noqa: E731
-        return retry_transient(lambda: within_footer(root.open_input_file(rel), make, where))
+        return within_footer(root.open_input_file(rel), make, where)
     except FileNotFoundError:
         raise root.missing_root_error(rel) or MissingFileError(root.where(rel), what, fix) from None
     except (pa.ArrowInvalid, OSError) as e:

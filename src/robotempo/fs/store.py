@@ -108,12 +108,6 @@ def _retrying(call: Callable[[], T]) -> Callable[[], T]:
     return run
 
 
-def retry_transient(call: Callable[[], T]) -> T:
-    """`call()` in this thread, retried like a store request (`_retrying`): for reads pyarrow makes itself,
-    such as a parquet footer fetched when the file is opened."""
-    return _retrying(call)()
-
-
 def within_deadline(call: Callable[[], T], where: Path | str) -> T:
     """`call()` (a blocking store request and its retries) on the store pool, waited for at most
     `deadline_s()`: past it a `StorageError` naming `where`; the client's own errors pass through."""

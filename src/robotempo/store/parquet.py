@@ -26,7 +26,7 @@ from robotempo.errors import DatasetFormatError, FeatureMismatchError, MissingFi
 from robotempo.forksafe import ProcessLocal, singleton_lock
 from robotempo.fs import FileRef, as_file
 from robotempo.fs.parquet_ranges import SourcedParquetFile, read_row_groups
-from robotempo.fs.store import retry_transient, within_deadline
+from robotempo.fs.store import within_deadline
 from robotempo.store import pages
 
 HANDLES_ENV = "ROBOTEMPO_PARQUET_HANDLES"
@@ -81,12 +81,10 @@ class _DeadlineReads:
 
 
 def within_footer(source: pa.NativeFile, make, where: str):
-    """`make(source)` (a parquet reader, which reads the footer) within the store deadline."""
-    try:
-        return within_deadline(lambda: make(source), where)
-    except BaseException:
-        source.close()
-        raise
+    """`make(source)` (a parquet reader, which reads the footer) on the store pool: within the deadline, and
+    retried there like robotempo's own requests. `source` is not closed on failure: past the deadline the
+    read may still be under way on the pool, and the handle goes with it."""
+    return within_deadline(lambda: make(source), where)
 
 
 def open_parquet(path: FileRef | str | os.PathLike) -> DataFile:
@@ -101,7 +99,7 @@ def open_parquet(path: FileRef | str | os.PathLike) -> DataFile:
         # (open_input_file waits on the pool itself)
         where = str(ref.where)
         make = lambda s: DataFile(s, pre_buffer=True, where=where)  # noqa: E731
-        return retry_transient(lambda: within_footer(ref.open_input_file(), make, where))
+        return within_footer(ref.open_input_file(), make, where)
     except FileNotFoundError:
         raise root.missing_root_error(ref.rel) or MissingFileError(
             ref.where, "the data file", READ_FIX

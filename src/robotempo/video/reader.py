@@ -449,6 +449,10 @@ class VideoReader:
             self._raise_too_short(targets[-1])
 
     def _raise_off_grid(self, target: float, nearest_pts: int, tolerance_s: float) -> None:
+        failure = self._store_failure()  # frames missing because a store read failed: that failure
+        if failure is not None:
+            self.broken = True
+            raise failure
         if target > nearest_pts and self._eof and self._cur is not None and nearest_pts == self._cur.pts:
             self._raise_too_short(target)
         query_s, nearest_s = target * self.time_base, nearest_pts * self.time_base
