@@ -28,20 +28,21 @@ from robotempo.format import read_metadata
 from robotempo.synth import write_synthetic
 
 
+def _written(tmp_path_factory, camera: str, seed: int):
+    root = tmp_path_factory.mktemp("lrfeat") / camera
+    write_synthetic(root, version="v3.0", n_episodes=3, n_tasks=2, fps=10, seed=seed, mean_length=12.0,
+                    camera=camera, image_size=(32, 48))  # fmt: skip
+    return root
+
+
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lrfeat") / "video"
-    write_synthetic(root, version="v3.0", n_episodes=3, n_tasks=2, fps=10, seed=8, mean_length=12.0,
-                    camera="video", image_size=(32, 48))  # fmt: skip
-    return root
+    return _written(tmp_path_factory, "video", 8)
 
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lrfeat") / "image"
-    write_synthetic(root, version="v3.0", n_episodes=3, n_tasks=2, fps=10, seed=9, mean_length=12.0,
-                    camera="image", image_size=(32, 48))  # fmt: skip
-    return root
+    return _written(tmp_path_factory, "image", 9)
 
 
 def _edit_info(root, edit) -> None:

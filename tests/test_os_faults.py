@@ -35,7 +35,7 @@ def low_descriptor_limit():
 
 def test_no_descriptor_left_is_a_storage_error_not_a_damaged_file(tmp_path, low_descriptor_limit):
     root = write_synthetic(
-        tmp_path / "ds", version="v2.1", n_episodes=24, n_tasks=1, camera="image", image_size=(32, 32), fps=10
+        tmp_path / "ds", version="v2.1", n_episodes=60, n_tasks=1, camera="image", image_size=(32, 32), fps=10
     )
     ds = LeRobotDataset("d", root=root, speed_labels=False)
     starts = ds.episode_data_index["from"].tolist()
@@ -43,7 +43,7 @@ def test_no_descriptor_left_is_a_storage_error_not_a_damaged_file(tmp_path, low_
     # close one of those and need no new descriptor. Start it empty, as in a fresh process.
     default_parquet_files().close()
     gc.collect()
-    low_descriptor_limit(6)  # the image reads open one data file per episode, 64 kept open by default
+    low_descriptor_limit(6)  # the image reads open one data file per episode (60), 64 kept open by default
     with pytest.raises(StorageError, match="no file descriptor left.*Fix: raise the process's open-file"):
         for i in starts:
             ds[i]

@@ -120,18 +120,7 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 @contextmanager
 def _rgb_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None) -> Iterator[Image.Image]:
     """The cell's image decoded as an RGB PIL image, valid inside the `with` (closing it frees its pixels)."""
-    data = value.get("bytes") if isinstance(value, dict) else value
-    if not data:
-        raise DatasetFormatError(
-            path,
-            f"image column {key!r} has an empty cell ({value!r:.80})",
-            "re-export the dataset with the images embedded",
-        )
-    try:
-        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise _undecodable(path, key, e) from None
-    with img:
+    with _opened(value, path, key) as img:
         mode = img.mode
         width, height = img.size  # from the header: a 12000x12000 image in a 32x32 feature is not decoded
         if hwc is not None and (height, width) != tuple(hwc[:2]):

@@ -321,17 +321,14 @@ class Sampler(torch.utils.data.Sampler):
                 f"{time.monotonic() - waited:.0f} s ({type(e).__name__}: {e}). Fix: build the Sampler on "
                 "every rank in the same order, or pass rank= and world_size= to build one on some ranks only"
             ) from None
-        names = theirs.get("sources") or self._sources_names
-        for name, value in mine.items():
-            if theirs.get(name) != value:
-                raise SamplerError(
-                    f"rank {self.rank}'s Sampler differs from rank 0's in {name}: "
-                    f"{_difference(theirs.get(name), value, names, _RANKS)}. The ranks opened different "
-                    "data: a dataset changed between their opens (episodes appended while the job started?) "
-                    "or their dataset lists differ. "
-                    "Fix: give every rank the same datasets, selections, weights and sampler settings, and "
-                    "restart once no writer is appending"
-                )
+        differs = _mismatch(theirs, mine, theirs.get("sources") or self._sources_names, _RANKS)
+        if differs is not None:
+            raise SamplerError(
+                f"rank {self.rank}'s Sampler differs from rank 0's in {differs}. The ranks opened different "
+                "data: a dataset changed between their opens (episodes appended while the job started?) or "
+                "their dataset lists differ. Fix: give every rank the same datasets, selections, weights "
+                "and sampler settings, and restart once no writer is appending"
+            )
 
     # -- resumable state ---------------------------------------------------------------------------------
     def _fingerprint(self) -> dict:
@@ -384,14 +381,13 @@ class Sampler(torch.utils.data.Sampler):
         mine = self._fingerprint()
         if "sources" not in state:
             del mine["sources"]  # a state saved before sources were recorded: lengths are all it holds
-        for name, value in mine.items():
-            if state.get(name) != value:
-                raise SamplerError(
-                    f"the saved sampler state differs from this sampler in {name}: "
-                    f"{_difference(state.get(name), value, state.get('sources') or self._sources_names)}; "
-                    "resume with the same dataset selection, mixture weights, num_samples, seed and shuffle "
-                    "settings, or start a fresh epoch without the state"
-                )
+        differs = _mismatch(state, mine, state.get("sources") or self._sources_names)
+        if differs is not None:
+            raise SamplerError(
+                f"the saved sampler state differs from this sampler in {differs}; resume with the same "
+                "dataset selection, mixture weights, num_samples, seed and shuffle settings, or start a "
+                "fresh epoch without the state"
+            )
         epoch = _check_int("state epoch", state.get("epoch"), 0)
         position = _check_int("state position", state.get("position"), 0)
         if position > self.num_samples:
@@ -422,6 +418,14 @@ def _timedelta(seconds: float):
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _mismatch(other: dict, mine: dict, sources: list[str] | None, words=("saved", "now")) -> str | None:
+    """`<field>: <difference>` for the first fingerprint field where `other` and `mine` differ, else None."""
+    for name, value in mine.items():
+        if other.get(name) != value:
+            return f"{name}: {_difference(other.get(name), value, sources, words)}"
+    return None
 
 
 def _difference(saved, mine, sources: list[str] | None, words: tuple[str, str] = ("saved", "now")) -> str:
