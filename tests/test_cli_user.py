@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from robotempo.cli import main
 from robotempo.errors import ConfigError
 from robotempo.synth import write_synthetic
 
@@ -21,6 +22,16 @@ ROBOTEMPO = str(Path(sys.executable).parent / "robotempo")
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "80", **(env or {})}
     return subprocess.run([ROBOTEMPO, *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+
+
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`robotempo ARGS` in this process (what does not need a process of its own: 2.5 s of imports each)."""
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's refusals
+        code = e.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 @pytest.fixture(scope="module")
@@ -43,25 +54,25 @@ def test_an_error_is_one_line_on_stderr(tmp_path):
     assert str(deep) in lines[0] and "Fix:" in lines[0]
 
 
-def test_a_file_given_as_the_root_is_named_a_file(tmp_path):
+def test_a_file_given_as_the_root_is_named_a_file(tmp_path, capsys):
     path = tmp_path / "info.json"
     path.write_text("{}")
-    result = cli("info", str(path))
+    result = run_main(capsys, "info", str(path))
     assert result.returncode == 2 and "is a file, not a dataset folder" in result.stderr, result.stderr
     assert "does not exist" not in result.stderr
 
 
 @pytest.mark.parametrize("episodes", ["-3", "0", "many"])
-def test_demo_refuses_a_bad_episode_count_before_writing(tmp_path, episodes):
-    result = cli("demo", "--out", str(tmp_path / "out"), "--episodes", episodes)
+def test_demo_refuses_a_bad_episode_count_before_writing(tmp_path, capsys, episodes):
+    result = run_main(capsys, "demo", "--out", str(tmp_path / "out"), "--episodes", episodes)
     assert result.returncode == 2 and "--episodes" in result.stderr and "unexpected" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_demo_out_naming_a_file_is_a_typed_error_and_the_file_is_kept(tmp_path):
+def test_demo_out_naming_a_file_is_a_typed_error_and_the_file_is_kept(tmp_path, capsys):
     path = tmp_path / "notes.txt"
     path.write_text("mine")
-    result = cli("demo", "--out", str(path), "--episodes", "2")
+    result = run_main(capsys, "demo", "--out", str(path), "--episodes", "2")
     assert result.returncode == 2 and "ConfigError" in result.stderr and "is a file" in result.stderr
     assert path.read_text() == "mine"
 
@@ -79,14 +90,14 @@ def test_brackets_in_paths_are_not_markup(video, tmp_path):
 
 
 @pytest.mark.parametrize("tolerance", ["-1", "inf", "5", "nan"])
-def test_validate_refuses_a_tolerance_outside_its_range(video, tolerance):
-    result = cli("validate", str(video), "--tolerance-s", tolerance)
+def test_validate_refuses_a_tolerance_outside_its_range(video, capsys, tolerance):
+    result = run_main(capsys, "validate", str(video), "--tolerance-s", tolerance)
     assert result.returncode == 2 and "--tolerance-s" in result.stderr, result.stdout + result.stderr
     assert "TimestampError" not in result.stdout
 
 
-def test_validate_checks_the_tolerance_against_the_fps(video):
-    result = cli("validate", str(video), "--tolerance-s", "0.2")  # a frame lasts 0.1 s at 10 fps
+def test_validate_checks_the_tolerance_against_the_fps(video, capsys):
+    result = run_main(capsys, "validate", str(video), "--tolerance-s", "0.2")  # a frame lasts 0.1 s at 10 fps
     assert result.returncode == 2 and "ArgumentError" in result.stderr and "1/fps = 0.1" in result.stderr
 
 
