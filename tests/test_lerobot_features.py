@@ -396,3 +396,17 @@ def test_a_mixture_with_a_depth_camera_keeps_it_float32_under_return_uint8(tmp_p
     assert batch[KEY].dtype == torch.float32 and batch["observation.images.rgb"].dtype == torch.uint8
     assert torch.equal(batch[KEY][0], lerobot_depth(codes[[3]])[0])
     assert batch[f"{KEY}_is_pad"].tolist() == [False, True]
+
+
+def test_a_channels_first_camera_without_names_is_read(tmp_path, video):
+    """LeRobot 0.6.1's writer takes a depth camera declared (1, H, W), or an RGB one (3, H, W), with names
+    None, and its reader serves it; robotempo read the shape as H x W x C and refused the dataset."""
+    rgb = tmp_path / "rgb"
+    shutil.copytree(video, rgb)
+    _edit_info(rgb, lambda info: info["features"][KEY].update(shape=[3, 32, 48], names=None))
+    plain, chw = (LeRobotDataset(n, root=r, speed_labels=False) for n, r in (("p", video), ("c", rgb)))
+    assert torch.equal(chw[5][KEY], plain[5][KEY]) and chw[5][KEY].shape == (3, 32, 48)
+    codes = _make_depth_video(tmp_path / "depth", video, {})
+    _edit_info(tmp_path / "depth", lambda info: info["features"][KEY].update(shape=[1, 32, 48], names=None))
+    depth = LeRobotDataset("d", root=tmp_path / "depth", speed_labels=False)
+    assert torch.equal(depth[5][KEY], lerobot_depth(codes[[5]])[0])

@@ -96,11 +96,7 @@ def camera_shape(ds, key: str) -> tuple[int, ...]:
     """(C, H, W) of a camera's item frames: from the metadata, or from item 0 when image_transforms is set."""
     if ds.image_transforms is not None:
         return tuple(ds[0][key].shape[-3:])
-    spec = ds.meta.info.features[key]
-    names = list(spec.names) if isinstance(spec.names, (list, tuple)) else []
-    if len(spec.shape) == 3 and names[:1] == ["channels"]:
-        return tuple(spec.shape)
-    h, w, c = spec.shape
+    h, w, c = ds.meta.info.features[key].hwc
     return (c, h, w)
 
 

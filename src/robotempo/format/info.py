@@ -67,9 +67,15 @@ class FeatureSpec:
     @property
     def hwc(self) -> tuple[int, ...]:
         """(height, width, channels) of a camera feature: shapes are [H, W, C] unless `names` puts channels
-        first (some LeRobot datasets declare [C, H, W] with names ["channels", "height", "width"])."""
+        first (some LeRobot datasets declare [C, H, W] with names ["channels", "height", "width"]), or,
+        without names, the first dimension is a channel count and the last is not (LeRobot's writer takes a
+        depth camera's (1, H, W), or (3, H, W), with names None, and its reader serves it). A wrong reading
+        is caught against the video stream or the image header, never served."""
         names = self.names if isinstance(self.names, list) else []
         if len(self.shape) == 3 and len(names) == 3 and str(names[0]).startswith("channel"):
+            return (self.shape[1], self.shape[2], self.shape[0])
+        channels = (1, 3, 4)
+        if len(self.shape) == 3 and not names and self.shape[0] in channels and self.shape[2] not in channels:
             return (self.shape[1], self.shape[2], self.shape[0])
         return self.shape
 
