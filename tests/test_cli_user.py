@@ -113,6 +113,56 @@ def test_validate_no_video_still_checks_the_streams(video, tmp_path):
     assert good.returncode == 0 and "not decoded (--no-video)" in good.stdout, good.stdout
 
 
+def test_validate_checks_every_root_and_reports_each(video, tmp_path, capsys, monkeypatch):
+    """The datasets of a mixture in one command: a damaged one, then a missing one, do not stop the good
+    one after them; the summary names each root and the damaged file; exit 1."""
+    monkeypatch.setenv("COLUMNS", "250")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(video, damaged)
+    mp4 = sorted(damaged.glob("videos/**/*.mp4"))[0]
+    mp4.write_bytes(mp4.read_bytes()[: mp4.stat().st_size // 2])
+    missing = tmp_path / "missing"
+    result = run_main(capsys, "validate", str(damaged), str(missing), str(video))
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") == 4}
+    assert "FAILED" in rows[str(damaged)] and "video files failed" in rows[str(damaged)], result.stdout
+    assert "FAILED" in rows[str(missing)] and "metadata" in rows[str(missing)], result.stdout
+    assert " ok " in rows[str(video)] and "3 episodes" in rows[str(video)], result.stdout
+    assert mp4.name in result.stdout and "MissingFileError" in result.stdout
+    assert f"1 of 3 datasets passed; failed: {damaged}, {missing}" in result.stdout
+    assert run_main(capsys, "validate", str(video), str(video)).returncode == 0
+
+
+def test_validate_tolerance_too_large_for_one_roots_fps_fails_that_root(video, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    fast = write_synthetic(tmp_path / "fast", n_episodes=2, n_tasks=1, fps=30, mean_length=10.0)
+    # 1/30 < 0.05 < 1/10
+    result = run_main(capsys, "validate", str(fast), str(video), "--tolerance-s", "0.05")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ArgumentError" in result.stdout and "1/fps = 0.0333333" in result.stdout, result.stdout
+    assert f"1 of 2 datasets passed; failed: {fast}" in result.stdout
+
+
+def test_info_compares_several_roots_in_one_table(video, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    other = write_synthetic(tmp_path / "other", n_episodes=4, n_tasks=1, fps=30, mean_length=10.0,
+                            camera="image", image_size=(24, 40), state_dim=7, action_dim=6)  # fmt: skip
+    missing = tmp_path / "missing"
+    result = run_main(capsys, "info", str(video), str(missing), str(other))
+    assert result.returncode == 2, result.stdout + result.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[2:-1] for line in result.stdout.splitlines()
+            if line.count("│") == 9}  # fmt: skip
+    fmt, fps, episodes, _, tasks, cameras, others = (c.strip() for c in rows[str(video)])
+    assert (fmt, fps, episodes, tasks, cameras) == ("v2.1", "10", "3", "2", "1 video 32x32"), rows
+    assert others == "observation.state[14], action[14]"
+    fmt, fps, episodes, _, tasks, cameras, others = (c.strip() for c in rows[str(other)])
+    assert (fmt, fps, episodes, tasks, cameras) == ("v3.0", "30", "4", "1", "1 image 24x40"), rows
+    assert others == "observation.state[7], action[6]"
+    assert "error" in rows[str(missing)][0]
+    assert f"{missing}: MissingFileError" in result.stdout
+    assert "2 of 3 read: 7 episodes" in result.stdout and "1 could not be read" in result.stdout
+
+
 def test_ctrl_c_is_one_line_and_exit_130(video):
     """SIGINT during `validate` printed a whole traceback. The signal is sent by the process to itself at the
     first progress report, so it lands inside the real work."""

@@ -29,11 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--version", choices=["v2.1", "v3.0"], default="v3.0")
     d.add_argument("--camera", choices=["video", "image", "none"], default="video")
 
-    i = sub.add_parser("info", help="a table describing a dataset")
-    add_root_arguments(i)
+    i = sub.add_parser("info", help="a table describing a dataset, or one row per dataset for several")
+    add_root_arguments(i, many=True)
 
-    v = sub.add_parser("validate", help="check every file of a dataset against its metadata")
-    add_root_arguments(v)
+    v = sub.add_parser("validate", help="check every file of a dataset (or of several) against its metadata")
+    add_root_arguments(v, many=True)
     v.add_argument(
         "--tolerance-s",
         type=_seconds,
@@ -113,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "info":
-            from robotempo.cli.info import run_info
+            from robotempo.cli.info import run_info, run_info_many
 
-            run_info(args.root, console, storage_options(args))
+            if len(args.root) > 1:
+                return run_info_many(args.root, console, storage_options(args))
+            run_info(args.root[0], console, storage_options(args))
         elif args.command == "demo":
             from robotempo.cli.demo import run_demo
 

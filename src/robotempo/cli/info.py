@@ -1,4 +1,5 @@
-"""`robotempo info ROOT`."""
+"""`robotempo info ROOT [ROOT ...]`: one dataset described in full, or several compared in one table (the
+datasets of a mixture: their formats, rates, cameras and shapes side by side)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from robotempo.cli.progress import plain
+from robotempo.cli.progress import plain, progress_bar
+from robotempo.errors import RobotempoError
 from robotempo.format import read_metadata
 
 
@@ -74,3 +76,77 @@ def run_info(root: str, console: Console, options: dict | None = None) -> None:
             cam = f"image in parquet {f.shape[1] if len(f.shape) > 1 else '?'}x{f.shape[0]}"
         feats.add_row(plain(name), plain(f.dtype), str(list(f.shape)), plain(cam))
     console.print(feats)
+
+
+def run_info_many(roots: list[str], console: Console, options: dict | None = None) -> int:
+    """A row per root; a root that cannot be read gets its error in its row and the others are still shown.
+    Returns 2 when any root failed, else 0."""
+    table = Table(title=f"{len(roots)} datasets", title_justify="left")
+    for col, justify in (
+        ("dataset", "left"),
+        ("format", "left"),
+        ("fps", "right"),
+        ("episodes", "right"),
+        ("frames", "right"),
+        ("tasks", "right"),
+        ("cameras", "left"),
+        ("other features", "left"),
+    ):
+        table.add_column(col, justify=justify, overflow="fold")
+    errors: list[tuple[str, str]] = []
+    episodes = frames = 0
+    with progress_bar(console) as bar:
+        task = bar.add_task("reading metadata", total=len(roots))
+        for root in roots:
+            try:
+                meta = read_metadata(root, options)
+            except RobotempoError as e:
+                errors.append((root, f"{type(e).__name__}: {e}"))
+                table.add_row(plain(root), "[bold red]error[/]", "", "", "", "", "(below)", "")
+            else:
+                info, eps = meta.info, meta.episodes
+                n = int(eps.length.sum())
+                episodes += len(eps)
+                frames += n
+                table.add_row(
+                    plain(root),
+                    info.codebase_version,
+                    f"{info.fps:g}",
+                    f"{len(eps):,}",
+                    f"{n:,}",
+                    f"{len(meta.tasks):,}",
+                    plain(_cameras(info)),
+                    plain(_others(info)),
+                )
+            bar.advance(task)
+    console.print(table)
+    for root, error in errors:
+        console.print(plain(f"{root}: {error}"), style="red")
+    console.print(
+        f"{len(roots) - len(errors)} of {len(roots)} read: {episodes:,} episodes, {frames:,} frames"
+        + (f"; {len(errors)} could not be read" if errors else ""),
+        markup=False,
+        highlight=False,
+    )
+    return 2 if errors else 0
+
+
+def _cameras(info) -> str:
+    """'2 video 224x224, 1 image 96x96': counted by kind and size (the names are in `info ROOT`)."""
+    kinds: dict[str, int] = {}
+    for key in info.camera_keys:
+        f = info.features[key]
+        kind = f"{'video' if f.is_video else 'image'} {'x'.join(str(n) for n in f.hwc[:2])}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "-"
+
+
+def _others(info) -> str:
+    """'observation.state[14], action[14]': the features a mixture must reconcile (float32 not written)."""
+    skip = set(info.camera_keys) | {"timestamp", "frame_index", "episode_index", "index", "task_index"}
+    out = []
+    for name, f in info.features.items():
+        if name not in skip:
+            dtype = "" if f.dtype == "float32" else f" {f.dtype}"
+            out.append(f"{name}{list(f.shape)}{dtype}")
+    return ", ".join(out) or "-"

@@ -12,8 +12,17 @@ HELP = (
 )
 
 
-def add_root_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", help="the dataset folder, or an object-store URL such as s3://bucket/prefix")
+def add_root_arguments(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    if many:
+        parser.add_argument(
+            "root",
+            nargs="+",
+            help="dataset folders or object-store URLs such as s3://bucket/prefix (several: each in turn)",
+        )
+    else:
+        parser.add_argument(
+            "root", help="the dataset folder, or an object-store URL such as s3://bucket/prefix"
+        )
     parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", help=HELP)
 
 

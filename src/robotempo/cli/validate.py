@@ -1,4 +1,8 @@
-"""`robotempo validate ROOT`: every file checked against the metadata; findings; exit 1 on failure."""
+"""`robotempo validate ROOT [ROOT ...]`: every file checked against the metadata; findings; exit 1 on failure.
+
+With several roots (the datasets of a mixture, checked before a long job starts), each is validated in turn
+and one bad dataset does not stop the others: a summary table lists every root with its verdict, then each
+failing root's failed checks."""
 
 from __future__ import annotations
 
@@ -7,12 +11,20 @@ from rich.table import Table
 
 from robotempo.cli.progress import plain, progress_bar
 from robotempo.cli.storage import storage_options
-from robotempo.validation import validate_dataset
+from robotempo.errors import ArgumentError, RobotempoError
+from robotempo.validation import Finding, validate_dataset
 
 STYLE = {"ok": "[green]ok[/]", "failed": "[bold red]FAILED[/]", "note": "[yellow]note[/]"}
 
 
 def run_validate(args, console: Console) -> int:
+    roots = args.root if isinstance(args.root, list) else [args.root]
+    if len(roots) == 1:
+        return _run_one(args, roots[0], console)
+    return _run_many(args, roots, console)
+
+
+def _run_one(args, root: str, console: Console) -> int:
     with progress_bar(console) as bar:
         tasks: dict[str, int] = {}
 
@@ -22,18 +34,74 @@ def run_validate(args, console: Console) -> int:
             bar.update(tasks[stage], completed=done, total=total)
 
         findings = validate_dataset(
-            args.root,
+            root,
             args.tolerance_s,
             video=not args.no_video,
             progress=progress,
             storage_options=storage_options(args),
         )
-    table = Table(title=plain(f"validate {args.root}"), title_justify="left")
+    console.print(_findings_table(f"validate {root}", findings))
+    return 1 if _failed(findings) else 0
+
+
+def _run_many(args, roots: list[str], console: Console) -> int:
+    options = storage_options(args)
+    results: list[tuple[str, list[Finding]]] = []
+    with progress_bar(console) as bar:
+        overall = bar.add_task("datasets", total=len(roots))
+        current = bar.add_task("", total=None)
+        for done, root in enumerate(roots):
+            bar.reset(current, total=None, description=plain(root))
+
+            def progress(stage: str, n: int, total: int, root: str = root) -> None:
+                bar.update(current, completed=n, total=total, description=plain(f"{root}: {stage}"))
+
+            try:
+                video = not args.no_video
+                findings = validate_dataset(root, args.tolerance_s, video, progress, options)
+            except ArgumentError as e:  # --tolerance-s not below this dataset's 1/fps: its verdict, not all
+                findings = [Finding("arguments", "failed", f"{type(e).__name__}: {e}")]
+            except RobotempoError as e:  # e.g. its store unreachable: reported, and the next root is checked
+                findings = [Finding("dataset", "failed", f"{type(e).__name__}: {e}")]
+            results.append((root, findings))
+            bar.update(overall, completed=done + 1)
+        bar.update(current, visible=False)
+
+    summary = Table(title=f"validate: {len(roots)} datasets", title_justify="left")
+    summary.add_column("dataset", overflow="fold")
+    summary.add_column("result")
+    summary.add_column("details", overflow="fold")
+    for root, findings in results:
+        failed = _failed(findings)
+        details = findings[0].details
+        checks = [f.check for f in failed if not f.check.startswith(" ")]  # indented rows: a check's files
+        if checks:
+            more = f" (and {len(checks) - 1} more checks)" if len(checks) > 1 else ""
+            details = f"{checks[0]} failed{more}"
+        summary.add_row(plain(root), STYLE["failed" if failed else "ok"], plain(details))
+    console.print(summary)
+    bad = [(root, _failed(findings)) for root, findings in results if _failed(findings)]
+    for root, failed in bad:
+        console.print(_findings_table(f"failed checks of {root}", failed))
+    console.print(
+        f"{len(roots) - len(bad)} of {len(roots)} datasets passed"
+        + (f"; failed: {', '.join(root for root, _ in bad)}" if bad else ""),
+        markup=False,
+        highlight=False,
+    )
+    return 1 if bad else 0
+
+
+def _failed(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.status == "failed"]
+
+
+def _findings_table(title: str, findings: list[Finding]) -> Table:
+    table = Table(title=plain(title), title_justify="left")
     # Folded, never cut: the name of a failing file is the point of the report (at 80 columns "..." hid it).
     table.add_column("check", overflow="fold")
     table.add_column("result")
     table.add_column("details", overflow="fold")
     for f in findings:
-        table.add_row(f.check, STYLE[f.status], f.details)
-    console.print(table)
-    return 1 if any(f.status == "failed" for f in findings) else 0
+        table.add_row(plain(f.check), STYLE[f.status], plain(f.details))
+    return table
