@@ -570,6 +570,34 @@ def test_an_endpoint_that_never_answers_fails_typed_in_bounded_time(store, monke
     assert "ROBOTEMPO_S3_DEADLINE_S" in str(e.value) and "Fix:" in str(e.value)
 
 
+def test_a_request_given_up_at_its_deadline_does_not_hold_up_another_store(store, v21_dataset, monkeypatch):
+    """pyarrow builds an S3 client only while no request of the process is under way. A request abandoned
+    at its deadline went on with its own retries (10 attempts of up to 10 s, then backoff), and the client
+    for a working store waited for it: that open failed at its own deadline, blaming the working store."""
+    url = store.upload(v21_dataset, "after-a-dead-endpoint")
+    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "3")
+    with silent_endpoint() as port:
+        options = store.options(endpoint_override=f"http://127.0.0.1:{port}")
+        with pytest.raises(StorageError, match="did not answer within 3 s"):
+            LeRobotDataset("x", root=url, storage_options=options)
+    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "20")
+    ds = LeRobotDataset("x", root=url, storage_options=store.options(request_timeout=9.0))  # a new client
+    local = LeRobotDataset("x", root=v21_dataset)
+    assert_same_batches(ds[len(ds) - 1], local[len(local) - 1])
+
+
+def test_roots_with_the_same_settings_share_one_client(store, v21_dataset, v30_dataset):
+    """One client per process and settings: built once for a mixture's datasets, not once each (each build
+    waits until no request of the process is under way)."""
+    a = LeRobotDataset("a", root=store.upload(v21_dataset, "share-a"), storage_options=store.options())
+    b = LeRobotDataset("b", root=store.upload(v30_dataset, "share-b"), storage_options=store.options())
+    other = LeRobotDataset(
+        "c", root=store.upload(v21_dataset, "share-c"), storage_options=store.options(request_timeout=8.0)
+    )
+    assert a.location.fs is b.location.fs and other.location.fs is not a.location.fs
+    assert_same_batches(b[0], LeRobotDataset("b", root=v30_dataset)[0])
+
+
 def _as_lerobot_writes_it(root: Path) -> Path:
     """Rewrite a v3.0 dataset's files in LeRobot 0.6.1's layout: one data row group per episode, and
     `meta/episodes` in row groups of 10 episodes with per-episode statistics columns beside the catalog."""

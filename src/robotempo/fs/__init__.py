@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 from robotempo.errors import ConfigError, StorageError
 from robotempo.forksafe import ProcessLocal
 from robotempo.fs.blockfile import BlockFile
-from robotempo.fs.store import classify, s3_options, split_scheme, within_deadline
+from robotempo.fs.store import classify, s3_filesystem, s3_options, split_scheme, within_deadline
 from robotempo.safepath import check_file
 
 __all__ = ["BlockFile", "DatasetRoot", "FileRef", "as_file", "as_root", "classify", "s3_options"]
@@ -101,9 +101,8 @@ class DatasetRoot:
         if self.is_local:
             return pafs.LocalFileSystem()
         if self.scheme == "s3":
-            opts = s3_options(self.storage_options)
             try:
-                return pafs.S3FileSystem(**opts)
+                return s3_filesystem(self.storage_options)
             except TypeError as e:
                 raise ConfigError(
                     f"{self.url}: storage_options {sorted(self.storage_options)} are not all S3 settings "

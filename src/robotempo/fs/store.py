@@ -5,9 +5,11 @@ one store operation."""
 from __future__ import annotations
 
 import errno
+import math
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -142,6 +144,44 @@ def split_scheme(text: str) -> tuple[str, str]:
     return "", text
 
 
+# One S3 client per process and distinct settings. pyarrow builds a client only while no request of any
+# client in the process is under way (its S3 finalizer's lock): with a client per dataset, each of a
+# mixture's concurrent opens waited for the others' requests, and after a request abandoned at its deadline
+# no new client could be built until that request's own retries ended.
+# (Not a ProcessLocal: a root's ProcessLocal builds its filesystem here under ProcessLocal's own lock.)
+_clients: dict[tuple, pafs.S3FileSystem] = {}
+_clients_pid = os.getpid()
+_inherited_clients: list[pafs.S3FileSystem] = []  # a parent's clients, never destroyed in a child
+_clients_lock = threading.Lock()
+
+
+def _new_clients_lock() -> None:  # a fork while another thread held it would leave the child's copy held
+    global _clients_lock
+    _clients_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_clients_lock)
+
+
+def s3_filesystem(storage_options: Mapping[str, Any] | None) -> pafs.S3FileSystem:
+    """This process's client for these settings (`s3_options`), shared by every root that uses them."""
+    opts = s3_options(storage_options)
+    own = "retry_strategy" in (storage_options or {})  # the caller's object: shared only with itself
+    strategy = id(opts["retry_strategy"]) if own else _attempts()  # robotempo's: a new object each call
+    key = tuple(sorted((k, strategy if k == "retry_strategy" else repr(v)) for k, v in opts.items()))
+    key += tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))  # keys, profile
+    global _clients_pid
+    with _clients_lock:
+        if _clients_pid != os.getpid():
+            _inherited_clients.extend(_clients.values())
+            _clients.clear()
+            _clients_pid = os.getpid()
+        fs = _clients.get(key)
+        if fs is None:
+            fs = _clients[key] = pafs.S3FileSystem(**opts)
+    return fs
+
+
 def s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     """Keyword arguments for `pyarrow.fs.S3FileSystem`: aliases resolved, finite timeouts, bounded retries."""
     opts: dict[str, Any] = {}
@@ -160,13 +200,18 @@ def s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     if "region" not in opts and (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
         opts["region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     _pair_keys(opts)
-    opts.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-    opts.setdefault("request_timeout", REQUEST_TIMEOUT_S)
+    # A request's own timeouts and retries end near the deadline: past it the caller has moved on, and a
+    # request still under way holds pyarrow's lock on building clients (see `_clients`).
+    opts.setdefault("connect_timeout", min(CONNECT_TIMEOUT_S, deadline_s()))
+    opts.setdefault("request_timeout", min(REQUEST_TIMEOUT_S, deadline_s()))
     if "retry_strategy" not in opts:
-        opts["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(
-            max_attempts=env_int(RETRIES_ENV, DEFAULT_RETRIES)
-        )
+        opts["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=_attempts())
     return opts
+
+
+def _attempts() -> int:
+    """`ROBOTEMPO_S3_RETRIES`, at most as many attempts as silent requests fit in the deadline (60 s: 6)."""
+    return max(1, min(env_int(RETRIES_ENV, DEFAULT_RETRIES), math.ceil(deadline_s() / REQUEST_TIMEOUT_S)))
 
 
 def _pair_keys(opts: dict[str, Any]) -> None:
