@@ -146,6 +146,29 @@ def test_batch_handed_to_another_process_is_never_overwritten(ds, how):
     assert int(batch["pool"][2]) > 0  # and the one handed over was retired, never reused
 
 
+def test_forks_while_a_batch_is_held_do_not_wear_the_pool_out(ds):
+    """A fork while the main process holds a batch retires that batch's slots (the child has them). A flag
+    row serves one storage only, and a worker had 128 of them: after ~64 such forks (an evaluation loader
+    started inside the training loop, say) every later batch was fresh shared memory, for the rest of the
+    run. The pool still reuses storages after 100 forks, and a held batch still never changes."""
+    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=8 * 130)
+    it = iter(loader(ds, num_workers=1, shuffle=None, sampler=sampler))
+    for _ in range(100):
+        batch = next(it)
+        held, expected = batch[CAMERA_KEY], batch[CAMERA_KEY].clone()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    reused, _, retired = (int(v) for v in batch["pool"])
+    assert retired >= 100, batch["pool"]  # each fork retired the held batch's storages
+    for _ in range(30):
+        batch = next(it)
+        check_identity(batch)
+    assert int(batch["pool"][0]) - reused >= 20, (reused, batch["pool"])  # and the pool goes on reusing
+    assert torch.equal(held, expected)
+
+
 def test_pool_knob(ds, monkeypatch):
     monkeypatch.setenv("ROBOTEMPO_SHM_POOL_MB", "0")
     for step, batch in enumerate(loader(ds, num_workers=1)):

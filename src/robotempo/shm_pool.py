@@ -20,7 +20,10 @@ process still uses it:
 A lost or never-unpickled send leaves `released < sent`: the slot is never reused (memory is wasted, never
 overwritten). What the counters cannot see makes the slot `retired` (dropped from the pool for good, its pages
 left to whoever holds them): a receiving process that pickles a received storage on to another process, and
-a process that forks while it holds one (the child inherits the mapping). The pool is off under the
+a process that forks while it holds one (the child inherits the mapping). A row of the flag array serves one
+storage only (a late release must never land on another storage's counter): once a flag array's rows are
+all used, the next storage starts a new array, so retirements never wear the pool out (a run that forks an
+evaluation loader while it holds a batch retires a slot per fork). The pool is off under the
 `file_system` sharing strategy (its handles can be rebuilt twice) and if torch's storage reducer is no longer
 ours. Budget per worker: `ROBOTEMPO_SHM_POOL_MB` (0 turns the pool off); unset, the worker's fair share of
 /dev/shm (`pool_budget_bytes`), so that 8 ranks x 8 workers on one node cannot pin more than half of it. No
@@ -51,14 +54,13 @@ logger = logging.getLogger(__name__)
 
 POOL_MB_NO_SHM = 2048  # the budget where there is no /dev/shm to take a share of (not Linux)
 SHM_DIR = "/dev/shm"  # where torch's `file_descriptor` strategy creates its shared memory (shm_open)
-_CAPACITY = 128  # slots per worker: a few batches in flight x cameras, with room for retired ones
+_CAPACITY = 128  # live slots per worker (a few batches in flight x cameras), and rows per flag array
 # A free storage not taken for this many takes (64 batches of 4 storages) held a peak of batches in flight
 # that is over: its pages go back to the kernel, so the pool follows the recent peak, not the highest ever.
 _IDLE_TAKES = 256
 _RELEASED, _RETIRED = 0, 1  # columns of the flag array
 _WATCH_S = 0.02  # how soon a dropped batch is reported released: small next to a batch's time, cheap to poll
 _WATCHER = "robotempo-shm-release"  # the receiving process's thread that reports expired receipts
-_DEAD = object()  # a retired slot: its index is never reused (a late release would land on the new storage)
 
 _install_lock = threading.Lock()
 _torch_reduce = None  # torch's reducer for UntypedStorage, which ours calls
@@ -92,11 +94,16 @@ def shared_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
 
 
 class _Slot:
-    __slots__ = ("storage", "nbytes", "sent", "taken")
+    __slots__ = ("storage", "nbytes", "sent", "taken", "flags", "row", "index")
 
-    def __init__(self, storage: torch.UntypedStorage, nbytes: int, taken: int):
+    def __init__(
+        self, storage: torch.UntypedStorage, nbytes: int, taken: int, flags: torch.Tensor, index: int
+    ):
         self.storage = storage
         self.nbytes = nbytes
+        self.flags = flags  # the shared flag array holding this storage's row, sent along to receivers
+        self.row = flags.numpy()[index]  # [released, retired]: this storage's alone, never another's
+        self.index = index
         self.sent = 0  # sends of the current lease, counted by `_reduce_storage`
         self.taken = taken  # the pool's take count at this storage's last lease
 
@@ -106,10 +113,10 @@ class WorkerPool:
 
     def __init__(self, budget_bytes: int):
         self.budget = budget_bytes
-        self.flags = torch.zeros((_CAPACITY, 2), dtype=torch.int64).share_memory_()
-        self._flags = self.flags.numpy()
-        self.slots: list = [None] * _CAPACITY
-        self._index: dict[int, int] = {}  # data_ptr -> slot
+        self._flags: torch.Tensor | None = None  # the flag array new slots take their rows from
+        self._next_row = _CAPACITY
+        self.slots: list[_Slot] = []  # live slots, oldest first (the first free one is taken first)
+        self._index: dict[int, _Slot] = {}  # data_ptr -> slot
         self.lock = threading.Lock()
         self.held = 0
         self.foreign_reducer = False  # sticky: once a send may have gone uncounted, nothing is reused
@@ -127,60 +134,62 @@ class WorkerPool:
         self._trim_idle()
         self.foreign_reducer = self.foreign_reducer or not _reducer_is_ours()
         if not self.foreign_reducer:
-            for i, slot in enumerate(self.slots):
-                if isinstance(slot, _Slot) and slot.nbytes == nbytes and self._free(i, slot):
+            for slot in self.slots:
+                if slot.nbytes == nbytes and self._free(slot):
                     slot.sent = 0
                     slot.taken = self.takes
-                    self._flags[i, _RELEASED] = 0
+                    slot.row[_RELEASED] = 0
                     self.reused += 1
                     return slot.storage
         storage = torch.UntypedStorage._new_shared(nbytes)
         if not self.foreign_reducer and self._make_room(nbytes):
-            i = self.slots.index(None)
-            self.slots[i] = _Slot(storage, nbytes, self.takes)
-            self._flags[i] = 0
-            self._index[storage.data_ptr()] = i
+            if self._next_row == _CAPACITY:  # every row of this array served a storage: a new array
+                self._flags = torch.zeros((_CAPACITY, 2), dtype=torch.int64).share_memory_()
+                self._next_row = 0
+            slot = _Slot(storage, nbytes, self.takes, self._flags, self._next_row)
+            self._next_row += 1
+            self.slots.append(slot)
+            self._index[storage.data_ptr()] = slot
             self.held += nbytes
             self.fresh += 1
         else:
             self.unpooled += 1
         return storage
 
-    def _free(self, i: int, slot: _Slot) -> bool:
+    def _free(self, slot: _Slot) -> bool:
         return (
             torch._C._storage_Use_Count(slot.storage._cdata) == 1
-            and not self._flags[i, _RETIRED]
-            and self._flags[i, _RELEASED] == slot.sent
+            and not slot.row[_RETIRED]
+            and slot.row[_RELEASED] == slot.sent
         )
 
     def _make_room(self, nbytes: int) -> bool:
-        """Evict free slots (any size) until `nbytes` more fit the budget and a slot index is unused."""
-        for i, slot in enumerate(self.slots):
-            if self.held + nbytes <= self.budget and None in self.slots:
+        """Evict free slots (any size) until `nbytes` more fit the budget and a live slot more is allowed."""
+        for slot in list(self.slots):
+            if self.held + nbytes <= self.budget and len(self.slots) < _CAPACITY:
                 break
-            if isinstance(slot, _Slot) and self._free(i, slot):
-                self._forget(i, None)
-        return self.held + nbytes <= self.budget and None in self.slots
+            if self._free(slot):
+                self._forget(slot)
+        return self.held + nbytes <= self.budget and len(self.slots) < _CAPACITY
 
     def _trim_idle(self) -> None:
-        """Free the storages no lease needed for `_IDLE_TAKES` takes (the lowest free slot is always taken
+        """Free the storages no lease needed for `_IDLE_TAKES` takes (the first free slot is always taken
         first, so the steady state keeps reusing the same ones and a past peak's extra ones sit idle)."""
-        for i, slot in enumerate(self.slots):
-            if isinstance(slot, _Slot) and self.takes - slot.taken > _IDLE_TAKES and self._free(i, slot):
-                self._forget(i, None)
+        for slot in list(self.slots):
+            if self.takes - slot.taken > _IDLE_TAKES and self._free(slot):
+                self._forget(slot)
                 self.trimmed += 1
 
-    def _forget(self, i: int, mark) -> None:
-        slot = self.slots[i]
+    def _forget(self, slot: _Slot) -> None:
+        """Out of the pool; its flag row is never given to another storage."""
         del self._index[slot.storage.data_ptr()]
         self.held -= slot.nbytes
-        self.slots[i] = mark
+        self.slots.remove(slot)
 
     def _drop_retired(self) -> None:
-        for i in map(int, self._flags[:, _RETIRED].nonzero()[0]):
-            if isinstance(self.slots[i], _Slot):
-                self._forget(i, _DEAD)
-                self.retired += 1
+        for slot in [s for s in self.slots if s.row[_RETIRED]]:
+            self._forget(slot)
+            self.retired += 1
 
     def sent(self, storage: torch.UntypedStorage, by_descriptor: bool) -> tuple[torch.Tensor, int] | None:
         """Count a send of `storage` if it is one of ours: (flag array, slot) for the receiver, else None.
@@ -188,28 +197,28 @@ class WorkerPool:
         A send by file name (the `file_system` strategy, switched on after the storage was made) can be
         rebuilt more than once, which no count covers: that slot is retired."""
         with self.lock:
-            i = self._index.get(storage.data_ptr())
-            if i is None:
+            slot = self._index.get(storage.data_ptr())
+            if slot is None:
                 return None
             if not by_descriptor:
-                self._flags[i, _RETIRED] = 1
+                slot.row[_RETIRED] = 1
                 return None
-            self.slots[i].sent += 1
-            return self.flags, i
+            slot.sent += 1
+            return slot.flags, slot.index
 
     def retire_busy(self) -> None:
         """Before a fork: slots a tensor of this process may still use are retired (the child has them)."""
         with self.lock:
-            for i, slot in enumerate(self.slots):
-                if isinstance(slot, _Slot) and torch._C._storage_Use_Count(slot.storage._cdata) > 1:
-                    self._forget(i, _DEAD)
+            for slot in list(self.slots):
+                if torch._C._storage_Use_Count(slot.storage._cdata) > 1:
+                    self._forget(slot)
                     self.retired += 1
 
     def stats(self) -> dict[str, int]:
         """Counters for benchmarks and tests: storages reused, fresh and kept, fresh and not kept, retired,
         trimmed (freed after `_IDLE_TAKES` idle takes); slots and bytes held now, and the budget in bytes."""
         with self.lock:
-            live = sum(isinstance(s, _Slot) for s in self.slots)
+            live = len(self.slots)
             return {"reused": self.reused, "fresh": self.fresh, "unpooled": self.unpooled,
                     "retired": self.retired, "trimmed": self.trimmed, "slots": live, "held_bytes": self.held,
                     "budget_bytes": self.budget}  # fmt: skip
