@@ -6,6 +6,7 @@ tensor the main process (or a process it handed one to) still holds ever changed
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import subprocess
@@ -167,6 +168,53 @@ def test_forks_while_a_batch_is_held_do_not_wear_the_pool_out(ds):
         check_identity(batch)
     assert int(batch["pool"][0]) - reused >= 20, (reused, batch["pool"])  # and the pool goes on reusing
     assert torch.equal(held, expected)
+
+
+_handed_before: list = []  # in the worker: weak references to the tensors of its last batch
+
+
+def _drop_in_another_thread(samples):
+    """In the worker: the batch as torch hands it to its queue, pickled and dropped by another thread (the
+    queue's feeder); returns how many of its tensors that drop left alive, and how many of the last batch's
+    tensors this batch's production released."""
+    import pickle
+    import threading
+    import weakref
+    from multiprocessing.reduction import ForkingPickler
+
+    batch = collate(samples)
+    released = sum(r() is None for r in _handed_before)
+    refs = [weakref.ref(v) for v in batch.values() if isinstance(v, torch.Tensor)]
+    box = [batch]
+    del batch, samples
+
+    def feed():
+        pickle.loads(bytes(ForkingPickler.dumps(box.pop())))  # pickled, then dropped (as is the copy)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    thread.join()
+    out = {
+        "tensors": torch.tensor(len(refs)),
+        "alive_after_feeder": torch.tensor(sum(r() is not None for r in refs)),
+        "last_batch": torch.tensor(len(_handed_before)),
+        "released_since": torch.tensor(released),
+    }
+    _handed_before[:] = refs
+    return out
+
+
+def test_the_feeder_thread_never_drops_a_batchs_last_reference(ds):
+    """Dropping a tensor's last reference releases the GIL inside torch's deallocator. A spawned worker's
+    queue feeder doing so while the worker's interpreter finalized (a loop left early) died from inside C++:
+    SIGABRT, 'DataLoader worker killed by signal: Aborted' in the training process (1 loader in 5-25 under
+    spawn). The worker keeps the last reference and drops it from its main thread at its next batch."""
+    for context in ("fork", "spawn"):
+        it = loader(ds, num_workers=1, collate_fn=_drop_in_another_thread, multiprocessing_context=context)
+        for i, out in enumerate(itertools.islice(it, 3)):
+            assert int(out["tensors"]) >= 5, out
+            assert int(out["alive_after_feeder"]) == int(out["tensors"]), (context, out)
+            assert int(out["released_since"]) == int(out["last_batch"]) == (0 if i == 0 else out["tensors"])
 
 
 def test_pool_knob(ds, monkeypatch):

@@ -40,6 +40,7 @@ import atexit
 import logging
 import math
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from multiprocessing.reduction import ForkingPickler
@@ -129,6 +130,7 @@ class WorkerPool:
             return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
     def _take(self, nbytes: int) -> torch.UntypedStorage:
+        _release_handed()  # the batches the feeder is done with: their storages may be free now
         self._drop_retired()
         self.takes += 1
         self._trim_idle()
@@ -385,6 +387,12 @@ def pack_batch(batch: dict) -> dict:
     """
     if torch.utils.data.get_worker_info() is None:
         return batch
+    out = _pack(batch)
+    _hold(out)
+    return out
+
+
+def _pack(batch: dict) -> dict:
     keys = [k for k, v in batch.items() if _packable(v)]
     if len(keys) < 2:
         return batch
@@ -400,6 +408,32 @@ def pack_batch(batch: dict) -> dict:
         view.copy_(t)
         out[k] = view
     return out
+
+
+# -- a batch's last reference stays with the worker's main thread -----------------------------------------
+# torch's worker puts each batch on a multiprocessing queue, whose feeder thread pickles it and then drops it.
+# Dropping a tensor's last reference releases the GIL inside torch's C++ deallocator; in a spawned worker
+# that shuts down while its feeder still sends (a loop left early), the interpreter is finalizing by then,
+# the feeder cannot take the GIL back and exits from inside C++: SIGABRT ("terminate called without an
+# active exception"), which the training process sees as "DataLoader worker ... killed by signal: Aborted".
+# The worker keeps a reference to every tensor it hands over until the feeder has dropped its own, so the
+# last one is always dropped here, by the worker's main thread, at its next batch.
+_handed: dict[int, torch.Tensor] = {}  # id -> tensor: a tensor handed in many batches is held once
+
+
+def _hold(batch: dict) -> None:
+    _release_handed()
+    for v in batch.values():
+        if isinstance(v, torch.Tensor):
+            _handed[id(v)] = v
+
+
+def _release_handed() -> None:
+    """Drop the held tensors nothing else references any more (the dict, the item tuple, the loop variable
+    and getrefcount's argument are 4 references)."""
+    for key, t in list(_handed.items()):
+        if sys.getrefcount(t) <= 4:
+            del _handed[key]
 
 
 def _packable(v) -> bool:
