@@ -232,6 +232,22 @@ CASES = [
         ["episodes.jsonl"],
     ),
     Case(
+        "episodes.jsonl cut short of total_episodes",
+        "v2.1",
+        lambda root: (root / "meta/episodes.jsonl").write_text(
+            "".join((root / "meta/episodes.jsonl").read_text().splitlines(keepends=True)[:-2])
+        ),
+        E.DatasetFormatError,
+        ["episodes.jsonl", "total_episodes=", "2 are missing", "set total_episodes to"],
+    ),
+    Case(
+        "meta/episodes cut short of total_episodes",
+        "v3.0",
+        parquet_edit(V30_META, lambda t: t.slice(0, t.num_rows - 3)),
+        E.DatasetFormatError,
+        ["meta/episodes", "total_episodes=", "3 are missing", "restore the whole meta/ folder"],
+    ),
+    Case(
         "episodes.jsonl bad line",
         "v2.1",
         jsonl_line("meta/episodes.jsonl", 3, "not json"),

@@ -97,11 +97,15 @@ def meta30(fn: Callable[[dict[str, np.ndarray]], None]) -> Callable[[Path], None
 
 
 def meta30_rows(keep: slice) -> Callable[[Path], None]:
+    """Only the `keep` rows of the episode metadata, and info.json's total_episodes set to their count (a
+    table shorter than info.json's count is its own error, caught before the data files are read)."""
+
     def corrupt(root: Path) -> None:
         path = root / V30_META
         t = pq.read_table(path)
         idx = np.arange(t.num_rows)[keep]
         pq.write_table(t.take(pa.array(idx)), path)
+        info(lambda d: d.update(total_episodes=len(idx)))(root)
 
     return corrupt
 

@@ -110,3 +110,35 @@ def test_lossless_disagreements_serve_the_pristine_items(case, bases, tmp_path):
                 assert g[key] == value, key
     assert checksums(root) == before
     assert np.all(np.isfinite(got[0]["observation.state"].numpy()))
+
+
+def test_video_window_messages_print_plain_numbers(tmp_path):
+    """They printed numpy reprs: 'from_timestamp np.float64(1.2) .. (np.float64(5.8999999999999995) ..'."""
+    import numpy as np
+
+    from robotempo.format.checks import check_video_windows
+
+    start, end = np.array([0.0, 0.7, 1.2]), np.array([0.7, 1.3, 1.8])  # episode 2 starts inside episode 1
+    with pytest.raises(DatasetFormatError) as e:
+        check_video_windows(
+            tmp_path, "cam", np.arange(3), np.array([7, 6, 6]), np.zeros(3, np.int64), start, end, fps=10
+        )
+    message = str(e.value)
+    assert "np." not in message and "from_timestamp 1.2 .. to_timestamp 1.8" in message
+    assert "overlaps the window of episode 1 (0.7 .. 1.3)" in message, message
+
+
+def test_a_video_fps_other_than_the_datasets_says_re_encode_as_well(bases, tmp_path):
+    """Its fix said only 'set video.fps to 10': for a video that really runs at 30 fps, doing so led to a
+    second error asking to re-encode."""
+    import json
+
+    root = tmp_path / "ds"
+    shutil.copytree(bases["v3.0-video"], root)
+    info = json.loads((root / "meta/info.json").read_text())
+    camera = next(k for k, f in info["features"].items() if f["dtype"] == "video")
+    info["features"][camera].setdefault("info", {})["video.fps"] = 3 * info["fps"]
+    (root / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetFormatError, match="video.fps=") as e:
+        LeRobotDataset("x", root=root)
+    assert "re-encode it at" in str(e.value) and f"set video.fps to {info['fps']:g}" in str(e.value)

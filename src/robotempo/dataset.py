@@ -42,11 +42,38 @@ from robotempo.video.stream import VideoExpectation, check_stream
 logger = logging.getLogger(__name__)
 
 
-def default_root(repo_id: str) -> Path:
-    home = os.environ.get("HF_LEROBOT_HOME") or os.path.join(
-        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "lerobot"
+def default_root(repo_id: str, revision: str | None = None) -> Path:
+    """Where LeRobot keeps `repo_id` when no root is given: `$HF_LEROBOT_HOME/<repo_id>`, else the snapshot
+    LeRobot 0.6.1 downloaded into its hub cache (`$HF_LEROBOT_HOME/hub/datasets--<org>--<name>/snapshots/
+    <sha>`, found read-only through `refs/<revision>`, then `refs/v3.0`, `refs/v2.1`, `refs/main`, or the
+    only snapshot). Nothing is downloaded."""
+    home = Path(
+        os.environ.get("HF_LEROBOT_HOME")
+        or os.path.join(os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "lerobot")
     )
-    return Path(home) / repo_id
+    plain = home / repo_id
+    if not plain.exists():
+        snapshot = _hub_snapshot(home / "hub" / f"datasets--{repo_id.replace('/', '--')}", revision)
+        if snapshot is not None:
+            return snapshot
+    return plain
+
+
+def _hub_snapshot(repo: Path, revision: str | None) -> Path | None:
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    for ref in ([revision] if revision else []) + ["v3.0", "v2.1", "main"]:
+        try:
+            sha = (repo / "refs" / ref).read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if sha and (snapshots / sha).is_dir():
+            return snapshots / sha
+    if revision and (snapshots / revision).is_dir():  # a commit hash given as the revision
+        return snapshots / revision
+    found = [p for p in snapshots.iterdir() if p.is_dir()]
+    return found[0] if len(found) == 1 else None
 
 
 class ItemBatch(Sequence):
@@ -161,7 +188,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         """
         super().__init__()
         self.repo_id = repo_id
-        self.location = as_root(root if root is not None else default_root(repo_id), storage_options)
+        where = root if root is not None else default_root(repo_id, revision)
+        self.location = as_root(where, storage_options)
         self.root = self.location.where()
         if video_backend not in (None, "pyav"):
             logger.info("video_backend=%r ignored: robotempo decodes video with PyAV", video_backend)
@@ -669,7 +697,7 @@ class LeRobotDatasetMetadata(DatasetMeta):
         token: str | bool | None = None,
         storage_options: Mapping[str, Any] | None = None,
     ):
-        location = as_root(root if root is not None else default_root(repo_id), storage_options)
+        location = as_root(root if root is not None else default_root(repo_id, revision), storage_options)
         meta = read_metadata(location)
         super().__init__(
             root=meta.root,

@@ -188,7 +188,8 @@ class Mixture(torch.utils.data.Dataset):
                     "give delta_timestamps in one place: the Mixture's (seconds, mapped onto each dataset)",
                 )
             root = as_root(
-                kwargs.get("root") or default_root(kwargs["repo_id"]), kwargs.get("storage_options")
+                kwargs.get("root") or default_root(kwargs["repo_id"], kwargs.get("revision")),
+                kwargs.get("storage_options"),
             )
             if root.is_file("meta/info.json"):  # else LeRobotDataset raises its own error
                 info = read_info(root)

@@ -6,9 +6,10 @@ writer forever) or read a device. `check_file(root, path, ...)` resolves `path` 
 that it lies inside the root, and that it is a regular file, with one `stat` per call after the root is known.
 
 Symlinks pointing inside the root are fine. A symlink may also point into a trusted folder: the `blobs/`
-folder of a huggingface_hub cache repository when the root is one of its `snapshots/<revision>` folders
-(that is how the hub cache stores files), and the folders listed in `ROBOTEMPO_TRUSTED_ROOTS`
-(`os.pathsep`-separated), for datasets assembled from symlinks on purpose.
+folder of a huggingface_hub cache repository when the root is one of its `snapshots/<revision>` folders or
+a folder inside one, as given or once its own symlinks resolve (that is how the hub cache stores files),
+and the folders listed in `ROBOTEMPO_TRUSTED_ROOTS` (`os.pathsep`-separated), for datasets assembled from
+symlinks on purpose.
 """
 
 from __future__ import annotations
@@ -46,11 +47,29 @@ def _allowed(root: str, trusted: str) -> tuple[str, ...]:
 def _allowed_for(root: str, trusted: str, identity: tuple[int, int] | None) -> tuple[str, ...]:
     real = os.path.realpath(root)
     out = [real]
-    parts = Path(root).absolute().parts
-    if len(parts) >= 3 and parts[-2] == "snapshots":  # huggingface_hub cache: snapshots/<rev> -> ../../blobs
-        out.append(os.path.realpath(os.path.join(root, "..", "..", "blobs")))
+    for path in (str(Path(root).absolute()), real):  # a symlink to the snapshot, a folder inside it
+        blobs = hub_blobs(path)
+        if blobs is not None:
+            out.append(os.path.realpath(blobs))
     out += [os.path.realpath(t) for t in trusted.split(os.pathsep) if t]
     return tuple(out)
+
+
+def hub_blobs(path: str | Path) -> str | None:
+    """The `blobs/` folder of the huggingface_hub cache repository whose snapshot holds `path`
+    (`<repo>/snapshots/<revision>`, or a folder inside it: hub repositories holding several datasets), else
+    None. The snapshot's files are symlinks into it."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots":
+            return os.path.join(*parts[:i], "blobs")
+    return None
+
+
+def in_hub_cache(root: str | Path) -> bool:
+    """Whether `root` lies in a huggingface_hub cache snapshot (as given, or once its symlinks resolve):
+    a cache shared by every tool, which robotempo never writes to."""
+    return hub_blobs(Path(root).absolute()) is not None or hub_blobs(os.path.realpath(root)) is not None
 
 
 def _inside(path: str, folders: tuple[str, ...]) -> bool:

@@ -37,8 +37,8 @@ def check_video_windows(
     def fail(i: int, problem: str) -> None:
         raise DatasetFormatError(
             where,
-            f"episode {episode_index[i]}: videos/{key} window from_timestamp {start[i]!r} .. to_timestamp "
-            f"{end[i]!r} {problem}",
+            f"episode {episode_index[i]}: videos/{key} window from_timestamp {float(start[i])!r} .. "
+            f"to_timestamp {float(end[i])!r} {problem}",
             WINDOW_FIX,
         )
 
@@ -57,13 +57,29 @@ def check_video_windows(
         i, j = int(order[overlap[0]]), int(order[overlap[0] + 1])
         fail(
             j,
-            f"overlaps the window of episode {episode_index[i]} ({start[i]!r} .. {end[i]!r}) in its file",
+            f"overlaps the window of episode {episode_index[i]} "
+            f"({float(start[i])!r} .. {float(end[i])!r}) in its file",
         )
 
 
 def warn_on_totals(where: Path | str, length: np.ndarray, info, source: str) -> None:
     """info.json's totals are a summary; the episode table (`source`, at `where`) decides. A summary that
-    disagrees is said once per open: the episode count first, else the frame count."""
+    disagrees is said once per open: the episode count first, else the frame count.
+
+    Except a table that lists fewer episodes than info.json counts: that is a table cut short (a partial
+    download or copy of meta/, an interrupted write of it), whose missing episodes' data is still there;
+    serving the rest would train on a subset without a word, so it is a `DatasetFormatError`. (A writer
+    killed between its two writes leaves the table ahead of info.json, never behind: that is warned.)"""
+    if len(length) < info.total_episodes:
+        missing = info.total_episodes - len(length)
+        raise DatasetFormatError(
+            where,
+            f"the {source} lists {len(length)} episodes but {info.path} says total_episodes="
+            f"{info.total_episodes}: {missing} {'is' if missing == 1 else 'are'} missing from it (a partial "
+            "download or copy of meta/, or a write of it that did not finish)",
+            "restore the whole meta/ folder (download or copy it again); if those episodes were removed on "
+            f"purpose, set total_episodes to {len(length)} in info.json",
+        )
     if len(length) != info.total_episodes:
         logger.warning(
             "%s lists %d episodes but %s says total_episodes=%d; using the %s",

@@ -197,11 +197,16 @@ def _check_video_info(path: Path, spec: FeatureSpec, fps: float) -> None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value - want) > 1e-3 * want:
-            raise DatasetFormatError(
-                path,
-                f"video feature {spec.name!r} has info {key}={value!r}, but the dataset says {want:g}",
-                f"set {key} to {want:g} (or fix fps / the feature's shape if {value!r} is right)",
-            )
+            fix = f"set {key} to {want:g} (or fix fps / the feature's shape if {value!r} is right)"
+            if key == "video.fps":  # editing the number does not change the video (the stream check follows)
+                fix = (
+                    "robotempo serves one video frame per data frame, so a camera video runs at the "
+                    f"dataset's fps: if the video's frames come at {want:g} per second, set video.fps to "
+                    f"{want:g}; if they come at {value!r}, re-encode it at {want:g} fps (e.g. ffmpeg's -r "
+                    f"{want:g})"
+                )
+            problem = f"video feature {spec.name!r} has info {key}={value!r}, but the dataset says {want:g}"
+            raise DatasetFormatError(path, problem, fix)
 
 
 @dataclass

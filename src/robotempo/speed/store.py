@@ -39,6 +39,7 @@ from robotempo.distributed import process_info
 from robotempo.errors import SpeedLabelError
 from robotempo.fs import DatasetRoot, FileRef, as_file, as_root
 from robotempo.io import atomic_write_jsonl, parse_jsonl
+from robotempo.safepath import in_hub_cache
 from robotempo.speed.labels import (
     SPARSE_TASK_BUCKET,
     SPEED_PERCENTILES,
@@ -436,9 +437,11 @@ class _Request:
     def write(self, cache: Path, rows: list[PercentileRow]) -> Path | None:
         """Write to the dataset, else to the user cache; the path written, or None if neither is writable.
 
-        An object-store root is never written to: its copy goes straight to the user cache.
+        An object-store root, or a huggingface_hub cache snapshot (content-addressed, shared by every tool:
+        a file there looks like part of the revision), is never written to: its copy goes straight to the
+        user cache.
         """
-        if not self.location.is_local:
+        if not self.location.is_local or in_hub_cache(self.location.base):
             return self.write_cache(cache, rows)
         path = self.location.where(SPEED_PERCENTILES_FILE)
         try:
