@@ -7,7 +7,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from robotempo.cli.progress import plain, progress_bar
+from robotempo.cli.progress import plain, print_text, progress_bar
 from robotempo.errors import RobotempoError
 from robotempo.format import read_metadata
 
@@ -122,11 +122,10 @@ def run_info_many(roots: list[str], console: Console, options: dict | None = Non
     console.print(table)
     for root, error in errors:
         console.print(plain(f"{root}: {error}"), style="red")
-    console.print(
-        f"{len(roots) - len(errors)} of {len(roots)} read: {episodes:,} episodes, {frames:,} frames"
-        + (f"; {len(errors)} could not be read" if errors else ""),
-        markup=False,
-        highlight=False,
+    failed = f"; {len(errors)} could not be read" if errors else ""
+    print_text(
+        console,
+        f"{len(roots) - len(errors)} of {len(roots)} read: {episodes:,} episodes, {frames:,} frames{failed}",
     )
     return 2 if errors else 0
 

@@ -33,6 +33,11 @@ def progress_callback(console: Console, description: str) -> Iterator:
         yield update
 
 
+def print_text(console: Console, text: str) -> None:
+    """One line of the CLI's own words about datasets (their paths included), never read as markup."""
+    console.print(text, markup=False, highlight=False)
+
+
 def plain(value: object) -> Text:
     """A dataset's text (a task, robot type, feature or path) as shown, never as rich markup or terminal
     codes: a task '[/]' crashed `info`, and raw escape sequences cleared the user's screen."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from robotempo.cli.progress import plain, progress_bar
+from robotempo.cli.progress import plain, print_text, progress_bar
 from robotempo.cli.storage import storage_options
 from robotempo.errors import ArgumentError, RobotempoError
 from robotempo.validation import Finding, validate_dataset
@@ -83,12 +83,8 @@ def _run_many(args, roots: list[str], console: Console) -> int:
     bad = [(root, _failed(findings)) for root, findings in results if _failed(findings)]
     for root, failed in bad:
         console.print(_findings_table(f"failed checks of {root}", failed))
-    console.print(
-        f"{len(roots) - len(bad)} of {len(roots)} datasets passed"
-        + (f"; failed: {', '.join(root for root, _ in bad)}" if bad else ""),
-        markup=False,
-        highlight=False,
-    )
+    failed = f"; failed: {', '.join(root for root, _ in bad)}" if bad else ""
+    print_text(console, f"{len(roots) - len(bad)} of {len(roots)} datasets passed{failed}")
     return 1 if bad else 0
 
 
