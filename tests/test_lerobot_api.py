@@ -129,6 +129,23 @@ def test_torch_default_collate_takes_the_stacked_batch(root):
     assert isinstance(ds[0], dict)
 
 
+def test_collate_passes_single_items_on_with_batch_size_none(root):
+    """`DataLoader(batch_size=None, collate_fn=collate)` hands `collate` one item at a time: KeyError: 0."""
+    from robotempo import collate
+
+    ds = LeRobotDataset("x", root=root, speed_labels=False)
+    for workers in (0, 1):
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, collate_fn=collate, num_workers=workers)
+        for i, item in zip(range(3), loader):
+            expected = ds[i]
+            assert set(item) == set(expected)
+            for key, value in expected.items():
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(item[key], value), key
+                else:
+                    assert item[key] == value, key
+
+
 def test_transformed_cameras_are_stacked_again_in_order(root):
     ds = LeRobotDataset("x", root=root, speed_labels=False)
     plain = ds.__getitems__([3, 1, 7]).stacked["observation.images.top"]

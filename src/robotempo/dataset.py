@@ -133,9 +133,12 @@ def collate(samples):
     """A DataLoader `collate_fn`: the batch `__getitems__` already stacked, else torch's default collate.
 
     In a worker, the stacked batch's numeric tensors are packed into one shared storage
-    (`robotempo.shm_pool.pack_batch`): one descriptor to hand over instead of one per column."""
+    (`robotempo.shm_pool.pack_batch`): one descriptor to hand over instead of one per column. With
+    `batch_size=None` the DataLoader passes single items: each is returned as it is."""
     if isinstance(samples, ItemBatch):
         return pack_batch(samples.stacked)
+    if isinstance(samples, Mapping):  # `batch_size=None`: one item, passed on as torch's default_convert does
+        return samples
     return torch.utils.data.default_collate(samples)
 
 
