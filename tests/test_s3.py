@@ -556,6 +556,28 @@ def silent_endpoint():
             conn.close()
 
 
+@pytest.mark.parametrize("fixture", ["v21_dataset", "v30_dataset"])
+def test_a_mixture_maps_its_offsets_without_a_request_of_its_own(store, request, fixture):
+    """To map its delta_timestamps onto a dataset's fps the mixture read meta/info.json itself (a HEAD and a
+    GET), then the dataset read it again: 3 requests more per dataset than opening it alone."""
+    from robotempo import Mixture
+
+    url = store.upload(request.getfixturevalue(fixture), f"mix-offsets-{fixture}")
+    deltas = {"action": [0.0, 0.2]}
+    counts = []
+    for make in (
+        lambda: LeRobotDataset("x", root=url, storage_options=store.options(), delta_timestamps=deltas),
+        lambda: Mixture(
+            [{"repo_id": "x", "root": url, "storage_options": store.options()}], delta_timestamps=deltas
+        ),
+    ):
+        store.gate.reset_counts()
+        opened = make()
+        counts.append(store.gate.reset_counts()[0])
+    assert counts[1] == counts[0], counts
+    assert opened[0]["action"].shape[0] == 2
+
+
 def test_an_endpoint_that_never_answers_fails_typed_in_bounded_time(store, monkeypatch):
     """A server that accepts connections and says nothing: with the default retries and timeouts (minutes of
     attempts in all) the operation gives up at its deadline, ROBOTEMPO_S3_DEADLINE_S."""

@@ -22,7 +22,7 @@ import torch
 from robotempo.arrays import distinct
 from robotempo.dataset import ItemBatch, LeRobotDataset, default_root, index_array, item_index
 from robotempo.env import env_int
-from robotempo.errors import DeltaTimestampsError, MixtureError
+from robotempo.errors import DeltaTimestampsError, MissingFileError, MixtureError
 from robotempo.format.info import DEFAULT_COLUMNS, read_info
 from robotempo.fs import as_root
 from robotempo.fs.store import split_scheme
@@ -191,8 +191,12 @@ class Mixture(torch.utils.data.Dataset):
                 kwargs.get("root") or default_root(kwargs["repo_id"], kwargs.get("revision")),
                 kwargs.get("storage_options"),
             )
-            if root.is_file("meta/info.json"):  # else LeRobotDataset raises its own error
-                info = read_info(root)
+            try:
+                info = read_info(root, keep=True)  # kept on `root` for the dataset's own open below
+            except MissingFileError:
+                info = None  # LeRobotDataset raises its own error (with its hint for a repo_id)
+            if info is not None:
+                kwargs["root"] = root
                 keys = [k for k, f in info.features.items() if f.dtype != "string"]
                 tolerance = kwargs.get("tolerance_s", 1e-4)
                 kwargs["delta_timestamps"] = self._dataset_deltas(

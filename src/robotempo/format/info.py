@@ -365,8 +365,20 @@ class DatasetInfo:
         return d
 
 
-def read_info(root: str | Path | DatasetRoot) -> DatasetInfo:
+def read_info(root: str | Path | DatasetRoot, keep: bool = False) -> DatasetInfo:
+    """`meta/info.json`, parsed and checked. `keep=True` leaves it on the `DatasetRoot` for the next
+    `read_info` of that same object (which takes it instead of reading the file again)."""
     location = as_root(root)
+    if location.info_for_next_read is not None:
+        info, location.info_for_next_read = location.info_for_next_read, None
+        return info
+    info = _read_info(location)
+    if keep:
+        location.info_for_next_read = info
+    return info
+
+
+def _read_info(location: DatasetRoot) -> DatasetInfo:
     ref = location.file("meta/info.json")
     if location.is_local and os.path.exists(location.where()) and not os.path.isdir(location.where()):
         raise DatasetFormatError(

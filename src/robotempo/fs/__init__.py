@@ -72,6 +72,9 @@ class DatasetRoot:
         self.is_local = self.scheme == "file"
         self._fs: ProcessLocal[pafs.FileSystem] = ProcessLocal(self._make_fs)
         self._versions: dict[str, tuple] = {}  # object -> (size, ETag or Last-Modified) at its first open
+        # meta/info.json as parsed by a step of this open that needed it first (a Mixture mapping its offsets
+        # onto the dataset's fps), for the dataset's own read right after: one request, not two.
+        self.info_for_next_read = None
 
     def __getstate__(self) -> dict:
         return {"root": self.url, "storage_options": self.storage_options}
