@@ -79,6 +79,18 @@ def test_speed_labels_of_a_snapshot_go_to_the_user_cache(original, tmp_path, mon
     assert torch.equal(ds[len(ds) - 1]["speed"], expected[len(expected) - 1]["speed"])
 
 
+def test_a_folder_merely_named_snapshots_is_not_the_hub_cache(original, tmp_path, monkeypatch):
+    """Only huggingface_hub's repositories (`datasets--...`) count: a user's own `snapshots/` folder keeps
+    its speed-label file in the dataset, and gains no trusted `blobs/`."""
+    monkeypatch.setenv("ROBOTEMPO_CACHE", str(tmp_path / "user-cache"))
+    root = tmp_path / "backups" / "snapshots" / "2026-12" / "ds"
+    shutil.copytree(original, root)
+    (root / "meta" / "speed_percentiles.jsonl").unlink(missing_ok=True)  # another test's open wrote it
+    LeRobotDataset("x", root=root)
+    assert (root / "meta" / "speed_percentiles.jsonl").is_file()
+    assert not (tmp_path / "user-cache").exists()
+
+
 def test_repo_id_alone_finds_lerobots_hub_download(original, tmp_path, monkeypatch):
     """LeRobot 0.6.1 downloads `repo_id` into $HF_LEROBOT_HOME/hub; robotempo looked only in
     $HF_LEROBOT_HOME/<repo_id> and told the user to download a second copy."""

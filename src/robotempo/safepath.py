@@ -55,13 +55,16 @@ def _allowed_for(root: str, trusted: str, identity: tuple[int, int] | None) -> t
     return tuple(out)
 
 
+_HUB_REPO_PREFIXES = ("datasets--", "models--", "spaces--")  # huggingface_hub's names for cache repositories
+
+
 def hub_blobs(path: str | Path) -> str | None:
     """The `blobs/` folder of the huggingface_hub cache repository whose snapshot holds `path`
-    (`<repo>/snapshots/<revision>`, or a folder inside it: hub repositories holding several datasets), else
-    None. The snapshot's files are symlinks into it."""
+    (`<type>s--<org>--<name>/snapshots/<revision>`, or a folder inside it: hub repositories holding several
+    datasets), else None. The snapshot's files are symlinks into it."""
     parts = Path(path).parts
     for i in range(len(parts) - 2, 0, -1):
-        if parts[i] == "snapshots":
+        if parts[i] == "snapshots" and parts[i - 1].startswith(_HUB_REPO_PREFIXES):
             return os.path.join(*parts[:i], "blobs")
     return None
 
