@@ -133,6 +133,29 @@ def test_validate_checks_every_root_and_reports_each(video, tmp_path, capsys, mo
     assert run_main(capsys, "validate", str(video), str(video)).returncode == 0
 
 
+def test_validate_jobs_gives_the_report_of_one_root_after_another(video, tmp_path, capsys, monkeypatch):
+    """--jobs 2: the roots are validated in processes of their own, the report is the same, in the order given
+    (a root given twice is reported twice)."""
+    monkeypatch.setenv("COLUMNS", "250")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(video, damaged)
+    mp4 = sorted(damaged.glob("videos/**/*.mp4"))[0]
+    mp4.write_bytes(mp4.read_bytes()[: mp4.stat().st_size // 2])
+    roots = [str(damaged), str(tmp_path / "missing"), str(video), str(video)]
+    serial = run_main(capsys, "validate", *roots)
+    parallel = run_main(capsys, "validate", *roots, "--jobs", "2")
+    assert serial.returncode == parallel.returncode == 1
+
+    def report(out: str) -> list[str]:  # the tables and the summary line, not the progress bars
+        return [line for line in out.splitlines() if "│" in line or "datasets passed" in line]
+
+    assert report(parallel.stdout) == report(serial.stdout), parallel.stdout
+    assert "2 of 4 datasets passed" in parallel.stdout and mp4.name in parallel.stdout
+    for bad in ("0", "many"):
+        refused = run_main(capsys, "validate", str(video), "--jobs", bad)
+        assert refused.returncode == 2 and "--jobs" in refused.stderr
+
+
 def test_validate_tolerance_too_large_for_one_roots_fps_fails_that_root(video, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
     fast = write_synthetic(tmp_path / "fast", n_episodes=2, n_tasks=1, fps=30, mean_length=10.0)

@@ -6,6 +6,9 @@ failing root's failed checks."""
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
 from rich.console import Console
 from rich.table import Table
 
@@ -44,34 +47,55 @@ def _run_one(args, root: str, console: Console) -> int:
     return 1 if _failed(findings) else 0
 
 
+def validate_root(root: str, tolerance_s: float, video: bool, options: dict, progress=None) -> list[Finding]:
+    """One root's findings; an error that stops its validation is its finding (the next root is checked)."""
+    try:
+        return validate_dataset(root, tolerance_s, video, progress, options)
+    except ArgumentError as e:  # --tolerance-s not below this dataset's 1/fps: its verdict, not all
+        return [Finding("arguments", "failed", f"{type(e).__name__}: {e}")]
+    except RobotempoError as e:  # e.g. its store unreachable
+        return [Finding("dataset", "failed", f"{type(e).__name__}: {e}")]
+
+
 def _run_many(args, roots: list[str], console: Console) -> int:
     options = storage_options(args)
-    results: list[tuple[str, list[Finding]]] = []
+    video = not args.no_video
+    jobs = min(args.jobs, len(roots))
+    results: list[list[Finding]] = [[] for _ in roots]  # in the order given (a root may come twice)
     with progress_bar(console) as bar:
         overall = bar.add_task("datasets", total=len(roots))
         current = bar.add_task("", total=None)
-        for done, root in enumerate(roots):
-            bar.reset(current, total=None, description=plain(root))
+        if jobs == 1:
+            for i, root in enumerate(roots):
+                bar.reset(current, total=None, description=plain(root))
 
-            def progress(stage: str, n: int, total: int, root: str = root) -> None:
-                bar.update(current, completed=n, total=total, description=plain(f"{root}: {stage}"))
+                def progress(stage: str, n: int, total: int, root: str = root) -> None:
+                    bar.update(current, completed=n, total=total, description=plain(f"{root}: {stage}"))
 
-            try:
-                video = not args.no_video
-                findings = validate_dataset(root, args.tolerance_s, video, progress, options)
-            except ArgumentError as e:  # --tolerance-s not below this dataset's 1/fps: its verdict, not all
-                findings = [Finding("arguments", "failed", f"{type(e).__name__}: {e}")]
-            except RobotempoError as e:  # e.g. its store unreachable: reported, and the next root is checked
-                findings = [Finding("dataset", "failed", f"{type(e).__name__}: {e}")]
-            results.append((root, findings))
-            bar.update(overall, completed=done + 1)
+                results[i] = validate_root(root, args.tolerance_s, video, options, progress)
+                bar.advance(overall)
+        else:  # each root in a process of its own (spawned: nothing of this process's threads is inherited)
+            bar.update(current, description=f"{jobs} processes")
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+                futures = {
+                    pool.submit(validate_root, root, args.tolerance_s, video, options): i
+                    for i, root in enumerate(roots)
+                }
+                try:
+                    for future in as_completed(futures):
+                        results[futures[future]] = future.result()
+                        bar.advance(overall)
+                except BaseException:  # Ctrl-C or a bug: the roots not started are not started
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         bar.update(current, visible=False)
 
     summary = Table(title=f"validate: {len(roots)} datasets", title_justify="left")
     summary.add_column("dataset", overflow="fold")
     summary.add_column("result")
     summary.add_column("details", overflow="fold")
-    for root, findings in results:
+    for root, findings in zip(roots, results):
         failed = _failed(findings)
         details = findings[0].details
         checks = [f.check for f in failed if not f.check.startswith(" ")]  # indented rows: a check's files
@@ -80,7 +104,7 @@ def _run_many(args, roots: list[str], console: Console) -> int:
             details = f"{checks[0]} failed{more}"
         summary.add_row(plain(root), STYLE["failed" if failed else "ok"], plain(details))
     console.print(summary)
-    bad = [(root, _failed(findings)) for root, findings in results if _failed(findings)]
+    bad = [(root, _failed(findings)) for root, findings in zip(roots, results) if _failed(findings)]
     for root, failed in bad:
         console.print(_findings_table(f"failed checks of {root}", failed))
     failed = f"; failed: {', '.join(root for root, _ in bad)}" if bad else ""
