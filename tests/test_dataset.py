@@ -303,6 +303,27 @@ def test_bad_timestamps_are_reported_with_the_row(tmp_path):
     LeRobotDataset("t", root=root, speed_labels=False, check_timestamps=False)
 
 
+@pytest.mark.parametrize("row", [5, 2])  # the only frame of a one-frame episode; a frame inside an episode
+def test_a_timestamp_that_is_not_a_number_is_an_error_in_any_episode(tmp_path, row):
+    """A one-frame episode (an aborted recording) has no neighbour to compare its timestamp with: a NaN there
+    was served as the item's timestamp, while the same NaN in a longer episode was an error."""
+    from robotempo.writer import DatasetWriter
+
+    root = tmp_path / "ds"
+    features = {"observation.state": {"dtype": "float32", "shape": [2], "names": None}}
+    with DatasetWriter(root, fps=FPS, features=features, version="v3.0") as w:
+        for length in (5, 1, 4):
+            w.add_episode({"observation.state": np.zeros((length, 2), np.float32)}, task="t")
+        w.finalize()
+    [path] = sorted(root.glob("data/*/*.parquet"))
+    table = pq.read_table(path)
+    ts = table.column("timestamp").to_numpy().copy()
+    ts[row] = np.nan
+    pq.write_table(table.set_column(table.column_names.index("timestamp"), "timestamp", pa.array(ts)), path)
+    with pytest.raises(TimestampError, match="timestamp is nan, not a time"):
+        LeRobotDataset("t", root=root, speed_labels=False)
+
+
 def test_timestamps_may_start_anywhere_without_video(tmp_path):
     """Without video nothing is looked up by timestamp: an episode's timestamps starting late are served as
     stored (LeRobot checks only their spacing too); with video they must start at 0

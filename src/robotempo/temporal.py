@@ -106,6 +106,15 @@ def check_timestamps(
             f"{what}: frame_index is {frame_index[row]}, expected {expected_frame[row]}",
             "frame_index must count 0, 1, 2, ... inside each episode; re-export the dataset",
         )
+    bad = np.flatnonzero(~np.isfinite(timestamp))  # the checks below compare pairs: a lone frame has none
+    if len(bad):
+        row = int(bad[0])
+        path, what = where(row)
+        raise TimestampError(
+            path,
+            f"{what}: timestamp is {timestamp[row]}, not a time ({len(bad)} such rows in the selection)",
+            "fix the timestamps (frame_index / fps), or re-export the dataset",
+        )
     if starts_at_zero:
         first = ep_from[ep_to > ep_from]
         bad = np.flatnonzero(~(np.abs(timestamp[first].astype(np.float64)) <= tolerance_s))
