@@ -71,6 +71,10 @@ def remove(rel: str) -> Callable[[Path], None]:
     return corrupt
 
 
+def copy(source: Path, target: Path) -> None:
+    target.write_bytes(source.read_bytes())
+
+
 def truncate(rel: str, keep: int = 100) -> Callable[[Path], None]:
     def corrupt(root: Path) -> None:
         path = root / rel
@@ -352,6 +356,13 @@ CASES = [
         ["meta/episodes", "dataset_to_index"],
     ),
     Case("episode metadata truncated", "v3.0", truncate(V30_META, 50), E.DatasetFormatError, [V30_META]),
+    Case(
+        "episode metadata file copied beside itself",  # a file manager's copy, a second download
+        "v3.0",
+        lambda root: copy(root / V30_META, root / V30_META.replace("file-000", "file-000 (1)")),
+        E.DatasetFormatError,
+        [V30_META, "file-000 (1).parquet", "stray copy"],
+    ),
     Case("v3.0 data file missing", "v3.0", remove(V30_DATA), E.MissingFileError, [V30_DATA]),
     Case(
         "v3.0 data rows shifted",

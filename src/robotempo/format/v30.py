@@ -124,6 +124,23 @@ def _codes(
     return inverse.reshape(-1).astype(np.int32), files
 
 
+def _raise_duplicate(root, rels, rows, order, episode_index) -> None:
+    """The first episode held by two rows of the episode metadata, named with the file(s) holding them: a
+    stray copy of a file ("file-000 (1).parquet", a second download) is the usual cause."""
+    at = int(np.flatnonzero(np.diff(episode_index) == 0)[0])
+    file_of = np.repeat(np.arange(len(rels)), rows)[order]
+    a, b = rels[file_of[at]], rels[file_of[at + 1]]
+    ep = int(episode_index[at])
+    if a == b:
+        raise DatasetFormatError(root.where(a), f"episode_index {ep} appears twice", META_FIX)
+    raise DatasetFormatError(
+        root.where(EPISODES_DIR),
+        f"episode_index {ep} is held by two files, {a} and {b}",
+        'remove the file that is a stray copy (a file manager\'s "file-000 (1).parquet", a second '
+        "download), or " + META_FIX,
+    )
+
+
 def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str]) -> EpisodeTable:
     parts = []
     video_cols = [
@@ -137,7 +154,8 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
             "the dataset holds no episodes (total_episodes is 0 and meta/episodes is empty)",
             "add episodes (DatasetWriter.resume(root)), or open another dataset",
         )
-    for rel in episode_metadata_files(root):
+    rels = episode_metadata_files(root)
+    for rel in rels:
         pf = open_parquet(root, rel, what, META_FIX)
         names = pf.schema_arrow.names
         missing = [c for c in REQUIRED + tuple(video_cols) if c not in names]
@@ -170,8 +188,7 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
         table = take_rows(table, order)
         episode_index = episode_index[order]
     if len(episode_index) and np.any(np.diff(episode_index) == 0):
-        ep = int(episode_index[np.flatnonzero(np.diff(episode_index) == 0)[0]])
-        raise DatasetFormatError(meta_dir, f"episode_index {ep} appears twice", META_FIX)
+        _raise_duplicate(root, rels, [p.num_rows for p in parts], order, episode_index)
     length = col("length")
     from_index, to_index = col("dataset_from_index"), col("dataset_to_index")
     bad = np.flatnonzero(
