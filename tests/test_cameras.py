@@ -89,6 +89,23 @@ def test_every_png_mode_is_served_or_refused_as_decode_image_does(mode):
             decode()
 
 
+def test_a_palette_with_transparency_is_refused_like_rgba():
+    """A PNG optimiser turns an RGBA image into a palette with a transparent entry (tRNS): RGB conversion
+    would drop its alpha as silently as converting the RGBA image, which is refused."""
+    rgba = np.asarray(Image.fromarray(levels_rgb()).convert("RGBA")).copy()
+    rgba[: H // 2, : W // 2, 3] = 0
+    cell = {"bytes": png(Image.fromarray(rgba).quantize(64)), "path": None}
+    with Image.open(io.BytesIO(cell["bytes"])) as img:
+        assert img.mode == "P" and "transparency" in img.info
+    out = np.zeros((3, H, W), np.uint8)
+    for decode in (
+        lambda: decode_image(cell, "f.parquet", KEY, (H, W, 3)),
+        lambda: decode_image_into(cell, out, "f.parquet", KEY, (H, W, 3)),
+    ):
+        with pytest.raises(FeatureMismatchError, match=r"f\.parquet.* P \(palette with transparency\) image"):
+            decode()
+
+
 def test_bad_cells_are_typed_errors_naming_the_file():
     good = {"bytes": png(Image.fromarray(levels_rgb())), "path": None}
     out = np.zeros((3, H, W), np.uint8)

@@ -16,8 +16,17 @@ from robotempo.shm_pool import shared_tensor
 from robotempo.video.pixels import store
 
 # Image modes that are three colour channels as stored ("P" is a palette of RGB colours); a grey ("L") or
-# RGBA image under a 3-channel declaration is a disagreement, not something to convert silently.
+# RGBA image under a 3-channel declaration is a disagreement, not something to convert silently. So is a
+# palette with a transparent entry (PNG's tRNS chunk, what PNG optimisers make of RGBA): `image_mode` names
+# it apart, and RGB conversion would drop its alpha.
 RGB_MODES = ("RGB", "P", "YCbCr")
+
+
+def image_mode(img: Image.Image) -> str:
+    """The image's mode, with a palette that carries transparency told apart (not one of `RGB_MODES`)."""
+    if img.mode == "P" and "transparency" in img.info:
+        return "P (palette with transparency)"
+    return img.mode
 
 
 def decode_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None = None) -> np.ndarray:
@@ -121,9 +130,9 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 def _rgb_image(value, path: Path | str, key: str, hwc: tuple[int, ...] | None) -> Iterator[Image.Image]:
     """The cell's image decoded as an RGB PIL image, valid inside the `with` (closing it frees its pixels)."""
     with _opened(value, path, key) as img:
-        mode = img.mode
+        mode = image_mode(img)
         width, height = img.size  # from the header: a 12000x12000 image in a 32x32 feature is not decoded
-        if hwc is not None and (height, width) != tuple(hwc[:2]):
+        if hwc is not None and ((height, width) != tuple(hwc[:2]) or mode not in RGB_MODES):
             raise _size_mismatch(path, key, height, width, mode, hwc)
         try:
             if mode == "RGB":  # convert would copy an RGB one

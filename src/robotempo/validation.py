@@ -21,7 +21,7 @@ from PIL import Image
 
 from robotempo.arguments import check_tolerance
 from robotempo.arrays import distinct
-from robotempo.cameras import DEPTH_MODES, IMAGE_FORMATS, RGB_MODES
+from robotempo.cameras import DEPTH_MODES, IMAGE_FORMATS, RGB_MODES, image_mode
 from robotempo.errors import DatasetFormatError, FeatureMismatchError, RobotempoError
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.speed import SPEED_PERCENTILES_FILE, read_percentiles_file
@@ -244,7 +244,7 @@ def _check_image_sizes(ds, key: str, progress: Progress, batch: int = 4096) -> N
             data = cell.get("bytes") if isinstance(cell, dict) else cell
             try:
                 with Image.open(io.BytesIO(data or b""), formats=IMAGE_FORMATS) as img:
-                    size, mode = img.size, img.mode
+                    size, mode = img.size, image_mode(img)
                     img.verify()
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # damaged: SyntaxError
                 size = mode = None
