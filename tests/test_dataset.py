@@ -324,6 +324,64 @@ def test_a_timestamp_that_is_not_a_number_is_an_error_in_any_episode(tmp_path, r
         LeRobotDataset("t", root=root, speed_labels=False)
 
 
+def _v21_without_episode_one(root, lengths=(5, 3, 4, 6, *range(7, 14))):
+    """A v2.1 dataset with episode 1 deleted by hand, as users do before uploading: its file and its lines
+    in the episode metadata removed, the totals lowered; the others keep their episode_index and index."""
+    from robotempo.writer import DatasetWriter
+
+    features = {"observation.state": {"dtype": "float32", "shape": [2], "names": None}}
+    with DatasetWriter(root, fps=FPS, features=features, version="v2.1") as w:
+        for e, length in enumerate(lengths):
+            w.add_episode({"observation.state": np.full((length, 2), e, np.float32)}, task="t")
+        w.finalize()
+    for path in root.glob("data/*/episode_000001.parquet"):
+        path.unlink()
+    for name in ("episodes.jsonl", "episodes_stats.jsonl"):
+        path = root / "meta" / name
+        kept = [line for line in path.read_text().splitlines(True) if json.loads(line)["episode_index"] != 1]
+        path.write_text("".join(kept))
+    info = json.loads((root / "meta/info.json").read_text())
+    info["total_episodes"] -= 1
+    info["total_frames"] -= lengths[1]
+    (root / "meta/info.json").write_text(json.dumps(info, indent=4))
+
+
+def test_v21_index_with_a_gap_from_a_deleted_episode_is_served(tmp_path):
+    """v2.1 states no global index (no dataset_from_index): a gap left by a deleted episode disagrees with
+    nothing. Items are served by position, each with its stored index, and speed labels are computed."""
+    root = tmp_path / "ds"
+    _v21_without_episode_one(root)
+    ds = LeRobotDataset("t", root=root, delta_timestamps={"observation.state": [-0.1, 0.0, 0.1]})
+    items = [ds[i] for i in range(len(ds))]
+    lengths = [5, 4, 6, *range(7, 14)]  # episodes 0 and 2..10
+    assert len(items) == sum(lengths)
+    assert [int(it["episode_index"]) for it in items] == np.repeat([0, *range(2, 11)], lengths).tolist()
+    assert [int(it["index"]) for it in items] == [*range(5), *range(8, 8 + sum(lengths) - 5)]
+    for it in items:  # every window holds its own episode's rows only
+        assert torch.all(it["observation.state"][:, 0] == it["episode_index"])
+    assert ds.absolute_to_relative_idx == {int(it["index"]): i for i, it in enumerate(items)}
+    speed = {int(it["episode_index"]): int(it["speed"]) for it in items}
+    assert speed[2] == 0 and speed[10] == 100  # the population read from the files: shortest and longest
+    (root / "meta" / "speed_percentiles.jsonl").unlink()  # one episode's open reads every file's task
+    one = LeRobotDataset("t", root=root, episodes=[3])
+    assert [int(one[i]["index"]) for i in range(len(one))] == list(range(12, 18))
+    assert int(one[0]["speed"]) == speed[3]
+
+
+def test_v21_index_ranges_that_overlap_are_refused(tmp_path):
+    """An index restarting in every file (some converters) gives two frames one index: refused."""
+    root = tmp_path / "ds"
+    _v21_without_episode_one(root)
+    path = next(root.glob("data/*/episode_000002.parquet"))
+    table = pq.read_table(path)
+    restarted = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    pq.write_table(table.set_column(table.column_names.index("index"), "index", restarted), path)
+    with pytest.raises(
+        RowAlignmentError, match="episode 2's rows start at index 0, inside episode 0's range"
+    ):
+        LeRobotDataset("t", root=root, speed_labels=False)
+
+
 def test_timestamps_may_start_anywhere_without_video(tmp_path):
     """Without video nothing is looked up by timestamp: an episode's timestamps starting late are served as
     stored (LeRobot checks only their spacing too); with video they must start at 0

@@ -299,10 +299,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
     @property
     def absolute_to_relative_idx(self) -> dict[int, int] | None:
         """LeRobot's map from a frame's global `index` to its item position: None when every episode is
-        selected (they are the same), else built on each call (one entry per selected frame)."""
-        if not self._selection_given:
-            return None
+        selected and the index has no gap (they are the same), else built on each call (one entry per selected
+        frame). A v2.1 dataset whose index skips values (an episode deleted by hand) has a map."""
         index = self.frames.columns["index"]
+        same = not len(index) or (int(index[0]) == 0 and int(index[-1]) == len(index) - 1)
+        if not self._selection_given and same:
+            return None
         return dict(zip(index.tolist(), range(len(index))))
 
     def set_image_transforms(self, transforms: Callable | None) -> None:

@@ -35,6 +35,9 @@ class EpisodeTable:
     data_row_from: np.ndarray  # int64 row offset of the episode inside its data file (derived from metadata)
     data_files: list[str]  # relative to the dataset root
     videos: dict[str, VideoLocation] = field(default_factory=dict)
+    # Whether the metadata states each episode's global `index` range (v3.0). v2.1's is the running sum of
+    # the lengths, a position: its data may skip values (an episode deleted by hand keeps the others' index).
+    index_stated: bool = True
 
     def __post_init__(self) -> None:
         n = len(self.episode_index)
@@ -101,6 +104,7 @@ class EpisodeTable:
             data_file=self.data_file[positions],
             data_row_from=self.data_row_from[positions],
             data_files=self.data_files,
+            index_stated=self.index_stated,
             videos={
                 k: VideoLocation(
                     v.file[positions],

@@ -209,4 +209,5 @@ def read_episodes_v21(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
         data_row_from=np.zeros(n, dtype=np.int64),
         data_files=data_files,
         videos=videos,
+        index_stated=False,
     )

@@ -281,9 +281,8 @@ class FrameTable:
         eps = self.episodes
         ep_col = self.columns["episode_index"]
         expected_ep = np.repeat(eps.episode_index, eps.length)
-        expected_index = np.repeat(eps.dataset_from_index - self.ep_from, eps.length) + np.arange(
-            self.num_rows
-        )
+        first = eps.dataset_from_index if eps.index_stated else self._v21_first_index()
+        expected_index = np.repeat(first - self.ep_from, eps.length) + np.arange(self.num_rows)
         bad = np.flatnonzero((ep_col != expected_ep) | (self.columns["index"] != expected_index))
         if len(bad):
             row = int(bad[0])
@@ -296,6 +295,27 @@ class FrameTable:
                 f"episode_index {expected_ep[row]} and index {expected_index[row]}",
                 ALIGN_FIX,
             )
+
+    def _v21_first_index(self) -> np.ndarray:
+        """v2.1 states no global `index`: each selected episode's range starts at its own first row's value
+        (an episode deleted by hand leaves a gap; `_verify` checks each range runs on by one), and the ranges
+        must rise with episode_index without overlapping (an index restarting in each file is refused)."""
+        eps = self.episodes
+        index = self.columns["index"]
+        first = index[self.ep_from].astype(np.int64)
+        end = first + eps.length
+        bad = np.flatnonzero(first[1:] < end[:-1])
+        if len(bad):
+            e = int(bad[0]) + 1
+            raise RowAlignmentError(
+                self._path(int(eps.data_file[e])).where,
+                f"episode {eps.episode_index[e]}'s rows start at index {first[e]}, inside episode "
+                f"{eps.episode_index[e - 1]}'s range {first[e - 1]}..{end[e - 1] - 1}: the global index "
+                "must rise from episode to episode",
+                "renumber the index column (0, 1, 2, ... over the episodes in order), or re-export "
+                "the dataset",
+            )
+        return first
 
     def non_finite(self) -> dict[str, tuple[int, int]]:
         """Float columns holding NaN or infinity: name -> (how many values, first table row)."""

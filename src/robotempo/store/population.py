@@ -62,7 +62,10 @@ def episode_task_index(
         first_index = first_value(pf, "index")
         if first_index is None:
             raise RowAlignmentError(path, "the data file holds no rows", "re-export the dataset")
-        rows = table.dataset_from_index[positions] - first_index
+        if table.index_stated:
+            rows = table.dataset_from_index[positions] - first_index
+        else:  # v2.1: a file holds one episode, whose `index` need not continue the previous episode's
+            rows = np.zeros(len(positions), dtype=np.int64)
         groups = np.searchsorted(offsets, rows, side="right") - 1
         exact = (groups >= 0) & (rows < offsets[-1]) & (offsets[np.clip(groups, 0, None)] == rows)
         pending = []
@@ -77,9 +80,12 @@ def episode_task_index(
                 cols = pf.read(columns=["index", "task_index"], use_threads=False)
             index = cols.column("index").to_numpy()
             task = cols.column("task_index").to_numpy()
-            where = np.searchsorted(index, table.dataset_from_index[pending])
+            first = (
+                table.dataset_from_index[pending] if table.index_stated else index[:1].repeat(len(pending))
+            )
+            where = np.searchsorted(index, first)
             where = np.clip(where, 0, len(index) - 1)
-            if not np.array_equal(index[where], table.dataset_from_index[pending]):
+            if not np.array_equal(index[where], first):
                 raise RowAlignmentError(
                     path, "episodes listed for this file are not in it", "re-export the dataset"
                 )
