@@ -235,3 +235,19 @@ def test_json_lines_break_at_newlines_only(tmp_path):
     (meta / "speed_percentiles.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n")
     again = LeRobotDataset("t", root=root)
     assert again[0]["speed"] == first[0]["speed"] and again[0]["task"] == odd
+
+
+def test_a_byte_order_mark_is_not_content(tmp_path):
+    """A JSON-lines file saved by a Windows editor starts with a UTF-8 byte-order mark: its first line was an
+    invalid JSON line, while info.json with one was read (json.loads of bytes skips it)."""
+    from robotempo import LeRobotDataset
+    from robotempo.synth import write_synthetic
+
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=4, n_tasks=2, camera=None, seed=3)
+    plain = LeRobotDataset("t", root=root, speed_labels=False)
+    for name in ("episodes.jsonl", "tasks.jsonl", "info.json"):
+        path = root / "meta" / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    marked = LeRobotDataset("t", root=root, speed_labels=False)
+    assert len(marked) == len(plain) and marked[5]["task"] == plain[5]["task"]

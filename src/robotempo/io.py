@@ -87,7 +87,7 @@ def parse_jsonl(
 ) -> list[tuple[int, dict]]:
     """Rows of JSON-lines `data` as `(line_number, object)`; any fault is an `error` naming `where`."""
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a leading byte-order mark (Windows editors) is not content
     except UnicodeDecodeError as e:
         raise error(where, f"not UTF-8 text ({e.reason} at byte {e.start})", fix) from None
     rows = []
