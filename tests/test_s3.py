@@ -168,6 +168,29 @@ def test_open_of_one_episode_costs_the_same_requests_at_any_size(store, tmp_path
     assert counts[1] <= 18, counts
 
 
+def test_a_small_data_file_costs_two_requests_to_open(store, tmp_path):
+    """v2.1 keeps each episode in a file of its own, mostly a few KB for tabular data: opening all episodes
+    from a store made a HEAD, a footer read (which fetched the whole file) and a column read per file; now the
+    HEAD and one read of the whole file. The extra files of a larger dataset cost exactly that, and the items
+    are the local ones."""
+    counts = []
+    for n in (10, 30):
+        root = write_synthetic(
+            tmp_path / f"{n}", version="v2.1", n_episodes=n, n_tasks=2, camera=None, seed=n, fps=10,
+            mean_length=20.0,
+        )  # fmt: skip
+        LeRobotDataset("s", root=root)  # the speed file, uploaded with the rest
+        url = store.upload(root, f"small-files-{n}")
+        store.gate.reset_counts()
+        remote = LeRobotDataset("s", root=url, storage_options=store.options())
+        counts.append(store.gate.reset_counts()[0])
+        assert all(p.stat().st_size <= 64 * 1024 for p in (root / "data").rglob("*.parquet"))
+    local = LeRobotDataset("s", root=root)
+    for i in range(0, len(local), 7):
+        assert_same_batches(remote[i], local[i])
+    assert counts[1] - counts[0] == 2 * 20, counts
+
+
 def test_one_episode_of_a_long_video_file_fetches_a_bounded_share(store, tmp_path, monkeypatch):
     root = write_synthetic(
         tmp_path / "long", version="v3.0", n_episodes=80, n_tasks=1, camera="video", image_size=(64, 64),

@@ -87,6 +87,21 @@ def within_footer(source: pa.NativeFile, make, where: str):
     return within_deadline(lambda: make(source), where)
 
 
+# A store object this small is read whole, in one request, and parsed from memory: pyarrow's own footer read
+# (the last 64 KiB) fetches all of it anyway, and then its column reads cost another round trip. v2.1's
+# tabular episode files are mostly this small: opening a store dataset made 3 requests per file, now 2.
+WHOLE_OBJECT_BYTES = 64 * 1024
+
+
+def _whole_if_small(source: pa.NativeFile) -> pa.NativeFile:
+    size = source.size()  # known from the open's HEAD request
+    if size > WHOLE_OBJECT_BYTES:
+        return source
+    data = source.read_at(size, 0)
+    source.close()
+    return pa.BufferReader(data)
+
+
 def open_parquet(path: FileRef | str | os.PathLike) -> DataFile:
     """Open one data file (reads its footer) outside any cache, with typed errors naming the file."""
     ref = as_file(path)
@@ -98,7 +113,7 @@ def open_parquet(path: FileRef | str | os.PathLike) -> DataFile:
         # out every retry of the SDK, ~50 s at a 5 s deadline), a handle opened here and not in the pool
         # (open_input_file waits on the pool itself)
         where = str(ref.where)
-        make = lambda s: DataFile(s, pre_buffer=True, where=where)  # noqa: E731
+        make = lambda s: DataFile(_whole_if_small(s), pre_buffer=True, where=where)  # noqa: E731
         return within_footer(ref.open_input_file(), make, where)
     except FileNotFoundError:
         raise root.missing_root_error(ref.rel) or MissingFileError(
