@@ -87,6 +87,28 @@ def test_validate_passes_a_good_dataset_and_reads_every_image(good, tmp_path):
     assert failed and "episode 2 frame 5" in failed[0].details, failed
 
 
+def test_validate_refuses_a_palette_with_transparency(good, tmp_path):
+    """What the reader refuses, validate reports: a PNG optimiser's palette with a transparent entry."""
+    import io
+
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    shutil.copytree(good, root)
+    path = root / "data/chunk-000/episode_000001.parquet"
+    t = pq.read_table(path)
+    cells = t.column("observation.images.top").to_pylist()
+    rgba = np.asarray(Image.open(io.BytesIO(cells[2]["bytes"])).convert("RGBA")).copy()
+    rgba[:8, :8, 3] = 0
+    buf = io.BytesIO()
+    Image.fromarray(rgba).quantize(64).save(buf, format="PNG")
+    cells[2]["bytes"] = buf.getvalue()
+    edit_column(path, "observation.images.top", lambda c: pa.array(cells, c.type))
+    failed = [f for f in validate_dataset(root) if f.status == "failed"]
+    assert failed and "episode 1 frame 2" in failed[0].details, failed
+    assert "P (palette with transparency)" in failed[0].details, failed
+
+
 def test_validate_names_the_failing_file_whole_at_80_columns(good, tmp_path):
     """At 80 columns (a pipe, a narrow terminal) rich cut long cells with '...': the file went unnamed."""
     import os
