@@ -96,6 +96,7 @@ class VideoReader:
         self._new_generator()
         self.broken = False  # set when FFmpeg failed mid-read; the owner should close this reader
         self.closed = False
+        self._seeks_unsafe = False  # its keyframes do not refresh the decoder: see `_seek`
 
     def _init_stream(self) -> None:
         if not self._container.streams.video:
@@ -345,6 +346,10 @@ class VideoReader:
 
     def _seek(self, target: float, slack: float) -> None:
         """Position the decoder so its next frames include the last frame at or before `target`."""
+        if self._seeks_unsafe:  # decode from the start, unless the decoder can go on forward to the target
+            if self._position_for(target, slack) is None:
+                self._restart(None)
+            return
         seek_to = int(math.floor(target + slack))
         for attempt in range(6):
             self._restart(seek_to)
@@ -353,12 +358,33 @@ class VideoReader:
                 seek_to -= int(self.step * 2**attempt) + 1
                 continue
             self._cur = frame
+            if not frame.key_frame:
+                # The first frame decoded after a seek is the keyframe it landed on, in every codec and GOP
+                # structure tried (closed and open GOPs, B-pyramids, H.264, HEVC, AV1, VP9), except where
+                # the container's keyframes are not decoder refresh points: x264's intra-refresh marks the
+                # start of each refresh cycle as one, and the frames decoded from it are wrong until the
+                # refresh has crossed the picture (FFmpeg outputs some of them as if sound). Decoding from
+                # the start is right. (A seek into the first group, before the file's first shown
+                # keyframe, e.g. behind an edit list, lands where the start does anyway.)
+                if self._keyframe_before(seek_to) > 0:
+                    self._distrust_keyframes()
+                break
             if frame.pts <= target + slack or frame.pts <= self.start_pts:
                 return
             # The demuxer landed on a keyframe after the target (its index may hold decode times): go back.
             seek_to = min(seek_to, frame.pts) - int(self.step * 2**attempt) - 1
         logger.debug("%s: seeks near pts %s kept landing late; decoding from the start", self.path, target)
         self._restart(None)
+
+    def _distrust_keyframes(self) -> None:
+        """Every later seek in this file decodes from its start (or on from where the decoder is)."""
+        self._seeks_unsafe = True
+        logger.warning(
+            "%s: a seek landed on a keyframe that does not refresh the decoder (x264 intra-refresh?): "
+            "frames decoded from it would be wrong, so this file is decoded from its start for every seek, "
+            "which is slow. Fix: re-encode it with real keyframes (e.g. x264 without intra-refresh)",
+            self.path,
+        )
 
     def _restart(self, seek_to: int | None) -> None:
         """Seek to the keyframe at or before pts `seek_to` (None: the start of the file); reset the state."""
