@@ -66,6 +66,25 @@ def test_s3_options_aliases_environment_and_bounds(monkeypatch):
         s3_options(None)
 
 
+def test_settings_given_as_text_are_read_as_their_type(monkeypatch):
+    """`--storage-option KEY=VALUE` gives text: pyarrow took "anonymous=0" (any non-empty string) for True,
+    sending no credentials, and refused "connect_timeout=5"."""
+    import argparse
+
+    from robotempo.cli.storage import storage_options
+
+    for text, expected in (("0", False), ("no", False), ("False", False), ("1", True), ("yes", True)):
+        assert s3_options({"anonymous": text})["anonymous"] is expected, text
+    args = argparse.Namespace(storage_option=["anonymous=off", "connect_timeout=5", "region=0123"])
+    opts = s3_options(storage_options(args))
+    assert opts["anonymous"] is False and opts["connect_timeout"] == 5.0 and opts["region"] == "0123"
+    DatasetRoot("s3://bucket/ds", {"endpoint_override": "127.0.0.1:9", "connect_timeout": "5"}).fs  # noqa: B018
+    with pytest.raises(ConfigError, match="anonymous='maybe' is not true or false"):
+        s3_options({"anonymous": "maybe"})
+    with pytest.raises(ConfigError, match="request_timeout='soon' is not a number"):
+        s3_options({"request_timeout": "soon"})
+
+
 def test_one_key_of_the_pair_takes_the_other_from_the_environment(monkeypatch):
     """pyarrow wants both keys or neither; one alone reached the user as pyarrow's bare ValueError."""
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)

@@ -186,7 +186,8 @@ def s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     """Keyword arguments for `pyarrow.fs.S3FileSystem`: aliases resolved, finite timeouts, bounded retries."""
     opts: dict[str, Any] = {}
     for key, value in (storage_options or {}).items():
-        opts[_S3_ALIASES.get(key, key)] = value
+        key = _S3_ALIASES.get(key, key)
+        opts[key] = _typed(key, value)
     endpoint = (
         opts.get("endpoint_override")
         or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -207,6 +208,36 @@ def s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     if "retry_strategy" not in opts:
         opts["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=_attempts())
     return opts
+
+
+# pyarrow's S3FileSystem settings that are not strings. A value given as text (`--storage-option KEY=VALUE`,
+# a config file) is read as its type: pyarrow took any non-empty string for True ("anonymous=0" turned
+# anonymous access on and sent no credentials) and refused "5" for a timeout.
+_BOOL_SETTINGS = frozenset({
+    "anonymous", "background_writes", "allow_bucket_creation", "allow_bucket_deletion",
+    "check_directory_existence_before_creation", "allow_delayed_open", "force_virtual_addressing",
+})  # fmt: skip
+_NUMBER_SETTINGS = frozenset({"connect_timeout", "request_timeout", "load_frequency"})
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _typed(key: str, value: Any) -> Any:
+    if key in _BOOL_SETTINGS and not isinstance(value, bool):
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ConfigError(
+            f"storage option {key}={value!r} is not true or false. Fix: {key}=true or {key}=false"
+        )
+    if key in _NUMBER_SETTINGS and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"storage option {key}={value!r} is not a number. Fix: e.g. {key}=5 (seconds)"
+            ) from None
+        return int(number) if key == "load_frequency" else number
+    return value
 
 
 def _attempts() -> int:
