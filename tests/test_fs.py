@@ -280,3 +280,15 @@ def test_plan_joins_near_chunks_and_leaves_camera_bytes_between_numeric_chunks_u
     spans = plan(wide, hole)
     assert len(spans) == 2 and all(hi - lo <= MAX_SPAN for lo, hi in spans)
     assert plan([(0, 2 * MAX_SPAN)], hole) == [(0, 2 * MAX_SPAN)]  # one chunk larger than a span: as is
+
+
+def test_a_scheme_fsspec_cannot_read_is_a_config_error():
+    """fsspec is installed (torch needs it) but not every backend: a gs:// root raised fsspec's bare
+    ImportError, which the CLI reported as a bug inside robotempo."""
+    import importlib.util
+
+    with pytest.raises(ConfigError, match=r"nosuch://x/y: fsspec has no filesystem for nosuch://"):
+        _ = DatasetRoot("nosuch://x/y").fs
+    if importlib.util.find_spec("gcsfs") is None:
+        with pytest.raises(ConfigError, match=r"gs://bucket/ds: .* gs backend is not installed .*gcsfs"):
+            _ = DatasetRoot("gs://bucket/ds").fs

@@ -122,7 +122,20 @@ class DatasetRoot:
                 "installed. "
                 f"Fix: pip install fsspec and its {self.scheme} backend, or copy the dataset to a folder"
             ) from None
-        return PyFileSystem(FSSpecHandler(fsspec.filesystem(self.scheme, **self.storage_options)))
+        try:
+            backend = fsspec.filesystem(self.scheme, **self.storage_options)
+        except ImportError as e:  # fsspec knows the scheme, its package is missing ("Install gcsfs to ...")
+            raise ConfigError(
+                f"{self.url}: robotempo reads {self.scheme}:// roots through fsspec, whose {self.scheme} "
+                f"backend is not installed ({e}). Fix: pip install it (gcsfs for gs://, adlfs for az://), "
+                "or copy the dataset to a folder"
+            ) from None
+        except ValueError as e:  # "Protocol not known"
+            raise ConfigError(
+                f"{self.url}: fsspec has no filesystem for {self.scheme}:// ({e}). Fix: check the URL's "
+                "scheme (s3://, gs://, az://, ...), or copy the dataset to a folder"
+            ) from None
+        return PyFileSystem(FSSpecHandler(backend))
 
     def path(self, rel: str = "") -> str:
         """The filesystem path of `rel` (relative to the root)."""
