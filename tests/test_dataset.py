@@ -440,3 +440,20 @@ def test_an_unselected_episode_of_an_undefined_task_is_warned_about_and_labelled
     assert len(said) == 1 and "speed 50" in said[0], said
     with pytest.raises(UnknownTaskError, match="task_index 99"):
         LeRobotDataset("t", root=root, episodes=[5])
+
+
+def test_a_folder_that_is_not_a_dataset_root_says_which_folder_is(tmp_path):
+    """root= naming a dataset's meta/ folder, or the folder holding several datasets, was answered with "the
+    dataset does not exist" and a download hint; the folder exists, and the fix is another path."""
+    from robotempo.errors import MissingFileError
+
+    for name in ("a", "b"):
+        write_synthetic(tmp_path / name, version="v3.0", n_episodes=2, n_tasks=1, camera=None, seed=1)
+    with pytest.raises(
+        MissingFileError, match=rf"pass the dataset's folder, {tmp_path / 'a'} \(the one holding"
+    ):
+        LeRobotDataset("x", root=tmp_path / "a" / "meta")
+    with pytest.raises(MissingFileError, match=r"this folder holds datasets \(a, b\): pass one of them"):
+        LeRobotDataset("x", root=tmp_path)
+    with pytest.raises(MissingFileError, match="snapshot_download"):  # a folder that is not there
+        LeRobotDataset("x", root=tmp_path / "absent")
