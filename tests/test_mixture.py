@@ -160,6 +160,14 @@ def test_bad_weights_are_typed_errors(mix, weights, match):
         Mixture(mix.datasets, weights=weights)
 
 
+def test_a_misspelt_spec_key_names_the_spec_and_the_argument(roots):
+    """A spec is LeRobotDataset's arguments: a typo raised a bare TypeError naming no dataset."""
+    specs = _specs(roots)
+    specs[1] = {**specs[1], "episode": [1]}
+    with pytest.raises(MixtureError, match=r"dataset 1 \(.*'episode' \(did you mean 'episodes'\?\)"):
+        Mixture(specs)
+
+
 def test_zero_weight_is_allowed(mix):
     m = Mixture(mix.datasets, weights=[2, 0, 2])
     assert m.weights.tolist() == [0.5, 0.0, 0.5]

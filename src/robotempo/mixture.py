@@ -39,6 +39,22 @@ OPEN_THREADS_ENV = "ROBOTEMPO_MIXTURE_OPEN_THREADS"
 DEFAULT_OPEN_THREADS = 8
 
 
+def _check_spec_keys(d: int, spec: dict) -> None:
+    """A spec's keys are LeRobotDataset's arguments: a misspelt one raised a bare TypeError naming no spec."""
+    import difflib
+    import inspect
+
+    accepted = [name for name in inspect.signature(LeRobotDataset.__init__).parameters if name != "self"]
+    unknown = [key for key in spec if key not in accepted]
+    if unknown:
+        near = {key: difflib.get_close_matches(str(key), accepted, n=1) for key in unknown}
+        hints = ", ".join(f"{key!r} (did you mean {m[0]!r}?)" if m else repr(key) for key, m in near.items())
+        raise MixtureError(
+            f"dataset {d} ({spec['repo_id']!r}): the spec has keys LeRobotDataset does not take: {hints}",
+            f"use LeRobotDataset's arguments: {', '.join(accepted)}",
+        )
+
+
 class Mixture(torch.utils.data.Dataset):
     """Several datasets as one: concatenated index space, one item schema, sampling weights.
 
@@ -181,6 +197,7 @@ class Mixture(torch.utils.data.Dataset):
                 "{'repo_id': 'lab/pick', 'root': '/data/pick'}",
             )
         kwargs = dict(source)
+        _check_spec_keys(d, kwargs)
         if self.delta_timestamps is not None:
             if kwargs.get("delta_timestamps") is not None:
                 raise MixtureError(
