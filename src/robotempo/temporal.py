@@ -97,38 +97,33 @@ def check_timestamps(
         return
     episode = np.repeat(np.arange(len(ep_from)), ep_to - ep_from)
     expected_frame = np.arange(n) - ep_from[episode]
-    bad = np.flatnonzero(frame_index != expected_frame)
-    if len(bad):
-        row = int(bad[0])
-        path, what = where(row)
-        raise TimestampError(
-            path,
-            f"{what}: frame_index is {frame_index[row]}, expected {expected_frame[row]}",
-            "frame_index must count 0, 1, 2, ... inside each episode; re-export the dataset",
-        )
-    bad = np.flatnonzero(~np.isfinite(timestamp))  # the checks below compare pairs: a lone frame has none
-    if len(bad):
-        row = int(bad[0])
-        path, what = where(row)
-        raise TimestampError(
-            path,
-            f"{what}: timestamp is {timestamp[row]}, not a time ({len(bad)} such rows in the selection)",
-            "fix the timestamps (frame_index / fps), or re-export the dataset",
-        )
+    _raise_at_first(
+        np.flatnonzero(frame_index != expected_frame),
+        where,
+        lambda row: f"frame_index is {frame_index[row]}, expected {expected_frame[row]}",
+        "frame_index must count 0, 1, 2, ... inside each episode; re-export the dataset",
+    )
+    # The checks below compare pairs of timestamps: a one-frame episode has none.
+    non_finite = np.flatnonzero(~np.isfinite(timestamp))
+    _raise_at_first(
+        non_finite,
+        where,
+        lambda row: f"timestamp is {timestamp[row]}, not a time ({len(non_finite)} such rows selected)",
+        "fix the timestamps (frame_index / fps), or re-export the dataset",
+    )
     if starts_at_zero:
         first = ep_from[ep_to > ep_from]
-        bad = np.flatnonzero(~(np.abs(timestamp[first].astype(np.float64)) <= tolerance_s))
-        if len(bad):
-            row = int(first[bad[0]])
-            path, what = where(row)
-            raise TimestampError(
-                path,
-                f"{what}: timestamp {timestamp[row]:.6f} s, not 0: an episode's timestamps are "
-                f"frame_index / fps, and its video frames are looked up by them "
-                f"({timestamp[row] * fps:.3g} frames off here; tolerance_s={tolerance_s:g})",
-                "re-export the dataset with timestamps counting from 0 in each episode, or pass "
-                "check_timestamps=False to skip this check (frames would then be served from those times)",
-            )
+        _raise_at_first(
+            first[~(np.abs(timestamp[first].astype(np.float64)) <= tolerance_s)],
+            where,
+            lambda row: (
+                f"timestamp {timestamp[row]:.6f} s, not 0: an episode's timestamps are frame_index / "
+                f"fps, and its video frames are looked up by them ({timestamp[row] * fps:.3g} frames off "
+                f"here; tolerance_s={tolerance_s:g})"
+            ),
+            "re-export the dataset with timestamps counting from 0 in each episode, or pass "
+            "check_timestamps=False to skip this check (frames would then be served from those times)",
+        )
     diffs = np.diff(timestamp.astype(np.float64))
     starts = ep_from[1:] - 1  # diff positions that cross an episode boundary
     # A float32 value is within half a step of frame_index / fps, and its steps are 2.4e-4 s past 2048 s (more
@@ -136,13 +131,21 @@ def check_timestamps(
     step = np.spacing(np.abs(timestamp[1:])).astype(np.float64) if timestamp.dtype == np.float32 else 0.0
     ok = np.abs(diffs - 1.0 / fps) <= tolerance_s + step
     ok[starts[starts >= 0]] = True
-    bad = np.flatnonzero(~ok)
-    if len(bad):
-        row = int(bad[0]) + 1
+    _raise_at_first(
+        np.flatnonzero(~ok) + 1,
+        where,
+        lambda row: (
+            f"timestamp {timestamp[row]:.6f} s follows {timestamp[row - 1]:.6f} s, not 1/{fps:g} s "
+            f"later (tolerance_s={tolerance_s:g})"
+        ),
+        "fix the timestamps, raise tolerance_s, or pass check_timestamps=False to skip this check",
+    )
+
+
+def _raise_at_first(rows: np.ndarray, where, describe, fix: str) -> None:
+    """A `TimestampError` at the first of `rows` (table rows), if there is one: `where(row)` names its file
+    and frame, `describe(row)` what is wrong there."""
+    if len(rows):
+        row = int(rows[0])
         path, what = where(row)
-        raise TimestampError(
-            path,
-            f"{what}: timestamp {timestamp[row]:.6f} s follows {timestamp[row - 1]:.6f} s, not 1/{fps:g} s "
-            f"later (tolerance_s={tolerance_s:g})",
-            "fix the timestamps, raise tolerance_s, or pass check_timestamps=False to skip this check",
-        )
+        raise TimestampError(path, f"{what}: {describe(row)}", fix)
