@@ -49,6 +49,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef, rebuild_storage_fd
 
 from robotempo.env import env_int, node_sharers
+from robotempo.errors import StorageError
 from robotempo.forksafe import ProcessLocal
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ _torch_reduce = None  # torch's reducer for UntypedStorage, which ours calls
 def pool_budget_bytes() -> int:
     """The pool's budget per worker in bytes.
 
-    `ROBOTEMPO_SHM_POOL_MB` when set (0 disables the pool). Unset: size of /dev/shm /
+    `ROBOTEMPO_SHM_POOL_MB` when set (0 disables the pool). Unset: free space of /dev/shm /
     (2 x LOCAL_WORLD_SIZE x num_workers), with LOCAL_WORLD_SIZE the ranks on this node (torchrun's variable,
     1 when unset) and num_workers this DataLoader's (1 outside a worker): all pools of a node together hold at
     most half of /dev/shm, the rest is left to the batches torch allocates beyond the pools and to others."""
@@ -81,7 +82,8 @@ def pool_budget_bytes() -> int:
         fs = os.statvfs(SHM_DIR)
     except OSError:  # no /dev/shm to share (not Linux)
         return POOL_MB_NO_SHM * 2**20
-    return fs.f_blocks * fs.f_frsize // (2 * node_sharers())
+    # Its free space, not its size: on a node shared with other jobs, what they hold is not ours to share.
+    return fs.f_bavail * fs.f_frsize // (2 * node_sharers())
 
 
 def shared_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
@@ -90,8 +92,49 @@ def shared_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     pool = _pool.get()
     if pool is not None and nbytes and torch.multiprocessing.get_sharing_strategy() == "file_descriptor":
         return pool.tensor(tuple(shape), dtype, nbytes)
-    storage = torch.UntypedStorage._new_shared(nbytes)
+    storage = new_shared_storage(nbytes)
     return torch.empty(0, dtype=dtype).set_(storage, 0, tuple(shape))
+
+
+def new_shared_storage(nbytes: int, pool: WorkerPool | None = None) -> torch.UntypedStorage:
+    """`torch.UntypedStorage._new_shared`, with /dev/shm full made a `StorageError` naming its size and the
+    fix (torch's bare RuntimeError named a torch_* file and no fix). A pool first gives its free storages
+    back to the kernel and tries again."""
+    try:
+        return torch.UntypedStorage._new_shared(nbytes)
+    except RuntimeError as e:
+        if not _out_of_shm(e):
+            raise
+    if pool is not None and pool.free_all():
+        try:
+            return torch.UntypedStorage._new_shared(nbytes)
+        except RuntimeError as e:
+            if not _out_of_shm(e):
+                raise
+    raise _shm_full(nbytes) from None
+
+
+def _out_of_shm(error: RuntimeError) -> bool:
+    text = str(error)
+    return "No space left on device" in text or "unable to allocate shared memory" in text
+
+
+def _shm_full(nbytes: int) -> StorageError:
+    try:
+        fs = os.statvfs(SHM_DIR)
+        room = (
+            f"{fs.f_bavail * fs.f_frsize / 2**20:,.0f} MB free of {fs.f_blocks * fs.f_frsize / 2**20:,.0f} MB"
+        )
+    except OSError:
+        room = "its size unknown"
+    return StorageError(
+        SHM_DIR,
+        f"no room for a batch tensor of {nbytes / 2**20:,.1f} MB ({room}): DataLoader workers hand their "
+        "batches over in shared memory, several batches per worker at once",
+        "give the process more shared memory (docker run --shm-size=8g; Kubernetes: an emptyDir with medium "
+        "Memory mounted at /dev/shm), or make the batches in flight smaller: return_uint8=True (a quarter "
+        "of float32's camera bytes), a smaller batch_size, fewer workers or a lower prefetch_factor",
+    )
 
 
 class _Slot:
@@ -136,14 +179,10 @@ class WorkerPool:
         self._trim_idle()
         self.foreign_reducer = self.foreign_reducer or not _reducer_is_ours()
         if not self.foreign_reducer:
-            for slot in self.slots:
-                if slot.nbytes == nbytes and self._free(slot):
-                    slot.sent = 0
-                    slot.taken = self.takes
-                    slot.row[_RELEASED] = 0
-                    self.reused += 1
-                    return slot.storage
-        storage = torch.UntypedStorage._new_shared(nbytes)
+            storage = self._reuse(nbytes)
+            if storage is not None:
+                return storage
+        storage = new_shared_storage(nbytes, self)
         if not self.foreign_reducer and self._make_room(nbytes):
             if self._next_row == _CAPACITY:  # every row of this array served a storage: a new array
                 self._flags = torch.zeros((_CAPACITY, 2), dtype=torch.int64).share_memory_()
@@ -157,6 +196,18 @@ class WorkerPool:
         else:
             self.unpooled += 1
         return storage
+
+    def _reuse(self, nbytes: int) -> torch.UntypedStorage | None:
+        """A free storage of `nbytes`, leased again (a method of its own: a loop variable left in `_take`
+        would keep the last slot it saw alive through `free_all`)."""
+        for slot in self.slots:
+            if slot.nbytes == nbytes and self._free(slot):
+                slot.sent = 0
+                slot.taken = self.takes
+                slot.row[_RELEASED] = 0
+                self.reused += 1
+                return slot.storage
+        return None
 
     def _free(self, slot: _Slot) -> bool:
         return (
@@ -173,6 +224,14 @@ class WorkerPool:
             if self._free(slot):
                 self._forget(slot)
         return self.held + nbytes <= self.budget and len(self.slots) < _CAPACITY
+
+    def free_all(self) -> bool:
+        """Give every free storage back to the kernel (/dev/shm is full); whether any was."""
+        freed = [slot for slot in self.slots if self._free(slot)]
+        for slot in freed:
+            self._forget(slot)
+            self.trimmed += 1
+        return bool(freed)
 
     def _trim_idle(self) -> None:
         """Free the storages no lease needed for `_IDLE_TAKES` takes (the first free slot is always taken
