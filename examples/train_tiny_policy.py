@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from robotempo import Mixture, Sampler, collate, split_episodes
+from robotempo import Mixture, Sampler, collate, open_once, split_episodes
 from robotempo.synth import write_synthetic
 
 CHUNK_S = [0.0, 0.1, 0.2, 0.3]  # the action chunk, in seconds: on the frame grid of every dataset
@@ -189,7 +189,7 @@ def main() -> None:
     if rank == 0:
         write_datasets(args.data, args.episodes, args.seed)
     dist.barrier()  # the other ranks open the datasets once rank 0 has written them
-    train, val = make_mixtures(args)
+    train, val = open_once(lambda: make_mixtures(args))  # rank 0 opens, every rank gets the same mixtures
     n_in = features(train.__getitems__([0]).stacked).shape[1]
     action_dim = train.schema["action"].shape[0]
     torch.manual_seed(args.seed)

@@ -1,6 +1,7 @@
 """robotempo: LeRobot-format datasets (v2.1, v3.0) served to PyTorch in place, with per-task speed labels."""
 
 from robotempo.dataset import ItemBatch, LeRobotDataset, LeRobotDatasetMetadata, collate
+from robotempo.distributed import open_once
 from robotempo.errors import RobotempoError
 from robotempo.mixture import Mixture
 from robotempo.prompt import SpeedDropout, format_speed_prompt, validate_speed_setting
@@ -21,6 +22,7 @@ __all__ = [
     "collate",
     "compute_stats",
     "format_speed_prompt",
+    "open_once",
     "split_episodes",
     "validate_dataset",
     "validate_speed_setting",

@@ -7,10 +7,19 @@ dataset built *before* `init_process_group` sees. Without a process group there 
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
+import pickle
+import sys
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from robotempo.errors import ConfigError
+from robotempo.errors import ConfigError, DistributedError
+
+T = TypeVar("T")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -90,3 +99,121 @@ def default_store():
         return _get_default_store()
     except (ImportError, AttributeError, RuntimeError, ValueError):  # pragma: no cover - torch internals
         return None
+
+
+# -- one open for every rank -------------------------------------------------------------------------------
+
+_OK, _FAILED = 0, 1
+_PART = 1 << 30
+_handover_groups: dict[float, object] = {}  # timeout_s -> the gloo group `open_once` hands over in
+_calls: dict[str, int] = {}  # how often this process called `open_once` per key: ranks must agree on it
+
+
+def open_once(factory: Callable[[], T], *, key: str | None = None, timeout_s: float = 1800.0) -> T:
+    """`factory()` (a `LeRobotDataset`, a `Mixture`, ...) run on rank 0 only, and handed to every other rank.
+
+    Every rank calls it, at the same point, with the same factory: rank 0 opens, pickles what it opened
+    (metadata and resident numeric columns; no file handle, decoder or cache crosses) and broadcasts it over
+    gloo; the other ranks unpickle it and read their samples from the same files. So a job of N ranks reads
+    the metadata once instead of N times (from a bucket: N times fewer requests at start-up), and every rank
+    serves exactly the data rank 0 opened (no rank can open a dataset appended to since another's open).
+    An error of rank 0's open is raised on every rank, as the same typed error.
+
+    Without a process group, or alone in it, this is `factory()`. Call it after `init_process_group`, with any
+    backend: the hand-over runs in a gloo group of its own (CPU tensors), made by the first call. `key`
+    tells calls apart when one place of the code opens several datasets in a different order on different
+    ranks; by default it is the caller's file and line. Ranks that disagree
+    on it raise `DistributedError` instead of handing one dataset to another's call. `timeout_s` bounds how
+    long the other ranks wait for rank 0's open; a rank that fails or goes away before the hand-over makes
+    the others raise `DistributedError` (or torchrun ends them first).
+    """
+    dist = _group()
+    if dist is None or dist.get_world_size() == 1:
+        return factory()
+    import torch
+
+    if key is None:
+        caller = sys._getframe(1)
+        key = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+    _calls[key] = _calls.get(key, 0) + 1
+    tag = int.from_bytes(hashlib.blake2b(f"{key}#{_calls[key]}".encode(), digest_size=7).digest(), "little")
+    group = _gloo_group(dist, timeout_s)
+    rank = dist.get_rank()
+    opened, payload, status = None, b"", _OK
+    if rank == 0:
+        try:
+            opened = factory()
+            payload = pickle.dumps(opened, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as error:  # handed to every rank, then raised here too
+            status, payload = _FAILED, _pickled_error(error)
+            failure = error
+    mine = torch.tensor([status, len(payload), tag], dtype=torch.int64)
+    headers = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    try:
+        dist.all_gather(headers, mine, group=group)
+    except RuntimeError as error:  # a gloo timeout, or a rank that went away
+        waited = "rank 0's open" if rank else "the other ranks"
+        raise DistributedError(
+            f"rank {rank}: open_once waited for {waited} and gave up ({error}). Fix: read the other ranks' "
+            f"logs (one may have failed, or be slow to open); pass open_once(..., timeout_s=) to wait longer"
+        ) from None
+    apart = sorted(r for r, header in enumerate(headers) if int(header[2]) != tag)
+    if apart:  # every rank sees the same headers, so every rank raises this
+        raise DistributedError(
+            f"rank {rank} called open_once at {key!r} (call {_calls[key]}) but ranks {apart[:8]} called it "
+            f"from another place or in another order. Fix: call open_once at the same places, in the same "
+            f"order, on every rank, or pass the same key= for the same dataset on every rank"
+        )
+    status, size = int(headers[0][0]), int(headers[0][1])
+    if rank == 0:
+        if size:
+            with warnings.catch_warnings():  # only read: broadcast does not write its source
+                warnings.simplefilter("ignore", UserWarning)
+                _broadcast(dist, torch.frombuffer(payload, dtype=torch.uint8), group)
+        if status == _FAILED:
+            raise failure
+        return opened
+    body = torch.empty(size, dtype=torch.uint8)
+    if size:
+        _broadcast(dist, body, group)
+    if status == _FAILED:
+        raise _unpickled_error(body.numpy().data)
+    return pickle.loads(body.numpy().data)
+
+
+def _broadcast(dist, body, group) -> None:
+    """`body` from rank 0 to every rank, in parts of at most 1 GiB (a gloo message counts in 32 bits)."""
+    for start in range(0, body.numel(), _PART):
+        dist.broadcast(body[start : start + _PART], src=0, group=group)
+
+
+def _gloo_group(dist, timeout_s: float):
+    """A gloo group for the hand-over (CPU tensors whatever the default backend, and `timeout_s` as its
+    wait), made once per timeout, collectively: every rank's first call makes it."""
+    if timeout_s not in _handover_groups:
+        _handover_groups[timeout_s] = dist.new_group(
+            backend="gloo", timeout=datetime.timedelta(seconds=timeout_s)
+        )
+    return _handover_groups[timeout_s]
+
+
+def _pickled_error(error: Exception) -> bytes:
+    """`error` for the other ranks: its text, and the error itself pickled (robotempo's typed errors pickle
+    whole) when it pickles."""
+    text = f"rank 0 failed to open the dataset: {type(error).__name__}: {error}"
+    try:
+        whole = pickle.dumps(error)
+    except Exception:  # noqa: BLE001 - any error of rank 0 must reach the others as something
+        whole = None
+    return pickle.dumps((text, whole))
+
+
+def _unpickled_error(data) -> Exception:
+    """Rank 0's error as rank 0 raised it; a `DistributedError` of its text when it does not unpickle here."""
+    text, whole = pickle.loads(data)
+    try:
+        error = pickle.loads(whole) if whole is not None else DistributedError(text)
+    except Exception:  # noqa: BLE001 - the text still says what failed
+        error = DistributedError(text)
+    error.add_note("(raised by rank 0's open, which open_once handed to every rank)")
+    return error

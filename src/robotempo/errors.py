@@ -173,5 +173,10 @@ class SamplerError(RobotempoError, ValueError):
     """Bad `Sampler` arguments, or a saved sampler state that does not fit the sampler it is loaded into."""
 
 
+class DistributedError(RobotempoError, RuntimeError):
+    """Ranks that could not hand an opened dataset over (`open_once`): a rank that did not answer in time, or
+    ranks that called it from different places."""
+
+
 class SplitError(RobotempoError, ValueError):
     """Bad `split_episodes` arguments (fraction, seed, a dataset with too few episodes to split)."""

@@ -1,0 +1,56 @@
+"""One rank of a torchrun job opening a Mixture through `robotempo.open_once` (or, to compare, on every rank).
+
+    torchrun --nproc_per_node N open_once_worker.py SPEC_JSON OUT
+
+SPEC_JSON: {"mode": "once" | "each" | "apart", "specs": [Mixture specs], "indices": [...], "go": path/null}.
+A store's endpoint and credentials come from the standard AWS environment. After the open every rank waits
+at a barrier; rank 0 then writes `<OUT>/opened` and, when `go` is set, every rank waits for that file (the
+test reads the store's request count in between). Then each rank writes `<OUT>/rank<R>.pt`: its items at
+`indices` and its mixture's length, or the typed error its open raised (class name and message).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from robotempo import Mixture, RobotempoError, open_once
+
+RANK = int(os.environ["RANK"])
+
+
+def main(spec_json: str, out: str) -> None:
+    spec = json.loads(spec_json)
+    dist.init_process_group("gloo", timeout=timedelta(seconds=120))
+    result: dict = {}
+    try:
+        if spec["mode"] == "each":
+            mix = Mixture(spec["specs"])
+        elif spec["mode"] == "apart":  # rank 1 opens under another key than the others
+            mix = open_once(lambda: Mixture(spec["specs"]), key="b" if RANK == 1 else "a", timeout_s=60)
+        else:
+            mix = open_once(lambda: Mixture(spec["specs"]), timeout_s=60)
+    except RobotempoError as error:
+        result = {"error": type(error).__name__, "message": str(error)}
+    dist.barrier()
+    if RANK == 0:
+        Path(out, "opened").write_text("")
+    if spec["go"]:
+        while not os.path.exists(spec["go"]):
+            time.sleep(0.05)
+    if not result:
+        result = {"length": len(mix), "items": [mix[i] for i in spec["indices"]]}
+    torch.save(result, os.path.join(out, f"rank{RANK}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
