@@ -399,8 +399,57 @@ def test_a_state_from_other_episodes_of_the_same_length_is_refused(tmp_path):
         Sampler(other, seed=0, rank=0, world_size=1).load_state_dict(s.state_dict())
     same = LeRobotDataset("d", root=root, episodes=[a], speed_labels=False)
     Sampler(same, seed=0, rank=0, world_size=1).load_state_dict(s.state_dict())  # the same selection resumes
-    legacy = {k: v for k, v in s.state_dict().items() if k != "sources"}  # saved before sources existed
+    legacy = {k: v for k, v in s.state_dict().items() if k not in ("sources", "contents")}  # saved before
     Sampler(other, seed=0, rank=0, world_size=1).load_state_dict(legacy)
+
+
+def _write_recordings(root, order: list[int], lengths: dict[int, int]) -> None:
+    """A v3.0 dataset of the recordings `order` (a recording's uid and frame number in its state)."""
+    from robotempo.writer import DatasetWriter
+
+    features = {"observation.state": {"dtype": "float32", "shape": [2], "names": ["uid", "frame"]}}
+    with DatasetWriter(root, fps=10, features=features, version="v3.0") as writer:
+        for uid in order:
+            n = lengths[uid]
+            state = np.stack([np.full(n, uid), np.arange(n)], 1).astype(np.float32)
+            writer.add_episode({"observation.state": state}, task="pick")
+
+
+def test_a_state_saved_on_data_rewritten_since_is_refused(tmp_path):
+    """Re-converted with the recordings in another order: the same name, episode numbers and total frames,
+    so the state loaded, and the resumed epoch served 26 of 100 frames twice and 26 never (QA)."""
+    import shutil
+
+    from robotempo import Mixture
+
+    lengths = {0: 30, 1: 20, 2: 40, 3: 10}
+    root, other = tmp_path / "ds", tmp_path / "other"
+    _write_recordings(root, [0, 1, 2, 3], lengths)
+    _write_recordings(other, [0, 1, 2, 3], lengths)
+    specs = [{"repo_id": "lab/ds", "root": str(root)}, {"repo_id": "lab/other", "root": str(other)}]
+
+    def states():
+        ds = LeRobotDataset("lab/ds", root=root, speed_labels=False)
+        one = Sampler(ds, seed=0, rank=0, world_size=1)
+        mix = Sampler(Mixture(specs, weights=[1, 1]), seed=0, rank=0, world_size=1)
+        for s in (one, mix):
+            it = iter(s)
+            [next(it) for _ in range(50)]
+        return one, mix
+
+    one, mix = states()
+    saved = one.state_dict(consumed=50), mix.state_dict(consumed=50)
+    again = states()  # the same data: both states resume
+    again[0].load_state_dict(saved[0])
+    again[1].load_state_dict(saved[1])
+    shutil.rmtree(root)
+    _write_recordings(root, [2, 0, 3, 1], lengths)
+    now = states()
+    assert now[0].lengths.tolist() == one.lengths.tolist() and now[0]._sources_names == one._sources_names
+    for sampler, state in zip(now, saved):
+        with pytest.raises(SamplerError, match=r"contents: dataset 0 \(lab/ds.*rewritten since"):
+            sampler.load_state_dict(state)
+    now[0].load_state_dict({k: v for k, v in saved[0].items() if k != "contents"})  # saved before: lengths
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -101,6 +101,30 @@ def _source_names(dataset: Sized) -> list[str] | None:
     return out
 
 
+def _source_contents(dataset: Sized) -> list[str] | None:
+    """A digest per source dataset of what its positions hold: each selected episode's length, and every
+    resident column's values at its first and last frame. A dataset re-converted with its episodes in
+    another order (same names, episode numbers and total frames) or with episodes swapped for others of the
+    same total length maps the same positions onto other frames: a state saved before must not resume on it.
+    None for a dataset without resident columns (any map-style dataset)."""
+    parts = getattr(dataset, "datasets", None) if hasattr(dataset, "dataset_lengths") else [dataset]
+    if parts is None:
+        return None
+    out = []
+    for part in parts:
+        frames = getattr(part, "frames", None)
+        if frames is None or not hasattr(frames, "columns") or not hasattr(frames, "ep_from"):
+            return None
+        digest = hashlib.sha256(np.asarray(frames.ep_to - frames.ep_from, dtype=np.int64).tobytes())
+        ends = np.concatenate([frames.ep_from, frames.ep_to - 1]).astype(np.int64)
+        for name in sorted(frames.columns):
+            column = frames.columns[name]
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(column[ends[(ends >= 0) & (ends < len(column))]]).tobytes())
+        out.append(digest.hexdigest()[:16])
+    return out
+
+
 def _check_int(name: str, value, low: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise SamplerError(f"{name} must be an int, got {value!r}")
@@ -160,6 +184,7 @@ class Sampler(torch.utils.data.Sampler):
             raise SamplerError(f"rank {self.rank} is out of range for world_size {self.world_size}")
         self.lengths, weights = _sources(dataset)
         self._sources_names = _source_names(dataset)
+        self._contents = _source_contents(dataset)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
         total = int(self.offsets[-1])
         if num_samples is None and weights is not None:  # datasets of weight 0 are never drawn: not counted
@@ -341,6 +366,7 @@ class Sampler(torch.utils.data.Sampler):
             "block_size": self.block_size,
             "window": self.window,
             "sources": self._sources_names,
+            "contents": self._contents,
         }
 
     def state_dict(self, consumed: int | None = None) -> dict:
@@ -379,9 +405,17 @@ class Sampler(torch.utils.data.Sampler):
             got = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise SamplerError(f"not a robotempo Sampler state (format {got!r}, expected {STATE_FORMAT!r})")
         mine = self._fingerprint()
-        if "sources" not in state:
-            del mine["sources"]  # a state saved before sources were recorded: lengths are all it holds
+        for name in ("sources", "contents"):  # a state saved before they were recorded has no such field
+            if name not in state:
+                del mine[name]
         differs = _mismatch(state, mine, state.get("sources") or self._sources_names)
+        if differs is not None and differs.startswith("contents"):
+            raise SamplerError(
+                f"the saved sampler state was made on other data: {differs}. The dataset's episodes were "
+                "rewritten since (re-converted in another order, episodes deleted and others added, frames "
+                "edited), so the state's positions would now serve other frames: some twice, some never. "
+                "Fix: resume on the data the state was saved on, or start this epoch afresh without the state"
+            )
         if differs is not None:
             raise SamplerError(
                 f"the saved sampler state differs from this sampler in {differs}; resume with the same "
