@@ -120,3 +120,21 @@ def test_ranks_that_open_under_different_keys_raise_instead_of_swapping_datasets
     results = _results(tmp_path / "out")
     assert [r.get("error") for r in results] == ["DistributedError"] * RANKS, results
     assert "key=" in results[1]["message"]
+
+
+def test_ranks_that_find_other_files_than_rank_0_opened_all_raise(corpus, tmp_path):
+    """Per-node copies of the data at one path: rank 0's columns with another copy's files. Here rank 0's
+    factory replaces the data file by a copy (a new inode) before the hand-over."""
+    import shutil
+
+    root = shutil.copytree(corpus[2], tmp_path / "copy")
+    _run(
+        {"mode": "moved", "specs": [{"repo_id": "a", "root": str(root)}], "indices": [0], "go": None},
+        tmp_path / "out",
+    )
+    results = _results(tmp_path / "out")
+    assert [r.get("error") for r in results] == ["DistributedError"] * RANKS, results
+    assert (
+        "is not the file rank 0 opened" in results[1]["message"]
+        and "shared file system" in results[1]["message"]
+    )

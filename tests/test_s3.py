@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from robotempo.dataset import LeRobotDataset, collate
-from robotempo.errors import DatasetFormatError, MissingFileError, StorageError
+from robotempo.errors import DatasetFormatError, MissingFileError, StorageError, VideoMismatchError
 from robotempo.fs.store import abandoned_requests
 from robotempo.synth import CAMERA_KEY, write_synthetic
 
@@ -309,6 +309,44 @@ def test_an_object_rewritten_during_a_run_is_a_typed_error_at_its_next_open(stor
     with pytest.raises(StorageError, match="the object changed while the dataset was being read") as e:
         ds.__getitems__(groups[0])  # its reader was evicted (cache of 1): a new handle, compared
     assert f"{BUCKET}/datasets/rewritten/videos/" in str(e.value) and "Fix:" in str(e.value)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_an_object_rewritten_between_epochs_is_refused_by_the_next_epochs_workers(
+    store, v30_video_dataset, method
+):
+    """Each epoch's new workers compared an object with their own first open of it, so a video rewritten
+    between epochs was read as the one the metadata describes (QA: datasets changing under a job)."""
+    ds = _fresh(store, v30_video_dataset, f"between-epochs-{method}")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=16, num_workers=2, collate_fn=collate, multiprocessing_context=method
+    )
+    assert sum(len(batch["index"]) for batch in loader) == len(ds)
+    fs = store.server.filesystem()
+    videos = [k for k in store.keys() if f"/between-epochs-{method}/videos/" in k]
+    contents = [fs.open_input_file(k).read() for k in videos]
+    for key, data in zip(videos, contents[1:] + contents[:1]):  # every video object now holds another's bytes
+        with fs.open_output_stream(key) as out:
+            out.write(data)
+    with pytest.raises(VideoMismatchError, match="changed after this job first used it"):
+        [batch for batch in loader]
+
+
+def test_a_data_object_rewritten_after_the_open_is_refused_by_a_spawned_worker(store, v21_dataset):
+    """A spawned worker got the dataset without the objects' versions at the open, took the rewritten image
+    file's first open for the one the columns were read from, and served its images with the old state."""
+    ds = _fresh(store, v21_dataset, "spawn-versions")
+    fs = store.server.filesystem()
+    key = sorted(k for k in store.keys() if "/spawn-versions/data/" in k)[0]
+    data = bytearray(fs.open_input_file(key).read())
+    data[len(data) // 2] ^= 0xFF  # one byte of an image: the same size, another ETag
+    with fs.open_output_stream(key) as out:
+        out.write(bytes(data))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=4, num_workers=1, collate_fn=collate, multiprocessing_context="spawn"
+    )
+    with pytest.raises(StorageError, match="the object changed while the dataset was being read"):
+        [batch for batch in loader]
 
 
 def test_an_object_rewritten_under_a_kept_handle_is_named_changed_not_damaged(store, tmp_path):

@@ -469,10 +469,16 @@ def test_resume_holds_with_batch_size_none_and_workers(dataset, workers):
     assert head + rest == order
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "fork-after-pickle"])
 def test_persistent_workers_follow_set_epoch_in_the_main_process(dataset, method):
     """Persistent workers keep the dataset copy they started with; the speed-label dropout of epochs 1 and 2
-    was epoch 0's. The epoch now lives in shared memory: every epoch's batches equal those of no workers."""
+    was epoch 0's. The epoch now lives in shared memory: every epoch's batches equal those of no workers.
+    Also for a dataset that came through a plain pickle (`open_once` hands one to every rank), which copied
+    the shared cell into private memory."""
+    if method == "fork-after-pickle":
+        import pickle
+
+        dataset, method = pickle.loads(pickle.dumps(dataset)), "fork"
     s = Sampler(dataset, seed=1, rank=0, world_size=1)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=8, sampler=s, num_workers=2, collate_fn=collate, persistent_workers=True,

@@ -171,6 +171,29 @@ def test_a_video_replaced_after_its_check_is_a_typed_error(tmp_path):
     )  # a dataset opened again reads the new file
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_video_replaced_between_epochs_is_refused_by_the_next_epochs_workers(tmp_path, method):
+    """Workers start afresh each epoch (persistent_workers=False) and checked the replaced file only against
+    the metadata's windows, which a re-conversion with the episodes in another order still fits: epoch 1
+    served every frame's state with another episode's pixels (QA: datasets changing under a job)."""
+    import torch
+
+    from robotempo import collate
+
+    first, second = [8 * k for k in range(10)], [120 + 8 * k for k in range(10)]
+    root = _write(tmp_path / "ds", "v3.0", [first, second])
+    ds = LeRobotDataset("x", root=root, return_uint8=True, speed_labels=False)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=5, num_workers=2, collate_fn=collate, multiprocessing_context=method
+    )
+    levels = [float(frame.float().mean()) for batch in loader for frame in batch[CAM]]
+    assert levels == pytest.approx(first + second, abs=3)
+    other = _write(tmp_path / "other", "v3.0", [second, first])  # the same windows, the episodes swapped
+    os.replace(_video(other), _video(root))
+    with pytest.raises(VideoMismatchError, match="changed after this job first used it"):
+        [batch for batch in loader]
+
+
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
 def test_two_cameras_need_their_own_files(tmp_path, version):
     """A video_path without {video_key} served one camera's frames for both."""

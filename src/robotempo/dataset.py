@@ -35,6 +35,7 @@ from robotempo.fs import FileRef, as_root
 from robotempo.selection import select_episodes
 from robotempo.shm_pool import pack_batch, shared_tensor
 from robotempo.store.frames import FrameTable
+from robotempo.store.shared import SharedInts, for_child_process
 from robotempo.temporal import check_timestamps, plan_deltas, query_rows
 from robotempo.video.cache import video_identity
 from robotempo.video.stream import VideoExpectation, check_stream
@@ -280,6 +281,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._video_from = {k: self._snapped_offsets(k) for k in self.video_keys}
         self._fetcher = None
         self._checked_videos: dict[tuple[str, int], tuple[FileRef, tuple]] = {}
+        # Each video file's identity as the first process of this job to use it saw it, in memory every
+        # DataLoader worker shares: a worker started after the file was replaced (a new epoch's, a spawned
+        # one) compares with it instead of taking the new file for the one the metadata describes.
+        counts = [len(self._selected.videos[k].files) for k in self.video_keys]
+        self._video_id_row = dict(zip(self.video_keys, np.cumsum([0, *counts[:-1]]).tolist()))
+        self._video_ids = SharedInts((sum(counts), 4)) if sum(counts) else None
         self._video_by_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._video_cache_size = None if video_cache_size is None else int(video_cache_size)
         self._shared_video_cameras = 0  # video cameras of every dataset sharing the decoders (a Mixture's)
@@ -584,10 +591,36 @@ class LeRobotDataset(torch.utils.data.Dataset):
         ref = self.location.file(self._selected.videos[key].files[code])
         identity = video_identity(ref)  # before the reader opens: a change in between is seen next time
         with self._video().cache.reader(ref) as reader:
+            self._same_as_first_use(key, code, ref, identity)
             check_stream(ref.where, reader.info, self._video_expectation(key, code))
             self._settle_offsets(key, code, reader)
         self._checked_videos[(key, code)] = (ref, identity)
         return ref
+
+    def _same_as_first_use(self, key: str, code: int, ref: FileRef, identity: tuple | None) -> None:
+        """Compare a video file with what the first process of this job to use it saw (`_video_ids`: a local
+        file's inode, size and mtime; an object's size and version, recorded by its first open here), or
+        record it when this process is the first."""
+        if self._video_ids is None:
+            return
+        if not ref.root.is_local:
+            version = ref.root._versions.get(ref.rel)
+            identity = None if version is None else (int(version[0]), _version_hash(version[1]), 0)
+        if identity is None or len(identity) != 3:
+            return
+        cells = self._video_ids.array[self._video_id_row[key] + code]
+        if not cells[0]:
+            cells[1:] = identity
+            cells[0] = 1  # written last: a process reading the row sees it whole or not at all
+        elif tuple(int(v) for v in cells[1:]) != tuple(identity):
+            raise VideoMismatchError(
+                ref.where,
+                "the file changed after this job first used it (it was replaced or rewritten since: "
+                f"{'inode, size or mtime' if ref.root.is_local else 'size or version'} differ), so its "
+                "frames may not be the ones the metadata read at open describes",
+                "do not replace a dataset's files while a job reads it; open the dataset again to read the "
+                "new files",
+            )
 
     def _settle_offsets(self, key: str, code: int, reader) -> None:
         """Episodes of this file whose `from_timestamp` was snapped onto the grid (`_snapped_offsets`) keep
@@ -630,7 +663,15 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_fetcher"] = None  # decoders and threads never cross a process boundary
+        if not for_child_process():  # to another machine maybe (`open_once`): its files have their own inodes
+            state["_checked_videos"] = {}
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        cell = self._epoch_cell
+        if cell is not None and not cell.is_shared():  # a plain pickle copied it: workers must see set_epoch
+            self._epoch_cell = cell.share_memory_()
 
 
 class Item(dict):
@@ -734,3 +775,12 @@ class LeRobotDatasetMetadata(DatasetMeta):
             repo_id=repo_id,
             revision=revision,
         )
+
+
+def _version_hash(version: str | None) -> int:
+    """An object's version (ETag, else Last-Modified) as a signed 64-bit integer; 0 for none."""
+    if not version:
+        return 0
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(version.encode(), digest_size=8).digest(), "little", signed=True)

@@ -122,10 +122,12 @@ def open_once(factory: Callable[[], T], *, key: str | None = None, timeout_s: fl
     Without a process group, or alone in it, this is `factory()`. Call it after `init_process_group`, with any
     backend: the hand-over runs in a gloo group of its own (CPU tensors), made by the first call. `key`
     tells calls apart when one place of the code opens several datasets in a different order on different
-    ranks; by default it is the caller's file and line. Ranks that disagree
-    on it raise `DistributedError` instead of handing one dataset to another's call. `timeout_s` bounds how
-    long the other ranks wait for rank 0's open; a rank that fails or goes away before the hand-over makes
-    the others raise `DistributedError` (or torchrun ends them first).
+    ranks; by default it is the caller's file and line. Ranks that disagree on it raise `DistributedError`
+    instead of handing one dataset to another's call. Every rank must see the same files (a shared file
+    system or a bucket): when a rank finds another file at a path rank 0 opened, every rank raises
+    `DistributedError` (with a copy of the data on each node, open on every rank instead). `timeout_s`
+    bounds how long the other ranks wait for rank 0's open; a rank that fails or goes away before the
+    hand-over makes the others raise `DistributedError` (or torchrun ends them first).
     """
     dist = _group()
     if dist is None or dist.get_world_size() == 1:
@@ -172,13 +174,43 @@ def open_once(factory: Callable[[], T], *, key: str | None = None, timeout_s: fl
                 _broadcast(dist, torch.frombuffer(payload, dtype=torch.uint8), group)
         if status == _FAILED:
             raise failure
-        return opened
-    body = torch.empty(size, dtype=torch.uint8)
-    if size:
-        _broadcast(dist, body, group)
-    if status == _FAILED:
-        raise _unpickled_error(body.numpy().data)
-    return pickle.loads(body.numpy().data)
+        received, problem = opened, None
+    else:
+        body = torch.empty(size, dtype=torch.uint8)
+        if size:
+            _broadcast(dist, body, group)
+        if status == _FAILED:
+            raise _unpickled_error(body.numpy().data)
+        received = pickle.loads(body.numpy().data)
+        problem = _other_files(received)
+    # Every rank learns whether one found other files, so all raise together instead of one alone.
+    flags = torch.tensor([0 if problem is None else 1], dtype=torch.int64)
+    every = [torch.empty_like(flags) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, flags, group=group)
+    apart = [r for r, flag in enumerate(every) if int(flag[0])]
+    if apart:
+        where = problem or f"ranks {apart[:8]} found other files than rank 0 opened (see their errors)"
+        raise DistributedError(
+            f"rank {rank}: {where}. Fix: open_once needs the same files on every rank (a shared file system "
+            "or a bucket); with a copy of the data on each node, open on every rank instead"
+        )
+    return received
+
+
+def _other_files(opened) -> str | None:
+    """What is wrong when a local data file rank 0 opened is another file here (per-node copies at one path:
+    other inodes, maybe other bytes), before any item mixes rank 0's columns with these files; else None."""
+    if isinstance(opened, (list, tuple, dict)):
+        parts = opened.values() if isinstance(opened, dict) else opened
+        return next((p for p in map(_other_files, parts) if p is not None), None)
+    for dataset in getattr(opened, "datasets", None) or [opened]:
+        frames = getattr(dataset, "frames", None)
+        changed = frames.first_changed_file() if hasattr(frames, "first_changed_file") else None
+        if changed is not None:
+            where, theirs, mine = changed
+            here = mine or "absent"
+            return f"{where} is not the file rank 0 opened (inode, size, mtime {theirs} there, {here} here)"
+    return None
 
 
 def _broadcast(dist, body, group) -> None:

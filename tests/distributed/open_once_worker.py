@@ -2,7 +2,7 @@
 
     torchrun --nproc_per_node N open_once_worker.py SPEC_JSON OUT
 
-SPEC_JSON: {"mode": "once" | "each" | "apart", "specs": [Mixture specs], "indices": [...], "go": path/null}.
+SPEC_JSON: {"mode": "once"|"each"|"apart"|"moved", "specs": [specs], "indices": [...], "go": path/null}.
 A store's endpoint and credentials come from the standard AWS environment. After the open every rank waits
 at a barrier; rank 0 then writes `<OUT>/opened` and, when `go` is set, every rank waits for that file (the
 test reads the store's request count in between). Then each rank writes `<OUT>/rank<R>.pt`: its items at
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from datetime import timedelta
@@ -35,6 +36,16 @@ def main(spec_json: str, out: str) -> None:
             mix = Mixture(spec["specs"])
         elif spec["mode"] == "apart":  # rank 1 opens under another key than the others
             mix = open_once(lambda: Mixture(spec["specs"]), key="b" if RANK == 1 else "a", timeout_s=60)
+        elif spec["mode"] == "moved":  # what rank 0 opened is another file (a new inode) for the others
+
+            def open_then_replace():
+                opened = Mixture(spec["specs"])
+                for path in Path(spec["specs"][0]["root"], "data").rglob("*.parquet"):
+                    shutil.copy2(path, path.with_suffix(".tmp"))
+                    os.replace(path.with_suffix(".tmp"), path)
+                return opened
+
+            mix = open_once(open_then_replace, timeout_s=60)
         else:
             mix = open_once(lambda: Mixture(spec["specs"]), timeout_s=60)
     except RobotempoError as error:

@@ -77,10 +77,13 @@ class DatasetRoot:
         self.info_for_next_read = None
 
     def __getstate__(self) -> dict:
-        return {"root": self.url, "storage_options": self.storage_options}
+        # The objects' versions at their first open travel too: a spawned worker (or a rank given this
+        # open by `open_once`) compares its own opens with them, not with whatever it opens first.
+        return {"root": self.url, "storage_options": self.storage_options, "versions": dict(self._versions)}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["root"], state["storage_options"])  # type: ignore[misc]
+        self._versions.update(state.get("versions") or {})
 
     def __repr__(self) -> str:
         return f"DatasetRoot({self.url!r})"

@@ -387,6 +387,22 @@ class FrameTable:
         codes, identity = self._whole_ids
         return tuple(identity[np.searchsorted(codes, code)].tolist())
 
+    def first_changed_file(self) -> tuple[str, tuple, tuple] | None:
+        """(file, identity at open, identity now) of the first local data file that is no longer the one the
+        open read, else None. One stat per data file; files in an object store are compared at their opens."""
+        if not self.location.is_local:
+            return None
+        codes = sorted(set(self._file_ids) | set(self._whole_ids[0].tolist()))
+        for code in codes:
+            ref = self._path(code)
+            try:
+                now = ref.root.identity(ref.rel)
+            except OSError:
+                now = ()
+            if now != self._identity(code):
+                return str(ref.where), self._identity(code), now
+        return None
+
     def _opened_file(self, code: int):
         """The data file through the shared handle cache, if it is still the file read at open."""
         ref = self._path(code)

@@ -92,3 +92,52 @@ def share_tables(tables: list) -> None:
     for i, t in enumerate(todo):
         t.use_shared(segment, f"{i}/")
     logger.debug("shared %d tables' columns (%d bytes) with child processes", len(todo), segment.nbytes)
+
+
+class SharedInts:
+    """A small int64 array that the process and every child it starts (fork, spawn, forkserver DataLoader
+    workers, persistent or not) read and write in place: what one worker records, later workers see.
+
+    An anonymous shared mapping (no descriptor, no name under /dev/shm), inherited by forked children; the
+    first time it is pickled for a child that multiprocessing starts it moves into a memfd (contents copied),
+    whose descriptor the pickle carries. Children forked before that move keep the old mapping. A plain
+    pickle (to a file, to another rank) carries a fresh zeroed array: what the cells hold is about this
+    machine's files.
+    """
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = tuple(int(n) for n in shape)
+        self.size = max(8, int(np.prod(self.shape, dtype=np.int64)) * 8)
+        self._fd: int | None = None
+        self._map(mmap.mmap(-1, self.size))
+
+    def _map(self, buffer: mmap.mmap) -> None:
+        count = int(np.prod(self.shape, dtype=np.int64))
+        self.array = np.frombuffer(buffer, dtype=np.int64, count=count).reshape(self.shape)
+
+    def _to_memfd(self) -> None:
+        fd = os.memfd_create("robotempo-cells", os.MFD_CLOEXEC)
+        weakref.finalize(self, os.close, fd)
+        os.ftruncate(fd, self.size)
+        buffer = mmap.mmap(fd, self.size)
+        old = self.array.copy()
+        self._map(buffer)
+        self.array[...] = old
+        self._fd = fd
+
+    def __reduce__(self):
+        if not for_child_process():
+            return SharedInts, (self.shape,)
+        if self._fd is None:
+            self._to_memfd()
+        return _attach_ints, (reduction.DupFd(self._fd), self.size, self.shape)
+
+
+def _attach_ints(dup_fd, size: int, shape: tuple[int, ...]) -> SharedInts:
+    cells = SharedInts.__new__(SharedInts)
+    cells.shape, cells.size = shape, size
+    fd = dup_fd.detach()
+    cells._fd = fd
+    weakref.finalize(cells, os.close, fd)
+    cells._map(mmap.mmap(fd, size))
+    return cells
