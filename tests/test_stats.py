@@ -120,3 +120,176 @@ def test_compute_stats_rejects_a_bad_grouping(v30_dataset):
     with pytest.raises(MixtureError, match="not a grouping of 1 datasets"):
         compute_stats(mix, group_by=["x", "y"])
     assert list(compute_stats(mix, group_by="robot_type")) == [mix.datasets[0].meta.robot_type]
+
+
+# -- statistics as the files give them: checked, and from the open's snapshot (QA: normalisation stats) ----
+
+
+def _tiny(tmp_path, version: str, **kwargs):
+    from robotempo.synth import write_synthetic
+
+    root = tmp_path / f"ds-{version}"
+    write_synthetic(
+        root, version=version, n_episodes=4, n_tasks=2, camera=None, fps=10, seed=1, state_dim=4,
+        action_dim=3, mean_length=20.0, **kwargs,
+    )  # fmt: skip
+    return root
+
+
+def _edit_json(path, edit) -> None:
+    import json
+
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+def _stats_of(root):
+    return LeRobotDataset("s", root=root, speed_labels=False).meta.stats
+
+
+def _jsonl(path) -> list:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_jsonl(path, rows) -> None:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_v21_statistics_are_the_per_episode_aggregate_not_a_stale_stats_json(tmp_path):
+    """v2.1 readers (LeRobot's, OpenTau) aggregate episodes_stats.jsonl; a stats.json beside it, left stale
+    by a tool that keeps only the per-episode file, was served (count 999, a shifted mean)."""
+    root = _tiny(tmp_path, "v2.1")
+    before = _stats_of(root)["action"]
+
+    def stale(stats):
+        stats["action"]["count"] = [999]
+        stats["action"]["mean"] = [m + 1 for m in stats["action"]["mean"]]
+        return stats
+
+    _edit_json(root / "meta" / "stats.json", stale)
+    after = _stats_of(root)["action"]
+    assert (
+        after["count"].tolist()
+        == before["count"].tolist()
+        == [LeRobotDataset("s", root=root).meta.total_frames]
+    )
+    np.testing.assert_array_equal(after["mean"], before["mean"])
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda rows: rows + rows[:1], r"episode 0 has a second row \(its first is line 1\)"),
+        (lambda rows: rows[1:], "episode 0 of the dataset has no statistics row"),
+        (lambda rows: [{"episode_index": 0}] + rows[1:], "must be an object with an integer 'episode_index'"),
+        (
+            lambda rows: (
+                [
+                    {
+                        **rows[0],
+                        "stats": {**rows[0]["stats"], "action": {**rows[0]["stats"]["action"], "count": [0]}},
+                    }
+                ]
+                + rows[1:]
+            ),  # fmt: skip
+            r"episode 0: the statistics of 'action' count 0 frames, the episode has \d+",
+        ),
+    ],
+)
+def test_v21_per_episode_statistics_rows_are_checked_against_the_episodes(tmp_path, edit, match):
+    """A duplicated row was counted twice, a missing one dropped silently, a count of 0 gave NaN."""
+    from robotempo.errors import DatasetFormatError
+
+    root = _tiny(tmp_path, "v2.1")
+    (root / "meta" / "stats.json").unlink()
+    path = root / "meta" / "episodes_stats.jsonl"
+    _write_jsonl(path, edit(_jsonl(path)))
+    with pytest.raises(DatasetFormatError, match=match) as info:
+        _stats_of(root)
+    assert "episodes_stats.jsonl" in str(info.value) and "Fix:" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda s: {**s, "action": {**s["action"], "std": None}}, "'action' std holds a null"),
+        (lambda s: {**s, "action": {**s["action"], "std": [None, 1, 1]}}, "'action' std holds a null"),
+        (lambda s: {**s, "action": {**s["action"], "mean": [0.5]}}, r"'action' mean has shape \(1,\)"),
+        (lambda s: {**s, "action": {**s["action"], "min": "low"}}, "'action' min is not a number"),
+        (lambda s: {**s, "action": {**s["action"], "max": [1, [2]]}}, "'action' max is not a number"),
+        (lambda s: {**s, "action": {**s["action"], "count": [2.5]}}, "must be a whole number"),
+        (lambda s: [s], "statistics must be an object of features"),
+    ],
+)
+def test_stats_json_values_are_checked(tmp_path, edit, match):
+    """A null was served as NaN (every normalised value NaN), a (1,) mean broadcast silently over a (3,)
+    feature, and a list or a string raised bare AttributeError / ValueError."""
+    from robotempo.errors import DatasetFormatError
+
+    root = _tiny(tmp_path, "v3.0")
+    _edit_json(root / "meta" / "stats.json", edit)
+    ds = LeRobotDataset("s", root=root, speed_labels=False)  # opens: the error is where the stats are used
+    with pytest.raises(DatasetFormatError, match=match) as info:
+        ds.meta.stats  # noqa: B018 - the property reads them
+    assert "stats.json" in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_scalar_statistics_are_1d_as_lerobot_loads_them(tmp_path):
+    root = _tiny(tmp_path, "v3.0")
+    _edit_json(
+        root / "meta" / "stats.json",
+        lambda s: {**s, "timestamp": {**s["timestamp"], "mean": 0.5, "count": 7}},
+    )
+    stats = _stats_of(root)["timestamp"]
+    assert stats["mean"].shape == (1,) and stats["count"].tolist() == [7] and stats["count"].dtype == np.int64
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_statistics_are_those_of_the_episodes_the_open_read(tmp_path, version):
+    """Another process appended episodes after the open: the dataset served the opened frames, its
+    statistics counted the appended dataset's."""
+    from robotempo.synth import write_synthetic
+
+    root = tmp_path / "ds"
+    write_synthetic(root, version=version, n_episodes=6, mean_length=20)
+    ds = LeRobotDataset("x", root=root, speed_labels=False)
+    write_synthetic(root, version=version, n_episodes=12, mean_length=20, resume=True)
+    assert LeRobotDataset("x", root=root, speed_labels=False).meta.total_frames > len(ds)
+    assert int(ds.meta.stats["observation.state"]["count"][0]) == len(ds)
+
+
+def test_v30_aggregate_covers_declared_features_only(tmp_path):
+    """LeRobot's remove_feature leaves the feature's stats/ columns in meta/episodes."""
+    root = _tiny(tmp_path, "v3.0")
+    (root / "meta" / "stats.json").unlink()
+    for path in (root / "meta" / "episodes").rglob("*.parquet"):
+        table = pq.read_table(path)
+        for stat in ("min", "max", "mean", "std", "count"):
+            source = table.column(f"stats/action/{stat}")
+            table = table.append_column(f"stats/removed/{stat}", source.cast(source.type))
+        pq.write_table(table, path)
+    stats = _stats_of(root)
+    assert "removed" not in stats and "action" in stats
+
+
+def test_group_labels_that_cannot_name_a_group_are_a_mixture_error(tmp_path):
+    from robotempo import Mixture, compute_stats
+    from robotempo.errors import MixtureError
+
+    root = _tiny(tmp_path, "v3.0")
+    mix = Mixture([{"repo_id": "a", "root": str(root)}, {"repo_id": "b", "root": str(root)}])
+    with pytest.raises(MixtureError, match=r"label \['arm'\], which cannot name a group"):
+        compute_stats(mix, group_by=[["arm"], ["arm"]])
+
+
+def test_validate_reports_statistics_that_cannot_be_used(tmp_path):
+    from robotempo import validate_dataset
+
+    root = _tiny(tmp_path, "v3.0")
+    assert [f.status for f in validate_dataset(root) if f.check == "statistics"] == ["ok"]
+    _edit_json(root / "meta" / "stats.json", lambda s: {**s, "action": {**s["action"], "std": None}})
+    (found,) = [f for f in validate_dataset(root) if f.check == "statistics"]
+    assert found.status == "failed" and "null" in found.details

@@ -98,6 +98,11 @@ def validate_dataset(
         else:
             for key in ds.camera_keys:
                 found += _check_camera(ds, key, progress, decode=video or key not in ds.video_keys)
+    try:
+        stats = meta.stats
+        found.append(Finding("statistics", "ok", f"{len(stats)} features"))
+    except RobotempoError as e:
+        found.append(Finding("statistics", "failed", _error(e)))
     speed_file = meta.location.file(SPEED_PERCENTILES_FILE)
     if speed_file.is_file():
         try:

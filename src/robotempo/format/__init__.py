@@ -37,6 +37,7 @@ class DatasetMeta:
     episodes: EpisodeTable
     location: DatasetRoot | None = field(default=None, repr=False)  # reads the files; set by read_metadata
     _stats: dict | None = field(default=None, repr=False)
+    stats_snapshot: Any = field(default=None, repr=False)  # meta/stats.json as the open found it (v3.0)
     repo_id: str | None = None  # set by the dataset that reads it
     revision: str | None = None  # LeRobot's Hub revision; robotempo reads the files at `root` as they are
 
@@ -139,11 +140,13 @@ class DatasetMeta:
 
     @property
     def stats(self):
-        """Feature statistics for normalisation (`robotempo.stats.read_stats`), read on first use."""
+        """Feature statistics for normalisation (`robotempo.stats.read_stats`), computed on first use from the
+        files as the open found them (v3.0's stats.json is read at open; aggregates cover the episodes the
+        open read)."""
         if self._stats is None:
             from robotempo.stats import read_stats
 
-            self._stats = read_stats(self.location, self.info.is_v3)
+            self._stats = read_stats(self.location, self.info, self.episodes, self.stats_snapshot)
         return self._stats
 
     @stats.setter
@@ -157,10 +160,16 @@ def read_metadata(
     """`meta/` of the dataset at `root` (a folder or an object-store URL; see `robotempo.fs.DatasetRoot`)."""
     root = as_root(root, storage_options)
     info = read_info(root)
+    snapshot = None
     if info.is_v3:
+        from robotempo.stats import StatsSnapshot
+
         tasks = read_tasks_v30(root)
         episodes = read_episodes_v30(root, info, tasks)
+        snapshot = StatsSnapshot(root)
     else:
         tasks = read_tasks_v21(root)
         episodes = read_episodes_v21(root, info, tasks)
-    return DatasetMeta(root=root.where(), info=info, tasks=tasks, episodes=episodes, location=root)
+    meta = DatasetMeta(root=root.where(), info=info, tasks=tasks, episodes=episodes, location=root)
+    meta.stats_snapshot = snapshot
+    return meta
