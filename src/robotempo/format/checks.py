@@ -75,10 +75,13 @@ def warn_on_totals(where: Path | str, length: np.ndarray, info, source: str) -> 
         raise DatasetFormatError(
             where,
             f"the {source} lists {len(length)} episodes but {info.path} says total_episodes="
-            f"{info.total_episodes}: {missing} {'is' if missing == 1 else 'are'} missing from it (a partial "
-            "download or copy of meta/, or a write of it that did not finish)",
-            "restore the whole meta/ folder (download or copy it again); if those episodes were removed on "
-            f"purpose, set total_episodes to {len(length)} in info.json",
+            f"{info.total_episodes}: {missing} {'is' if missing == 1 else 'are'} missing from it (a writer "
+            "still adding episodes that has not finalized, a partial download or copy of meta/, or a write "
+            "of it that did not finish)",
+            "if a recording or conversion is still writing into this dataset, wait for it to finish "
+            "(LeRobot: finalize()) or open a finished copy; otherwise restore the whole meta/ folder "
+            "(download or copy it again), and if those episodes were removed on purpose, set total_episodes "
+            f"to {len(length)} in info.json",
         )
     if len(length) != info.total_episodes:
         logger.warning(
