@@ -249,7 +249,7 @@ CASES = [
         "v3.0",
         parquet_edit(V30_META, lambda t: t.slice(0, t.num_rows - 3)),
         E.DatasetFormatError,
-        ["meta/episodes", "total_episodes=", "3 are missing", "still writing", "restore the whole meta/ folder"],
+        ["meta/episodes", "total_episodes=", "3 are missing", "still writing", "restore the whole meta/"],
     ),
     Case(
         "episodes.jsonl bad line",
