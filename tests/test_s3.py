@@ -163,8 +163,9 @@ def test_open_of_one_episode_costs_the_same_requests_at_any_size(store, tmp_path
     assert sent < data / 3, (sent, data)  # the selected episode's rows, the footer: not the data file
     # The footer of a file holding 10x the row groups may need one more ranged read; nothing else grows.
     assert counts[1] - counts[0] in (0, 1), counts
-    # info, tasks, episode metadata (+ listing for v3.0), speed file, one data file (HEAD, footer, the
-    # episode's row groups and its neighbours' episode_index for the layout check): a constant.
+    # info, tasks, episode metadata (+ listing for v3.0), stats.json (v3.0: read at open, one request),
+    # speed file, one data file (HEAD, footer, the episode's row groups and its neighbours' episode_index for
+    # the layout check): a constant.
     assert counts[1] <= 18, counts
 
 
@@ -278,8 +279,33 @@ def test_endpoint_down_mid_epoch_and_back_the_pass_completes(store, v30_video_da
         assert_same_batches(ds.__getitems__(rows).stacked, local.__getitems__(rows).stacked)
 
 
+def test_an_outage_longer_than_the_sdks_attempts_is_ridden_out_until_the_deadline(
+    store, v30_video_dataset, monkeypatch
+):
+    """An endpoint that answered and then refused connections (a restarting server) failed the read as soon
+    as the SDK's attempts were spent (6.7-22 s into a 25-70 s outage, with a 60 s deadline; QA). Two SDK
+    attempts here: the outage outlasts them, not the deadline."""
+    monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "2")
+    ds = _fresh(store, v30_video_dataset, "v30_video_dataset", video_cache_size=2)
+    local = LeRobotDataset("local", root=v30_video_dataset, speed_labels=False)
+    groups = _rows_by_video_file(ds)
+    ds.__getitems__(groups[0])
+    store.gate.close()
+    timer = threading.Timer(6.0, store.gate.open)
+    timer.start()
+    try:
+        started = time.monotonic()
+        got = ds.__getitems__(groups[1]).stacked
+        waited = time.monotonic() - started
+    finally:
+        timer.join()
+    assert waited >= 5.0
+    assert_same_batches(got, local.__getitems__(groups[1]).stacked)
+
+
 def test_endpoint_gone_gives_a_typed_error_in_bounded_time(store, v30_video_dataset, monkeypatch):
     monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "3")
+    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "8")  # an outage is ridden out until the deadline
     ds = _fresh(store, v30_video_dataset, "v30_video_dataset", video_cache_size=2)
     groups = _rows_by_video_file(ds)
     store.gate.close()

@@ -44,8 +44,9 @@ class StatsSnapshot:
     def __init__(self, root: DatasetRoot):
         self.value, self.error = None, None
         try:
-            if root.is_file(STATS_JSON):
-                self.value = read_json(root.file(STATS_JSON), "the statistics file", STATS_FIX)
+            self.value = read_json(root.file(STATS_JSON), "the statistics file", STATS_FIX)
+        except MissingFileError:
+            pass  # no stats.json: the per-episode statistics are aggregated when asked for
         except RobotempoError as error:  # raised where the statistics are used, not at open
             self.error = error
 

@@ -84,6 +84,10 @@ class DatasetRoot:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["root"], state["storage_options"])  # type: ignore[misc]
         self._versions.update(state.get("versions") or {})
+        if self._versions:  # the store answered the process that pickled this root: an outage is ridden out
+            from robotempo.fs.store import mark_answered
+
+            mark_answered()
 
     def __repr__(self) -> str:
         return f"DatasetRoot({self.url!r})"

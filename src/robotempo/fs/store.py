@@ -51,8 +51,8 @@ CREDENTIALS_FIX = (
 )
 ENDPOINT_FIX = (
     "check the endpoint (storage_options={'endpoint_override': 'http://host:port'} or AWS_ENDPOINT_URL) "
-    f"and the network; transient faults were retried ({RETRIES_ENV} sets how often, {DEADLINE_ENV} for "
-    "how long)"
+    f"and the network; an endpoint that answered before was retried until {DEADLINE_ENV} (default 60 s): "
+    "raise it to ride out longer outages"
 )
 
 # One pool per process for robotempo's own store requests: its size bounds the requests under way at once,
@@ -92,20 +92,44 @@ def deadline_error(where: Path | str, seconds: float) -> StorageError:
     )
 
 
+# Whether an object store has answered this process (or the parent it was forked from, or the process that
+# pickled a root for it): an endpoint that answered before and now refuses or drops connections is an outage
+# (a restarting server, a load balancer's failover) to ride out; one that never answered is more likely a
+# wrong endpoint, reported after the SDK's own attempts instead of after the whole deadline.
+_answered = False
+
+
+def mark_answered() -> None:
+    global _answered
+    _answered = True
+
+
 def _retrying(call: Callable[[], T]) -> Callable[[], T]:
-    """`call` again, with jittered backoff, after a throttling or server error the SDK did not retry
-    (`_UNKNOWN_TRANSIENT`), at most `ROBOTEMPO_S3_RETRIES` times; the caller's deadline still bounds it."""
+    """`call` again, with jittered backoff (at most 2 s apart), after a throttling or server error the SDK did
+    not retry (`_UNKNOWN_TRANSIENT`, at most `ROBOTEMPO_S3_RETRIES` times), and after the SDK's attempts
+    against an endpoint that answered before and now refuses, resets or does not answer connections (an
+    outage: until the deadline). Never past `deadline_s()` from the first attempt, so a request the caller
+    gave up on ends by itself too."""
 
     def run() -> T:
         retries = env_int(RETRIES_ENV, DEFAULT_RETRIES)
-        for attempt in range(retries + 1):
+        until = time.monotonic() + deadline_s()
+        attempt = 0
+        while True:
             try:
-                return call()
+                result = call()
             except OSError as e:
-                if attempt == retries or not _UNKNOWN_TRANSIENT.search(str(e)):
+                text = str(e)
+                attempt += 1
+                throttled = attempt <= retries and _UNKNOWN_TRANSIENT.search(text) is not None
+                outage = _answered and any(sign in text for sign in _UNREACHABLE)
+                pause = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+                if not (throttled or outage) or time.monotonic() + pause >= until:
                     raise
-                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")  # pragma: no cover
+                time.sleep(pause)
+                continue
+            mark_answered()
+            return result
 
     return run
 
@@ -286,7 +310,9 @@ _ERRNO_TEXT = {
     errno.EACCES: "Permission denied",
     errno.EPERM: "Operation not permitted",
 }
-_UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Couldn't connect", "timed out", "Connection refused")
+_UNREACHABLE = (
+    "NETWORK_CONNECTION", "curlCode", "Couldn't connect", "timed out", "Connection refused", "reset by peer",
+)  # fmt: skip
 
 
 def _clip(text: str, limit: int = 300) -> str:
