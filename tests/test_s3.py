@@ -303,6 +303,67 @@ def test_an_outage_longer_than_the_sdks_attempts_is_ridden_out_until_the_deadlin
     assert_same_batches(got, local.__getitems__(groups[1]).stacked)
 
 
+_ORPHAN_CHILD = """
+import json, sys, torch
+from robotempo.dataset import LeRobotDataset, collate
+url, options, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+ds = LeRobotDataset("x", root=url, storage_options=options, speed_labels=False, heavy_cache_mb=0.01)
+loader = torch.utils.data.DataLoader(
+    ds, batch_size=2, shuffle=True, num_workers=2, collate_fn=collate, persistent_workers=True,
+    multiprocessing_context="fork", prefetch_factor=1,
+)
+it = iter(loader)
+next(it)
+open(out, "w").write(" ".join(str(w.pid) for w in it._workers))
+for _ in it:
+    pass
+"""
+
+
+def test_workers_of_a_killed_trainer_end_while_the_store_is_down(store, v21_dataset, tmp_path):
+    """The trainer SIGKILLed (OOM killer, preemption) while its workers waited on an unreachable store: they
+    waited out the deadline, then interpreter exit joined the store threads still retrying (40 s to minutes,
+    each worker holding its memory and the job's output pipe; QA)."""
+    import json
+    import signal
+
+    url = store.upload(v21_dataset, "v21_dataset")
+    out = tmp_path / "pids"
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_CHILD, url, json.dumps(store.options()), str(out)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.exists() and out.read_text().strip()):
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        workers = [int(p) for p in out.read_text().split()]
+        store.gate.close()  # the store is gone: the workers' next reads wait on it
+        time.sleep(3)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        killed = time.monotonic()
+        while any(_alive(p) for p in workers) and time.monotonic() - killed < 20:
+            time.sleep(0.2)
+        assert not [p for p in workers if _alive(p)], "workers outlived their killed parent by 20 s"
+    finally:
+        store.gate.open()
+        for p in [child.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_endpoint_gone_gives_a_typed_error_in_bounded_time(store, v30_video_dataset, monkeypatch):
     monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "3")
     monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "8")  # an outage is ridden out until the deadline

@@ -9,6 +9,7 @@ import math
 import os
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -127,6 +128,7 @@ def _retrying(call: Callable[[], T]) -> Callable[[], T]:
                 if not (throttled or outage) or time.monotonic() + pause >= until:
                     raise
                 time.sleep(pause)
+                _exit_if_orphaned()
                 continue
             mark_answered()
             return result
@@ -134,16 +136,49 @@ def _retrying(call: Callable[[], T]) -> Callable[[], T]:
     return run
 
 
+# The process that started this one, as it was when this one began (at import, or at fork): a DataLoader
+# worker whose parent is gone (SIGKILLed by the OOM killer, preempted) has no one to serve.
+_parent_pid = os.getppid()
+
+
+def _note_parent() -> None:
+    global _parent_pid
+    _parent_pid = os.getppid()
+
+
+os.register_at_fork(after_in_child=_note_parent)
+
+
+def _exit_if_orphaned() -> None:
+    """End this process at once when it is a DataLoader worker whose parent is gone. Waiting out store
+    requests (up to the deadline, then interpreter exit joining the store pool's threads while the SDK
+    retries) kept orphaned workers alive for 40 s to minutes, each holding its memory and the job's output
+    pipe. torch's own check runs only between batches."""
+    worker = sys.modules.get("torch.utils.data._utils.worker")
+    if worker is None or getattr(worker, "_worker_info", None) is None or os.getppid() == _parent_pid:
+        return
+    sys.stderr.write(f"robotempo: DataLoader worker {os.getpid()} ends: its parent {_parent_pid} is gone\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+_SLICE_S = 1.0  # how often a wait on the store checks that a worker's parent is still there
+
+
 def within_deadline(call: Callable[[], T], where: Path | str) -> T:
     """`call()` (a blocking store request and its retries) on the store pool, waited for at most
     `deadline_s()`: past it a `StorageError` naming `where`; the client's own errors pass through."""
     future = store_pool().submit(_retrying(call))
     seconds = deadline_s()
-    try:
-        return future.result(timeout=seconds)
-    except FutureTimeout:
-        _abandoned.append(future)
-        raise deadline_error(where, seconds) from None
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            return future.result(timeout=max(0.0, min(_SLICE_S, end - time.monotonic())))
+        except FutureTimeout:
+            _exit_if_orphaned()
+            if time.monotonic() >= end:
+                _abandoned.append(future)
+                raise deadline_error(where, seconds) from None
 
 
 def all_within_deadline(calls: list[Callable[[], T]], where: Path | str) -> list[T]:
@@ -151,7 +186,11 @@ def all_within_deadline(calls: list[Callable[[], T]], where: Path | str) -> list
     waited for `deadline_s()` at most; after all ended, the first failure in `calls`' order is raised."""
     futures = [store_pool().submit(_retrying(call)) for call in calls]
     seconds = deadline_s()
-    if wait(futures, timeout=seconds).not_done:
+    end = time.monotonic() + seconds
+    while wait(futures, timeout=max(0.0, min(_SLICE_S, end - time.monotonic()))).not_done:
+        _exit_if_orphaned()
+        if time.monotonic() < end:
+            continue
         _abandoned.extend(f for f in futures if not f.cancel() and not f.done())
         raise deadline_error(where, seconds)
     for future in futures:
