@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -138,3 +139,34 @@ def test_ranks_that_find_other_files_than_rank_0_opened_all_raise(corpus, tmp_pa
         "is not the file rank 0 opened" in results[1]["message"]
         and "shared file system" in results[1]["message"]
     )
+
+
+@pytest.mark.parametrize(
+    "mode, match",
+    [
+        ("loop", "with a factory of other values"),  # a loop over a set: ranks iterate in other orders
+        ("sampler", "returned a sampler"),  # it would hold rank 0's place on every rank
+        ("unpicklable", "does not pickle.*module-level function"),
+        ("wrapped-moved", "is not the file rank 0 opened"),  # a Subset hid the dataset from the check
+    ],
+)
+def test_hand_overs_that_would_serve_wrong_data_raise_on_every_rank(corpus, tmp_path, mode, match):
+    """QA of open_once: a loop opening datasets at one line in another order on another rank swapped them
+    silently; a sampler built in the factory drew rank 0's samples on every rank; a wrapped dataset skipped
+    the files check; a lambda image transform failed as a bare AttributeError."""
+    import shutil
+
+    roots = [shutil.copytree(r, tmp_path / r.name) for r in corpus[1:]]
+    specs = [{"repo_id": r.name, "root": str(r)} for r in roots]
+    _run({"mode": mode, "specs": specs, "indices": [0], "go": None}, tmp_path / "out")
+    results = _results(tmp_path / "out")
+    assert [r.get("error") for r in results] == ["DistributedError"] * RANKS, results
+    assert re.search(match, results[RANKS - 1]["message"]), results[RANKS - 1]["message"]
+
+
+@pytest.mark.parametrize("timeout_s", [0, -1, float("inf"), None, True])
+def test_timeout_s_is_checked(timeout_s):
+    from robotempo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="timeout_s"):
+        open_once(lambda: None, timeout_s=timeout_s)

@@ -52,6 +52,17 @@ def store(tmp_path_factory):
         s.close()
 
 
+@pytest.fixture(autouse=True)
+def _workers_of_failed_loaders_end():
+    """A loader whose iteration raised is kept alive by the traceback's reference cycle until a collection,
+    and so are its forked workers, which hold a copy of the relay's listening socket: a later test that
+    closes the relay then has connections queued there instead of refused, and cannot open it again."""
+    yield
+    import gc
+
+    gc.collect()
+
+
 @pytest.fixture(scope="module")
 def av1_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("av1") / "ds"

@@ -2,7 +2,7 @@
 
     torchrun --nproc_per_node N open_once_worker.py SPEC_JSON OUT
 
-SPEC_JSON: {"mode": "once"|"each"|"apart"|"moved", "specs": [specs], "indices": [...], "go": path/null}.
+SPEC_JSON: {"mode": (see main), "specs": [Mixture specs], "indices": [...], "go": path or null}.
 A store's endpoint and credentials come from the standard AWS environment. After the open every rank waits
 at a barrier; rank 0 then writes `<OUT>/opened` and, when `go` is set, every rank waits for that file (the
 test reads the store's request count in between). Then each rank writes `<OUT>/rank<R>.pt`: its items at
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import Subset
 
-from robotempo import Mixture, RobotempoError, open_once
+from robotempo import LeRobotDataset, Mixture, RobotempoError, Sampler, open_once
 
 RANK = int(os.environ["RANK"])
 
@@ -46,6 +47,27 @@ def main(spec_json: str, out: str) -> None:
                 return opened
 
             mix = open_once(open_then_replace, timeout_s=60)
+        elif spec["mode"] == "wrapped-moved":  # the same, the dataset inside a torch Subset
+
+            def open_wrapped_then_replace():
+                opened = Subset(LeRobotDataset("a", root=spec["specs"][0]["root"]), [0, 1])
+                for path in Path(spec["specs"][0]["root"], "data").rglob("*.parquet"):
+                    shutil.copy2(path, path.with_suffix(".tmp"))
+                    os.replace(path.with_suffix(".tmp"), path)
+                return opened
+
+            mix = open_once(open_wrapped_then_replace, timeout_s=60)
+        elif spec["mode"] == "loop":  # one line opens each dataset; rank 1 goes through them in another order
+            specs = spec["specs"] if RANK != 1 else spec["specs"][::-1]
+            for one in specs:
+                mix = open_once(lambda: LeRobotDataset(one["repo_id"], root=one["root"]), timeout_s=60)  # noqa: B023
+        elif spec["mode"] == "sampler":  # a factory that builds the sampler too
+            mix = open_once(lambda: (lambda m: (m, Sampler(m)))(Mixture(spec["specs"])), timeout_s=60)[0]
+        elif spec["mode"] == "unpicklable":
+            first = spec["specs"][0]
+            mix = open_once(
+                lambda: LeRobotDataset("a", root=first["root"], image_transforms=lambda x: x), timeout_s=60
+            )
         else:
             mix = open_once(lambda: Mixture(spec["specs"]), timeout_s=60)
     except RobotempoError as error:
