@@ -10,6 +10,7 @@
 | Vtab  | v3.0   | 1,000              | ~150           | none (LeRobot reads v3.0 only) | P4a P4b P8   |
 | V264  | v3.0   | 1,000              | ~150           | 96x96 MP4, H.264             | P1 (LeRobot), P5 |
 | Vav1  | v3.0   | 1,000              | ~150           | 96x96 MP4, AV1 (LeRobot default) | P5, on request |
+| V21v  | v2.1   | 1,000 (one MP4 each) | ~150         | 96x96 MP4, H.264             | S3 reopens, on request |
 | S     | v2.1   | 20,000 (one file each) | ~20        | none                         | P3               |
 | S1k   | v2.1   | 1,000              | ~20            | none                         | P3 (scaling)     |
 | S3    | v3.0   | 20,000             | ~20            | none                         | P3 (LeRobot)     |
@@ -65,6 +66,7 @@ SPECS = {
         CorpusSpec("Vtab", "v3.0", 1000),
         CorpusSpec("V264", "v3.0", 1000, camera="video", codec="h264"),
         CorpusSpec("Vav1", "v3.0", 1000, camera="video", codec="av1", suite=False),
+        CorpusSpec("V21v", "v2.1", 1000, camera="video", codec="h264", suite=False),
         CorpusSpec("S", "v2.1", 20000, mean_length=20.0),
         CorpusSpec("S1k", "v2.1", 1000, mean_length=20.0),
         CorpusSpec("S3", "v3.0", 20000, mean_length=20.0),

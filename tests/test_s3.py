@@ -257,6 +257,34 @@ def test_frame_windows_cost_a_request_each_at_most_in_a_file_larger_than_the_cac
         assert_same_batches(got, local.__getitems__(rows).stacked)
 
 
+@pytest.mark.parametrize("kept_mb", ["16", "0"])
+def test_a_video_file_reopened_costs_its_head_only_and_serves_the_same_frames(
+    store, v21_video_dataset, monkeypatch, kept_mb
+):
+    """A v2.1 dataset holds one MP4 per episode and camera: a random pass reopens files the video cache
+    evicted all the time. A reopen of an object whose version (size, ETag) the HEAD confirms starts from the
+    blocks its first open read (its head and index; these small files whole), so it costs that HEAD alone;
+    with the kept blocks turned off, the index is read again. Items equal the local ones either way."""
+    monkeypatch.setenv("ROBOTEMPO_REMOTE_HEADERS_MB", kept_mb)
+    remote = _fresh(store, v21_video_dataset, f"reopen-{kept_mb}", video_cache_size=1)
+    local = LeRobotDataset("local", root=v21_video_dataset, speed_labels=False)
+    groups = _rows_by_video_file(remote)[:3]
+    for rows in groups:  # first opens: the head, the index and the frames
+        remote.__getitems__(rows[:1])
+    store.gate.reset_counts()
+    for rows in groups * 2:  # each group reopens its file: the cache holds one
+        got = remote.__getitems__(rows).stacked
+        lines = list(store.gate.lines)
+        requests, _ = store.gate.reset_counts()
+        heads = sum(line.startswith(b"HEAD") for line in lines)
+        assert heads == 1, lines
+        if kept_mb == "0":
+            assert requests >= 2, lines
+        else:
+            assert requests == 1, lines
+        assert_same_batches(got, local.__getitems__(rows).stacked)
+
+
 def _fresh(store: Store, root: Path, name: str, **kwargs) -> LeRobotDataset:
     url = store.upload(root, name)
     return LeRobotDataset(name, root=url, storage_options=store.options(), speed_labels=False, **kwargs)
@@ -269,8 +297,8 @@ def _rows_by_video_file(ds: LeRobotDataset) -> list[list[int]]:
 
 def test_endpoint_down_mid_epoch_and_back_the_pass_completes(store, v30_video_dataset, monkeypatch):
     monkeypatch.setenv("ROBOTEMPO_REMOTE_BLOCK_KB", "4")
-    # its own decoders: the process's cache may still hold files of this URL that earlier tests opened
-    ds = _fresh(store, v30_video_dataset, "v30_video_dataset", video_cache_size=2)
+    # its own decoders and a URL of its own: the process keeps the blocks of files other tests opened
+    ds = _fresh(store, v30_video_dataset, "down-and-back", video_cache_size=2)
     local = LeRobotDataset("local", root=v30_video_dataset, speed_labels=False)
     groups = _rows_by_video_file(ds)
     assert len(groups) >= 3
@@ -297,7 +325,7 @@ def test_an_outage_longer_than_the_sdks_attempts_is_ridden_out_until_the_deadlin
     as the SDK's attempts were spent (6.7-22 s into a 25-70 s outage, with a 60 s deadline; QA). Two SDK
     attempts here: the outage outlasts them, not the deadline."""
     monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "2")
-    ds = _fresh(store, v30_video_dataset, "v30_video_dataset", video_cache_size=2)
+    ds = _fresh(store, v30_video_dataset, "outage", video_cache_size=2)
     local = LeRobotDataset("local", root=v30_video_dataset, speed_labels=False)
     groups = _rows_by_video_file(ds)
     ds.__getitems__(groups[0])
@@ -378,7 +406,7 @@ def _alive(pid: int) -> bool:
 def test_endpoint_gone_gives_a_typed_error_in_bounded_time(store, v30_video_dataset, monkeypatch):
     monkeypatch.setenv("ROBOTEMPO_S3_RETRIES", "3")
     monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "8")  # an outage is ridden out until the deadline
-    ds = _fresh(store, v30_video_dataset, "v30_video_dataset", video_cache_size=2)
+    ds = _fresh(store, v30_video_dataset, "gone", video_cache_size=2)
     groups = _rows_by_video_file(ds)
     store.gate.close()
     try:
@@ -388,7 +416,7 @@ def test_endpoint_gone_gives_a_typed_error_in_bounded_time(store, v30_video_data
         assert time.monotonic() - started < 30
     finally:
         store.gate.open()
-    assert f"s3://{BUCKET}/datasets/v30_video_dataset/videos/" in str(e.value) and "Fix:" in str(e.value)
+    assert f"s3://{BUCKET}/datasets/gone/videos/" in str(e.value) and "Fix:" in str(e.value)
     assert ds.__getitems__(groups[1]).stacked[CAMERA_KEY].shape[0] == len(groups[1])  # usable again
 
 

@@ -233,7 +233,9 @@ class DatasetRoot:
         """What FFmpeg opens: the file name for a local root, else a block-cached file object."""
         if self.is_local:
             return self.local(rel)
-        return BlockFile(self.open_input_file(rel), self.where(rel))
+        source = self.open_input_file(rel)  # the HEAD that tells a rewritten object from the one first opened
+        version = (source.size(), _object_version(source.metadata() or {}))
+        return BlockFile(source, self.where(rel), version=(self.cache_key, *version))
 
     def is_file(self, rel: str) -> bool:
         if self.is_local:

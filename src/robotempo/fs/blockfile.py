@@ -5,6 +5,8 @@ from __future__ import annotations
 import bisect
 import functools
 import io
+import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +24,8 @@ DEFAULT_BLOCK_KB = 64
 # bytes (pyarrow's CacheOptions.from_network_metrics gives 1.5-2 MB for 20-30 ms and 50-100 MiB/s).
 DEFAULT_HOLE_KB = 1024
 DEFAULT_BLOCKS = 128
+HEADERS_MB_ENV = "ROBOTEMPO_REMOTE_HEADERS_MB"
+DEFAULT_HEADERS_MB = 16
 
 
 class SeekableReader(io.RawIOBase):
@@ -71,6 +75,12 @@ class BlockFile(SeekableReader):
     `ROBOTEMPO_REMOTE_BLOCKS` blocks (default 128 of `ROBOTEMPO_REMOTE_BLOCK_KB`, default 64 KB: 8 MB per open
     file) are kept.
 
+    The blocks a file's open read (its head and its index: `mark_opened`) are kept by the process after the
+    file is closed, keyed by the object's URL and version (size, ETag), and a later `BlockFile` of the same
+    version starts with them: reopening a file the video cache evicted costs its open's HEAD, not the index
+    again (a v2.1 dataset, one MP4 per episode and camera, reopens files all through a random pass).
+    `ROBOTEMPO_REMOTE_HEADERS_MB` (default 16) bounds them per process; the least recently used go first.
+
     `prefetch` fetches byte ranges the caller knows it will read (a batch's frame windows) before FFmpeg asks
     for them, concurrently; a read that starts inside a prefetched range is served from it (a short read up
     to the range's end, which FFmpeg's reader accepts) without a request. Ranges less than `hole` bytes apart
@@ -85,6 +95,7 @@ class BlockFile(SeekableReader):
         block_size: int | None = None,
         blocks: int | None = None,
         hole: int | None = None,
+        version: tuple | None = None,
     ):
         super().__init__()
         self._source = source
@@ -93,6 +104,12 @@ class BlockFile(SeekableReader):
         self._block = block_size or env_int(BLOCK_KB_ENV, DEFAULT_BLOCK_KB) * 1024
         self._max_blocks = blocks or env_int(BLOCKS_ENV, DEFAULT_BLOCKS)
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        # Kept header blocks are reused only for a known version of the object (`version`: what tells it
+        # from a rewrite, e.g. the store, size and ETag; a rewrite is another key).
+        known = bool(version) and None not in version
+        self._header_key = (self.name, version, self._block) if known else None
+        if self._header_key is not None:
+            self._blocks.update(_headers.get(self._header_key))
         self._ranges = _Ranges(self._block * self._max_blocks)
         self.hole = hole or env_int(HOLE_KB_ENV, DEFAULT_HOLE_KB) * 1024
         self._pos = 0
@@ -102,6 +119,12 @@ class BlockFile(SeekableReader):
         # callback and FFmpeg reads again, so each later read raises it at once instead of waiting out
         # another deadline (a stalled body took 4 deadlines), and the reader raises it instead of FFmpeg's.
         self.failure: BaseException | None = None
+
+    def mark_opened(self) -> None:
+        """The container is open: keep the blocks read so far (the file's head and index) for this process's
+        next `BlockFile` of the same object version."""
+        if self._header_key is not None and self.failure is None:
+            _headers.put(self._header_key, dict(self._blocks))
 
     @property
     def prefetch_budget(self) -> int:
@@ -189,6 +212,45 @@ class BlockFile(SeekableReader):
             self._ranges.clear()
             self._source.close()
         super().close()
+
+
+class _HeaderBlocks:
+    """The process's kept header blocks: (URL, version, block size) -> {block number: bytes}, least recently
+    used first, at most `ROBOTEMPO_REMOTE_HEADERS_MB` in all (0: none kept)."""
+
+    def __init__(self) -> None:
+        self._files: OrderedDict[tuple, dict[int, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> dict[int, bytes]:
+        with self._lock:
+            blocks = self._files.get(key)
+            if blocks is None:
+                return {}
+            self._files.move_to_end(key)
+            return dict(blocks)
+
+    def put(self, key: tuple, blocks: dict[int, bytes]) -> None:
+        budget = env_int(HEADERS_MB_ENV, DEFAULT_HEADERS_MB, minimum=0) * 1024 * 1024
+        size = sum(len(b) for b in blocks.values())
+        with self._lock:
+            old = self._files.pop(key, None)
+            self._bytes -= sum(len(b) for b in old.values()) if old else 0
+            if not blocks or size > budget // 4:  # one file may not crowd out the others
+                return
+            self._files[key] = blocks
+            self._bytes += size
+            while self._bytes > budget:
+                _, dropped = self._files.popitem(last=False)
+                self._bytes -= sum(len(b) for b in dropped.values())
+
+    def after_fork(self) -> None:  # a fork while another thread held the lock would leave the child's held
+        self._lock = threading.Lock()
+
+
+_headers = _HeaderBlocks()
+os.register_at_fork(after_in_child=_headers.after_fork)
 
 
 def _merge(ranges: Iterable[tuple[int, int]], gap: int) -> list[tuple[int, int]]:

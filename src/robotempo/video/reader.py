@@ -85,6 +85,7 @@ class VideoReader:
         self._byte_index = None
         if self._blocks is not None:
             self._byte_index = FrameByteIndex.of(self._stream, self._index_shift)
+            self._blocks.mark_opened()
         # Decoder state: a live decode generator (None after a decode error), the last two frames it produced
         # (`_prev`, `_cur`: consecutive in presentation order), whether it reached the end, and whether it
         # sits at the start of the file with nothing decoded yet.
