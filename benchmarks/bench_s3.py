@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_s3.py run --quick     # Vtab/V264 at x0.05, open counts at 1k vs 20k
     .venv/bin/python benchmarks/bench_s3.py run             # Vtab/V264 at x0.2, 3 reps
     .venv/bin/python benchmarks/bench_s3.py run --no-open --corpora V264 --reps 1   # the video corpus only
-    .venv/bin/python benchmarks/bench_s3.py run --quick --no-open --corpora V21v      # v2.1: an MP4 per episode
+    .venv/bin/python benchmarks/bench_s3.py run --quick --no-open --corpora V21v   # v2.1, MP4 per episode
     .venv/bin/python benchmarks/bench_s3.py report benchmarks/results/<date>-s3.json
 
 The server is moto in server mode (its own process on 127.0.0.1, the tests' `tests/s3_server.py`), holding
@@ -175,7 +175,8 @@ def run(args: argparse.Namespace) -> dict:
             record["throughput"][name] = runs
             record["per_cpu_s"][name] = cpu_runs
             gate.reset_counts()
-            res = _measure(urls[name], relayed, video=corpora.SPECS[name].camera == "video", seed=99, **loader_kw)
+            video = corpora.SPECS[name].camera == "video"
+            res = _measure(urls[name], relayed, video=video, seed=99, **loader_kw)
             requests, sent = gate.reset_counts()
             samples = (loader_kw["warmup"] + loader_kw["batches"]) * loader_kw["batch_size"]
             record["traffic"][name] = {"samples": samples, "requests": requests, "bytes": sent}

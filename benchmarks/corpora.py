@@ -10,7 +10,7 @@
 | Vtab  | v3.0   | 1,000              | ~150           | none (LeRobot reads v3.0 only) | P4a P4b P8   |
 | V264  | v3.0   | 1,000              | ~150           | 96x96 MP4, H.264             | P1 (LeRobot), P5 |
 | Vav1  | v3.0   | 1,000              | ~150           | 96x96 MP4, AV1 (LeRobot default) | P5, on request |
-| V21v  | v2.1   | 1,000 (one MP4 each) | ~150         | 96x96 MP4, H.264             | S3 reopens, on request |
+| V21v  | v2.1   | 1,000 (MP4 each)   | ~150           | 96x96 MP4, H.264             | S3, on request   |
 | S     | v2.1   | 20,000 (one file each) | ~20        | none                         | P3               |
 | S1k   | v2.1   | 1,000              | ~20            | none                         | P3 (scaling)     |
 | S3    | v3.0   | 20,000             | ~20            | none                         | P3 (LeRobot)     |
