@@ -208,6 +208,28 @@ def outside_data_path(root: Path) -> None:
     )(root)
 
 
+def v21_episode_names_another_task(root: Path) -> None:
+    """Episode 1's task in meta/episodes.jsonl: another task of the table (its frames unchanged)."""
+    tasks = [json.loads(x)["task"] for x in (root / "meta/tasks.jsonl").read_text().splitlines()]
+    path = root / "meta/episodes.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[1]["tasks"] = [next(t for t in tasks if t not in rows[1]["tasks"])]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def v30_episode_names_another_task(root: Path) -> None:
+    table = pq.read_table(root / "meta/tasks.parquet")
+    names = table.column("task" if "task" in table.column_names else "__index_level_0__").to_pylist()
+    path = root / V30_META
+    t = pq.read_table(path)
+    rows = t.column("tasks").to_pylist()
+    rows[1] = [next(x for x in names if x not in rows[1])]
+    t = t.set_column(
+        t.column_names.index("tasks"), t.schema.field("tasks"), pa.array(rows, t.schema.field("tasks").type)
+    )
+    pq.write_table(t, path)
+
+
 def tasks_jsonl_first_only(root: Path) -> None:
     path = root / "meta/tasks.jsonl"
     path.write_text(path.read_text().splitlines()[0] + "\n")
@@ -258,6 +280,8 @@ CLASS_CASES = [
     Case("4 task_index not in the task table", "v2.1", parquet_edit(V21_EP, column("task_index", lambda c: pa.array(np.full(len(c), 99)))), E.UnknownTaskError, [V21_EP, "task_index 99", "tasks.jsonl"]),
     Case("4 task table lacks a task the data uses", "v2.1", tasks_jsonl_first_only, E.UnknownTaskError, ["task_index 1", "tasks.jsonl"]),
     Case("4 v3.0 tasks.parquet lacks a task", "v3.0", parquet_edit("meta/tasks.parquet", lambda t: t.slice(0, 1)), E.UnknownTaskError, ["task_index 1", "tasks.parquet"]),
+    Case("4 episode metadata names another task than its frames", "v2.1", v21_episode_names_another_task, E.TaskMismatchError, [V21_EP, "episode 1's task in meta/episodes.jsonl", "frames have task_index", "Fix:"]),
+    Case("4 v3.0 episode metadata names another task than its frames", "v3.0", v30_episode_names_another_task, E.TaskMismatchError, [V30_DATA, "episode 1's task in meta/episodes/*.parquet", "frames have task_index"]),
     Case("4 episode_index the metadata does not list", "v2.1", parquet_edit(V21_EP, column("episode_index", lambda c: pa.array(np.full(len(c), 7)))), R, [V21_EP, "episode_index 7"]),
     # 5. values that overflow or are not numbers
     Case("5 fps NaN", "v2.1", raw_info('"fps": 10', '"fps": NaN'), D, ["info.json", "fps", "nan"]),

@@ -369,16 +369,48 @@ def test_v21_index_with_a_gap_from_a_deleted_episode_is_served(tmp_path):
 
 
 def test_v21_index_ranges_that_overlap_are_refused(tmp_path):
-    """An index restarting in every file (some converters) gives two frames one index: refused."""
+    """An index restarting in every file (some converters) gives two frames one index: refused, also when the
+    episode is opened alone and by `validate` (QA: `episodes=[k]` served index 0..n-1, and validate, which
+    checks each v2.1 file alone, passed the dataset)."""
+    from robotempo.validation import validate_dataset
+
     root = tmp_path / "ds"
     _v21_without_episode_one(root)
     path = next(root.glob("data/*/episode_000002.parquet"))
     table = pq.read_table(path)
     restarted = pa.array(np.arange(table.num_rows, dtype=np.int64))
     pq.write_table(table.set_column(table.column_names.index("index"), "index", restarted), path)
-    with pytest.raises(
-        RowAlignmentError, match="episode 2's rows start at index 0, inside episode 0's range"
-    ):
+    for episodes in (None, [2], [2, 3]):
+        with pytest.raises(RowAlignmentError, match="episode 2's rows start at index 0, but the episodes "):
+            LeRobotDataset("t", root=root, episodes=episodes, speed_labels=False)
+    failed = [f for f in validate_dataset(root) if f.status == "failed"]
+    assert any("episode 2's rows start at index 0" in f.details for f in failed), failed
+    for episodes in ([0], [3]):  # the episodes whose own rows are right still open alone
+        assert len(LeRobotDataset("t", root=root, episodes=episodes, speed_labels=False)) > 0
+
+
+def test_a_task_string_listed_twice_is_one_task_for_the_episode_check(tmp_path):
+    """An episode's metadata task must be among its frames' (TaskMismatchError otherwise), compared as task
+    strings: a table that lists one string under two indices (a merge) resolves the metadata's string to one
+    of them, and that is not a disagreement."""
+    root = tmp_path / "ds"
+    write_synthetic(root, version="v2.1", n_episodes=4, n_tasks=2, camera=None, fps=FPS, seed=5)
+    path = root / "meta" / "tasks.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1]["task"] = rows[0]["task"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = LeRobotDataset("t", root=root, speed_labels=False)
+    assert len(ds) == int(ds.meta.episodes["length"][-1]) + int(ds.meta.episodes["dataset_from_index"][-1])
+
+
+def test_v21_index_ranges_that_overlap_without_starting_low_are_refused(tmp_path):
+    root = tmp_path / "ds"
+    _v21_without_episode_one(root)
+    first = next(root.glob("data/*/episode_000000.parquet"))
+    table = pq.read_table(first)
+    shifted = pa.array(table.column("index").to_numpy() + 100)  # episode 0 starts at 100: 2 runs into it
+    pq.write_table(table.set_column(table.column_names.index("index"), "index", shifted), first)
+    with pytest.raises(RowAlignmentError, match="episode 2's rows start at index .*inside episode 0's range"):
         LeRobotDataset("t", root=root, speed_labels=False)
 
 

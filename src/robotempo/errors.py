@@ -80,6 +80,10 @@ class UnknownTaskError(DatasetFormatError):
     """A frame's `task_index` is not in the task table."""
 
 
+class TaskMismatchError(DatasetFormatError):
+    """An episode's task in the episode metadata is not among its frames' `task_index` (the frames decide)."""
+
+
 class NonFiniteValueError(DatasetFormatError):
     """A float feature holds NaN or infinity and the loader was asked to refuse them (`check_finite=True`)."""
 

@@ -20,7 +20,13 @@ import pyarrow as pa
 
 from robotempo.arrays import distinct
 from robotempo.arrays import take as take_rows
-from robotempo.errors import DatasetFormatError, NonFiniteValueError, RowAlignmentError, UnknownTaskError
+from robotempo.errors import (
+    DatasetFormatError,
+    NonFiniteValueError,
+    RowAlignmentError,
+    TaskMismatchError,
+    UnknownTaskError,
+)
 from robotempo.format.episodes import EpisodeTable
 from robotempo.format.info import DatasetInfo
 from robotempo.fs import DatasetRoot, FileRef, as_root
@@ -116,6 +122,7 @@ class FrameTable:
         release_freed_memory()  # the transient tables and footers
         self._verify()
         self._check_tasks(tasks)
+        self._check_episode_tasks(tasks)
 
     def _read_files(self, jobs: list[tuple[int, np.ndarray]], columns: list[str], layout) -> list[tuple]:
         """Pieces `(codes, positions, table)`: the table holds the rows of the episodes at `positions` of the
@@ -276,6 +283,44 @@ class FrameTable:
                 f"add the task to {table}, or correct the task_index column",
             )
 
+    def _check_episode_tasks(self, tasks: Mapping[int, str]) -> None:
+        """Each selected episode's task per its metadata (the first it lists, when the task table names it) is
+        among its frames' task_index. The frames decide an episode's task (the speed labels' rule), and a
+        metadata task naming another task of the table describes the episode as what it is not: an
+        `episode_filter` on the task selected frames of another task. A task string the table does not list
+        (a paraphrase) is not compared; nor is the order of a multi-task episode's list (writers list a
+        set)."""
+        eps = self.episodes
+        meta = eps.task_index
+        rows = eps.length > 0
+        if not len(meta) or not rows.any():
+            return
+        frame_task = self.columns["task_index"]
+        first_of = {}  # a task string the table lists twice is one task: compare the first index of each
+        same = {i: first_of.setdefault(t, i) for i, t in sorted(tasks.items())}
+        if any(i != j for i, j in same.items()):
+            keys = np.fromiter(same, dtype=np.int64, count=len(same))  # sorted; every frame's is listed
+            canon = np.fromiter(same.values(), dtype=np.int64, count=len(same))
+            frame_task = canon[np.searchsorted(keys, frame_task)]
+            meta = np.where(meta >= 0, canon[np.searchsorted(keys, meta).clip(0, len(keys) - 1)], meta)
+        hit = frame_task == np.repeat(meta, eps.length)
+        found = np.ones(len(meta), dtype=bool)
+        found[rows] = np.logical_or.reduceat(hit, self.ep_from[rows])
+        bad = np.flatnonzero(~found & (meta >= 0))
+        if len(bad):
+            e = int(bad[0])
+            theirs = distinct(self.columns["task_index"][self.ep_from[e] : self.ep_to[e]]).tolist()
+            named = ", ".join(f"{t} ({tasks.get(t, '?')!r})" for t in theirs[:5])
+            listing = "meta/episodes/*.parquet" if self.info.is_v3 else "meta/episodes.jsonl"
+            raise TaskMismatchError(
+                self._path(int(eps.data_file[e])).where,
+                f"episode {eps.episode_index[e]}'s task in {listing} is task_index {meta[e]} "
+                f"({tasks.get(int(meta[e]), '?')!r}), but its {eps.length[e]} frames have task_index {named} "
+                f"({len(bad)} episode(s) affected)",
+                f"correct the episode's tasks in {listing} to its frames' task, or the frames' task_index "
+                "column (the frames decide an episode's task)",
+            )
+
     def _verify(self) -> None:
         """Rows must carry exactly the selected episodes with the promised lengths and global indices."""
         eps = self.episodes
@@ -303,6 +348,20 @@ class FrameTable:
         eps = self.episodes
         index = self.columns["index"]
         first = index[self.ep_from].astype(np.int64)
+        # An episode's range cannot start below the frames of the episodes listed before it (a dataset whose
+        # ranges rise from 0 never does): this refuses an index restarting in each file also when one
+        # episode is opened, as opening all of them does.
+        low = np.flatnonzero(first < eps.dataset_from_index)
+        if len(low):
+            e = int(low[0])
+            raise RowAlignmentError(
+                self._path(int(eps.data_file[e])).where,
+                f"episode {eps.episode_index[e]}'s rows start at index {first[e]}, but the episodes listed "
+                f"before it in meta/episodes.jsonl hold {eps.dataset_from_index[e]} frames: the global index "
+                "must rise from episode to episode (an index restarting in each file?)",
+                "renumber the index column (0, 1, 2, ... over the episodes in order), or re-export "
+                "the dataset",
+            )
         end = first + eps.length
         bad = np.flatnonzero(first[1:] < end[:-1])
         if len(bad):
