@@ -77,6 +77,24 @@ def test_demo_out_naming_a_file_is_a_typed_error_and_the_file_is_kept(tmp_path, 
     assert path.read_text() == "mine"
 
 
+def test_demo_writes_into_an_empty_current_folder_and_through_a_link(tmp_path):
+    """`demo --out .` in an empty folder and `--out LINK` to an empty folder failed with an untyped OSError
+    (the demo removed the folder itself to start afresh; QA)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    result = cli("demo", "--out", ".", "--episodes", "2", "--camera", "none", cwd=here)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (here / "dataset" / "meta" / "info.json").is_file()
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.mkdir()
+    link.symlink_to(target)
+    result = cli("demo", "--out", str(link), "--episodes", "2", "--camera", "none")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert link.is_symlink() and (target / "dataset" / "meta" / "info.json").is_file()
+    result = cli("demo", "--out", str(link), "--episodes", "2", "--camera", "none")  # its own output again
+    assert result.returncode == 0 and link.is_symlink(), result.stdout + result.stderr
+
+
 def test_brackets_in_paths_are_not_markup(video, tmp_path):
     """A folder named 'mk[/]' made rich raise MarkupError: 'an unexpected error inside robotempo'."""
     root = tmp_path / "mk[/]" / "ds"

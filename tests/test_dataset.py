@@ -487,5 +487,17 @@ def test_a_folder_that_is_not_a_dataset_root_says_which_folder_is(tmp_path):
         LeRobotDataset("x", root=tmp_path / "a" / "meta")
     with pytest.raises(MissingFileError, match=r"this folder holds datasets \(a, b\): pass one of them"):
         LeRobotDataset("x", root=tmp_path)
-    with pytest.raises(MissingFileError, match="snapshot_download"):  # a folder that is not there
+    # a root= that is not there (a typo, a wrong prefix): check the path given, not "pass root=" (QA)
+    with pytest.raises(
+        MissingFileError, match="absent: the dataset folder does not exist. Fix: check the path"
+    ):
         LeRobotDataset("x", root=tmp_path / "absent")
+    # the CLI and the metadata reader give the same fixes as the dataset (they said "check that root ...")
+    from robotempo.format import read_metadata
+
+    with pytest.raises(MissingFileError, match=r"this folder holds datasets \(a, b\): pass one of them"):
+        read_metadata(tmp_path)
+    with pytest.raises(
+        MissingFileError, match=rf"pass the dataset's folder, {tmp_path / 'a'} \(the one holding"
+    ):
+        read_metadata(tmp_path / "a" / "meta")

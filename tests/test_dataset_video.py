@@ -216,6 +216,15 @@ def test_datasets_size_the_process_decoder_cache_per_camera(tmp_path, monkeypatc
     ds[0]
     assert ds._video().cache.max_size >= 24  # 8 files per camera
     ds._video().close()
+    # ROBOTEMPO_VIDEO_CACHE_SIZE is an explicit size, kept as the argument is (a Mixture raised it; QA)
+    monkeypatch.setenv("ROBOTEMPO_VIDEO_CACHE_SIZE", "1")
+    monkeypatch.setattr(decoder, "_default_fetcher", None)
+    capped = LeRobotDataset("v", root=root, speed_labels=False)
+    capped[0]
+    assert capped._video().cache.max_size == 1
+    capped._video().cache.fit_cameras(3, shared_cameras=9)  # what a Mixture of three such datasets asks
+    assert capped._video().cache.max_size == 1
+    capped._video().close()
 
 
 def test_an_episode_whose_timestamps_start_late_is_refused(video_root, tmp_path):

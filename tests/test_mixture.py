@@ -57,6 +57,14 @@ def mix(roots) -> Mixture:
     return Mixture(_specs(roots), key_maps=KEY_MAPS, delta_timestamps=DELTAS)
 
 
+def test_a_dataset_or_a_path_instead_of_a_list_is_refused_at_once(roots):
+    """`Mixture(ds)` read every item of `ds` (list() of a dataset) before saying it was no list (QA)."""
+    ds = LeRobotDataset("tab15", root=roots["tab15"], speed_labels=False)
+    for wrong in (ds, str(roots["tab15"]), roots["tab15"], {"repo_id": "x", "root": roots["tab15"]}, 5):
+        with pytest.raises(MixtureError, match="Mixture takes a list of datasets"):
+            Mixture(wrong)
+
+
 def test_index_space_and_default_weights(mix):
     lengths = [len(ds) for ds in mix.datasets]
     assert mix.dataset_lengths == lengths and len(mix) == sum(lengths)

@@ -143,24 +143,6 @@ def collate(samples):
     return torch.utils.data.default_collate(samples)
 
 
-def _not_a_root_fix(folder: Path) -> str:
-    """The fix for a folder that exists but is no dataset's root: its parent, or the datasets it holds."""
-    folder = Path(folder)
-    if (folder.parent / "meta" / "info.json").is_file():
-        return f"pass the dataset's folder, {folder.parent} (the one holding meta/), not a folder inside it"
-    try:
-        held = sorted(p.name for p in folder.iterdir() if (p / "meta" / "info.json").is_file())
-    except OSError:
-        held = []
-    if held:
-        more = f" and {len(held) - 5} more" if len(held) > 5 else ""
-        return (
-            f"this folder holds datasets ({', '.join(held[:5])}{more}): pass one of them as root, or "
-            "several to Mixture"
-        )
-    return "pass the dataset's folder (the one holding meta/info.json)"
-
-
 class LeRobotDataset(torch.utils.data.Dataset):
     def __init__(
         self,
@@ -224,9 +206,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         except MissingFileError as e:
             if e.path not in (self.location.where("meta/info.json"), self.location.where()):
                 raise  # another missing file; the dataset itself (its folder or card) gets the hint below
-            if self.location.is_local and os.path.isdir(self.location.where()):
-                fix = _not_a_root_fix(self.location.where())
-                raise MissingFileError(e.path, "the dataset card", fix) from None
+            if root is not None or (self.location.is_local and os.path.isdir(self.location.where())):
+                raise  # read_metadata's own words: the folder or prefix given does not exist, check it
             raise MissingFileError(
                 e.path,
                 f"the dataset {repo_id!r}",

@@ -91,7 +91,19 @@ class Mixture(torch.utils.data.Dataset):
         resample: str | None = None,
     ):
         super().__init__()
-        datasets = list(datasets)
+        if isinstance(datasets, (str, bytes, Path, Mapping, torch.utils.data.Dataset)):
+            # list() of a dataset would read every item of it before this could say so
+            raise MixtureError(
+                f"Mixture takes a list of datasets, got {type(datasets).__name__} {_short(datasets)}",
+                "pass a list: Mixture([ds_a, ds_b]) or Mixture([{'repo_id': ..., 'root': ...}, ...])",
+            )
+        try:
+            datasets = list(datasets)
+        except TypeError:
+            raise MixtureError(
+                f"Mixture takes a list of datasets, got {type(datasets).__name__}",
+                "pass a list: Mixture([ds_a, ds_b]) or Mixture([{'repo_id': ..., 'root': ...}, ...])",
+            ) from None
         if not datasets:
             raise MixtureError("Mixture got no datasets", "pass at least one LeRobotDataset or dataset spec")
         if resample not in RESAMPLE_CHOICES:
@@ -490,3 +502,8 @@ def _weights(weights, lengths: list[int], names: list[str]) -> np.ndarray:
     if w.sum() <= 0:
         raise MixtureError(f"all weights are 0 ({w.tolist()})", "give at least one dataset a weight > 0")
     return w / w.sum()
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if isinstance(value, (str, bytes, Path)) else ""
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -28,9 +28,13 @@ def _prepare(out: Path) -> Path:
         raise RobotempoError(
             f"{out} exists and was not made by `robotempo demo`; pass --out with a new or empty folder"
         )
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    if out.exists():  # empty, or an earlier demo's: clear what is inside (`.` or a link cannot be removed)
+        for child in out.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("made by `robotempo demo`; safe to delete\n")
     return out / "dataset"
 

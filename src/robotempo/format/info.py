@@ -391,4 +391,30 @@ def _read_info(location: DatasetRoot) -> DatasetInfo:
             location.where(), "the dataset folder", "check the path (a dataset's folder holds meta/info.json)"
         )
     fix = f"check that root names the dataset's folder (the one holding meta/), or {INFO_FIX}"
-    return DatasetInfo.from_dict(read_json(ref, "the dataset card meta/info.json", fix), ref.where)
+    try:
+        data = read_json(ref, "the dataset card meta/info.json", fix)
+    except MissingFileError:
+        if not location.is_local:
+            raise
+        # the folder exists but is no dataset's root: its parent is, or it holds datasets
+        raise MissingFileError(ref.where, "the dataset card", not_a_root_fix(location.where(), fix)) from None
+    return DatasetInfo.from_dict(data, ref.where)
+
+
+def not_a_root_fix(folder: str | os.PathLike, otherwise: str) -> str:
+    """The fix for a folder that exists but is no dataset's root: its parent, or the datasets it holds;
+    else `otherwise`."""
+    folder = Path(folder)
+    if (folder.parent / "meta" / "info.json").is_file():
+        return f"pass the dataset's folder, {folder.parent} (the one holding meta/), not a folder inside it"
+    try:
+        held = sorted(p.name for p in folder.iterdir() if (p / "meta" / "info.json").is_file())
+    except OSError:
+        held = []
+    if held:
+        more = f" and {len(held) - 5} more" if len(held) > 5 else ""
+        return (
+            f"this folder holds datasets ({', '.join(held[:5])}{more}): pass one of them as root, or "
+            "several to Mixture"
+        )
+    return otherwise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -61,7 +62,8 @@ class VideoDecoderCache:
     """
 
     def __init__(self, max_size: int | None = None):
-        self.sized_by_default = max_size is None
+        # ROBOTEMPO_VIDEO_CACHE_SIZE is an explicit size as much as the argument: `fit_cameras` keeps it
+        self.sized_by_default = max_size is None and not os.environ.get(CACHE_SIZE_ENV, "").strip()
         if max_size is None:
             max_size = default_cache_size()
         if not isinstance(max_size, int) or max_size < 1:
