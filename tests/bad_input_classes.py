@@ -306,6 +306,10 @@ CLASS_CASES = [
     Case("5 heavy_cache_mb NaN", "v2.1", None, A, ["heavy_cache_mb", "nan"], {"heavy_cache_mb": float("nan")}),
     Case("5 video_cache_size a string", "v2.1", None, A, ["video_cache_size", "'8'"], {"video_cache_size": "8"}),
     Case("5 episodes 10**25", "v3.0", None, E.SelectionError, ["10000000000000000000000000"], {"episodes": [10**25]}),
+    Case("5 return_uint8 a string", "v2.1", None, A, ["return_uint8", "'no'"], {"return_uint8": "no"}),
+    Case("5 image_transforms not callable", "v3.0", None, A, ["image_transforms", "5"], {"image_transforms": 5}),
+    Case("5 delta_timestamps a list", "v2.1", None, E.DeltaTimestampsError, ["delta_timestamps", "[]"], {"delta_timestamps": []}),
+    Case("5 storage_options a string", "v3.0", None, E.ConfigError, ["storage_options", "'x'", "Fix:"], {"storage_options": "x"}),
     # 6. paths
     Case("6 data_path climbs out of the root", "v2.1", outside_data_path, U, ["info.json", "../elsewhere", "outside"]),
     Case("6 data_path absolute", "v2.1", info(lambda d: d.update(data_path="/etc/{episode_chunk}/{episode_index}.parquet")), U, ["info.json", "/etc/0/0.parquet"]),

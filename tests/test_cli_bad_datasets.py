@@ -73,6 +73,22 @@ def test_validate_lists_every_bad_file_and_counts_nan(good, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("field", ["total_episodes", "total_frames"])
+def test_validate_fails_either_info_total_that_disagrees_with_the_table(good, tmp_path, field):
+    """A total_frames that disagreed failed validate; a total_episodes below the table's count passed it
+    with a log line only (QA): both are the same stale summary."""
+    import json
+
+    root = tmp_path / "ds"
+    shutil.copytree(good, root)
+    path = root / "meta" / "info.json"
+    info = json.loads(path.read_text())
+    info[field] -= 1
+    path.write_text(json.dumps(info))
+    failed = {f.check: f.details for f in validate_dataset(root) if f.status == "failed"}
+    assert f"{field} is {info[field]}" in failed.get("info.json totals", ""), failed
+
+
 def test_validate_passes_a_good_dataset_and_reads_every_image(good, tmp_path):
     result = cli("validate", str(good))
     assert result.returncode == 0, result.stdout

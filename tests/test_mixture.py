@@ -65,6 +65,23 @@ def test_a_dataset_or_a_path_instead_of_a_list_is_refused_at_once(roots):
             Mixture(wrong)
 
 
+def test_wrong_arguments_to_set_epoch_and_compute_stats_are_typed(mix, roots):
+    from robotempo import compute_stats
+    from robotempo.errors import ArgumentError
+
+    for wrong in ("a", -1, 1.5, True):
+        with pytest.raises(ArgumentError, match="epoch must be an int >= 0"):
+            mix.set_epoch(wrong)
+    ds = LeRobotDataset("tab15", root=roots["tab15"], speed_labels=False)
+    for wrong in (5, [ds]):
+        with pytest.raises(ArgumentError, match="compute_stats takes a LeRobotDataset or a Mixture"):
+            compute_stats(wrong)
+    with pytest.raises(ArgumentError, match="group_by='robot_type' groups a Mixture's datasets"):
+        compute_stats(ds, group_by="robot_type")  # was ignored
+    with pytest.raises(MixtureError, match="group_by=5 is not a grouping"):
+        compute_stats(mix, group_by=5)
+
+
 def test_index_space_and_default_weights(mix):
     lengths = [len(ds) for ds in mix.datasets]
     assert mix.dataset_lengths == lengths and len(mix) == sum(lengths)

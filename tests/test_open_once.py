@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from robotempo import Mixture, open_once
+from robotempo.errors import ConfigError
 from robotempo.synth import write_synthetic
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -84,6 +85,8 @@ def _same_items(a: dict, b: dict) -> None:
 def test_without_a_process_group_it_is_the_factory(corpus):
     mix = open_once(lambda: Mixture([{"repo_id": "a", "root": str(corpus[2])}]))
     assert isinstance(mix, Mixture) and len(mix) > 0
+    with pytest.raises(ConfigError, match="open_once takes a factory"):
+        open_once(mix)  # the dataset itself, not a function that opens it
 
 
 def test_rank0_opens_a_bucket_for_every_rank_and_every_rank_serves_the_same_items(corpus, store, tmp_path):
@@ -166,7 +169,5 @@ def test_hand_overs_that_would_serve_wrong_data_raise_on_every_rank(corpus, tmp_
 
 @pytest.mark.parametrize("timeout_s", [0, -1, float("inf"), None, True])
 def test_timeout_s_is_checked(timeout_s):
-    from robotempo.errors import ConfigError
-
     with pytest.raises(ConfigError, match="timeout_s"):
         open_once(lambda: None, timeout_s=timeout_s)

@@ -105,3 +105,17 @@ def test_dropout_extremes_and_validation():
             SpeedDropout(bad, 0)
     with pytest.raises(SpeedSettingError):
         SpeedDropout(0.5, 1.5)
+    # numpy floats are numbers (np.float32(0.1) was refused as "not a number"; QA)
+    assert (
+        SpeedDropout(np.float32(0.25), 1).drop_many(idx).tolist()
+        == SpeedDropout(0.25, 1).drop_many(idx).tolist()
+    )
+    with pytest.raises(SpeedSettingError, match="integer sample indices"):
+        SpeedDropout(0.5, 1).drop_many([1.5])  # was truncated to sample 1
+    with pytest.raises(SpeedSettingError, match="epoch must be an int"):
+        SpeedDropout(0.5, 1).drop(1, epoch="a")
+
+
+def test_a_batch_given_to_the_prompt_names_the_argument_at_fault():
+    with pytest.raises(SpeedSettingError, match="speed_is_pad must be a single value.*one item's prompt"):
+        format_speed_prompt(torch.tensor([40, 50]), torch.tensor([False, False]))

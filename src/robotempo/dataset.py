@@ -24,6 +24,7 @@ from robotempo.arguments import check_size, check_tolerance
 from robotempo.arrays import distinct
 from robotempo.cameras import decode_depth_images, decode_image, decode_images, frames_tensor
 from robotempo.errors import (
+    ArgumentError,
     DeltaTimestampsError,
     MissingFileError,
     SelectionError,
@@ -191,6 +192,26 @@ class LeRobotDataset(torch.utils.data.Dataset):
         `image_transforms` do not apply to them.
         """
         super().__init__()
+        if not isinstance(repo_id, str) or (root is None and not repo_id.strip()):
+            raise ArgumentError(
+                f"repo_id must be a string naming the dataset, got {repo_id!r:.80}. Fix: "
+                "LeRobotDataset('org/name', root=...)"
+            )
+        flags = {
+            "return_uint8": return_uint8,
+            "check_timestamps": check_timestamps,
+            "check_finite": check_finite,
+        }
+        for flag, value in flags.items():  # "no" is truthy: it would have meant yes
+            if not isinstance(value, (bool, np.bool_)):
+                raise ArgumentError(f"{flag} must be True or False, got {value!r:.40}")
+        if image_transforms is not None and not callable(image_transforms):
+            raise ArgumentError(f"image_transforms must be a callable or None, got {image_transforms!r:.60}")
+        if delta_timestamps is not None and not isinstance(delta_timestamps, Mapping):
+            raise DeltaTimestampsError(
+                f"delta_timestamps must be a dict of feature -> offsets in seconds, got "
+                f"{delta_timestamps!r:.60}. Fix: pass e.g. {{'action': [0.0, 0.1]}}, or None"
+            )
         self.repo_id = repo_id
         where = root if root is not None else default_root(repo_id, revision)
         self.location = as_root(where, storage_options)
@@ -292,6 +313,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """The epoch the seeded speed-label dropout uses (call it like `DistributedSampler.set_epoch`); seen
         by this dataset's DataLoader workers too, persistent ones included."""
+        if isinstance(epoch, (bool, np.bool_)) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ArgumentError(f"set_epoch: epoch must be an int >= 0, got {epoch!r}")
         self._epoch = int(epoch)
         if self._epoch_cell is not None:
             self._epoch_cell[0] = self._epoch

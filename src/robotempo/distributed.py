@@ -136,6 +136,11 @@ def open_once(factory: Callable[[], T], *, key: str | None = None, timeout_s: fl
     Cost: rank 0 pickles and sends what it opened (about the resident numeric columns' size: 46 MB for 100
     datasets of 300k frames in all, 0.09 s to pickle) to every rank; the others wait for rank 0's open.
     """
+    if not callable(factory):
+        raise ConfigError(
+            f"open_once takes a factory, a function of no arguments, got {type(factory).__name__}. Fix: "
+            "open_once(lambda: LeRobotDataset(...))"
+        )
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < 1e7:
         raise ConfigError(
             f"open_once: timeout_s={timeout_s!r} is not a number of seconds. Fix: pass a positive number "

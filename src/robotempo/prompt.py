@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,12 +15,15 @@ from robotempo.speed.labels import SPEED_BUCKET_LABELS, SPEED_BUCKET_STEP
 _MAX_SPEED = SPEED_BUCKET_LABELS[-1]
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, name: str = "speed") -> Any:
     """A one-element tensor / numpy array / numpy scalar as the Python value it holds; anything else as is."""
     if hasattr(value, "item") and not isinstance(value, (int, float, bool, str)):
         n = value.numel() if hasattr(value, "numel") else getattr(value, "size", 1)  # torch / numpy
         if n != 1:
-            raise SpeedSettingError(f"speed must be a single value, got {n} values: {value!r}")
+            raise SpeedSettingError(
+                f"{name} must be a single value, got {n} values: {value!r}. Fix: format one item's prompt "
+                "(batch['speed'][i], batch['speed_is_pad'][i]), not a batch's"
+            )
         return value.item()
     return value
 
@@ -44,7 +48,7 @@ def validate_speed_setting(value: Any) -> int:
 
 def format_speed_prompt(speed: Any, speed_is_pad: Any) -> str:
     """``"Speed: 40"`` (always an integer), or ``""`` when the label is padded (dropped or turned off)."""
-    if bool(_plain(speed_is_pad)):
+    if bool(_plain(speed_is_pad, "speed_is_pad")):
         return ""
     return f"Speed: {validate_speed_setting(speed)}"
 
@@ -61,14 +65,26 @@ class SpeedDropout:
     seed: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not 0.0 <= self.p <= 1.0:
+        if (
+            isinstance(self.p, (bool, np.bool_))
+            or not isinstance(self.p, numbers.Real)
+            or not 0 <= self.p <= 1
+        ):
             raise SpeedSettingError(f"speed dropout probability must be a number in [0, 1], got {self.p!r}")
+        object.__setattr__(self, "p", float(self.p))  # numpy floats too (np.float32(0.1) was refused)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise SpeedSettingError(f"speed dropout seed must be an int, got {self.seed!r}")
 
     def uniforms(self, indices: Any, epoch: int = 0) -> np.ndarray:
         """A float64 in [0, 1) per sample index, a hash of (seed, epoch, index)."""
-        idx = np.asarray(indices, dtype=np.int64).astype(np.uint64)
+        given = np.asarray(indices)
+        if given.dtype.kind not in "iu" and not (given.size == 0 and given.dtype.kind == "f"):
+            raise SpeedSettingError(
+                f"speed dropout takes integer sample indices, got {given.dtype} values {given.ravel()[:5]!r}"
+            )  # 1.5 was truncated to sample 1
+        if isinstance(epoch, (bool, np.bool_)) or not isinstance(epoch, (int, np.integer)):
+            raise SpeedSettingError(f"speed dropout epoch must be an int, got {epoch!r}")
+        idx = given.astype(np.int64).astype(np.uint64)
         with np.errstate(over="ignore"):
             key = mix64(mix64(as_uint64(int(self.seed)) + GOLDEN) ^ as_uint64(int(epoch)))
             h = mix64((idx * GOLDEN) ^ key)

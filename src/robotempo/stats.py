@@ -320,6 +320,16 @@ def compute_stats(
             callable `(dataset_index, dataset) -> label`.
     """
     if not hasattr(source, "datasets"):
+        if not hasattr(getattr(source, "frames", None), "columns"):
+            raise ArgumentError(
+                f"compute_stats takes a LeRobotDataset or a Mixture, got {type(source).__name__}. Fix: pass "
+                "the dataset itself (several datasets: Mixture(datasets))"
+            )
+        if group_by is not None:
+            raise ArgumentError(
+                f"compute_stats: group_by={group_by!r:.60} groups a Mixture's datasets; a LeRobotDataset is "
+                "one group. Fix: drop group_by, or pass a Mixture"
+            )
         columns = source.frames.columns
         keys = _checked_keys(keys, columns, source.camera_keys)
         return {k: column_stats(v) for k, v in columns.items() if _wanted(k, keys)}
@@ -376,7 +386,7 @@ def _group_labels(mixture, group_by) -> list:
         return [ds.meta.robot_type for ds in mixture.datasets]
     if callable(group_by):
         return _hashable([group_by(d, ds) for d, ds in enumerate(mixture.datasets)])
-    if isinstance(group_by, str) or len(group_by) != n:
+    if isinstance(group_by, str) or not isinstance(group_by, Sequence) or len(group_by) != n:
         raise MixtureError(
             f"group_by={group_by!r:.100} is not a grouping of {n} datasets",
             "use 'dataset', 'robot_type', 'all', one label per dataset, or a callable "

@@ -114,7 +114,16 @@ def validate_dataset(
 
 
 def _check_totals(meta: DatasetMeta) -> None:
+    """info.json's totals against the episode table (the open warns of a stale summary; validate fails it,
+    as it fails total_frames: the table holding more episodes than total_episodes is the same summary)."""
     info = meta.info
+    listed = len(meta.episodes)
+    if info.total_episodes and info.total_episodes != listed:
+        raise DatasetFormatError(
+            info.path,
+            f"total_episodes is {info.total_episodes} but the episode table lists {listed} episodes",
+            f"set total_episodes to {listed} (the table decides which episodes the dataset holds)",
+        )
     if info.total_frames and info.total_frames != meta.total_frames:
         raise DatasetFormatError(
             info.path,

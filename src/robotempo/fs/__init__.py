@@ -50,6 +50,13 @@ class DatasetRoot:
     """
 
     def __init__(self, root: str | os.PathLike, storage_options: Mapping[str, Any] | None = None):
+        if not isinstance(root, (str, os.PathLike)):
+            raise ConfigError(f"root={root!r:.80} is not a path. Fix: pass a dataset folder or an s3:// URL")
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            raise ConfigError(
+                f"storage_options={storage_options!r:.80} is not a mapping. Fix: pass a dict, e.g. "
+                "{'endpoint_override': 'http://...', 'region': ...}"
+            )
         text = os.fspath(root) if isinstance(root, os.PathLike) else str(root)
         scheme, rest = split_scheme(text)
         self.storage_options = dict(storage_options or {})
