@@ -151,12 +151,16 @@ def test_ranks_that_find_other_files_than_rank_0_opened_all_raise(corpus, tmp_pa
         ("sampler", "returned a sampler"),  # it would hold rank 0's place on every rank
         ("unpicklable", "does not pickle.*module-level function"),
         ("wrapped-moved", "is not the file rank 0 opened"),  # a Subset hid the dataset from the check
+        ("config", "with a factory of other values"),  # a helper reading a nested module-level config
+        ("args", "with a factory of other values"),  # args.episodes of a Namespace passed to a helper
     ],
 )
 def test_hand_overs_that_would_serve_wrong_data_raise_on_every_rank(corpus, tmp_path, mode, match):
     """QA of open_once: a loop opening datasets at one line in another order on another rank swapped them
     silently; a sampler built in the factory drew rank 0's samples on every rank; a wrapped dataset skipped
-    the files check; a lambda image transform failed as a bare AttributeError."""
+    the files check; a lambda image transform failed as a bare AttributeError; a rank whose configuration
+    (a nested module-level dict read by a helper, an argparse Namespace passed to one) selected other
+    episodes got rank 0's silently."""
     import shutil
 
     roots = [shutil.copytree(r, tmp_path / r.name) for r in corpus[1:]]
@@ -165,6 +169,17 @@ def test_hand_overs_that_would_serve_wrong_data_raise_on_every_rank(corpus, tmp_
     results = _results(tmp_path / "out")
     assert [r.get("error") for r in results] == ["DistributedError"] * RANKS, results
     assert re.search(match, results[RANKS - 1]["message"]), results[RANKS - 1]["message"]
+
+
+@pytest.mark.parametrize("mode", ["config-same", "args-same"])
+def test_the_same_configuration_on_every_rank_is_handed_over(corpus, tmp_path, mode):
+    """The values compared are the ones the factory reads: a Namespace's local_rank, which differs on every
+    rank but which the factory never reads, does not stop the hand-over."""
+    specs = [{"repo_id": "a", "root": str(corpus[1])}]
+    _run({"mode": mode, "specs": specs, "indices": [0], "go": None}, tmp_path / "out")
+    results = _results(tmp_path / "out")
+    assert all("error" not in r for r in results), results
+    assert len({r["length"] for r in results}) == 1
 
 
 @pytest.mark.parametrize("timeout_s", [0, -1, float("inf"), None, True])

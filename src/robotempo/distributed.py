@@ -122,16 +122,21 @@ def open_once(factory: Callable[[], T], *, key: str | None = None, timeout_s: fl
 
     Without a process group, or alone in it, this is `factory()`. Call it after `init_process_group`, with any
     backend: the hand-over runs in a gloo group of its own (CPU tensors), made by the first call. Calls are
-    matched across ranks by `key` (default: the caller's file and line), how many times this process used
-    it, and the plain values the factory closes over (strings, numbers, paths, and lists or dicts of them:
-    `lambda: LeRobotDataset(name)` in a loop over names); ranks whose calls do not match raise
-    `DistributedError` instead of handing one dataset to another's call (pass `key=` to name each call when
-    the factory's values do not tell them apart). Every rank must see the same files (a shared file system
-    or a bucket): when a rank finds another file at a path rank 0 opened, every rank raises
-    `DistributedError` (with a copy of the data on each node, open on every rank instead). A sampler in the
-    result holds rank 0's place in the job: a `DistributedError` (build it after). `timeout_s` bounds how
-    long the other ranks wait for rank 0's open; a rank that fails or goes away before the hand-over makes
-    the others raise `DistributedError` (or torchrun ends them first).
+    matched across ranks by their place (the caller's file and line), how many times this process made it,
+    and the plain values the factory uses: those it closes over or reads from module globals, the attributes
+    of objects it reads (`args.episodes` of an argparse Namespace or a config object), and the same in the
+    Python functions it calls (`lambda: make_mixtures(args)`); plain values are strings, numbers, paths,
+    numpy arrays and lists or dicts of them, nested to any depth. Ranks whose calls do not match raise
+    `DistributedError` instead of handing rank 0's data to another rank's call. `key=` names a call
+    instead, and replaces that comparison: pass one when the factory reads a value that differs by rank on
+    purpose (its rank number, say), or one derived from your configuration (a hash of it).
+
+    Every rank must see the same files (a shared file system or a bucket): when a rank finds another file at
+    a path rank 0 opened, every rank raises `DistributedError` (with a copy of the data on each node, open on
+    every rank instead). A sampler in the result holds rank 0's place in the job: a `DistributedError`
+    (build it after). `timeout_s` bounds how long the other ranks wait for rank 0's open; a rank that fails
+    or goes away before the hand-over makes the others raise `DistributedError` (or torchrun ends them
+    first).
 
     Cost: rank 0 pickles and sends what it opened (about the resident numeric columns' size: 46 MB for 100
     datasets of 300k frames in all, 0.09 s to pickle) to every rank; the others wait for rank 0's open.
@@ -151,13 +156,15 @@ def open_once(factory: Callable[[], T], *, key: str | None = None, timeout_s: fl
         return factory()
     import torch
 
+    named = key is not None
     if key is None:
         caller = sys._getframe(1)
         key = f"{caller.f_code.co_filename}:{caller.f_lineno}"
     _calls[key] = _calls.get(key, 0) + 1
     call = f"{key} (call {_calls[key]})"
     digest = hashlib.blake2b(f"{key}#{_calls[key]}#".encode(), digest_size=7)
-    digest.update(_closed_over(factory).encode())
+    if not named:  # a key the caller names replaces the comparison of values (see the docstring)
+        digest.update(_closed_over(factory).encode())
     tag = int.from_bytes(digest.digest(), "little")
     rank = dist.get_rank()
     opened, payload, status, failure = None, b"", _OK, None
@@ -190,8 +197,9 @@ def open_once(factory: Callable[[], T], *, key: str | None = None, timeout_s: fl
     if apart:  # every rank sees the same headers, so every rank raises this
         raise DistributedError(
             f"rank {rank} called open_once at {call!r} but ranks {apart[:8]} called it from another place, "
-            "in another order, or with a factory of other values. Fix: call open_once at the same places, "
-            "in the same order and with the same factory on every rank, or pass key= naming the dataset"
+            "in another order, or with a factory of other values (another configuration?). Fix: call "
+            "open_once at the same places, in the same order and with the same configuration on every rank; "
+            "if a value the factory reads differs by rank on purpose, pass key= naming the call"
         )
     status, size = int(headers[0][0]), int(headers[0][1])
     received, problem = opened, None
@@ -265,21 +273,61 @@ def _gloo_group(dist, timeout_s: float):
     return entry[1]
 
 
+_VALUES_BUDGET = 1_000_000  # plain values compared per call, at most (a long episode list is one value each)
+_DEPTH = 8  # containers and objects nested deeper are not compared
+
+
 def _closed_over(factory) -> str:
     """The plain values a factory closes over, reads or is given (a closure's cells, the module globals its
-    code names, defaults, a partial's arguments): strings, numbers, paths, and lists, tuples, sets and dicts
-    of them; other objects are left out (their text may hold addresses or this rank's own settings)."""
-    values = []
-    code, names = getattr(factory, "__code__", None), getattr(factory, "__globals__", None) or {}
-    for source in (
-        [c.cell_contents for c in (getattr(factory, "__closure__", None) or ()) if _filled(c)],
-        [names[n] for n in (code.co_names if code is not None else ()) if n in names],  # a module-level loop
-        getattr(factory, "__defaults__", None) or (),
-        getattr(factory, "args", ()) if hasattr(factory, "func") else (),
-        sorted((getattr(factory, "keywords", None) or {}).items()) if hasattr(factory, "func") else (),
-    ):
-        values += [_plain(v) for v in source]
-    return repr(values)
+    code names, defaults, a partial's arguments), and the same of the Python functions it calls (three
+    levels down: `lambda: make_mixtures(args)`); of other objects (an argparse Namespace, a config object),
+    the instance attributes any of that code names (`args.episodes`), never properties. Plain values are
+    strings, numbers, paths, and lists, tuples, sets and dicts of them at any depth, up to a budget of
+    values; other objects' text is left out (it may hold addresses or this rank's own settings)."""
+    codes, sources = [], []
+    _gather(factory, codes, sources, set(), 0)
+    names = {name for code in codes for name in code.co_names}
+    budget = [_VALUES_BUDGET]
+    return repr([_plain(v, names, budget) for v in sources])
+
+
+def _gather(fn, codes: list, sources: list, seen: set, level: int) -> None:
+    """`fn`'s code objects (nested ones too: comprehensions) into `codes`, the values it reads into
+    `sources`; then the same for the Python functions among its globals, to `level` 3."""
+    if id(fn) in seen or level > 3:
+        return
+    seen.add(id(fn))
+    code, names = getattr(fn, "__code__", None), getattr(fn, "__globals__", None) or {}
+    mine = list(_codes(code)) if code is not None else []
+    codes += mine
+    read = [names[n] for c in mine for n in c.co_names if n in names]
+    sources += [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if _filled(c)]
+    sources += [v for v in read if not _is_function(v)]  # a module-level loop's variable
+    if getattr(fn, "__self__", None) is not None and not isinstance(fn.__self__, type(sys)):
+        sources.append(fn.__self__)  # a bound method: the attributes of its object it reads
+    sources += list(getattr(fn, "__defaults__", None) or ())
+    sources += list((getattr(fn, "__kwdefaults__", None) or {}).items())
+    if hasattr(fn, "func"):  # functools.partial
+        sources += list(getattr(fn, "args", ())) + sorted((getattr(fn, "keywords", None) or {}).items())
+        _gather(fn.func, codes, sources, seen, level + 1)
+    for value in read + [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if _filled(c)]:
+        if _is_function(value):
+            _gather(value, codes, sources, seen, level + 1)
+
+
+def _codes(code):
+    yield code
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            yield from _codes(const)
+
+
+def _is_function(value) -> bool:
+    import types
+
+    return isinstance(value, (types.FunctionType, types.MethodType)) or (
+        hasattr(value, "func") and callable(value)
+    )
 
 
 def _filled(cell) -> bool:
@@ -290,21 +338,34 @@ def _filled(cell) -> bool:
     return True
 
 
-def _plain(value, depth: int = 0):
+def _plain(value, names: set, budget: list, depth: int = 0):
+    """`value` as plain data to compare across ranks (see `_closed_over`); `budget[0]` counts values left."""
     import pathlib
+    from collections.abc import Mapping
 
+    budget[0] -= 1
+    if budget[0] < 0:
+        return "..."
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
     if isinstance(value, pathlib.PurePath):
         return str(value)
-    if depth >= 3:
+    import numpy as np
+
+    if isinstance(value, (np.ndarray, np.generic)) and value.size <= budget[0]:
+        return _plain(value.tolist(), names, budget, depth)  # numpy arrays and scalars (episode lists)
+    if depth >= _DEPTH:
         return "..."
     if isinstance(value, (list, tuple)):
-        return [_plain(v, depth + 1) for v in list(value)[:10_000]]
+        return [_plain(v, names, budget, depth + 1) for v in value]
     if isinstance(value, (set, frozenset)):
-        return sorted(repr(_plain(v, depth + 1)) for v in list(value)[:10_000])
-    if isinstance(value, dict):
-        return sorted((repr(k), repr(_plain(v, depth + 1))) for k, v in list(value.items())[:10_000])
+        return sorted(repr(_plain(v, names, budget, depth + 1)) for v in value)
+    if isinstance(value, Mapping):
+        return sorted((repr(k), repr(_plain(v, names, budget, depth + 1))) for k, v in list(value.items()))
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict) and not callable(value) and not isinstance(value, type):
+        read = sorted(n for n in names if n in attributes)
+        return [(n, _plain(attributes[n], names, budget, depth + 1)) for n in read] or "?"
     return "?"
 
 

@@ -11,6 +11,7 @@ test reads the store's request count in between). Then each rank writes `<OUT>/r
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -26,6 +27,17 @@ from torch.utils.data import Subset
 from robotempo import LeRobotDataset, Mixture, RobotempoError, Sampler, open_once
 
 RANK = int(os.environ["RANK"])
+CONFIG: dict = {}  # a module-level configuration, as a training script's
+
+
+def from_config():
+    """A helper reading the module's configuration: the factory's values are read here, not in the lambda."""
+    return Mixture(CONFIG["data"]["mix"]["specs"])
+
+
+def from_args(args):
+    """A helper reading an argparse Namespace the factory passes on (the example's make_mixtures)."""
+    return Mixture([{**one, "episodes": args.episodes} for one in args.specs])
 
 
 def main(spec_json: str, out: str) -> None:
@@ -61,6 +73,16 @@ def main(spec_json: str, out: str) -> None:
             specs = spec["specs"] if RANK != 1 else spec["specs"][::-1]
             for one in specs:
                 mix = open_once(lambda: LeRobotDataset(one["repo_id"], root=one["root"]), timeout_s=60)  # noqa: B023
+        elif spec["mode"] in ("config", "config-same"):  # rank 1's configuration selects other episodes
+            other = spec["mode"] == "config" and RANK == 1
+            CONFIG["data"] = {"mix": {"specs": [{**spec["specs"][0], "episodes": [1] if other else [0]}]}}
+            mix = open_once(lambda: from_config(), timeout_s=60)
+        elif spec["mode"] in ("args", "args-same"):
+            other = spec["mode"] == "args" and RANK == 1
+            # local_rank differs on every rank, but the factory never reads it: not compared
+            episodes = [1] if other else [0]
+            args = argparse.Namespace(specs=spec["specs"][:1], episodes=episodes, local_rank=RANK)
+            mix = open_once(lambda: from_args(args), timeout_s=60)
         elif spec["mode"] == "sampler":  # a factory that builds the sampler too
             mix = open_once(lambda: (lambda m: (m, Sampler(m)))(Mixture(spec["specs"])), timeout_s=60)[0]
         elif spec["mode"] == "unpicklable":
