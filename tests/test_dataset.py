@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -501,3 +502,28 @@ def test_a_folder_that_is_not_a_dataset_root_says_which_folder_is(tmp_path):
         MissingFileError, match=rf"pass the dataset's folder, {tmp_path / 'a'} \(the one holding"
     ):
         read_metadata(tmp_path / "a" / "meta")
+
+
+@pytest.mark.parametrize("garbage", [True, False])
+def test_an_image_file_replaced_after_the_open_is_named_changed(tmp_path, garbage):
+    """A data file replaced after the open (images are read from it later) is "changed since the open",
+    whether the new file parses or not: one that does not parse was reported as a damaged download to
+    re-download (QA)."""
+    import shutil
+
+    from robotempo.errors import DatasetFormatError
+
+    root = tmp_path / "ds"
+    write_synthetic(
+        root, version="v3.0", n_episodes=3, n_tasks=1, camera="image", image_size=(32, 32), seed=2
+    )
+    ds = LeRobotDataset("t", root=root, speed_labels=False)
+    path = root / ds.meta.episodes.data_files[0]
+    fresh = path.with_suffix(".new")
+    if garbage:
+        fresh.write_bytes(b"\0" * path.stat().st_size)
+    else:
+        shutil.copy(path, fresh)
+    os.replace(fresh, path)  # a new file at the path, as a re-export or a copy in place writes one
+    with pytest.raises(DatasetFormatError, match="changed on disk after the dataset was opened"):
+        ds[0]

@@ -167,6 +167,16 @@ def test_off_grid_offset_is_an_error_naming_the_dataset_unless_resample(roots):
     assert mix.datasets[2].delta_timestamps["action"] == [0.0, 2 / 15]
 
 
+def test_nearest_breaks_ties_away_from_the_current_frame(roots):
+    """Offsets halfway between two frames went to the even row (banker's rounding): at 10 fps, 0.05 and
+    0.25 s down, 0.15 s up, so a chunk served one frame twice; now every tie goes away from frame 0."""
+    deltas = {"action": [-0.25, -0.15, -0.05, 0.0, 0.05, 0.15, 0.25]}
+    mix = Mixture(_specs(roots), delta_timestamps=deltas, resample="nearest")
+    by_fps = {ds.fps: ds.delta_indices["action"] for ds in mix.datasets}
+    assert by_fps[10] == [-3, -2, -1, 0, 1, 2, 3]  # each a tie at 10 fps: no frame twice
+    assert by_fps[20] == [-5, -3, -1, 0, 1, 3, 5]  # on the grid: unchanged
+
+
 @pytest.mark.parametrize(
     "weights, match",
     [

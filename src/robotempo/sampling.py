@@ -350,9 +350,12 @@ class Sampler(torch.utils.data.Sampler):
         if differs is not None:
             raise SamplerError(
                 f"rank {self.rank}'s Sampler differs from rank 0's in {differs}. The ranks opened different "
-                "data: a dataset changed between their opens (episodes appended while the job started?) or "
-                "their dataset lists differ. Fix: give every rank the same datasets, selections, weights "
-                "and sampler settings, and restart once no writer is appending"
+                "data (a dataset changed between their opens: episodes appended while the job started?), "
+                "their dataset lists or settings differ, or rank 0 built a Sampler from the process group "
+                "that this rank did not (each rank's n-th is compared with rank 0's n-th). Fix: give every "
+                "rank the same datasets, selections, weights and sampler settings and build its Samplers in "
+                "the same order; a Sampler on some ranks only (a validation pass on rank 0) takes rank= and "
+                "world_size= (rank=0, world_size=1 serves it all); restart once no writer is appending"
             )
 
     # -- resumable state ---------------------------------------------------------------------------------

@@ -465,13 +465,24 @@ class FrameTable:
     def _opened_file(self, code: int):
         """The data file through the shared handle cache, if it is still the file read at open."""
         ref = self._path(code)
-        identity, pf = self.files.get_with_identity(ref)
+        changed = DatasetFormatError(
+            ref.where,
+            "the file changed on disk after the dataset was opened (inode, size or mtime differ)",
+            "open the dataset again to read the new file",
+        )
+        try:
+            identity, pf = self.files.get_with_identity(ref)
+        except DatasetFormatError:
+            # a file replaced by one that does not parse: say it changed, not "re-download it" (QA)
+            try:
+                now = ref.root.identity(ref.rel)
+            except OSError:
+                now = None
+            if now is not None and now != self._identity(code):
+                raise changed from None
+            raise
         if identity != self._identity(code):
-            raise DatasetFormatError(
-                ref.where,
-                "the file changed on disk after the dataset was opened (inode, size or mtime differ)",
-                "open the dataset again to read the new file",
-            )
+            raise changed
         return pf
 
     @property
