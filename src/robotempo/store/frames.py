@@ -348,32 +348,30 @@ class FrameTable:
         eps = self.episodes
         index = self.columns["index"]
         first = index[self.ep_from].astype(np.int64)
+
         # An episode's range cannot start below the frames of the episodes listed before it (a dataset whose
         # ranges rise from 0 never does): this refuses an index restarting in each file also when one
         # episode is opened, as opening all of them does.
-        low = np.flatnonzero(first < eps.dataset_from_index)
-        if len(low):
-            e = int(low[0])
-            raise RowAlignmentError(
+        def refuse(e: int, where: str) -> RowAlignmentError:
+            return RowAlignmentError(
                 self._path(int(eps.data_file[e])).where,
-                f"episode {eps.episode_index[e]}'s rows start at index {first[e]}, but the episodes listed "
-                f"before it in meta/episodes.jsonl hold {eps.dataset_from_index[e]} frames: the global index "
-                "must rise from episode to episode (an index restarting in each file?)",
-                "renumber the index column (0, 1, 2, ... over the episodes in order), or re-export "
-                "the dataset",
-            )
-        end = first + eps.length
-        bad = np.flatnonzero(first[1:] < end[:-1])
-        if len(bad):
-            e = int(bad[0]) + 1
-            raise RowAlignmentError(
-                self._path(int(eps.data_file[e])).where,
-                f"episode {eps.episode_index[e]}'s rows start at index {first[e]}, inside episode "
-                f"{eps.episode_index[e - 1]}'s range {first[e - 1]}..{end[e - 1] - 1}: the global index "
+                f"episode {eps.episode_index[e]}'s rows start at index {first[e]}, {where}: the global index "
                 "must rise from episode to episode",
                 "renumber the index column (0, 1, 2, ... over the episodes in order), or re-export "
                 "the dataset",
             )
+
+        low = np.flatnonzero(first < eps.dataset_from_index)
+        if len(low):
+            e = int(low[0])
+            held = f"{eps.dataset_from_index[e]} frames (an index restarting in each file?)"
+            raise refuse(e, f"but the episodes listed before it in meta/episodes.jsonl hold {held}")
+        end = first + eps.length
+        bad = np.flatnonzero(first[1:] < end[:-1])
+        if len(bad):
+            e = int(bad[0]) + 1
+            inside = f"{eps.episode_index[e - 1]}'s range {first[e - 1]}..{end[e - 1] - 1}"
+            raise refuse(e, f"inside episode {inside}")
         return first
 
     def non_finite(self) -> dict[str, tuple[int, int]]:
