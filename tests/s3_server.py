@@ -157,7 +157,14 @@ class Gate:
     def open(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        for attempt in range(50):  # a process forked while it was open may still hold the old listener
+            try:
+                listener.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.2)
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
@@ -165,6 +172,10 @@ class Gate:
     def close(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            try:  # wakes the accept thread, so the port is free for the next open() (EADDRINUSE once, QA)
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             conns, self._conns = self._conns, []
