@@ -16,12 +16,14 @@ frames decode with `robotempo.synth.decode_frame_identity`. The helpers at the e
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
 import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch.utils.data
 
 from robotempo.synth import CAMERA_KEY, SynthSpec, decode_frame_identity, write_synthetic
 
@@ -203,3 +205,34 @@ def check_video_identity(root: Path) -> None:
         assert [decode_frame_identity(f) for f in frames] == [
             (row["episode_index"], t) for t in range(row["length"])
         ]
+
+
+_LOADER_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+_start_iterator = torch.utils.data.dataloader._MultiProcessingDataLoaderIter.__init__
+
+
+def _tracked_start(self, *args, **kwargs):
+    _LOADER_ITERATORS.add(self)
+    _start_iterator(self, *args, **kwargs)
+
+
+torch.utils.data.dataloader._MultiProcessingDataLoaderIter.__init__ = _tracked_start
+
+
+def shut_down_failed_loaders() -> None:
+    """Stop the workers of every DataLoader iterator a test left running.
+
+    An iterator whose iteration raised lives on in the traceback's reference cycle. When the cyclic collector
+    frees it, it finalises the iterator's index queues before the iterator's `__del__` runs, so the workers
+    never receive their stop signal and torch waits 5 s for each before killing it: a 10 s stall at whatever
+    later collection (measured on two tests of test_s3). Shutting the iterator down while its queues live
+    takes milliseconds. Nothing here changes what a test asserts: it runs after the test."""
+    for iterator in list(_LOADER_ITERATORS):
+        if not getattr(iterator, "_shutdown", True):  # True: its start failed before it had workers
+            iterator._shutdown_workers()
+
+
+@pytest.fixture(autouse=True)
+def _failed_loaders_shut_down():
+    yield
+    shut_down_failed_loaders()

@@ -60,6 +60,9 @@ def _workers_of_failed_loaders_end():
     yield
     import gc
 
+    from conftest import shut_down_failed_loaders
+
+    shut_down_failed_loaders()  # before the collection, which would wait 5 s for each of their workers
     gc.collect()
 
 
