@@ -70,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="1/20-scale corpora (about 1.5 min without the peers, 4 min with them)",
     )
-    b.add_argument("--out", default="benchmarks/results")
+    b.add_argument(
+        "--out",
+        default="benchmarks/results",
+        help="folder for the JSON record and the PNG chart (default %(default)s)",
+    )
     b.add_argument("--strict", action="store_true", help="exit 1 when any check is below its target")
     return p
 
