@@ -329,6 +329,36 @@ def test_threaded_open_raises_the_first_failure_in_the_datasets_order(roots, tmp
     assert errors[0] == errors[1] and "nothing-here" in errors[0][1], errors
 
 
+def test_every_broken_dataset_is_named_in_one_error(roots, tmp_path, monkeypatch):
+    """The first broken dataset of a mixture stopped the open: a job over many datasets with three broken
+    ones took three restarts to learn of them. The first one's error (its type, its message) now lists the
+    others, opened one by one and in threads alike."""
+    from robotempo.errors import DatasetFormatError
+
+    specs = _specs(roots, delta_timestamps=None)
+    (tmp_path / "garbled" / "meta").mkdir(parents=True)
+    (tmp_path / "garbled" / "meta" / "info.json").write_text("{")
+    broken = [
+        {"repo_id": "garbled", "root": tmp_path / "garbled"},
+        {"repo_id": "gone", "root": tmp_path / "nothing-here"},
+        {"repo_id": "far", "root": roots["tab15"], "episodes": [10**6]},
+    ]
+    for threads in ("1", "8"):
+        monkeypatch.setenv("ROBOTEMPO_MIXTURE_OPEN_THREADS", threads)
+        with pytest.raises(DatasetFormatError) as info:
+            Mixture([specs[0], broken[0], specs[1], broken[1], broken[2], specs[2]])
+        text = str(info.value)
+        first, rest = text.split("\n", 1)
+        assert first.startswith("dataset 1 ('garbled'): ") and "info.json" in first, text
+        assert rest.startswith("2 more of the mixture's 6 datasets failed to open"), text
+        assert "dataset 3 ('gone'): MissingFileError: " in rest and "nothing-here" in rest, text
+        assert "dataset 4 ('far'): " in rest and "1000000" in rest, text
+        assert info.value.path == tmp_path / "garbled" / "meta" / "info.json"  # still the first one's error
+    with pytest.raises(DatasetFormatError) as info:
+        Mixture([specs[0], broken[0], specs[1]])
+    assert "more of the mixture's" not in str(info.value)  # one failure: its own message, unchanged
+
+
 def test_threaded_open_builds_one_default_cache_for_every_dataset(roots):
     """In a fresh process, threads opening datasets at once must not each build a process-wide heavy cache or
     handle cache (one budget per process). Building them is made slow (50 ms) to widen the window a missing

@@ -782,6 +782,26 @@ def test_an_endpoint_that_never_answers_fails_typed_in_bounded_time(store, monke
     assert "ROBOTEMPO_S3_DEADLINE_S" in str(e.value) and "Fix:" in str(e.value)
 
 
+def test_a_mixture_stops_opening_at_a_store_that_never_answers(store, monkeypatch):
+    """A mixture goes on opening its other datasets after a broken one, to name them all in one error; a
+    store that does not answer must not make each of them wait out its deadline (ten datasets, 3 s each)."""
+    from robotempo import Mixture
+
+    monkeypatch.setenv("ROBOTEMPO_S3_DEADLINE_S", "3")
+    monkeypatch.setenv("ROBOTEMPO_MIXTURE_OPEN_THREADS", "1")
+    started = time.monotonic()
+    with silent_endpoint() as port:
+        options = store.options(endpoint_override=f"http://127.0.0.1:{port}")
+        specs = [
+            {"repo_id": f"d{i}", "root": f"s3://{BUCKET}/datasets/d{i}", "storage_options": options}
+            for i in range(10)
+        ]
+        with pytest.raises(StorageError, match="did not answer within 3 s") as e:
+            Mixture(specs)
+    assert time.monotonic() - started < 15  # one open's deadline, not ten
+    assert "more of the mixture's" not in str(e.value)
+
+
 def test_a_request_given_up_at_its_deadline_does_not_hold_up_another_store(store, v21_dataset, monkeypatch):
     """pyarrow builds an S3 client only while no request of the process is under way. A request abandoned
     at its deadline went on with its own retries (10 attempts of up to 10 s, then backoff), and the client

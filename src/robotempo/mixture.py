@@ -22,7 +22,13 @@ import torch
 from robotempo.arrays import distinct
 from robotempo.dataset import ItemBatch, LeRobotDataset, default_root, index_array, item_index
 from robotempo.env import env_int
-from robotempo.errors import DeltaTimestampsError, MissingFileError, MixtureError
+from robotempo.errors import (
+    DeltaTimestampsError,
+    MissingFileError,
+    MixtureError,
+    RobotempoError,
+    StorageError,
+)
 from robotempo.format.info import DEFAULT_COLUMNS, read_info
 from robotempo.fs import as_root
 from robotempo.fs.store import split_scheme
@@ -173,18 +179,42 @@ class Mixture(torch.utils.data.Dataset):
         ~15-30 requests one after another, so 100 datasets in a bucket would open one round trip at a time.
         Local opens are CPU work under the GIL: in threads, P9's 100 local datasets opened 1.39x slower than
         one by one, so by default they open one by one. `ROBOTEMPO_MIXTURE_OPEN_THREADS`, when set, applies
-        to every mixture. The error raised is the first in the datasets' order, as when opened one by one."""
+        to every mixture.
+
+        The error raised is the first in the datasets' order, as when opened one by one. A dataset that fails
+        with a robotempo error does not stop the others' opens: when several fail, the first one's message
+        lists the others, so a job over 100 datasets with three broken ones is fixed in one round, not three
+        restarts. A `StorageError` (a store that does not answer: each open would wait out its deadline) and
+        any other exception stop the opens at once."""
         specs = [x for x in datasets if not isinstance(x, LeRobotDataset)]
         default = DEFAULT_OPEN_THREADS if any(_is_remote(x) for x in specs) else 1
         threads = min(len(specs), env_int(OPEN_THREADS_ENV, default))
+        opened: list[LeRobotDataset] = []
+        failed: list[tuple[int, RobotempoError]] = []
         if threads <= 1:
-            return [self._open(d, x) for d, x in enumerate(datasets)]
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="robotempo-mixture-open")
-        try:
-            futures = [pool.submit(self._open, d, x) for d, x in enumerate(datasets)]
-            return [f.result() for f in futures]
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # after an error: no new opens, the running end
+            for d, x in enumerate(datasets):
+                try:
+                    opened.append(self._open(d, x))
+                except RobotempoError as e:
+                    failed.append((d, e))
+                    if isinstance(e, StorageError):
+                        break
+        else:
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="robotempo-mixture-open")
+            try:
+                futures = [pool.submit(self._open, d, x) for d, x in enumerate(datasets)]
+                for d, f in enumerate(futures):
+                    try:
+                        opened.append(f.result())
+                    except RobotempoError as e:
+                        failed.append((d, e))
+                        if isinstance(e, StorageError):
+                            break
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # after an error: no new opens, the running end
+        if failed:
+            raise _with_the_others(failed, datasets)
+        return opened
 
     def _open(self, d: int, source: LeRobotDataset | Mapping[str, Any]) -> LeRobotDataset:
         if isinstance(source, LeRobotDataset):
@@ -507,3 +537,24 @@ def _weights(weights, lengths: list[int], names: list[str]) -> np.ndarray:
 def _short(value: Any) -> str:
     text = repr(value) if isinstance(value, (str, bytes, Path)) else ""
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _with_the_others(failed: list[tuple[int, RobotempoError]], datasets: list) -> RobotempoError:
+    """The first failed open's error, its message followed by the other failures (at most 10 listed)."""
+    first = failed[0][1]
+    if len(failed) == 1:
+        return first
+
+    def name(d: int) -> str:
+        x = datasets[d]
+        repo_id = x.repo_id if isinstance(x, LeRobotDataset) else x.get("repo_id")
+        return f"dataset {d} ({repo_id!r})"
+
+    lines = [f"  {name(d)}: {type(e).__name__}: {e}" for d, e in failed[1:11]]
+    if len(failed) > 11:
+        lines.append(f"  and {len(failed) - 11} more")
+    first.args = (
+        f"{name(failed[0][0])}: {first}\n{len(failed) - 1} more of the mixture's {len(datasets)} datasets "
+        "failed to open (fix them all before the next run):\n" + "\n".join(lines),
+    )
+    return first
