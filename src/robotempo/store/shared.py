@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import threading
 import weakref
 from multiprocessing import context, reduction
 
@@ -94,50 +95,116 @@ def share_tables(tables: list) -> None:
     logger.debug("shared %d tables' columns (%d bytes) with child processes", len(todo), segment.nbytes)
 
 
+# SharedInts cells live in chunks of this size (a table larger than a chunk gets one of its own).
+_CHUNK_BYTES = 1 << 20
+
+
+class _Chunk:
+    """A shared mapping that many `SharedInts` tables are cut from: one memfd (RAM only, no name under
+    /dev/shm) where the platform has memfd_create, else an anonymous shared mapping. Both are inherited by
+    forked children; the memfd's descriptor also travels to children that multiprocessing starts. The
+    descriptor closes when the last table cut from the chunk (and the chunk's own process-wide reference)
+    is gone."""
+
+    def __init__(self, size: int, fd: int | None = None):
+        self.size = size
+        self.used = 0
+        if fd is None and hasattr(os, "memfd_create"):
+            fd = os.memfd_create("robotempo-cells", os.MFD_CLOEXEC)
+            os.ftruncate(fd, size)
+        self.fd = fd
+        self.buffer = mmap.mmap(-1 if fd is None else fd, size)
+        if fd is not None:
+            weakref.finalize(self, os.close, fd)
+
+
+_chunk_lock = threading.Lock()
+_current: _Chunk | None = None  # where this process cuts its next tables
+_attached: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # (st_dev, st_ino) -> chunk
+
+
+def _after_fork_in_child() -> None:
+    """A forked child shares its parent's chunks (their tables are the same cells), but must not cut new
+    tables from them: the two processes' cursors would hand out the same cells twice."""
+    global _chunk_lock, _current
+    _chunk_lock = threading.Lock()
+    _current = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _cut(nbytes: int) -> tuple[_Chunk, int]:
+    global _current
+    nbytes = -(-nbytes // 8) * 8
+    with _chunk_lock:
+        chunk = _current
+        if chunk is None or chunk.used + nbytes > chunk.size:
+            chunk = _Chunk(max(_CHUNK_BYTES, nbytes))
+            _current = chunk
+        offset = chunk.used
+        chunk.used += nbytes
+        return chunk, offset
+
+
 class SharedInts:
     """A small int64 array that the process and every child it starts (fork, spawn, forkserver DataLoader
     workers, persistent or not) read and write in place: what one worker records, later workers see.
 
-    An anonymous shared mapping (no descriptor, no name under /dev/shm), inherited by forked children; the
-    first time it is pickled for a child that multiprocessing starts it moves into a memfd (contents copied),
-    whose descriptor the pickle carries. Children forked before that move keep the old mapping. A plain
-    pickle (to a file, to another rank) carries a fresh zeroed array: what the cells hold is about this
-    machine's files.
+    Cut from a per-process chunk of shared memory (`_Chunk`: one memfd for many tables, so a mixture of 500
+    datasets holds two descriptors, not a thousand, in the trainer and in each spawned worker). A pickle for
+    a child that multiprocessing starts carries the chunk's descriptor and the table's place in it; the child
+    maps each chunk once however many tables it receives from it. A plain pickle (to a file, to another rank)
+    carries a fresh zeroed array: what the cells hold is about this machine's files.
     """
 
     def __init__(self, shape: tuple[int, ...]):
         self.shape = tuple(int(n) for n in shape)
-        self.size = max(8, int(np.prod(self.shape, dtype=np.int64)) * 8)
-        self._fd: int | None = None
-        self._map(mmap.mmap(-1, self.size))
-
-    def _map(self, buffer: mmap.mmap) -> None:
         count = int(np.prod(self.shape, dtype=np.int64))
-        self.array = np.frombuffer(buffer, dtype=np.int64, count=count).reshape(self.shape)
+        self._chunk, self._offset = _cut(max(1, count) * 8)
+        self._map()
 
-    def _to_memfd(self) -> None:
-        fd = os.memfd_create("robotempo-cells", os.MFD_CLOEXEC)
-        weakref.finalize(self, os.close, fd)
-        os.ftruncate(fd, self.size)
-        buffer = mmap.mmap(fd, self.size)
-        old = self.array.copy()
-        self._map(buffer)
-        self.array[...] = old
-        self._fd = fd
+    def _map(self) -> None:
+        count = int(np.prod(self.shape, dtype=np.int64))
+        self.array = np.frombuffer(self._chunk.buffer, dtype=np.int64, count=count, offset=self._offset)
+        self.array = self.array.reshape(self.shape)
 
     def __reduce__(self):
-        if not for_child_process():
+        if not for_child_process() or self._chunk.fd is None:
             return SharedInts, (self.shape,)
-        if self._fd is None:
-            self._to_memfd()
-        return _attach_ints, (reduction.DupFd(self._fd), self.size, self.shape)
+        return _attach_ints, (_dup_once(self._chunk.fd), self._chunk.size, self._offset, self.shape)
 
 
-def _attach_ints(dup_fd, size: int, shape: tuple[int, ...]) -> SharedInts:
-    cells = SharedInts.__new__(SharedInts)
-    cells.shape, cells.size = shape, size
+# The descriptors already handed to each child being started: spawn refuses a descriptor listed twice
+# ('bad value(s) in fds_to_keep'), and the tables of one chunk all carry the chunk's.
+_handed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _dup_once(fd: int):
+    popen = context.get_spawning_popen()
+    with _chunk_lock:
+        handed = _handed.setdefault(popen, {})
+        if fd not in handed:
+            handed[fd] = reduction.DupFd(fd)
+        return handed[fd]
+
+
+def _attach_ints(dup_fd, size: int, offset: int, shape: tuple[int, ...]) -> SharedInts:
+    """A table of a chunk in the process that pickled it. Each table brings a descriptor (spawn passes the
+    same number for all of one chunk's tables, forkserver a new one each): the first maps the chunk, the
+    others are closed."""
     fd = dup_fd.detach()
-    cells._fd = fd
-    weakref.finalize(cells, os.close, fd)
-    cells._map(mmap.mmap(fd, size))
+    stat = os.fstat(fd)
+    key = (stat.st_dev, stat.st_ino)
+    with _chunk_lock:
+        chunk = _attached.get(key)
+        if chunk is None:
+            chunk = _Chunk(size, fd)
+            chunk.used = size  # not this process's to cut from
+            _attached[key] = chunk
+        elif fd != chunk.fd:
+            os.close(fd)
+    cells = SharedInts.__new__(SharedInts)
+    cells.shape, cells._chunk, cells._offset = shape, chunk, offset
+    cells._map()
     return cells
