@@ -259,3 +259,12 @@ def test_a_reader_that_leaves_early_is_not_a_failed_check(video):
     out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() in ("0", "141"), out.stdout + out.stderr  # 0: it wrote all before head left
     assert "Traceback" not in out.stderr and "error" not in out.stderr
+
+
+def test_version_names_the_installed_package(capsys):
+    import robotempo
+    from robotempo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"robotempo {robotempo.__version__}"

@@ -295,3 +295,31 @@ def test_a_scheme_fsspec_cannot_read_is_a_config_error():
     if importlib.util.find_spec("gcsfs") is None:
         with pytest.raises(ConfigError, match=r"gs://bucket/ds: .* gs backend is not installed .*gcsfs"):
             _ = DatasetRoot("gs://bucket/ds").fs
+
+
+def test_a_hub_url_is_refused_with_the_download_to_do_instead(tmp_path):
+    """With huggingface_hub installed, fsspec reads hf:// over the network: offline, the CLI said 'an
+    unexpected error inside robotempo' about an HTTP client's ConnectError (QA, the [hub] extra)."""
+    from robotempo import LeRobotDataset
+    from robotempo.cli import main
+
+    with pytest.raises(ConfigError, match=r"'hf://datasets/lab/ds': .* huggingface-cli download .* as root"):
+        LeRobotDataset("lab/ds", root="hf://datasets/lab/ds")
+    assert main(["info", "hf://datasets/lab/ds"]) == 2
+
+
+def test_bench_never_runs_a_suite_of_another_project_above_an_installed_package(tmp_path, monkeypatch):
+    """`robotempo bench` looked for benchmarks/run_all.py in every folder above the installed package and ran
+    the first one found: a project's own benchmarks/ above its .venv (QA, a wheel install)."""
+    import robotempo.cli.bench as bench
+
+    project = tmp_path / "project"
+    (project / "benchmarks").mkdir(parents=True)
+    for name in ("run_all.py", "suite.py"):
+        (project / "benchmarks" / name).write_text("raise SystemExit('must not run')\n")
+    installed = project / ".venv" / "lib" / "python3.11" / "site-packages" / "robotempo" / "cli" / "bench.py"
+    monkeypatch.setattr(bench, "__file__", str(installed))
+    monkeypatch.chdir(tmp_path)
+    assert bench.find_suite() is None
+    monkeypatch.chdir(project)  # the current folder is where a user says the suite is
+    assert bench.find_suite() == project / "benchmarks" / "run_all.py"

@@ -438,5 +438,6 @@ def _unpickled_error(data) -> Exception:
         error = pickle.loads(whole) if whole is not None else DistributedError(text)
     except Exception:  # noqa: BLE001 - the text still says what failed
         error = DistributedError(text)
-    error.add_note("(raised by rank 0's open, which open_once handed to every rank)")
+    if hasattr(error, "add_note"):  # Python 3.11+; 3.10 raises the error without the note
+        error.add_note("(raised by rank 0's open, which open_once handed to every rank)")
     return error

@@ -16,9 +16,16 @@ from robotempo.errors import RobotempoError
 from robotempo.fs.store import abandoned_requests
 
 
+def _version() -> str:
+    from robotempo import __version__
+
+    return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robotempo", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"robotempo {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="write a synthetic dataset, then open, label and read it")

@@ -22,8 +22,13 @@ from robotempo.errors import ConfigError
 
 
 def find_suite() -> Path | None:
-    here = Path(__file__).resolve()
-    for root in (Path.cwd(), *here.parents):
+    """The suite in the current folder, else in the checkout of an editable install (src/robotempo/cli/ ->
+    the checkout); never a `benchmarks/` folder of some other project above an installed package."""
+    checkout = Path(__file__).resolve().parents[3]
+    roots = [Path.cwd()]
+    if (checkout / "src" / "robotempo" / "cli" / "bench.py").is_file():
+        roots.append(checkout)
+    for root in roots:
         candidate = root / "benchmarks" / "run_all.py"
         if candidate.is_file() and (candidate.parent / "suite.py").is_file():
             return candidate

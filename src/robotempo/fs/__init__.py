@@ -64,6 +64,14 @@ class DatasetRoot:
             self.scheme = "file"
             self.base = os.path.abspath(os.path.expanduser(rest))
             self.url = self.base
+        elif scheme == "hf":
+            # The Hub through fsspec reaches the network on every read and fails with whatever the HTTP
+            # client raises; robotempo reads a downloaded snapshot in place instead.
+            raise ConfigError(
+                f"{text!r}: robotempo does not read the Hugging Face Hub over the network. Fix: download the "
+                "dataset first (pip install 'robotempo[hub]'; huggingface-cli download --repo-type dataset "
+                "<repo_id> --local-dir <folder>) and pass that folder as root"
+            )
         else:
             self.scheme = scheme
             self.base = rest.strip("/")
