@@ -262,6 +262,53 @@ def test_other_schemes_go_through_fsspec(v30_dataset):
         mem.rm("/robotempo-fs-test", recursive=True)
 
 
+class _ClientError(Exception):
+    """What an fsspec backend's HTTP or SDK client raises: not an OSError."""
+
+
+def test_a_backend_failure_that_is_not_an_oserror_is_a_storage_error_naming_the_file(v30_dataset):
+    """fsspec backends raise their client's exceptions (gcsfs's HttpError, an httpx ConnectError): they
+    reached the user untyped, and the CLI called them an unexpected error inside robotempo (QA)."""
+    fsspec = pytest.importorskip("fsspec")
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from robotempo import LeRobotDataset
+    from robotempo.cli import main
+
+    class Flaky(MemoryFileSystem):
+        protocol = "robotempoflaky"
+        store: dict = {}
+        pseudo_dirs = [""]
+        failing: str | None = None
+
+        def info(self, path, **kwargs):
+            if Flaky.failing == "info":
+                raise _ClientError("403 Forbidden: the token lacks storage.objects.get")
+            return super().info(path, **kwargs)
+
+        def _open(self, path, mode="rb", **kwargs):
+            f = super()._open(path, mode, **kwargs)
+            if Flaky.failing == "read" and "r" in mode:
+
+                def read(*args, **kwargs):
+                    raise _ClientError("503 Service Unavailable")
+
+                f.read = read
+            return f
+
+    fsspec.register_implementation(Flaky.protocol, Flaky, clobber=True)
+    Flaky().put(str(v30_dataset), "/bucket/ds", recursive=True)
+    url = f"{Flaky.protocol}://bucket/ds"
+    assert len(LeRobotDataset("x", root=url, speed_labels=False)) > 0
+    for failing, said in (("info", "403 Forbidden"), ("read", "503 Service Unavailable")):
+        Flaky.failing = failing
+        message = rf"{url}/\S+: the store failed the request \(_ClientError: {said}"
+        with pytest.raises(StorageError, match=message):
+            LeRobotDataset("x", root=url, speed_labels=False)
+        assert main(["info", url]) == 2
+    Flaky.failing = None
+
+
 # -- planned ranged reads of parquet files in an object store (fs/parquet_ranges.py) ----------------------
 def test_plan_joins_near_chunks_and_leaves_camera_bytes_between_numeric_chunks_unread():
     from robotempo.fs.parquet_ranges import MAX_SPAN, SMALL_GAP, plan

@@ -26,7 +26,14 @@ import pyarrow.fs as pafs
 from robotempo.errors import ConfigError, StorageError
 from robotempo.forksafe import ProcessLocal
 from robotempo.fs.blockfile import BlockFile
-from robotempo.fs.store import classify, s3_filesystem, s3_options, split_scheme, within_deadline
+from robotempo.fs.store import (
+    BackendError,
+    classify,
+    s3_filesystem,
+    s3_options,
+    split_scheme,
+    within_deadline,
+)
 from robotempo.safepath import check_file
 
 __all__ = ["BlockFile", "DatasetRoot", "FileRef", "as_file", "as_root", "classify", "s3_options"]
@@ -157,7 +164,7 @@ class DatasetRoot:
                 f"{self.url}: fsspec has no filesystem for {self.scheme}:// ({e}). Fix: check the URL's "
                 "scheme (s3://, gs://, az://, ...), or copy the dataset to a folder"
             ) from None
-        return PyFileSystem(FSSpecHandler(backend))
+        return PyFileSystem(FSSpecHandler(_OSErrorsOnly(backend)))
 
     def path(self, rel: str = "") -> str:
         """The filesystem path of `rel` (relative to the root)."""
@@ -467,3 +474,37 @@ def _walk(top: str) -> list[pafs.FileInfo]:
             kind = pafs.FileType.File if stat.S_ISREG(st.st_mode) else pafs.FileType.Unknown
             out.append(pafs.FileInfo(path, kind, size=st.st_size))
     return out
+
+
+class _OSErrorsOnly:
+    """An fsspec filesystem (or one of its open files) whose failures are all `OSError`s.
+
+    Backends raise what their HTTP or SDK client raises (an httpx ConnectError, gcsfs's HttpError, an auth
+    library's credential errors), which robotempo's storage errors do not catch: the CLI called them bugs
+    inside robotempo. Here any other exception becomes an `OSError` naming it (the original chained), so a
+    failed request reaches the user as the `StorageError` of the file it was for."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def __getattr__(self, name: str):
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            try:
+                result = value(*args, **kwargs)
+            except OSError:
+                raise
+            except Exception as e:  # noqa: BLE001 - every backend failure, typed as storage's
+                raise BackendError(f"{type(e).__name__}: {e}") from e
+            return _OSErrorsOnly(result) if name == "open" else result
+
+        return call
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

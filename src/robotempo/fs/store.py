@@ -368,6 +368,11 @@ DESCRIPTORS_FIX = (
     "lower those two"
 )
 PERMISSION_FIX = "make the file (and its folders) readable by the user running the loader"
+BACKEND_FIX = "check the root URL, the credentials and the network for this store, then run again"
+
+
+class BackendError(OSError):
+    """A failure an fsspec backend raised as its own client's exception (not an OSError), carried as one."""
 
 
 def classify(error: BaseException, where: Path | str) -> BaseException:
@@ -382,6 +387,8 @@ def classify(error: BaseException, where: Path | str) -> BaseException:
         return error
     text = str(error)
     url = str(where)
+    if isinstance(error, BackendError):
+        return StorageError(url, f"the store failed the request ({_clip(text)})", BACKEND_FIX)
     if any(s in text for s in _DENIED):
         return StorageError(url, f"access denied ({_clip(text)})", CREDENTIALS_FIX)
     if any(s in text for s in _NO_BUCKET):
