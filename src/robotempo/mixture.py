@@ -10,6 +10,7 @@ How items of different datasets are made alike (keys, padding, masks) is describ
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -553,8 +554,9 @@ def _with_the_others(failed: list[tuple[int, RobotempoError]], datasets: list) -
     lines = [f"  {name(d)}: {type(e).__name__}: {e}" for d, e in failed[1:11]]
     if len(failed) > 11:
         lines.append(f"  and {len(failed) - 11} more")
-    first.args = (
+    combined = copy.copy(first)  # a new error (its type, its attributes): the first one is left as it was
+    combined.args = (
         f"{name(failed[0][0])}: {first}\n{len(failed) - 1} more of the mixture's {len(datasets)} datasets "
         "failed to open (fix them all before the next run):\n" + "\n".join(lines),
     )
-    return first
+    return combined.with_traceback(first.__traceback__)
