@@ -357,6 +357,37 @@ def test_every_broken_dataset_is_named_in_one_error(roots, tmp_path, monkeypatch
     with pytest.raises(DatasetFormatError) as info:
         Mixture([specs[0], broken[0], specs[1]])
     assert "more of the mixture's" not in str(info.value)  # one failure: its own message, unchanged
+    with pytest.raises(MixtureError) as info:  # entries that are no spec at all: named by their place
+        Mixture(["lab/pick", "lab/place"])
+    assert str(info.value).startswith("dataset 0 is 'lab/pick'") and "  dataset 1: MixtureError: " in str(
+        info.value
+    )
+
+
+def test_an_error_that_is_not_robotempos_stops_the_opens_and_is_listed_after_the_first(
+    roots, tmp_path, monkeypatch
+):
+    """Fault injection: dataset 2's open fails with a bare RuntimeError (a bug, not a broken dataset). The
+    opens stop there; dataset 1's typed error, first in order, is raised and lists it."""
+    from robotempo.errors import MissingFileError
+
+    real_open = Mixture._open
+
+    def open_one(self, d, source):
+        if d == 2:
+            raise RuntimeError("a bug in some library")
+        return real_open(self, d, source)
+
+    monkeypatch.setattr(Mixture, "_open", open_one)
+    specs = _specs(roots, delta_timestamps=None)
+    gone = {"repo_id": "gone", "root": tmp_path / "nothing-here"}
+    with pytest.raises(MissingFileError) as info:
+        Mixture([specs[0], gone, specs[1], {"repo_id": "also-gone", "root": tmp_path / "nor-here"}])
+    text = str(info.value)
+    assert "dataset 2 ('png20'): RuntimeError: a bug in some library" in text, text
+    assert "nor-here" not in text  # not opened after the bug
+    with pytest.raises(RuntimeError, match="a bug"):  # first in order: raised as it is
+        Mixture([specs[0], specs[1], specs[2], gone])
 
 
 def test_threaded_open_builds_one_default_cache_for_every_dataset(roots):

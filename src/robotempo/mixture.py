@@ -186,19 +186,19 @@ class Mixture(torch.utils.data.Dataset):
         with a robotempo error does not stop the others' opens: when several fail, the first one's message
         lists the others, so a job over 100 datasets with three broken ones is fixed in one round, not three
         restarts. A `StorageError` (a store that does not answer: each open would wait out its deadline) and
-        any other exception stop the opens at once."""
+        an error that is not robotempo's stop the opens at once (still listed after an earlier failure)."""
         specs = [x for x in datasets if not isinstance(x, LeRobotDataset)]
         default = DEFAULT_OPEN_THREADS if any(_is_remote(x) for x in specs) else 1
         threads = min(len(specs), env_int(OPEN_THREADS_ENV, default))
         opened: list[LeRobotDataset] = []
-        failed: list[tuple[int, RobotempoError]] = []
+        failed: list[tuple[int, Exception]] = []
         if threads <= 1:
             for d, x in enumerate(datasets):
                 try:
                     opened.append(self._open(d, x))
-                except RobotempoError as e:
+                except Exception as e:
                     failed.append((d, e))
-                    if isinstance(e, StorageError):
+                    if _stops_the_opens(e):
                         break
         else:
             pool = ThreadPoolExecutor(threads, thread_name_prefix="robotempo-mixture-open")
@@ -207,9 +207,9 @@ class Mixture(torch.utils.data.Dataset):
                 for d, f in enumerate(futures):
                     try:
                         opened.append(f.result())
-                    except RobotempoError as e:
+                    except Exception as e:
                         failed.append((d, e))
-                        if isinstance(e, StorageError):
+                        if _stops_the_opens(e):
                             break
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)  # after an error: no new opens, the running end
@@ -540,23 +540,36 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _with_the_others(failed: list[tuple[int, RobotempoError]], datasets: list) -> RobotempoError:
-    """The first failed open's error, its message followed by the other failures (at most 10 listed)."""
+def _stops_the_opens(error: Exception) -> bool:
+    """A store that does not answer (each open would wait out its deadline) or an error that is not
+    robotempo's (not about one dataset's files) ends a mixture's opens; other failures let the rest open."""
+    return isinstance(error, StorageError) or not isinstance(error, RobotempoError)
+
+
+def _with_the_others(failed: list[tuple[int, Exception]], datasets: list) -> Exception:
+    """The first failed open's error, its message followed by the other failures (at most 10 listed); an
+    error that is not robotempo's is raised as it is."""
     first = failed[0][1]
-    if len(failed) == 1:
+    if len(failed) == 1 or not isinstance(first, RobotempoError):
         return first
 
     def name(d: int) -> str:
         x = datasets[d]
-        repo_id = x.repo_id if isinstance(x, LeRobotDataset) else x.get("repo_id")
-        return f"dataset {d} ({repo_id!r})"
+        if isinstance(x, LeRobotDataset):
+            return f"dataset {d} ({x.repo_id!r})"
+        if isinstance(x, Mapping) and "repo_id" in x:
+            return f"dataset {d} ({x['repo_id']!r})"
+        return f"dataset {d}"
 
     lines = [f"  {name(d)}: {type(e).__name__}: {e}" for d, e in failed[1:11]]
     if len(failed) > 11:
         lines.append(f"  and {len(failed) - 11} more")
     combined = copy.copy(first)  # a new error (its type, its attributes): the first one is left as it was
+    head = str(first)
+    if not head.startswith(f"dataset {failed[0][0]} "):  # a MixtureError names its dataset already
+        head = f"{name(failed[0][0])}: {head}"
     combined.args = (
-        f"{name(failed[0][0])}: {first}\n{len(failed) - 1} more of the mixture's {len(datasets)} datasets "
+        f"{head}\n{len(failed) - 1} more of the mixture's {len(datasets)} datasets "
         "failed to open (fix them all before the next run):\n" + "\n".join(lines),
     )
     return combined.with_traceback(first.__traceback__)

@@ -488,6 +488,8 @@ class _OSErrorsOnly:
         self._target = target
 
     def __getattr__(self, name: str):
+        if name == "_target":  # not set yet (an unpickled copy): no recursion through this method
+            raise AttributeError(name)
         value = getattr(self._target, name)
         if not callable(value):
             return value

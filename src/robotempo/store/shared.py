@@ -138,9 +138,13 @@ def _cut(nbytes: int) -> tuple[_Chunk, int]:
     global _current
     nbytes = -(-nbytes // 8) * 8
     with _chunk_lock:
+        if nbytes > _CHUNK_BYTES:  # a chunk of its own; the current one stays current
+            chunk = _Chunk(nbytes)
+            chunk.used = nbytes
+            return chunk, 0
         chunk = _current
         if chunk is None or chunk.used + nbytes > chunk.size:
-            chunk = _Chunk(max(_CHUNK_BYTES, nbytes))
+            chunk = _Chunk(_CHUNK_BYTES)
             _current = chunk
         offset = chunk.used
         chunk.used += nbytes
