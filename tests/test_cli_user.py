@@ -268,3 +268,10 @@ def test_version_names_the_installed_package(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"robotempo {robotempo.__version__}"
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    assert version("robotempo") == robotempo.__version__  # the package's metadata reads the same one place
+    done = subprocess.run([sys.executable, "-m", "robotempo", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"robotempo {robotempo.__version__}", done

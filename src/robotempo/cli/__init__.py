@@ -79,8 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--out",
-        default="benchmarks/results",
-        help="folder for the JSON record and the PNG chart (default %(default)s)",
+        default=None,
+        help="folder for the JSON record and the PNG chart (default: the suite's benchmarks/results)",
     )
     b.add_argument("--strict", action="store_true", help="exit 1 when any check is below its target")
     return p

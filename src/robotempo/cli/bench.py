@@ -46,7 +46,8 @@ def run_bench(args, console: Console) -> int:
     spec = importlib.util.spec_from_file_location("robotempo_bench_run_all", script)
     run_all = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_all)
-    record = run_all.run("quick" if args.quick else "full", out=Path(args.out), console=console)
+    out = Path(args.out) if args.out else script.parent / "results"  # beside the suite, wherever it ran from
+    record = run_all.run("quick" if args.quick else "full", out=out, console=console)
     failed = run_all.failed(record)
     if failed:
         console.print(Text.assemble((f"{len(failed)} check(s) below target: ", "yellow"), "; ".join(failed)))
