@@ -11,6 +11,7 @@ How items of different datasets are made alike (keys, padding, masks) is describ
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -192,25 +193,22 @@ class Mixture(torch.utils.data.Dataset):
         threads = min(len(specs), env_int(OPEN_THREADS_ENV, default))
         opened: list[LeRobotDataset] = []
         failed: list[tuple[int, Exception]] = []
-        if threads <= 1:
-            for d, x in enumerate(datasets):
+
+        def collect(results) -> None:  # each dataset's open, in the datasets' order
+            for d, result in enumerate(results):
                 try:
-                    opened.append(self._open(d, x))
+                    opened.append(result())
                 except Exception as e:
                     failed.append((d, e))
                     if _stops_the_opens(e):
-                        break
+                        return
+
+        if threads <= 1:
+            collect(functools.partial(self._open, d, x) for d, x in enumerate(datasets))
         else:
             pool = ThreadPoolExecutor(threads, thread_name_prefix="robotempo-mixture-open")
             try:
-                futures = [pool.submit(self._open, d, x) for d, x in enumerate(datasets)]
-                for d, f in enumerate(futures):
-                    try:
-                        opened.append(f.result())
-                    except Exception as e:
-                        failed.append((d, e))
-                        if _stops_the_opens(e):
-                            break
+                collect([pool.submit(self._open, d, x).result for d, x in enumerate(datasets)])
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)  # after an error: no new opens, the running end
         if failed:
