@@ -51,6 +51,12 @@ def pss_bytes(pid: int | str = "self") -> int:
     return _kb_field(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
+def unique_bytes(pid: int | str = "self") -> int:
+    """USS: the pages only this process maps (what one more such process adds to a node)."""
+    rollup = f"/proc/{pid}/smaps_rollup"
+    return _kb_field(rollup, "Private_Clean") + _kb_field(rollup, "Private_Dirty")
+
+
 def anonymous_bytes(pid: int | str = "self") -> int:
     """Resident anonymous memory: the process's private heap and arenas, not file-backed or shared memory."""
     return _kb_field(f"/proc/{pid}/smaps_rollup", "Anonymous")

@@ -222,7 +222,7 @@ def test_datasets_size_the_process_decoder_cache_per_camera(tmp_path, monkeypatc
     capped = LeRobotDataset("v", root=root, speed_labels=False)
     capped[0]
     assert capped._video().cache.max_size == 1
-    capped._video().cache.fit_cameras(3, shared_cameras=9)  # what a Mixture of three such datasets asks
+    capped._video().cache.fit(3, files=9, pixels=16 * 16)  # what a Mixture of three such datasets asks
     assert capped._video().cache.max_size == 1
     capped._video().close()
 

@@ -564,17 +564,34 @@ def test_merged_batches_keep_shared_camera_memory_and_request_order():
         assert merged["t"] == ["0:0", "1:1", "1:2", "0:3", "1:4"]
 
 
-def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_cameras(tmp_path, monkeypatch):
-    """Sized for one dataset's cameras (8 each), 10 datasets of 4 cameras reopened ~39 MP4s per batch."""
-    from robotempo.video.decoder import default_fetcher
+def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_files(tmp_path, monkeypatch):
+    """Sized for one dataset's cameras (8 each), 10 datasets of 4 cameras reopened ~39 MP4s per batch: the
+    process's cache grows to every video file the mixture's datasets select, when their decoders fit."""
+    from robotempo.video import cache as cache_module
+    from robotempo.video import decoder
 
-    cache = default_fetcher().cache
-    monkeypatch.setattr(cache, "max_size", cache.max_size)  # the process's cache: as it was, after the test
-
-    root = write_synthetic(
+    monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
+    monkeypatch.setattr(decoder, "_default_fetcher", None)  # the process's cache, grown here, not elsewhere
+    v30 = write_synthetic(
         tmp_path / "v", version="v3.0", n_episodes=2, n_tasks=1, camera="video", image_size=(32, 32), fps=10
     )
-    specs = [{"repo_id": f"v{i}", "root": root} for i in range(12)]
-    mix = Mixture(specs, names=[f"v{i}" for i in range(12)])
+    v21 = write_synthetic(  # one file per episode
+        tmp_path / "e", version="v2.1", n_episodes=6, n_tasks=1, camera="video", image_size=(32, 32), fps=10
+    )
+    specs = [{"repo_id": f"v{i}", "root": v30} for i in range(12)]
+    specs.append({"repo_id": "e", "root": v21, "episodes": [0, 2, 3]})
+    specs.append({"repo_id": "private", "root": v21, "video_cache_size": 2})  # its own cache: not counted
+    mix = Mixture(specs, names=[f"v{i}" for i in range(12)] + ["e", "private"])
+    assert mix.datasets[12]._video_files == 3
     mix[0]
-    assert default_fetcher().cache.max_size >= 2 * 12
+    assert decoder.default_fetcher().cache.max_size == 12 + 3
+    mix.datasets[-1][0]
+    assert mix.datasets[-1]._video().cache.max_size == 2
+    decoder.default_fetcher().close()
+
+    # 15 decoders of 32x32 frames over the budget: a partial cover buys little, the cache keeps 8 per camera
+    monkeypatch.setattr(decoder, "_default_fetcher", None)
+    monkeypatch.setattr(cache_module, "DECODER_BUDGET_BYTES", 14 * cache_module.decoder_bytes(32 * 32))
+    Mixture(specs[:13])[0]
+    assert decoder.default_fetcher().cache.max_size == 8
+    decoder.default_fetcher().close()

@@ -427,17 +427,54 @@ def test_cache_size_knob(monkeypatch):
 def test_default_cache_size_is_8_per_camera(monkeypatch):
     monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
     cache = VideoDecoderCache()
-    cache.fit_cameras(3)  # a random batch of a 3-camera dataset reads 3 files where one camera reads 1
+    cache.fit(3)  # a random batch of a 3-camera dataset reads 3 files where one camera reads 1
     assert cache.max_size == 24
-    cache.fit_cameras(1)
+    cache.fit(1)
     assert cache.max_size == 24  # the largest dataset using the process's cache wins
     explicit = VideoDecoderCache(5)
-    explicit.fit_cameras(3)
+    explicit.fit(3, files=100, pixels=96 * 96)
     assert explicit.max_size == 5
     monkeypatch.setenv("ROBOTEMPO_VIDEO_CACHE_SIZE", "3")
     from_env = VideoDecoderCache()
-    from_env.fit_cameras(3)
+    from_env.fit(3, files=100, pixels=96 * 96)
     assert from_env.max_size == 3
+
+
+def test_a_default_cache_holds_every_file_of_its_datasets_that_fits_the_budget(monkeypatch, caplog):
+    """Every selected file when their decoders fit ~1 GiB (by the largest frame) and the open-file limit;
+    else 8 per camera, not a partial cover (64 of 120 files open ran as slowly as 4) — and a log line says
+    how to keep them all open."""
+    import logging
+
+    from robotempo.video import cache as cache_module
+    from robotempo.video.cache import DECODER_BUDGET_BYTES, decoder_bytes
+
+    monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
+    monkeypatch.setattr(cache_module, "descriptor_limit", lambda: 1 << 20)
+    vga = 480 * 640
+    fits = DECODER_BUDGET_BYTES // decoder_bytes(vga)
+    assert 250 < fits < 350  # a mixture of 100 datasets of 3 VGA cameras, one file each, fits
+    cache = VideoDecoderCache()
+    cache.fit(3, files=fits, pixels=vga)
+    assert cache.max_size == fits
+    cache.fit(3, files=12, pixels=vga)  # a smaller dataset using the same process's cache later
+    assert cache.max_size == fits
+    with caplog.at_level(logging.INFO, logger="robotempo.video.cache"):
+        too_many = VideoDecoderCache()
+        too_many.fit(3, files=fits + 1, pixels=vga)  # e.g. v2.1: one file per episode and camera
+        too_many.fit(3, files=fits + 1, pixels=vga)  # told once
+    assert too_many.max_size == 24
+    told = [r.getMessage() for r in caplog.records if "ROBOTEMPO_VIDEO_CACHE_SIZE" in r.getMessage()]
+    assert len(told) == 1 and f"ROBOTEMPO_VIDEO_CACHE_SIZE={fits + 1}" in told[0], told
+    small = VideoDecoderCache()
+    small.fit(1, files=fits + 1, pixels=96 * 96)  # smaller frames: more decoders fit
+    assert small.max_size == fits + 1
+    monkeypatch.setattr(cache_module, "descriptor_limit", lambda: 256)  # at most a quarter of the limit
+    capped = VideoDecoderCache()
+    capped.fit(1, files=65, pixels=96 * 96)
+    assert capped.max_size == 8
+    capped.fit(1, files=64, pixels=96 * 96)
+    assert capped.max_size == 64
 
 
 def _decode_in_child(args):

@@ -291,7 +291,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._video_ids = SharedInts((sum(counts), 4)) if sum(counts) else None
         self._video_by_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._video_cache_size = None if video_cache_size is None else int(video_cache_size)
-        self._shared_video_cameras = 0  # video cameras of every dataset sharing the decoders (a Mixture's)
+        # The video files this selection reads, and its largest frame (pixels): what the process's decoder
+        # cache grows to hold (`VideoDecoderCache.fit`); a Mixture sets `_shared_video` to all its datasets'.
+        pixels = [int(np.prod(self.meta.info.features[k].hwc[:2])) for k in self.video_keys]
+        self._video_files = sum(len(np.unique(self._selected.videos[k].file)) for k in self.video_keys)
+        self._video_pixels = max(pixels, default=0)
+        self._shared_video = (self._video_files, self._video_pixels)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
         self._speed_dropout = _make_dropout(speed_dropout, seed)
         # With dropout on, items depend on the epoch: it lives in shared memory, so DataLoader workers (also
@@ -660,9 +665,14 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
             private = self._video_cache_size is not None
             self._fetcher = FrameFetcher(cache_size=self._video_cache_size) if private else default_fetcher()
-            shared = 0 if private else self._shared_video_cameras
-            self._fetcher.cache.fit_cameras(len(self.video_keys), shared)
+            self._fetch_fit()
         return self._fetcher
+
+    def _fetch_fit(self) -> None:
+        """Grow the process's decoder cache for this dataset's files (with its Mixture's); a private one is
+        as the user sized it."""
+        if self._video_cache_size is None:
+            self._fetcher.cache.fit(len(self.video_keys), *self._shared_video)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

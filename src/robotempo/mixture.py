@@ -126,11 +126,13 @@ class Mixture(torch.utils.data.Dataset):
         self.dataset_lengths = [len(ds) for ds in self.datasets]
         # The datasets share the process's video decoders: sized for one dataset's cameras, 10 datasets of 4
         # cameras reopened ~39 MP4s per random batch (4x the CPU per sample). See `VideoDecoderCache.fit`.
-        cameras = sum(len(ds.video_keys) for ds in self.datasets if ds._video_cache_size is None)
-        for ds in self.datasets:
-            ds._shared_video_cameras = max(ds._shared_video_cameras, cameras)
-            if ds._fetcher is not None and ds._video_cache_size is None:  # used before joining the mixture
-                ds._fetcher.cache.fit_cameras(len(ds.video_keys), ds._shared_video_cameras)
+        sharing = [ds for ds in self.datasets if ds._video_cache_size is None]
+        files = sum(ds._video_files for ds in sharing)
+        pixels = max((ds._video_pixels for ds in sharing), default=0)
+        for ds in sharing:
+            ds._shared_video = max(ds._shared_video[0], files), max(ds._shared_video[1], pixels)
+            if ds._fetcher is not None:  # used before joining the mixture
+                ds._fetch_fit()
         self.offsets = np.concatenate([[0], np.cumsum(self.dataset_lengths)]).astype(np.int64)
         self.weights = _weights(weights, self.dataset_lengths, self.names)
         _check_default_columns(self.datasets, self.names)

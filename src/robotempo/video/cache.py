@@ -19,6 +19,15 @@ logger = logging.getLogger(__name__)
 
 CACHE_SIZE_ENV = "ROBOTEMPO_VIDEO_CACHE_SIZE"
 DEFAULT_CACHE_SIZE = 8
+# What a default-sized cache may spend to keep every file of its datasets open, per process (a DataLoader
+# worker is one): in a loader an open decoder holds ~1.5 MB at 224x224 (H.264), 3.5 MB (H.264) and 2.4 MB
+# (AV1) at 480x640 (`benchmarks/bench_video_cache.py`); estimated as 1 MB + 8 bytes per pixel.
+DECODER_BUDGET_BYTES = 1 << 30
+
+
+def decoder_bytes(pixels: int) -> int:
+    """Estimated memory of one open decoder of frames of `pixels` pixels (its buffers, demuxer and index)."""
+    return (1 << 20) + 8 * max(int(pixels), 0)
 
 
 def default_cache_size(cameras: int = 1) -> int:
@@ -49,8 +58,8 @@ class _State:
 
 
 class VideoDecoderCache:
-    """Keeps up to `max_size` video files open (default: `ROBOTEMPO_VIDEO_CACHE_SIZE`, or 8 per camera of the
-    datasets using it, see `fit_cameras`), closes the rest.
+    """Keeps up to `max_size` video files open (default: `ROBOTEMPO_VIDEO_CACHE_SIZE`, or as `fit` grows it
+    for the datasets using it), closes the rest.
 
     Thread-safe: threads reading different files work in parallel; threads reading the same file take turns
     (one decoder position per file). A file in use when it is evicted is closed by its last user.
@@ -62,25 +71,43 @@ class VideoDecoderCache:
     """
 
     def __init__(self, max_size: int | None = None):
-        # ROBOTEMPO_VIDEO_CACHE_SIZE is an explicit size as much as the argument: `fit_cameras` keeps it
+        # ROBOTEMPO_VIDEO_CACHE_SIZE is an explicit size as much as the argument: `fit` keeps it
         self.sized_by_default = max_size is None and not os.environ.get(CACHE_SIZE_ENV, "").strip()
         if max_size is None:
             max_size = default_cache_size()
         if not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"VideoDecoderCache max_size must be a positive int, got {max_size!r}")
         self.max_size = max_size
+        self._told: set[tuple[int, int]] = set()  # (files, pixels) already logged as not fitting
         self._state: ProcessLocal[_State] = ProcessLocal(_State)
 
-    def fit_cameras(self, cameras: int, shared_cameras: int = 0) -> None:
-        """A cache sized by default grows to 8 files per video camera of a dataset that uses it (the largest
-        wins), and to 2 per camera of all the datasets reading through it together (`shared_cameras`, a
-        Mixture's: a random batch reads a file of each), at most a quarter of the process's open-file
-        limit; an explicit size (argument or `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
-        if self.sized_by_default:
-            limit = descriptor_limit()
-            cap = 1 << 18 if limit is None else max(DEFAULT_CACHE_SIZE, limit // 4)
-            together = min(2 * shared_cameras, cap)
-            self.max_size = max(self.max_size, default_cache_size(cameras), together)
+    def fit(self, cameras: int, files: int = 0, pixels: int = 0) -> None:
+        """Grow a cache sized by default for datasets reading through it: to 8 files per video camera of the
+        largest (a random batch reads a file of each camera; sequential reads keep a few), and to every one
+        of the `files` video files they select together (a dataset's own, a Mixture's all) when that many
+        decoders of frames of `pixels` pixels (the largest) fit in `DECODER_BUDGET_BYTES` and in a quarter
+        of the process's open-file limit. Files that do not fit stay at the first size: a random read hits an
+        open file only as often as the cache covers the files, so a partial cover spends the memory for
+        little (measured: 64 of 120 files open ran as slowly as 4). An explicit size (argument or
+        `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
+        if not self.sized_by_default:
+            return
+        self.max_size = max(self.max_size, default_cache_size(cameras))
+        if files <= self.max_size:
+            return
+        limit = descriptor_limit()
+        fd_cap = 1 << 18 if limit is None else max(DEFAULT_CACHE_SIZE, limit // 4)
+        memory_cap = DECODER_BUDGET_BYTES // decoder_bytes(pixels)
+        if files <= min(fd_cap, memory_cap):
+            self.max_size = files
+        elif (files, pixels) not in self._told:
+            self._told.add((files, pixels))
+            logger.info(
+                "%d video files are read through one decoder cache of %d: a random read mostly reopens its "
+                "file. To keep them all open, set %s=%d (about %.0f MB per process, each DataLoader worker "
+                "is one)",
+                files, self.max_size, CACHE_SIZE_ENV, files, files * decoder_bytes(pixels) / 1e6,
+            )  # fmt: skip
 
     def __getstate__(self) -> dict:
         return {"max_size": self.max_size}
