@@ -101,7 +101,7 @@ class VideoDecoderCache:
         cover = min(files, fd_cap, DECODER_BUDGET_BYTES // decoder_bytes(pixels))
         if 4 * cover >= 3 * files:
             self.max_size = max(self.max_size, cover)
-        if cover < files and (files, pixels) not in self._told:
+        if cover < files and (files, pixels) not in self._told and _first_of_its_loader():
             self._told.add((files, pixels))
             logger.info(
                 "%d video files are read through one decoder cache of %d: a random read often reopens its "
@@ -210,6 +210,14 @@ class VideoDecoderCache:
         return to_close
 
     close = clear
+
+
+def _first_of_its_loader() -> bool:
+    """Not a DataLoader worker, or its first: a note logged once, not once per worker."""
+    import torch.utils.data  # here: the video encoder's child process imports robotempo and never needs torch
+
+    worker = torch.utils.data.get_worker_info()
+    return worker is None or worker.id == 0
 
 
 def cache_key(path: str | Path | FileRef) -> str:
