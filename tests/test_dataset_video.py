@@ -222,7 +222,7 @@ def test_datasets_size_the_process_decoder_cache_per_camera(tmp_path, monkeypatc
     capped = LeRobotDataset("v", root=root, speed_labels=False)
     capped[0]
     assert capped._video().cache.max_size == 1
-    capped._video().cache.fit(3, files=9, pixels=16 * 16)  # what a Mixture of three such datasets asks
+    capped._video().cache.fit(3, files=9, file_bytes=1 << 20)  # what a Mixture of three such datasets asks
     assert capped._video().cache.max_size == 1
     capped._video().close()
 
@@ -292,7 +292,8 @@ def test_files_the_decoders_cannot_hold_are_noted_once_per_loader_not_per_worker
     monkeypatch.setattr(cache_module, "DECODER_BUDGET_BYTES", 8 * cache_module.decoder_bytes(32 * 32))
     handler = logging.StreamHandler(sys.stderr)
     log = logging.getLogger("robotempo.video.cache")
-    monkeypatch.setattr(log, "level", logging.INFO)
+    level = log.level
+    log.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the logger's cached decisions
     log.addHandler(handler)
     try:
         ds = LeRobotDataset("v", root=root, speed_labels=False)
@@ -306,5 +307,6 @@ def test_files_the_decoders_cannot_hold_are_noted_once_per_loader_not_per_worker
                 assert served == list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist()))
     finally:
         log.removeHandler(handler)
+        log.setLevel(level)
     lines = [ln for ln in capfd.readouterr().err.splitlines() if "ROBOTEMPO_VIDEO_CACHE_SIZE=12" in ln]
     assert len(lines) == 2, lines  # once per loader start (each epoch's workers), from worker 0 only

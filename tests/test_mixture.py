@@ -583,6 +583,10 @@ def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_files(tmp_path, m
     specs.append({"repo_id": "private", "root": v21, "video_cache_size": 2})  # its own cache: not counted
     mix = Mixture(specs, names=[f"v{i}" for i in range(12)] + ["e", "private"])
     assert mix.datasets[12]._video_files == 3
+    assert mix.datasets[0]._shared_video == (
+        15,
+        cache_module.decoder_bytes(32 * 32),
+    )  # private one not counted
     mix[0]
     assert decoder.default_fetcher().cache.max_size == 12 + 3
     mix.datasets[-1][0]

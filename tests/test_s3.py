@@ -945,3 +945,47 @@ def test_the_cli_leaves_at_once_after_a_deadline(store):
             env=env, capture_output=True, text=True, timeout=90,  # the request alone retries for minutes
         )  # fmt: skip
     assert done.returncode == 2 and "did not answer within 3 s" in done.stdout + done.stderr
+
+
+def test_an_open_video_file_in_a_store_costs_its_blocks_in_the_decoder_cache_budget(
+    store, v30_video_dataset, monkeypatch
+):
+    """An open file of a store keeps its blocks and prefetched ranges, which a long random pass fills (3
+    files of 17 MB at 480x640 held 48 MB after 2,400 random samples:
+    `benchmarks/profile_remote_video_memory.py`); the decoder cache's default counts them per open file,
+    and a Mixture with a local dataset takes the average cost of its files."""
+    from robotempo.fs.blockfile import held_bytes
+    from robotempo.mixture import Mixture
+    from robotempo.video import cache as cache_module
+    from robotempo.video import decoder
+    from robotempo.video.cache import DECODER_BUDGET_BYTES, decoder_bytes
+
+    monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
+    monkeypatch.setenv("ROBOTEMPO_REMOTE_BLOCKS", "32")  # 2 MB of blocks + 2 MB of ranges per open file
+    pixels = 64 * 64
+    assert held_bytes() == 2 * 32 * 64 * 1024
+    remote = _fresh(store, v30_video_dataset, "held")
+    assert (
+        remote._video_file_bytes == decoder_bytes(pixels, remote=True) == decoder_bytes(pixels) + held_bytes()
+    )
+    local = LeRobotDataset("local", root=v30_video_dataset, speed_labels=False)
+    assert local._video_file_bytes == decoder_bytes(pixels)
+    files = local._video_files
+    assert 2 * files > 8  # two such datasets have more than the default's floor of 8 per camera
+    mix = Mixture([local, remote])
+    average = (decoder_bytes(pixels) + remote._video_file_bytes) // 2  # per file: half of them are remote
+    assert all(d._shared_video == (2 * files, average) for d in mix.datasets)
+    monkeypatch.setattr(decoder, "_default_fetcher", None)  # the process's cache, grown here, not elsewhere
+    # a budget that holds every file of both at the local cost, not at the store's
+    monkeypatch.setattr(cache_module, "DECODER_BUDGET_BYTES", 2 * files * decoder_bytes(pixels))
+    assert DECODER_BUDGET_BYTES != cache_module.DECODER_BUDGET_BYTES
+    mix[0]
+    assert decoder.default_fetcher().cache.max_size == 8
+    decoder.default_fetcher().close()
+    monkeypatch.setattr(decoder, "_default_fetcher", None)
+    local_only = Mixture(
+        [LeRobotDataset(f"l{i}", root=v30_video_dataset, speed_labels=False) for i in (1, 2)]
+    )
+    local_only[0]
+    assert decoder.default_fetcher().cache.max_size == 2 * files
+    decoder.default_fetcher().close()

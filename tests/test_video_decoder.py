@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from robotempo.errors import FrameTimestampError, VideoDecodeError
 from robotempo.video import encoder as encoder_module
+from robotempo.video.cache import DECODER_BUDGET_BYTES, decoder_bytes
 from robotempo.video.decoder import FrameFetcher, VideoDecoderCache, decode_frames
 from robotempo.video.encoder import VideoEncoder, available_codecs
 from robotempo.video.reader import VideoReader
@@ -432,11 +433,11 @@ def test_default_cache_size_is_8_per_camera(monkeypatch):
     cache.fit(1)
     assert cache.max_size == 24  # the largest dataset using the process's cache wins
     explicit = VideoDecoderCache(5)
-    explicit.fit(3, files=100, pixels=96 * 96)
+    explicit.fit(3, files=100, file_bytes=decoder_bytes(96 * 96))
     assert explicit.max_size == 5
     monkeypatch.setenv("ROBOTEMPO_VIDEO_CACHE_SIZE", "3")
     from_env = VideoDecoderCache()
-    from_env.fit(3, files=100, pixels=96 * 96)
+    from_env.fit(3, files=100, file_bytes=decoder_bytes(96 * 96))
     assert from_env.max_size == 3
 
 
@@ -447,38 +448,49 @@ def test_a_default_cache_holds_every_file_of_its_datasets_that_fits_the_budget(m
     import logging
 
     from robotempo.video import cache as cache_module
-    from robotempo.video.cache import DECODER_BUDGET_BYTES, decoder_bytes
 
     monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
     monkeypatch.setattr(cache_module, "descriptor_limit", lambda: 1 << 20)
-    vga = 480 * 640
-    fits = DECODER_BUDGET_BYTES // decoder_bytes(vga)
+    vga = decoder_bytes(480 * 640)
+    fits = DECODER_BUDGET_BYTES // vga
     assert 250 < fits < 350  # a mixture of 100 datasets of 3 VGA cameras, one file each, fits
     cache = VideoDecoderCache()
-    cache.fit(3, files=fits, pixels=vga)
+    cache.fit(3, files=fits, file_bytes=vga)
     assert cache.max_size == fits
-    cache.fit(3, files=12, pixels=vga)  # a smaller dataset using the same process's cache later
+    cache.fit(3, files=12, file_bytes=vga)  # a smaller dataset using the same process's cache later
     assert cache.max_size == fits
     with caplog.at_level(logging.INFO, logger="robotempo.video.cache"):
         too_many = VideoDecoderCache()
-        too_many.fit(3, files=fits + 1, pixels=vga)  # nearly all fit: as many as fit
-        too_many.fit(3, files=fits + 1, pixels=vga)  # told once
+        too_many.fit(3, files=fits + 1, file_bytes=vga)  # nearly all fit: as many as fit
+        too_many.fit(3, files=fits + 1, file_bytes=vga)  # told once
     assert too_many.max_size == fits
     told = [r.getMessage() for r in caplog.records if "ROBOTEMPO_VIDEO_CACHE_SIZE" in r.getMessage()]
     assert len(told) == 1 and f"ROBOTEMPO_VIDEO_CACHE_SIZE={fits + 1}" in told[0], told
     v21 = VideoDecoderCache()
-    v21.fit(3, files=4 * fits // 3 + 1, pixels=vga)  # e.g. v2.1, a file per episode and camera: too few fit
+    v21.fit(
+        3, files=4 * fits // 3 + 1, file_bytes=vga
+    )  # e.g. v2.1, a file per episode and camera: too few fit
     assert v21.max_size == 24
-    v21.fit(3, files=4 * fits // 3 - 1, pixels=vga)
+    v21.fit(3, files=4 * fits // 3 - 1, file_bytes=vga)
     assert v21.max_size == fits
     small = VideoDecoderCache()
-    small.fit(1, files=fits + 1, pixels=96 * 96)  # smaller frames: more decoders fit
+    small.fit(1, files=fits + 1, file_bytes=decoder_bytes(96 * 96))  # smaller frames: more decoders fit
     assert small.max_size == fits + 1
+    # A file in an object store keeps its blocks and prefetched ranges too (16 MB by default): fewer fit
+    remote = decoder_bytes(480 * 640, remote=True)
+    assert remote == vga + 16 * 1024 * 1024
+    bucket = VideoDecoderCache()
+    bucket.fit(3, files=fits, file_bytes=remote)  # 100 datasets of 3 VGA cameras in a bucket: 24, not 300
+    assert bucket.max_size == 24
+    bucket.fit(3, files=DECODER_BUDGET_BYTES // remote, file_bytes=remote)
+    assert bucket.max_size == DECODER_BUDGET_BYTES // remote
+    monkeypatch.setenv("ROBOTEMPO_REMOTE_BLOCKS", "16")  # a smaller block budget: more fit
+    assert decoder_bytes(480 * 640, remote=True) == vga + 2 * 16 * 64 * 1024
     monkeypatch.setattr(cache_module, "descriptor_limit", lambda: 256)  # at most a quarter of the limit
     capped = VideoDecoderCache()
-    capped.fit(1, files=90, pixels=96 * 96)
+    capped.fit(1, files=90, file_bytes=decoder_bytes(96 * 96))
     assert capped.max_size == 8
-    capped.fit(1, files=85, pixels=96 * 96)
+    capped.fit(1, files=85, file_bytes=decoder_bytes(96 * 96))
     assert capped.max_size == 64
 
 

@@ -38,7 +38,7 @@ from robotempo.shm_pool import pack_batch, shared_tensor
 from robotempo.store.frames import FrameTable
 from robotempo.store.shared import SharedInts, for_child_process
 from robotempo.temporal import check_timestamps, plan_deltas, query_rows
-from robotempo.video.cache import video_identity
+from robotempo.video.cache import decoder_bytes, video_identity
 from robotempo.video.stream import VideoExpectation, check_stream
 
 logger = logging.getLogger(__name__)
@@ -291,12 +291,13 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._video_ids = SharedInts((sum(counts), 4)) if sum(counts) else None
         self._video_by_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._video_cache_size = None if video_cache_size is None else int(video_cache_size)
-        # The video files this selection reads, and its largest frame (pixels): what the process's decoder
-        # cache grows to hold (`VideoDecoderCache.fit`); a Mixture sets `_shared_video` to all its datasets'.
-        pixels = [int(np.prod(self.meta.info.features[k].hwc[:2])) for k in self.video_keys]
+        # The video files this selection reads, and what one costs open (its largest frame's, and a store's
+        # blocks): what the process's decoder cache grows to hold (`VideoDecoderCache.fit`); a Mixture sets
+        # `_shared_video` to all its datasets' files and their average cost.
+        pixels = max((int(np.prod(self.meta.info.features[k].hwc[:2])) for k in self.video_keys), default=0)
         self._video_files = sum(len(np.unique(self._selected.videos[k].file)) for k in self.video_keys)
-        self._video_pixels = max(pixels, default=0)
-        self._shared_video = (self._video_files, self._video_pixels)
+        self._video_file_bytes = decoder_bytes(pixels, remote=not self.location.is_local)
+        self._shared_video = (self._video_files, self._video_file_bytes)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
         self._speed_dropout = _make_dropout(speed_dropout, seed)
         # With dropout on, items depend on the epoch: it lives in shared memory, so DataLoader workers (also

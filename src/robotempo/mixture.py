@@ -128,9 +128,10 @@ class Mixture(torch.utils.data.Dataset):
         # cameras reopened ~39 MP4s per random batch (4x the CPU per sample). See `VideoDecoderCache.fit`.
         sharing = [ds for ds in self.datasets if ds._video_cache_size is None]
         files = sum(ds._video_files for ds in sharing)
-        pixels = max((ds._video_pixels for ds in sharing), default=0)
+        # what an open file costs on average: one 1080p dataset must not charge its cost to 400 small files
+        file_bytes = sum(ds._video_files * ds._video_file_bytes for ds in sharing) // max(files, 1)
         for ds in sharing:
-            ds._shared_video = max(ds._shared_video[0], files), max(ds._shared_video[1], pixels)
+            ds._shared_video = max(ds._shared_video, (files, file_bytes))  # the most files it is read with
             if ds._fetcher is not None:  # used before joining the mixture
                 ds._fetch_fit()
         self.offsets = np.concatenate([[0], np.cumsum(self.dataset_lengths)]).astype(np.int64)

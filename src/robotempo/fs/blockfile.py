@@ -28,6 +28,12 @@ HEADERS_MB_ENV = "ROBOTEMPO_REMOTE_HEADERS_MB"
 DEFAULT_HEADERS_MB = 16
 
 
+def held_bytes() -> int:
+    """What one open `BlockFile` may hold, at most: its blocks and as many bytes of prefetched ranges (16 MB
+    by default; reached by a long pass of random reads on a file larger than that)."""
+    return 2 * env_int(BLOCK_KB_ENV, DEFAULT_BLOCK_KB) * 1024 * env_int(BLOCKS_ENV, DEFAULT_BLOCKS)
+
+
 class SeekableReader(io.RawIOBase):
     """A read-only, seekable file object of `_size` bytes at position `_pos`; subclasses define `read`."""
 

@@ -21,13 +21,17 @@ CACHE_SIZE_ENV = "ROBOTEMPO_VIDEO_CACHE_SIZE"
 DEFAULT_CACHE_SIZE = 8
 # What a default-sized cache may spend to keep every file of its datasets open, per process (a DataLoader
 # worker is one): in a loader an open decoder holds ~1.5 MB at 224x224 (H.264), 3.5 MB (H.264) and 2.4 MB
-# (AV1) at 480x640 (`benchmarks/bench_video_cache.py`); estimated as 1 MB + 8 bytes per pixel.
+# (AV1) at 480x640 (`benchmarks/bench_video_cache.py`); estimated as 1 MB + 8 bytes per pixel, plus the
+# blocks a file in an object store keeps (`fs.blockfile.held_bytes`, 16 MB by default).
 DECODER_BUDGET_BYTES = 1 << 30
 
 
-def decoder_bytes(pixels: int) -> int:
-    """Estimated memory of one open decoder of frames of `pixels` pixels (its buffers, demuxer and index)."""
-    return (1 << 20) + 8 * max(int(pixels), 0)
+def decoder_bytes(pixels: int, remote: bool = False) -> int:
+    """Estimated memory of one open video file of frames of `pixels` pixels: its decoder's buffers, demuxer
+    and index, and for a file in an object store (`remote`) the blocks and prefetched ranges it keeps."""
+    from robotempo.fs.blockfile import held_bytes
+
+    return (1 << 20) + 8 * max(int(pixels), 0) + (held_bytes() if remote else 0)
 
 
 def default_cache_size(cameras: int = 1) -> int:
@@ -78,19 +82,19 @@ class VideoDecoderCache:
         if not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"VideoDecoderCache max_size must be a positive int, got {max_size!r}")
         self.max_size = max_size
-        self._told: set[tuple[int, int]] = set()  # (files, pixels) already logged as not fitting
+        self._told: set[tuple[int, int]] = set()  # (files, file_bytes) already logged as not fitting
         self._state: ProcessLocal[_State] = ProcessLocal(_State)
 
-    def fit(self, cameras: int, files: int = 0, pixels: int = 0) -> None:
+    def fit(self, cameras: int, files: int = 0, file_bytes: int = 0) -> None:
         """Grow a cache sized by default for datasets reading through it: to 8 files per video camera of the
         largest (a random batch reads a file of each camera; sequential reads keep a few), and to every one
         of the `files` video files they select together (a dataset's own, a Mixture's all) as far as
-        decoders of frames of `pixels` pixels (the largest) fit in `DECODER_BUDGET_BYTES` and in a quarter
-        of the process's open-file limit, if that covers at least 3/4 of the files. A smaller cover stays at
-        the first size: a random read hits an open file only about as often as the cache covers the files,
-        less with LRU under a mixture's batches (measured: 64 of 120 files open ran as slowly as 4; a
-        simulation: 20% hits at 64 of 120, 71% at 225 of 300). An explicit size (argument or
-        `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
+        open files of `file_bytes` each (`decoder_bytes`; the largest) fit in `DECODER_BUDGET_BYTES` and in
+        a quarter of the process's open-file limit, if that covers at least 3/4 of the files. A smaller
+        cover stays at the first size: a random read hits an open file only about as often as the cache
+        covers the files, less with LRU under a mixture's batches (measured: 64 of 120 files open ran as
+        slowly as 4; a simulation: 20% hits at 64 of 120, 71% at 225 of 300). An explicit size (argument
+        or `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
         if not self.sized_by_default:
             return
         self.max_size = max(self.max_size, default_cache_size(cameras))
@@ -98,16 +102,16 @@ class VideoDecoderCache:
             return
         limit = descriptor_limit()
         fd_cap = 1 << 18 if limit is None else max(DEFAULT_CACHE_SIZE, limit // 4)
-        cover = min(files, fd_cap, DECODER_BUDGET_BYTES // decoder_bytes(pixels))
+        cover = min(files, fd_cap, DECODER_BUDGET_BYTES // max(file_bytes, 1 << 20))
         if 4 * cover >= 3 * files:
             self.max_size = max(self.max_size, cover)
-        if cover < files and (files, pixels) not in self._told and _first_of_its_loader():
-            self._told.add((files, pixels))
+        if cover < files and (files, file_bytes) not in self._told and _first_of_its_loader():
+            self._told.add((files, file_bytes))
             logger.info(
                 "%d video files are read through one decoder cache of %d: a random read often reopens its "
                 "file. To keep them all open, set %s=%d (about %.0f MB per process, each DataLoader worker "
                 "is one, and as many open files)",
-                files, self.max_size, CACHE_SIZE_ENV, files, files * decoder_bytes(pixels) / 1e6,
+                files, self.max_size, CACHE_SIZE_ENV, files, files * file_bytes / 1e6,
             )  # fmt: skip
 
     def __getstate__(self) -> dict:
