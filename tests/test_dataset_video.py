@@ -273,11 +273,13 @@ def test_a_camera_84_pixels_wide_is_served_as_ffmpeg_decodes_it(tmp_path):
             assert torch.equal(frame, torch.from_numpy(decoded[index]).permute(2, 0, 1)), (e, index)
 
 
-def test_files_the_decoders_cannot_hold_are_noted_once_per_loader_not_per_worker(
-    tmp_path, monkeypatch, capfd
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_files_the_decoders_cannot_hold_are_noted_once_at_open_not_per_worker(
+    tmp_path, monkeypatch, capfd, start
 ):
     """A v2.1 dataset (a file per episode) whose files the default cache cannot mostly cover: one INFO line,
-    from the loader's first worker, naming the size that would keep them all open."""
+    at the open in the process the user configured logging in (QA: from workers it repeated per worker and
+    per epoch under fork, and was lost under spawn), naming the size that would keep them all open."""
     import logging
     import sys
 
@@ -289,6 +291,7 @@ def test_files_the_decoders_cannot_hold_are_noted_once_per_loader_not_per_worker
     )
     monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
     monkeypatch.setattr(decoder, "_default_fetcher", None)
+    monkeypatch.setattr(cache_module, "_noted", set())
     monkeypatch.setattr(cache_module, "DECODER_BUDGET_BYTES", 8 * cache_module.decoder_bytes(32 * 32))
     handler = logging.StreamHandler(sys.stderr)
     log = logging.getLogger("robotempo.video.cache")
@@ -299,14 +302,15 @@ def test_files_the_decoders_cannot_hold_are_noted_once_per_loader_not_per_worker
         ds = LeRobotDataset("v", root=root, speed_labels=False)
         assert ds._video_files == 12
         loader = torch.utils.data.DataLoader(
-            ds, batch_size=16, num_workers=2, collate_fn=collate, multiprocessing_context="fork"
+            ds, batch_size=16, num_workers=2, collate_fn=collate, multiprocessing_context=start
         )
         for _ in range(2):  # two epochs: new workers each
             for batch in loader:
                 served = [decode_frame_identity(f) for f in batch["observation.images.top"]]
                 assert served == list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist()))
+        LeRobotDataset("v", root=root, speed_labels=False)  # opened again: already said
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
     lines = [ln for ln in capfd.readouterr().err.splitlines() if "ROBOTEMPO_VIDEO_CACHE_SIZE=12" in ln]
-    assert len(lines) == 2, lines  # once per loader start (each epoch's workers), from worker 0 only
+    assert len(lines) == 1, lines

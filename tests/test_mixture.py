@@ -564,38 +564,50 @@ def test_merged_batches_keep_shared_camera_memory_and_request_order():
         assert merged["t"] == ["0:0", "1:1", "1:2", "0:3", "1:4"]
 
 
-def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_files(tmp_path, monkeypatch):
+def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_files(tmp_path, monkeypatch, caplog):
     """Sized for one dataset's cameras (8 each), 10 datasets of 4 cameras reopened ~39 MP4s per batch: the
-    process's cache grows to every video file the mixture's datasets select, when their decoders fit."""
+    process's cache grows to every distinct video file the mixture's datasets select, when they fit; when
+    they do not, one INFO line at the mixture's open (not one per dataset) says what would keep them open."""
+    import logging
+    import shutil
+
     from robotempo.video import cache as cache_module
     from robotempo.video import decoder
 
     monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
     monkeypatch.setattr(decoder, "_default_fetcher", None)  # the process's cache, grown here, not elsewhere
+    monkeypatch.setattr(cache_module, "_noted", set())
     v30 = write_synthetic(
         tmp_path / "v", version="v3.0", n_episodes=2, n_tasks=1, camera="video", image_size=(32, 32), fps=10
     )
     v21 = write_synthetic(  # one file per episode
         tmp_path / "e", version="v2.1", n_episodes=6, n_tasks=1, camera="video", image_size=(32, 32), fps=10
     )
-    specs = [{"repo_id": f"v{i}", "root": v30} for i in range(12)]
+    copy = shutil.copytree(v21, tmp_path / "copy")  # the same files in another folder: files of their own
+    specs = [{"repo_id": f"v{i}", "root": v30} for i in range(12)]  # one file, listed 12 times: counted once
     specs.append({"repo_id": "e", "root": v21, "episodes": [0, 2, 3]})
+    specs.append({"repo_id": "e2", "root": v21, "episodes": [2, 3, 4]})  # overlaps the one before: 4 in all
+    specs.append({"repo_id": "c", "root": copy})
     specs.append({"repo_id": "private", "root": v21, "video_cache_size": 2})  # its own cache: not counted
-    mix = Mixture(specs, names=[f"v{i}" for i in range(12)] + ["e", "private"])
+    cost = cache_module.decoder_bytes(32 * 32)
+    mix = Mixture(specs, names=[s["repo_id"] for s in specs])
     assert mix.datasets[12]._video_files == 3
-    assert mix.datasets[0]._shared_video == (
-        15,
-        cache_module.decoder_bytes(32 * 32),
-    )  # private one not counted
+    assert all(ds._shared_video == (1 + 4 + 6, cost) for ds in mix.datasets[:-1])
     mix[0]
-    assert decoder.default_fetcher().cache.max_size == 12 + 3
+    assert decoder.default_fetcher().cache.max_size == 11
     mix.datasets[-1][0]
     assert mix.datasets[-1]._video().cache.max_size == 2
     decoder.default_fetcher().close()
 
-    # 10 of 15 decoders of 32x32 frames fit the budget: a small cover buys little, 8 per camera stay
+    # 7 of 11 decoders of 32x32 frames fit the budget: a small cover buys little, 8 per camera stay
     monkeypatch.setattr(decoder, "_default_fetcher", None)
-    monkeypatch.setattr(cache_module, "DECODER_BUDGET_BYTES", 10 * cache_module.decoder_bytes(32 * 32))
-    Mixture(specs[:13])[0]
+    monkeypatch.setattr(cache_module, "DECODER_BUDGET_BYTES", 7 * cost)
+    with caplog.at_level(logging.INFO, logger="robotempo.video.cache"):
+        small = Mixture(specs[:-1], names=[s["repo_id"] for s in specs[:-1]])
+    told = [r.getMessage() for r in caplog.records if "ROBOTEMPO_VIDEO_CACHE_SIZE" in r.getMessage()]
+    assert len(told) == 1 and "ROBOTEMPO_VIDEO_CACHE_SIZE=11 " in told[0], (
+        told
+    )  # the mixture's, not the copy's
+    small[0]
     assert decoder.default_fetcher().cache.max_size == 8
     decoder.default_fetcher().close()

@@ -948,7 +948,7 @@ def test_the_cli_leaves_at_once_after_a_deadline(store):
 
 
 def test_an_open_video_file_in_a_store_costs_its_blocks_in_the_decoder_cache_budget(
-    store, v30_video_dataset, monkeypatch
+    store, v30_video_dataset, monkeypatch, tmp_path
 ):
     """An open file of a store keeps its blocks and prefetched ranges, which a long random pass fills (3
     files of 17 MB at 480x640 held 48 MB after 2,400 random samples:
@@ -983,8 +983,9 @@ def test_an_open_video_file_in_a_store_costs_its_blocks_in_the_decoder_cache_bud
     assert decoder.default_fetcher().cache.max_size == 8
     decoder.default_fetcher().close()
     monkeypatch.setattr(decoder, "_default_fetcher", None)
+    copy = shutil.copytree(v30_video_dataset, tmp_path / "copy")  # files of its own: one root counts once
     local_only = Mixture(
-        [LeRobotDataset(f"l{i}", root=v30_video_dataset, speed_labels=False) for i in (1, 2)]
+        [LeRobotDataset(f"l{i}", root=r, speed_labels=False) for i, r in enumerate((copy, local.root))]
     )
     local_only[0]
     assert decoder.default_fetcher().cache.max_size == 2 * files

@@ -459,13 +459,17 @@ def test_a_default_cache_holds_every_file_of_its_datasets_that_fits_the_budget(m
     assert cache.max_size == fits
     cache.fit(3, files=12, file_bytes=vga)  # a smaller dataset using the same process's cache later
     assert cache.max_size == fits
+    monkeypatch.setattr(cache_module, "_noted", set())
     with caplog.at_level(logging.INFO, logger="robotempo.video.cache"):
         too_many = VideoDecoderCache()
         too_many.fit(3, files=fits + 1, file_bytes=vga)  # nearly all fit: as many as fit
-        too_many.fit(3, files=fits + 1, file_bytes=vga)  # told once
+        cache_module.note_cover(3, files=fits + 1, file_bytes=vga)
+        cache_module.note_cover(3, files=fits + 1, file_bytes=vga)  # told once
+        cache_module.note_cover(3, files=fits, file_bytes=vga)  # all fit: nothing to tell
     assert too_many.max_size == fits
     told = [r.getMessage() for r in caplog.records if "ROBOTEMPO_VIDEO_CACHE_SIZE" in r.getMessage()]
     assert len(told) == 1 and f"ROBOTEMPO_VIDEO_CACHE_SIZE={fits + 1}" in told[0], told
+    assert f"cache of {fits} per process" in told[0] and "the limit is 1048576" in told[0], told
     v21 = VideoDecoderCache()
     v21.fit(
         3, files=4 * fits // 3 + 1, file_bytes=vga
@@ -492,6 +496,12 @@ def test_a_default_cache_holds_every_file_of_its_datasets_that_fits_the_budget(m
     assert capped.max_size == 8
     capped.fit(1, files=85, file_bytes=decoder_bytes(96 * 96))
     assert capped.max_size == 64
+    # an explicit size past half the open-file limit: a warning naming both, not torch's bare EMFILE later
+    monkeypatch.setenv("ROBOTEMPO_VIDEO_CACHE_SIZE", "400")
+    with caplog.at_level(logging.INFO, logger="robotempo.video.cache"):
+        cache_module.note_cover(3, files=10_000, file_bytes=vga)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "=400" in warned[0].getMessage() and "limit is 256" in warned[0].getMessage()
 
 
 def _decode_in_child(args):

@@ -9,6 +9,7 @@ percentile file when it is absent; memory holds only the selected rows' numeric 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -38,10 +39,12 @@ from robotempo.shm_pool import pack_batch, shared_tensor
 from robotempo.store.frames import FrameTable
 from robotempo.store.shared import SharedInts, for_child_process
 from robotempo.temporal import check_timestamps, plan_deltas, query_rows
-from robotempo.video.cache import decoder_bytes, video_identity
+from robotempo.video.cache import decoder_bytes, note_cover, video_identity
 from robotempo.video.stream import VideoExpectation, check_stream
 
 logger = logging.getLogger(__name__)
+# Set while a Mixture opens its specs: the mixture, not each dataset, says what the decoder cache can hold.
+OPENED_BY_MIXTURE: contextvars.ContextVar[bool] = contextvars.ContextVar("opened_by_mixture", default=False)
 
 
 def default_root(repo_id: str, revision: str | None = None) -> Path:
@@ -295,9 +298,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
         # blocks): what the process's decoder cache grows to hold (`VideoDecoderCache.fit`); a Mixture sets
         # `_shared_video` to all its datasets' files and their average cost.
         pixels = max((int(np.prod(self.meta.info.features[k].hwc[:2])) for k in self.video_keys), default=0)
-        self._video_files = sum(len(np.unique(self._selected.videos[k].file)) for k in self.video_keys)
+        self._video_codes = {k: np.unique(self._selected.videos[k].file) for k in self.video_keys}
+        self._video_files = sum(len(codes) for codes in self._video_codes.values())
         self._video_file_bytes = decoder_bytes(pixels, remote=not self.location.is_local)
         self._shared_video = (self._video_files, self._video_file_bytes)
+        if self._video_cache_size is None and not OPENED_BY_MIXTURE.get():
+            note_cover(len(self.video_keys), *self._shared_video)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
         self._speed_dropout = _make_dropout(speed_dropout, seed)
         # With dropout on, items depend on the epoch: it lives in shared memory, so DataLoader workers (also

@@ -22,7 +22,14 @@ import numpy as np
 import torch
 
 from robotempo.arrays import distinct
-from robotempo.dataset import ItemBatch, LeRobotDataset, default_root, index_array, item_index
+from robotempo.dataset import (
+    OPENED_BY_MIXTURE,
+    ItemBatch,
+    LeRobotDataset,
+    default_root,
+    index_array,
+    item_index,
+)
 from robotempo.env import env_int
 from robotempo.errors import (
     DeltaTimestampsError,
@@ -38,6 +45,7 @@ from robotempo.mixture_schema import Field, build_schema, conform, describe, out
 from robotempo.shm_pool import shared_tensor
 from robotempo.store.shared import for_child_process, share_tables
 from robotempo.temporal import grid_rows
+from robotempo.video.cache import note_cover
 
 logger = logging.getLogger(__name__)
 
@@ -127,13 +135,13 @@ class Mixture(torch.utils.data.Dataset):
         # The datasets share the process's video decoders: sized for one dataset's cameras, 10 datasets of 4
         # cameras reopened ~39 MP4s per random batch (4x the CPU per sample). See `VideoDecoderCache.fit`.
         sharing = [ds for ds in self.datasets if ds._video_cache_size is None]
-        files = sum(ds._video_files for ds in sharing)
-        # what an open file costs on average: one 1080p dataset must not charge its cost to 400 small files
-        file_bytes = sum(ds._video_files * ds._video_file_bytes for ds in sharing) // max(files, 1)
+        files, file_bytes = _video_files(sharing)
         for ds in sharing:
             ds._shared_video = max(ds._shared_video, (files, file_bytes))  # the most files it is read with
             if ds._fetcher is not None:  # used before joining the mixture
                 ds._fetch_fit()
+        if sharing:
+            note_cover(max(len(ds.video_keys) for ds in sharing), files, file_bytes)
         self.offsets = np.concatenate([[0], np.cumsum(self.dataset_lengths)]).astype(np.int64)
         self.weights = _weights(weights, self.dataset_lengths, self.names)
         _check_default_columns(self.datasets, self.names)
@@ -263,7 +271,11 @@ class Mixture(torch.utils.data.Dataset):
                 kwargs["delta_timestamps"] = self._dataset_deltas(
                     d, kwargs["repo_id"], root.where(), info.fps, keys, tolerance
                 )
-        return LeRobotDataset(**kwargs)
+        token = OPENED_BY_MIXTURE.set(True)
+        try:
+            return LeRobotDataset(**kwargs)
+        finally:
+            OPENED_BY_MIXTURE.reset(token)
 
     def _dataset_deltas(
         self, d: int, name: str, root: Path | str, fps: float, keys: list[str], tolerance_s: float
@@ -375,6 +387,22 @@ def _is_remote(spec: Any) -> bool:
     """Whether a spec's root names an object store (`s3://...`); specs without a root open the local cache."""
     root = spec.get("root") if isinstance(spec, Mapping) else None
     return root is not None and split_scheme(str(root))[0] not in ("", "file")
+
+
+def _video_files(datasets: list[LeRobotDataset]) -> tuple[int, int]:
+    """The distinct video files the datasets select (one listed twice, e.g. with another key map, counts
+    once) and what one costs open on average (one 1080p dataset must not charge its cost to 400 small
+    files)."""
+    groups: dict[tuple[str, str], list[tuple[np.ndarray, int]]] = {}
+    for ds in datasets:
+        for key, codes in ds._video_codes.items():
+            groups.setdefault((str(ds.root), key), []).append((codes, ds._video_file_bytes))
+    files = total = 0
+    for parts in groups.values():
+        n = len(np.unique(np.concatenate([codes for codes, _ in parts])))
+        files += n
+        total += n * max(cost for _, cost in parts)
+    return files, total // max(files, 1)
 
 
 def _merge(parts: list[tuple[np.ndarray, dict]], n: int, names: list[str]) -> dict:

@@ -34,6 +34,60 @@ def decoder_bytes(pixels: int, remote: bool = False) -> int:
     return (1 << 20) + 8 * max(int(pixels), 0) + (held_bytes() if remote else 0)
 
 
+def fitted_size(cameras: int, files: int, file_bytes: int) -> int:
+    """The default size for datasets of `cameras` video cameras (the most of any) reading `files` video files
+    together (a dataset's own, a Mixture's all), each costing `file_bytes` open (`decoder_bytes`; a
+    Mixture's average): 8 files per camera (a random batch reads a file of each camera; sequential reads
+    keep a few), or every file as far as they fit in `DECODER_BUDGET_BYTES` and in a quarter of the process's
+    open-file limit, if that covers at least 3/4 of the files. A smaller cover stays at 8 per camera: a
+    random read hits an open file only about as often as the cache covers the files, less with LRU under a
+    mixture's batches (measured: 64 of 120 files open ran as slowly as 4; a simulation: 20% hits at 64 of
+    120, 71% at 225 of 300)."""
+    floor = DEFAULT_CACHE_SIZE * max(cameras, 1)
+    if files <= floor:
+        return floor
+    cover = min(files, _descriptor_cap(), DECODER_BUDGET_BYTES // max(file_bytes, 1 << 20))
+    return cover if 4 * cover >= 3 * files else floor
+
+
+def _descriptor_cap() -> int:
+    limit = descriptor_limit()
+    return 1 << 18 if limit is None else max(DEFAULT_CACHE_SIZE, limit // 4)
+
+
+_noted: set[tuple[int, int, int]] = set()
+
+
+def note_cover(cameras: int, files: int, file_bytes: int) -> None:
+    """Log once per process, where the datasets are opened, when the default cache cannot keep every one of
+    `files` video files open, and the size that would; and warn when `ROBOTEMPO_VIDEO_CACHE_SIZE` asks for
+    more open files than the process may have (torch's "Too many open files" would say nothing of it)."""
+    if files <= 0:
+        return
+    explicit = os.environ.get(CACHE_SIZE_ENV, "").strip()
+    limit = descriptor_limit()
+    if explicit:
+        size = default_cache_size(cameras)
+        if limit is not None and size > limit // 2 and (size, limit, -1) not in _noted:
+            _noted.add((size, limit, -1))
+            logger.warning(
+                "%s=%d keeps up to %d video files open in each process, each a file descriptor, and the "
+                "open-file limit is %d: raise the limit (ulimit -n) or lower the size",
+                CACHE_SIZE_ENV, size, size, limit,
+            )  # fmt: skip
+        return
+    size = fitted_size(cameras, files, file_bytes)
+    if size >= files or (cameras, files, file_bytes) in _noted:
+        return
+    _noted.add((cameras, files, file_bytes))
+    logger.info(
+        "%d video files are read through one decoder cache of %d per process: a random read often reopens "
+        "its file. To keep them all open, set %s=%d (about %.0f MB per process, each DataLoader worker is "
+        "one, and %d open files; the limit is %s)",
+        files, size, CACHE_SIZE_ENV, files, files * file_bytes / 1e6, files, limit or "unlimited",
+    )  # fmt: skip
+
+
 def default_cache_size(cameras: int = 1) -> int:
     """`ROBOTEMPO_VIDEO_CACHE_SIZE` if set, else 8 per video camera (a random batch reads every camera)."""
     return env_int(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE * max(cameras, 1))
@@ -82,37 +136,13 @@ class VideoDecoderCache:
         if not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"VideoDecoderCache max_size must be a positive int, got {max_size!r}")
         self.max_size = max_size
-        self._told: set[tuple[int, int]] = set()  # (files, file_bytes) already logged as not fitting
         self._state: ProcessLocal[_State] = ProcessLocal(_State)
 
     def fit(self, cameras: int, files: int = 0, file_bytes: int = 0) -> None:
-        """Grow a cache sized by default for datasets reading through it: to 8 files per video camera of the
-        largest (a random batch reads a file of each camera; sequential reads keep a few), and to every one
-        of the `files` video files they select together (a dataset's own, a Mixture's all) as far as
-        open files of `file_bytes` each (`decoder_bytes`; the largest) fit in `DECODER_BUDGET_BYTES` and in
-        a quarter of the process's open-file limit, if that covers at least 3/4 of the files. A smaller
-        cover stays at the first size: a random read hits an open file only about as often as the cache
-        covers the files, less with LRU under a mixture's batches (measured: 64 of 120 files open ran as
-        slowly as 4; a simulation: 20% hits at 64 of 120, 71% at 225 of 300). An explicit size (argument
-        or `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
-        if not self.sized_by_default:
-            return
-        self.max_size = max(self.max_size, default_cache_size(cameras))
-        if files <= self.max_size:
-            return
-        limit = descriptor_limit()
-        fd_cap = 1 << 18 if limit is None else max(DEFAULT_CACHE_SIZE, limit // 4)
-        cover = min(files, fd_cap, DECODER_BUDGET_BYTES // max(file_bytes, 1 << 20))
-        if 4 * cover >= 3 * files:
-            self.max_size = max(self.max_size, cover)
-        if cover < files and (files, file_bytes) not in self._told and _first_of_its_loader():
-            self._told.add((files, file_bytes))
-            logger.info(
-                "%d video files are read through one decoder cache of %d: a random read often reopens its "
-                "file. To keep them all open, set %s=%d (about %.0f MB per process, each DataLoader worker "
-                "is one, and as many open files)",
-                files, self.max_size, CACHE_SIZE_ENV, files, files * file_bytes / 1e6,
-            )  # fmt: skip
+        """Grow a cache sized by default for datasets reading through it to `fitted_size`; an explicit size
+        (argument or `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
+        if self.sized_by_default:
+            self.max_size = max(self.max_size, fitted_size(cameras, files, file_bytes))
 
     def __getstate__(self) -> dict:
         return {"max_size": self.max_size}
@@ -214,14 +244,6 @@ class VideoDecoderCache:
         return to_close
 
     close = clear
-
-
-def _first_of_its_loader() -> bool:
-    """Not a DataLoader worker, or its first: a note logged once, not once per worker."""
-    import torch.utils.data  # here: the video encoder's child process imports robotempo and never needs torch
-
-    worker = torch.utils.data.get_worker_info()
-    return worker is None or worker.id == 0
 
 
 def cache_key(path: str | Path | FileRef) -> str:
