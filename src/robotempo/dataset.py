@@ -184,6 +184,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
         the standard AWS environment applies. Nothing is ever written to an object-store root: speed
         percentiles computed for it are kept in the user cache.
 
+        `heavy_cache_mb` and `video_cache_size` give this dataset caches of its own of that size (embedded
+        image row groups in MB, open video files) instead of the process's shared ones (one budget for every
+        dataset; the decoders' default keeps every video file the process's datasets select when they fit
+        1 GiB, else 8 per camera: `robotempo.video.cache.fitted_size`, docs/architecture.md "Memory").
+
         `check_finite=True` refuses float features holding NaN or infinity (`NonFiniteValueError` at open,
         naming the file, column and row); by default they are served as they are (a sensor may report NaN on
         purpose), and `robotempo validate` counts them.
