@@ -195,7 +195,9 @@ def test_uint8_batches_through_workers_equal_the_float_ones(video_root):
         assert torch.equal(frames.float().div_(255), expected)
 
 
-def test_datasets_size_the_process_decoder_cache_per_camera(tmp_path, monkeypatch):
+def test_datasets_size_the_process_decoder_cache_per_camera(tmp_path, monkeypatch, caplog):
+    import logging
+
     from robotempo.writer import DatasetWriter
 
     cam = {"dtype": "video", "shape": [16, 16, 3], "names": ["height", "width", "channels"]}
@@ -212,6 +214,16 @@ def test_datasets_size_the_process_decoder_cache_per_camera(tmp_path, monkeypatc
     private = LeRobotDataset("v", root=root, speed_labels=False, video_cache_size=2)
     private[0]
     assert private._video().cache.max_size == 2
+    # an argument past half the open-file limit is warned of at the open, as the environment variable is
+    from robotempo.video import cache as cache_module
+
+    limit = cache_module.descriptor_limit
+    monkeypatch.setattr(cache_module, "descriptor_limit", lambda: 2)
+    monkeypatch.setattr(cache_module, "_noted", set())
+    with caplog.at_level(logging.WARNING, logger="robotempo.video.cache"):
+        LeRobotDataset("v", root=root, speed_labels=False, video_cache_size=2)
+    assert "cache of 2 keeps up to 2 of 3 video files" in caplog.text and "limit is 2" in caplog.text
+    monkeypatch.setattr(cache_module, "descriptor_limit", limit)
     ds = LeRobotDataset("v", root=root, speed_labels=False)
     ds[0]
     assert ds._video().cache.max_size >= 24  # 8 files per camera

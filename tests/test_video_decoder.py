@@ -469,7 +469,7 @@ def test_a_default_cache_holds_every_file_of_its_datasets_that_fits_the_budget(m
     assert too_many.max_size == fits
     told = [r.getMessage() for r in caplog.records if "ROBOTEMPO_VIDEO_CACHE_SIZE" in r.getMessage()]
     assert len(told) == 1 and f"ROBOTEMPO_VIDEO_CACHE_SIZE={fits + 1}" in told[0], told
-    assert f"cache of {fits} per process" in told[0] and "the limit is 1048576" in told[0], told
+    assert f"cache of {fits} per process" in told[0] and "raise the open-file limit" not in told[0], told
     v21 = VideoDecoderCache()
     v21.fit(
         3, files=4 * fits // 3 + 1, file_bytes=vga
@@ -496,12 +496,25 @@ def test_a_default_cache_holds_every_file_of_its_datasets_that_fits_the_budget(m
     assert capped.max_size == 8
     capped.fit(1, files=85, file_bytes=decoder_bytes(96 * 96))
     assert capped.max_size == 64
-    # an explicit size past half the open-file limit: a warning naming both, not torch's bare EMFILE later
+    # more files than half the limit: the note says to raise the limit first (its size alone would fail)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="robotempo.video.cache"):
+        cache_module.note_cover(1, files=200, file_bytes=decoder_bytes(96 * 96))
+    assert (
+        "raise the open-file limit (256: ulimit -n), then set ROBOTEMPO_VIDEO_CACHE_SIZE=200" in caplog.text
+    )
+    # an explicit size that may keep more files open than half the limit: a warning naming both, not torch's
+    # bare EMFILE later; from the environment or a dataset's argument, and only as many as there are files
     monkeypatch.setenv("ROBOTEMPO_VIDEO_CACHE_SIZE", "400")
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="robotempo.video.cache"):
         cache_module.note_cover(3, files=10_000, file_bytes=vga)
-    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 1 and "=400" in warned[0].getMessage() and "limit is 256" in warned[0].getMessage()
+        cache_module.note_cover(3, files=30, file_bytes=vga)  # 400 allowed, 30 files: at most 30 open
+        cache_module.note_cover(1, files=300, file_bytes=vga, size=200)  # video_cache_size=200
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2, warned
+    assert "cache of 400 keeps up to 400 of 10000" in warned[0] and "limit is 256" in warned[0]
+    assert "cache of 200 keeps up to 200 of 300" in warned[1]
 
 
 def _decode_in_child(args):

@@ -186,8 +186,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
         `heavy_cache_mb` and `video_cache_size` give this dataset caches of its own of that size (embedded
         image row groups in MB, open video files) instead of the process's shared ones (one budget for every
-        dataset; the decoders' default keeps every video file the process's datasets select when they fit
-        1 GiB, else 8 per camera: `robotempo.video.cache.fitted_size`, docs/architecture.md "Memory").
+        dataset; the decoders' default keeps every video file the process's datasets select as far as they
+        fit 1 GiB and a quarter of the open-file limit, when that covers 3/4 of them, else 8 per camera:
+        `robotempo.video.cache.fitted_size`, docs/architecture.md "Memory").
 
         `check_finite=True` refuses float features holding NaN or infinity (`NonFiniteValueError` at open,
         naming the file, column and row); by default they are served as they are (a sensor may report NaN on
@@ -307,8 +308,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._video_files = sum(len(codes) for codes in self._video_codes.values())
         self._video_file_bytes = decoder_bytes(pixels, remote=not self.location.is_local)
         self._shared_video = (self._video_files, self._video_file_bytes)
-        if self._video_cache_size is None and not OPENED_BY_MIXTURE.get():
-            note_cover(len(self.video_keys), *self._shared_video)
+        if self._video_cache_size is not None or not OPENED_BY_MIXTURE.get():
+            note_cover(len(self.video_keys), *self._shared_video, size=self._video_cache_size)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
         self._speed_dropout = _make_dropout(speed_dropout, seed)
         # With dropout on, items depend on the epoch: it lives in shared memory, so DataLoader workers (also

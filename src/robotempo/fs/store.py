@@ -364,8 +364,8 @@ def _clip(text: str, limit: int = 300) -> str:
 
 DESCRIPTORS_FIX = (
     "raise the process's open-file limit (ulimit -n; each DataLoader worker keeps up to "
-    "ROBOTEMPO_PARQUET_HANDLES parquet files and ROBOTEMPO_VIDEO_CACHE_SIZE videos per camera open), or "
-    "lower those two"
+    "ROBOTEMPO_PARQUET_HANDLES parquet files and ROBOTEMPO_VIDEO_CACHE_SIZE (or video_cache_size=) video "
+    "files open), or lower those"
 )
 PERMISSION_FIX = "make the file (and its folders) readable by the user running the loader"
 BACKEND_FIX = "check the root URL, the credentials and the network for this store, then run again"

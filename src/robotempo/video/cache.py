@@ -58,33 +58,41 @@ def _descriptor_cap() -> int:
 _noted: set[tuple[int, int, int]] = set()
 
 
-def note_cover(cameras: int, files: int, file_bytes: int) -> None:
+def note_cover(cameras: int, files: int, file_bytes: int, size: int | None = None) -> None:
     """Log once per process, where the datasets are opened, when the default cache cannot keep every one of
-    `files` video files open, and the size that would; and warn when `ROBOTEMPO_VIDEO_CACHE_SIZE` asks for
-    more open files than the process may have (torch's "Too many open files" would say nothing of it)."""
+    `files` video files open, and the size that would; and warn when an explicit size (`size`, a dataset's
+    `video_cache_size`, or `ROBOTEMPO_VIDEO_CACHE_SIZE`) may keep more files open than half the open-file
+    limit (torch's "Too many open files" would say nothing of it)."""
     if files <= 0:
         return
-    explicit = os.environ.get(CACHE_SIZE_ENV, "").strip()
     limit = descriptor_limit()
-    if explicit:
+    if size is None and os.environ.get(CACHE_SIZE_ENV, "").strip():
         size = default_cache_size(cameras)
-        if limit is not None and size > limit // 2 and (size, limit, -1) not in _noted:
-            _noted.add((size, limit, -1))
+    if size is not None:
+        reachable = min(size, files)
+        if limit is not None and reachable > limit // 2 and (reachable, limit, -1) not in _noted:
+            _noted.add((reachable, limit, -1))
             logger.warning(
-                "%s=%d keeps up to %d video files open in each process, each a file descriptor, and the "
-                "open-file limit is %d: raise the limit (ulimit -n) or lower the size",
-                CACHE_SIZE_ENV, size, size, limit,
+                "a video decoder cache of %d keeps up to %d of %d video files open in each process, each a "
+                "file descriptor, and the open-file limit is %d: raise the limit (ulimit -n) or lower the "
+                "size (%s or video_cache_size=)",
+                size, reachable, files, limit, CACHE_SIZE_ENV,
             )  # fmt: skip
         return
-    size = fitted_size(cameras, files, file_bytes)
-    if size >= files or (cameras, files, file_bytes) in _noted:
+    fitted = fitted_size(cameras, files, file_bytes)
+    if fitted >= files or (cameras, files, file_bytes) in _noted:
         return
     _noted.add((cameras, files, file_bytes))
+    first = (
+        ""
+        if limit is None or files <= limit // 2
+        else f"raise the open-file limit ({limit}: ulimit -n), then "
+    )
     logger.info(
         "%d video files are read through one decoder cache of %d per process: a random read often reopens "
-        "its file. To keep them all open, set %s=%d (about %.0f MB per process, each DataLoader worker is "
-        "one, and %d open files; the limit is %s)",
-        files, size, CACHE_SIZE_ENV, files, files * file_bytes / 1e6, files, limit or "unlimited",
+        "its file. To keep them all open, %sset %s=%d (up to %.0f MB per process, each DataLoader worker is "
+        "one, and %d open files)",
+        files, fitted, first, CACHE_SIZE_ENV, files, files * file_bytes / 1e6, files,
     )  # fmt: skip
 
 
