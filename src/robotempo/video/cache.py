@@ -13,6 +13,7 @@ from pathlib import Path
 from robotempo.env import descriptor_limit, env_int
 from robotempo.forksafe import ProcessLocal
 from robotempo.fs import FileRef, as_file
+from robotempo.fs.blockfile import held_bytes
 from robotempo.video.reader import VideoReader
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,6 @@ DECODER_BUDGET_BYTES = 1 << 30
 def decoder_bytes(pixels: int, remote: bool = False) -> int:
     """Estimated memory of one open video file of frames of `pixels` pixels: its decoder's buffers, demuxer
     and index, and for a file in an object store (`remote`) the blocks and prefetched ranges it keeps."""
-    from robotempo.fs.blockfile import held_bytes
-
     return (1 << 20) + 8 * max(int(pixels), 0) + (held_bytes() if remote else 0)
 
 
@@ -55,7 +54,7 @@ def _descriptor_cap() -> int:
     return 1 << 18 if limit is None else max(DEFAULT_CACHE_SIZE, limit // 4)
 
 
-_noted: set[tuple[int, int, int]] = set()
+_noted: set[tuple] = set()  # what this process has logged: ("warn", ...) and ("note", ...) keys
 
 
 def note_cover(cameras: int, files: int, file_bytes: int, size: int | None = None) -> None:
@@ -70,8 +69,8 @@ def note_cover(cameras: int, files: int, file_bytes: int, size: int | None = Non
         size = default_cache_size(cameras)
     if size is not None:
         reachable = min(size, files)
-        if limit is not None and reachable > limit // 2 and (reachable, limit, -1) not in _noted:
-            _noted.add((reachable, limit, -1))
+        if limit is not None and reachable > limit // 2 and ("warn", reachable, limit) not in _noted:
+            _noted.add(("warn", reachable, limit))
             logger.warning(
                 "a video decoder cache of %d keeps up to %d of %d video files open in each process, each a "
                 "file descriptor, and the open-file limit is %d: raise the limit (ulimit -n) or lower the "
@@ -80,9 +79,9 @@ def note_cover(cameras: int, files: int, file_bytes: int, size: int | None = Non
             )  # fmt: skip
         return
     fitted = fitted_size(cameras, files, file_bytes)
-    if fitted >= files or (cameras, files, file_bytes) in _noted:
+    if fitted >= files or ("note", cameras, files, file_bytes) in _noted:
         return
-    _noted.add((cameras, files, file_bytes))
+    _noted.add(("note", cameras, files, file_bytes))
     first = (
         ""
         if limit is None or files <= limit // 2
