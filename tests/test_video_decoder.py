@@ -419,8 +419,9 @@ def test_cache_size_knob(monkeypatch):
     assert VideoDecoderCache().max_size == 3
     assert VideoDecoderCache(5).max_size == 5
     monkeypatch.setenv("ROBOTEMPO_VIDEO_CACHE_SIZE", "zero")
-    with pytest.raises(ValueError, match="ROBOTEMPO_VIDEO_CACHE_SIZE"):
+    with pytest.raises(ValueError, match="ROBOTEMPO_VIDEO_CACHE_SIZE") as bad:
         VideoDecoderCache()
+    assert "unset it to use robotempo's size for the datasets" in str(bad.value)  # not "the default 8" (QA)
     monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE")
     assert VideoDecoderCache().max_size == 8
 

@@ -97,7 +97,8 @@ def note_cover(cameras: int, files: int, file_bytes: int, size: int | None = Non
 
 def default_cache_size(cameras: int = 1) -> int:
     """`ROBOTEMPO_VIDEO_CACHE_SIZE` if set, else 8 per video camera (a random batch reads every camera)."""
-    return env_int(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE * max(cameras, 1))
+    unset = "robotempo's size for the datasets (8 per video camera, or every file when they fit: fitted_size)"
+    return env_int(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE * max(cameras, 1), unset=unset)
 
 
 class _Slot:
