@@ -41,7 +41,7 @@ def fitted_size(cameras: int, files: int, file_bytes: int) -> int:
     open-file limit, if that covers at least 3/4 of the files. A smaller cover stays at 8 per camera: a
     random read hits an open file only about as often as the cache covers the files, less with LRU under a
     mixture's batches (measured: 64 of 120 files open ran as slowly as 4; a simulation: 20% hits at 64 of
-    120, 71% at 225 of 300)."""
+    120, 72% at 225 of 300)."""
     floor = DEFAULT_CACHE_SIZE * max(cameras, 1)
     if files <= floor:
         return floor
