@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_video_cache.py          # 40 datasets, 480x640, H.264 and AV1
     .venv/bin/python benchmarks/bench_video_cache.py --quick  # 8 datasets, 224x224, H.264
     .venv/bin/python benchmarks/bench_video_cache.py --size 224x224 --codecs av1 --sizes default,64,8
+    .venv/bin/python benchmarks/bench_video_cache.py --store s3 --latency-ms 10 --before 912458d \
+        --codecs h264 --sizes default,120
 
 Corpus (written once under DIR/video-cache/<version>-<size>-<codec>, reused): N datasets of 3 video cameras
 at 30 fps (LeRobot's codec settings: GOP 2), 4 episodes of ~40 frames each: v3.0 puts them in one MP4 file
@@ -15,11 +17,17 @@ state history, a 50-step action chunk; uint8 frames, as the decoders' cost is th
 samples/s, and per worker the peak RSS and the unique memory (USS: what each further worker adds on a node)
 sampled every 0.2 s over the pass. `default` leaves `ROBOTEMPO_VIDEO_CACHE_SIZE` unset (the size robotempo
 picks: `max_size` in the table); a number sets it.
+
+`--store s3` reads the datasets from an S3 server on 127.0.0.1 (moto, as the tests start it) through a relay
+that holds each response back `--latency-ms` and counts requests; worker RSS then includes the blocks and
+prefetched ranges the open files keep. `--before COMMIT` runs that commit's `src/` (git archive) beside this
+checkout's, interleaved, for every cache size.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -30,9 +38,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import commit_src
 from measure import RESULT_TAG, children, emit, rss_bytes, unique_bytes
 
 BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
 DIR = Path(os.environ.get("ROBOTEMPO_BENCH_DIR", "/tmp/robotempo-bench")) / "video-cache"
 PYTHON = Path(sys.executable)
 CAMERAS = ("observation.images.top", "observation.images.left", "observation.images.wrist")
@@ -43,11 +53,11 @@ WORKERS = 2
 
 
 # -- corpus -------------------------------------------------------------------------------------------------
-def corpus(n: int, size: tuple[int, int], codec: str, version: str) -> list[Path]:
+def corpus(n: int, size: tuple[int, int], codec: str, version: str, noise: float | None = None) -> list[Path]:
     from robotempo.synth import SynthSpec
     from robotempo.writer import DatasetWriter
 
-    base = DIR / f"{version}-{size[0]}x{size[1]}-{codec}"
+    base = DIR / f"{version}-{size[0]}x{size[1]}-{codec}{f'-noise{noise:g}' if noise is not None else ''}"
     roots = []
     t = time.perf_counter()
     for i in range(n):
@@ -61,6 +71,8 @@ def corpus(n: int, size: tuple[int, int], codec: str, version: str) -> list[Path
             shutil.rmtree(root)
         spec = SynthSpec(n_episodes=EPISODES, n_tasks=2, mean_length=40.0, camera="video", image_size=size,
                          fps=FPS, seed=100 + i)  # fmt: skip
+        if noise is not None:
+            spec = dataclasses.replace(spec, pixel_noise=noise)
         features = {k: v for k, v in spec.features().items() if k in ("observation.state", "action")}
         for key in CAMERAS:
             features[key] = {"dtype": "video", "shape": [*size, 3], "names": ["height", "width", "channels"]}
@@ -83,12 +95,15 @@ def worker(args) -> None:
 
     from robotempo import Mixture, Sampler, collate
 
-    roots = [Path(r) for r in args.roots.split(",")]
+    roots = args.roots.split(",")
+    options = json.loads(args.options) if args.options else None
     step = 1 / FPS
     delta = {key: [-step, 0.0] for key in CAMERAS}
     delta["observation.state"] = [-step, 0.0]
     delta["action"] = [k * step for k in range(50)]
-    specs = [{"repo_id": r.name, "root": r, "speed_labels": False, "return_uint8": True} for r in roots]
+    extra = {"storage_options": options} if options else {}
+    specs = [{"repo_id": r.rstrip("/").rsplit("/", 1)[-1], "root": r, "speed_labels": False,
+              "return_uint8": True, **extra} for r in roots]  # fmt: skip
     mix = Mixture(specs, delta_timestamps=delta)
     sampler = Sampler(mix, seed=0, rank=0, world_size=1)
     loader = torch.utils.data.DataLoader(
@@ -132,18 +147,29 @@ def worker(args) -> None:
     del it
 
 
-def run(roots: list[Path], cache_size: str, warmup: int, batches: int) -> dict:
+def run(roots: list[str], cache_size: str, warmup: int, batches: int, src: Path | None = None,
+        options: dict | None = None, gate=None) -> dict:  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("ROBOTEMPO_VIDEO_CACHE_SIZE", None)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     if cache_size != "default":
         env["ROBOTEMPO_VIDEO_CACHE_SIZE"] = cache_size
     cmd = [str(PYTHON), __file__, "--worker", "--roots", ",".join(map(str, roots)),
            "--cache-size", cache_size, "--warmup", str(warmup), "--batches", str(batches)]  # fmt: skip
+    if options:
+        cmd += ["--options", json.dumps(options)]
+    if gate is not None:
+        gate.reset_counts()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if out.returncode != 0 or not lines:
         raise SystemExit(f"run with cache size {cache_size} failed:\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][len(RESULT_TAG) :])
+    got = json.loads(lines[-1][len(RESULT_TAG) :])
+    if gate is not None:  # the whole run's (open, warm-up and timed batches), per timed sample
+        requests, sent = gate.reset_counts()
+        got["requests"], got["mb_fetched"] = requests, sent / 1e6
+    return got
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,8 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up batches (default 20; quick 8)")
     ap.add_argument("--batches", type=int, default=None, help="timed batches (default 60; quick 20)")
+    ap.add_argument("--noise", type=float, help="sensor noise (default 1.5; 12: files ~10x larger, as real)")
+    ap.add_argument("--store", default="local", choices=("local", "s3"), help="where the datasets are read")
+    ap.add_argument("--latency-ms", type=float, default=10.0, help="with --store s3: per response")
+    ap.add_argument("--before", help="also run this commit's src/ (git archive), interleaved")
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--options", help=argparse.SUPPRESS)
     ap.add_argument("--roots", help=argparse.SUPPRESS)
     ap.add_argument("--cache-size", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -173,34 +204,67 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (8 if args.quick else 20)
     batches = args.batches or (20 if args.quick else 60)
     sizes = args.sizes.split(",")
+    systems: dict[str, Path | None] = {"this": None}
+    if args.before:
+        systems = {f"before {args.before}": commit_src(args.before, Path(os.environ.get("TMPDIR", "/tmp"))),
+                   **systems}  # fmt: skip
+    store = gate = options = None
+    if args.store == "s3":
+        sys.path.insert(0, str(REPO / "tests"))
+        from s3_server import REGION, Gate, S3Server
+
+        store = S3Server()
+        gate = Gate(store.port, latency_s=args.latency_ms / 1000)
+        options = {"endpoint_override": gate.endpoint, "access_key": store.access_key,
+                   "secret_key": store.secret_key, "region": REGION}  # fmt: skip
     rows = []
-    for codec in codecs:
-        roots = corpus(n, (h, w), codec, args.version)
-        runs: dict[str, list[dict]] = {s: [] for s in sizes}
-        for r in range(args.rounds):
-            for s in sizes:
-                runs[s].append(run(roots, s, warmup, batches))
-                print(
-                    f"{codec} round {r + 1}: cache {s}: {runs[s][-1]['samples_per_s']:.1f} samples/s",
-                    flush=True,
-                )
-        for s in sizes:
-            med = {k: float(np.median([x[k] for x in runs[s]])) for k in runs[s][0] if k != "cache_size"}
-            rows.append({"codec": codec, "cache_size": s, **med, "runs": runs[s]})
-    print(f"\n{n} {args.version} datasets x 3 cameras at {h}x{w}, {WORKERS} fork workers, batch {BATCH}, "
-          f"medians of {args.rounds}")  # fmt: skip
-    print(f"{'codec':6} {'cache':>8} {'max_size':>8} {'samples/s':>10} {'vs default':>10} {'worker RSS':>11} "
-          f"{'worker USS':>11}")  # fmt: skip
+    try:
+        for codec in codecs:
+            roots: list = corpus(n, (h, w), codec, args.version, args.noise)
+            if store is not None:
+                roots = [store.upload(r, "bench", f"{r.parent.name}/{r.name}") for r in roots]
+            runs: dict[tuple, list[dict]] = {(sy, s): [] for sy in systems for s in sizes}
+            for r in range(args.rounds):
+                for s in sizes:
+                    for sy, src in systems.items():
+                        got = run(roots, s, warmup, batches, src, options, gate)
+                        runs[sy, s].append(got)
+                        print(f"{codec} round {r + 1}: {sy}: cache {s}: {got['samples_per_s']:.1f} samples/s",
+                              flush=True)  # fmt: skip
+            for (sy, s), got in runs.items():
+                med = {k: float(np.median([x[k] for x in got])) for k in got[0] if k != "cache_size"}
+                rows.append({"codec": codec, "system": sy, "cache_size": s, **med, "runs": got})
+    finally:
+        if gate is not None:
+            gate.close()
+        if store is not None:
+            store.stop()
+    where = f"in S3 on 127.0.0.1 ({args.latency_ms:g} ms per response)" if store is not None else "local"
+    print(f"\n{n} {args.version} datasets x 3 cameras at {h}x{w}, {where}, {WORKERS} fork workers, "
+          f"batch {BATCH}, medians of {args.rounds}")  # fmt: skip
+    fetched = f" {'requests':>9} {'KB/sample':>10}" if store is not None else ""
+    print(f"{'codec':6} {'system':>16} {'cache':>8} {'max_size':>8} {'samples/s':>10} {'vs first':>9} "
+          f"{'worker RSS':>11} {'worker USS':>11}{fetched}")  # fmt: skip
+    first = next(iter(systems))
     for row in rows:
-        base = next(x for x in rows if x["codec"] == row["codec"] and x["cache_size"] == sizes[0])
-        print(f"{row['codec']:6} {row['cache_size']:>8} {row['max_size']:8.0f} {row['samples_per_s']:10.1f} "
-              f"{row['samples_per_s'] / base['samples_per_s']:9.2f}x {row['worker_rss_mb']:8.0f} MB "
-              f"{row['worker_uss_mb']:8.0f} MB")  # fmt: skip
+        base = next(x for x in rows if x["codec"] == row["codec"] and x["cache_size"] == sizes[0]
+                    and x["system"] == first)  # fmt: skip
+        extra = ""
+        if store is not None:
+            per = row["mb_fetched"] * 1e3 / ((warmup + batches) * BATCH)
+            extra = f" {row['requests']:9.0f} {per:10.1f}"
+        print(f"{row['codec']:6} {row['system'][-16:]:>16} {row['cache_size']:>8} {row['max_size']:8.0f} "
+              f"{row['samples_per_s']:10.1f} {row['samples_per_s'] / base['samples_per_s']:8.2f}x "
+              f"{row['worker_rss_mb']:8.0f} MB {row['worker_uss_mb']:8.0f} MB{extra}")  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     quick = "-quick" if args.quick else ""
-    path = out / f"{dt.date.today()}-video-cache-{args.version}-{h}x{w}-{n}ds{quick}.json"
+    s3 = f"-s3-{args.latency_ms:g}ms" if store is not None else ""
+    s3 += f"-noise{args.noise:g}" if args.noise is not None else ""
+    path = out / f"{dt.date.today()}-video-cache-{args.version}-{h}x{w}-{n}ds{s3}{quick}.json"
     record = {"version": args.version, "datasets": n, "size": [h, w], "workers": WORKERS, "batch": BATCH,
+              "noise": args.noise, "store": args.store,
+              "latency_ms": args.latency_ms if store is not None else None,
               "load": os.getloadavg(), "rows": rows}  # fmt: skip
     path.write_text(json.dumps(record, indent=1))
     print(f"saved {path}")

@@ -7,7 +7,8 @@ One v3.0 dataset of 3 cameras at 480x640 (H.264, sensor noise raised so each cam
 real recording's would be, not the ~2 MB of a clean synthetic scene), written under DIR/remote-memory,
 uploaded to an S3 server on 127.0.0.1 (moto, as the tests start it); random batches of 8 samples (2 frames of
 each camera) in this process; then the bytes of blocks and prefetched ranges its open files hold, against
-`robotempo.fs.blockfile.held_bytes()`, what the decoder cache's default budgets per open file of a store.
+`robotempo.fs.blockfile.held_bytes()`, what the decoder cache's default budgets per open file of a store
+(all of a process's open files together: at most `ROBOTEMPO_REMOTE_CACHE_MB`, default 128).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             ds.__getitems__(rng.integers(1, len(ds), 8).tolist())
         slots = ds._video().cache._state.get().slots.values()
         readers = [s.reader for s in slots if s.reader is not None]
-        held = [sum(map(len, r._blocks._blocks.values())) + r._blocks._ranges._held for r in readers]
+        held = [r._blocks._bytes() for r in readers]
     finally:
         server.stop()
     print(

@@ -175,9 +175,110 @@ def test_blockfile_prefetch_fetches_merged_ranges_once_and_serves_reads_from_the
     # The prefetched ranges stay within their budget: the oldest are dropped.
     for start in range(0, 200_000, 20_000):
         f.prefetch([(start, start + 15_000)])
-        assert f._ranges._held <= f.prefetch_budget
+        assert f._ranges.held <= f.prefetch_budget
     f.seek(180_000)
     assert f.read(15_000) == data[180_000:195_000]
+
+
+def test_blockfile_open_files_of_a_process_hold_one_budget_together(monkeypatch):
+    """Every open file keeps up to its own blocks and ranges, but all of a process's together stay within
+    ROBOTEMPO_REMOTE_CACHE_MB beyond the file being read: the least recently read give up their oldest
+    bytes first (a mixture of 300 files kept open would otherwise hold 16 MB each)."""
+    from robotempo.fs import blockfile
+
+    monkeypatch.setenv("ROBOTEMPO_REMOTE_CACHE_MB", "1")
+    budget, own = 1 << 20, 2 * 16 * 32_768  # each file: 16 blocks of 32 KB and as many bytes of ranges
+    monkeypatch.setattr(blockfile, "_shared", blockfile._Shared())  # this test's files only
+    shared = blockfile._shared
+    rng = np.random.default_rng(3)
+    datas = [rng.integers(0, 256, 3_000_000, dtype=np.uint8).tobytes() for _ in range(6)]
+    files = [BlockFile(_Counting(d), f"mem{i}", block_size=32_768, blocks=16) for i, d in enumerate(datas)]
+
+    def held() -> list[int]:
+        return [sum(map(len, f._blocks.values())) + f._ranges.held for f in files]
+
+    # Each file alone fills its own budget (a long pass over it): 6 x 1 MB, one file kept beyond 1 MB.
+    for f, d in zip(files, datas):
+        for start in range(0, 3_000_000, 100_000):
+            f.seek(start)
+            got = b""
+            while len(got) < 40_000:  # reads may be short
+                got += f.read(40_000 - len(got))
+            assert got == d[start : start + 40_000]
+        assert f.prefetch([(2_000_000, 2_400_000)]) == 1
+        f.seek(2_000_000)
+        assert f.read(100_000) == d[2_000_000:2_100_000]
+        assert 0 < held()[files.index(f)] <= own
+        assert sum(held()) <= budget + own and shared.held == sum(held())
+    # The file read last kept its bytes; the least recently read were emptied first.
+    assert held()[-1] == 16 * 32_768 + 400_000 and held()[0] == 0, held()
+    # Random reads over all of them: the bytes stay right, the sum stays bounded and counted.
+    for _ in range(300):
+        i = int(rng.integers(0, 6))
+        at = int(rng.integers(0, 2_900_000))
+        files[i].seek(at)
+        got = files[i].read(int(rng.integers(1, 70_000)))
+        assert got == datas[i][at : at + len(got)] and got
+        assert sum(held()) <= budget + own and shared.held == sum(held())
+    # A closed file, and one dropped without a close, leave the count.
+    files.pop().close()
+    del f
+    files.pop()
+    assert shared.held == sum(held()) and len(shared.files) == 4
+    for f in files:
+        f.close()
+    assert shared.held == 0 and not shared.files
+
+
+def test_blockfile_budget_holds_under_threads_reading_their_own_files(monkeypatch):
+    """A worker's decode threads each read their own file while the others shed its bytes: every read's
+    bytes stay right and the count stays exact."""
+    import threading
+
+    from robotempo.fs import blockfile
+
+    monkeypatch.setenv("ROBOTEMPO_REMOTE_CACHE_MB", "1")
+    monkeypatch.setattr(blockfile, "_shared", blockfile._Shared())
+    rng = np.random.default_rng(4)
+    datas = [rng.integers(0, 256, 2_000_000, dtype=np.uint8).tobytes() for _ in range(4)]
+    files = [BlockFile(_Counting(d), f"mem{i}", block_size=16_384, blocks=32) for i, d in enumerate(datas)]
+    wrong: list[tuple] = []
+
+    def reader(i: int) -> None:
+        r = np.random.default_rng(10 + i)
+        for _ in range(400):
+            at = int(r.integers(0, 1_990_000))
+            if r.random() < 0.2:
+                files[i].prefetch([(at, at + 200_000)])
+            files[i].seek(at)
+            got = files[i].read(int(r.integers(1, 50_000)))
+            if not got or got != datas[i][at : at + len(got)]:
+                wrong.append((i, at, len(got)))
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
+    held = [f._bytes() for f in files]
+    assert blockfile._shared.held == sum(held) <= (1 << 20) + 2 * 32 * 16_384, held
+    for f in files:
+        f.close()
+    assert blockfile._shared.held == 0
+
+
+def test_blockfile_budget_starts_empty_in_a_forked_child(monkeypatch):
+    from robotempo.fs import blockfile
+
+    f = BlockFile(_Counting(bytes(200_000)), "mem", block_size=4096, blocks=8)
+    assert f.read(10_000) and blockfile._shared.held > 0
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's files are not its own, their bytes not in its count
+        os._exit(0 if blockfile._shared.held == 0 and not blockfile._shared.files else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    f.close()
 
 
 def test_blockfile_prefetch_error_is_typed_and_leaves_the_file_usable(monkeypatch):

@@ -592,7 +592,7 @@ def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_files(tmp_path, m
     cost = cache_module.decoder_bytes(32 * 32)
     mix = Mixture(specs, names=[s["repo_id"] for s in specs])
     assert mix.datasets[12]._video_files == 3
-    assert all(ds._shared_video == (1 + 4 + 6, cost) for ds in mix.datasets[:-1])
+    assert all(ds._shared_video == (1 + 4 + 6, cost, 0) for ds in mix.datasets[:-1])
     mix[0]
     assert decoder.default_fetcher().cache.max_size == 11
     mix.datasets[-1][0]

@@ -947,13 +947,38 @@ def test_the_cli_leaves_at_once_after_a_deadline(store):
     assert done.returncode == 2 and "did not answer within 3 s" in done.stdout + done.stderr
 
 
+def test_open_files_of_a_store_keep_their_bytes_within_the_process_budget(
+    store, v30_video_dataset, monkeypatch
+):
+    """Every file kept open, the blocks and ranges of all of them stay within ROBOTEMPO_REMOTE_CACHE_MB
+    beyond the file being read (0: only that file's), and the frames stay the local dataset's."""
+    from robotempo.fs import blockfile
+
+    monkeypatch.setenv("ROBOTEMPO_REMOTE_CACHE_MB", "0")
+    monkeypatch.setattr(blockfile, "_shared", blockfile._Shared())  # this test's files only
+    local = LeRobotDataset("local", root=v30_video_dataset, speed_labels=False, video_cache_size=64)
+    remote = _fresh(store, v30_video_dataset, "shared-budget", video_cache_size=64)
+    rng = np.random.default_rng(7)
+    held_by = set()
+    for i in rng.integers(0, len(local), 40).tolist():
+        assert torch.equal(remote[i][CAMERA_KEY], local[i][CAMERA_KEY])
+        readers = [s.reader for s in remote._video().cache._state.get().slots.values() if s.reader]
+        held = [r._blocks._bytes() for r in readers]
+        assert blockfile._shared.held == sum(held) and sum(h > 0 for h in held) == 1, held
+        held_by |= {id(r) for r, h in zip(readers, held) if h}
+    assert len(readers) == remote._video_files > 1 and len(held_by) > 1  # all open, the bytes moved between
+    remote._video().close()
+    assert blockfile._shared.held == 0 and not blockfile._shared.files
+
+
 def test_an_open_video_file_in_a_store_costs_its_blocks_in_the_decoder_cache_budget(
     store, v30_video_dataset, monkeypatch, tmp_path
 ):
     """An open file of a store keeps its blocks and prefetched ranges, which a long random pass fills (3
     files of 17 MB at 480x640 held 48 MB after 2,400 random samples:
-    `benchmarks/profile_remote_video_memory.py`); the decoder cache's default counts them per open file,
-    and a Mixture with a local dataset takes the average cost of its files."""
+    `benchmarks/profile_remote_video_memory.py`), up to the process's shared budget for all its open files;
+    the decoder cache's default counts them beside the decoders, and a Mixture with a local dataset counts
+    the store's files only."""
     from robotempo.fs.blockfile import held_bytes
     from robotempo.mixture import Mixture
     from robotempo.video import cache as cache_module
@@ -965,16 +990,14 @@ def test_an_open_video_file_in_a_store_costs_its_blocks_in_the_decoder_cache_bud
     pixels = 64 * 64
     assert held_bytes() == 2 * 32 * 64 * 1024
     remote = _fresh(store, v30_video_dataset, "held")
-    assert (
-        remote._video_file_bytes == decoder_bytes(pixels, remote=True) == decoder_bytes(pixels) + held_bytes()
-    )
+    assert remote._video_file_bytes == decoder_bytes(pixels)
+    files = remote._video_files
+    assert remote._shared_video == (files, decoder_bytes(pixels), files)
     local = LeRobotDataset("local", root=v30_video_dataset, speed_labels=False)
-    assert local._video_file_bytes == decoder_bytes(pixels)
-    files = local._video_files
+    assert local._shared_video == (files, decoder_bytes(pixels), 0)
     assert 2 * files > 8  # two such datasets have more than the default's floor of 8 per camera
     mix = Mixture([local, remote])
-    average = (decoder_bytes(pixels) + remote._video_file_bytes) // 2  # per file: half of them are remote
-    assert all(d._shared_video == (2 * files, average) for d in mix.datasets)
+    assert all(d._shared_video == (2 * files, decoder_bytes(pixels), files) for d in mix.datasets)
     monkeypatch.setattr(decoder, "_default_fetcher", None)  # the process's cache, grown here, not elsewhere
     # a budget that holds every file of both at the local cost, not at the store's
     monkeypatch.setattr(cache_module, "DECODER_BUDGET_BYTES", 2 * files * decoder_bytes(pixels))

@@ -306,8 +306,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
         pixels = max((int(np.prod(self.meta.info.features[k].hwc[:2])) for k in self.video_keys), default=0)
         self._video_codes = {k: np.unique(self._selected.videos[k].file) for k in self.video_keys}
         self._video_files = sum(len(codes) for codes in self._video_codes.values())
-        self._video_file_bytes = decoder_bytes(pixels, remote=not self.location.is_local)
-        self._shared_video = (self._video_files, self._video_file_bytes)
+        self._video_file_bytes = decoder_bytes(pixels)
+        self._video_remote = not self.location.is_local  # its files hold blocks too (`cache.open_bytes`)
+        remote_files = self._video_files if self._video_remote else 0
+        self._shared_video = (self._video_files, self._video_file_bytes, remote_files)
         if self._video_cache_size is not None or not OPENED_BY_MIXTURE.get():
             note_cover(len(self.video_keys), *self._shared_video, size=self._video_cache_size)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)

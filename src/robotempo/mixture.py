@@ -135,13 +135,13 @@ class Mixture(torch.utils.data.Dataset):
         # The datasets share the process's video decoders: sized for one dataset's cameras, 10 datasets of 4
         # cameras reopened ~39 MP4s per random batch (4x the CPU per sample). See `VideoDecoderCache.fit`.
         sharing = [ds for ds in self.datasets if ds._video_cache_size is None]
-        files, file_bytes = _video_files(sharing)
+        shared = _video_files(sharing)
         for ds in sharing:
-            ds._shared_video = max(ds._shared_video, (files, file_bytes))  # the most files it is read with
+            ds._shared_video = max(ds._shared_video, shared)  # the most files it is read with
             if ds._fetcher is not None:  # used before joining the mixture
                 ds._fetch_fit()
         if sharing:
-            note_cover(max(len(ds.video_keys) for ds in sharing), files, file_bytes)
+            note_cover(max(len(ds.video_keys) for ds in sharing), *shared)
         self.offsets = np.concatenate([[0], np.cumsum(self.dataset_lengths)]).astype(np.int64)
         self.weights = _weights(weights, self.dataset_lengths, self.names)
         _check_default_columns(self.datasets, self.names)
@@ -389,20 +389,24 @@ def _is_remote(spec: Any) -> bool:
     return root is not None and split_scheme(str(root))[0] not in ("", "file")
 
 
-def _video_files(datasets: list[LeRobotDataset]) -> tuple[int, int]:
+def _video_files(datasets: list[LeRobotDataset]) -> tuple[int, int, int]:
     """The distinct video files the datasets select (one listed twice, e.g. with another key map, counts
-    once) and what one costs open on average (one 1080p dataset must not charge its cost to 400 small
-    files)."""
+    once), what one costs open on average (one 1080p dataset must not charge its cost to 400 small files),
+    and how many of them are in an object store."""
     groups: dict[tuple[str, str], list[tuple[np.ndarray, int]]] = {}
+    remote: set[tuple[str, str]] = set()
     for ds in datasets:
         for key, codes in ds._video_codes.items():
             groups.setdefault((str(ds.root), key), []).append((codes, ds._video_file_bytes))
-    files = total = 0
-    for parts in groups.values():
+            if ds._video_remote:
+                remote.add((str(ds.root), key))
+    files = total = in_stores = 0
+    for group, parts in groups.items():
         n = len(np.unique(np.concatenate([codes for codes, _ in parts])))
         files += n
         total += n * max(cost for _, cost in parts)
-    return files, total // max(files, 1)
+        in_stores += n if group in remote else 0
+    return files, total // max(files, 1), in_stores
 
 
 def _merge(parts: list[tuple[np.ndarray, dict]], n: int, names: list[str]) -> dict:

@@ -7,6 +7,7 @@ import functools
 import io
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,12 +27,27 @@ DEFAULT_HOLE_KB = 1024
 DEFAULT_BLOCKS = 128
 HEADERS_MB_ENV = "ROBOTEMPO_REMOTE_HEADERS_MB"
 DEFAULT_HEADERS_MB = 16
+CACHE_MB_ENV = "ROBOTEMPO_REMOTE_CACHE_MB"
+# A process's open files of object stores hold at most this much together: a mixture of 100 datasets x 3
+# cameras keeps every file open (the decoder cache's default, `video.cache.fitted_size`) without 16 MB each.
+DEFAULT_CACHE_MB = 128
 
 
 def held_bytes() -> int:
     """What one open `BlockFile` may hold, at most: its blocks and as many bytes of prefetched ranges (16 MB
     by default; reached by a long pass of random reads on a file larger than that)."""
     return 2 * env_int(BLOCK_KB_ENV, DEFAULT_BLOCK_KB) * 1024 * env_int(BLOCKS_ENV, DEFAULT_BLOCKS)
+
+
+def process_budget() -> int:
+    """What all the open `BlockFile`s of a process hold together, at most (`ROBOTEMPO_REMOTE_CACHE_MB`,
+    default 128; 0 keeps only the reading file's), beyond the file being read, which keeps its own."""
+    return env_int(CACHE_MB_ENV, DEFAULT_CACHE_MB, minimum=0) * 1024 * 1024
+
+
+def remote_bytes(files: int) -> int:
+    """What `files` open `BlockFile`s of a process may hold together, at most."""
+    return min(files * held_bytes(), max(process_budget(), held_bytes())) if files > 0 else 0
 
 
 class SeekableReader(io.RawIOBase):
@@ -92,6 +108,10 @@ class BlockFile(SeekableReader):
     to the range's end, which FFmpeg's reader accepts) without a request. Ranges less than `hole` bytes apart
     (`ROBOTEMPO_REMOTE_HOLE_KB`, default 1024) are fetched as one. Prefetched ranges have their own budget of
     the same size as the block cache; the oldest are dropped first.
+
+    All open files of a process hold at most `ROBOTEMPO_REMOTE_CACHE_MB` (default 128) of blocks and ranges
+    together, beyond the file being read: past it, the least recently read files give up their oldest bytes
+    first. Keeping the 300 files of a mixture open then costs their decoders, not 300 x 16 MB.
     """
 
     def __init__(
@@ -110,13 +130,17 @@ class BlockFile(SeekableReader):
         self._block = block_size or env_int(BLOCK_KB_ENV, DEFAULT_BLOCK_KB) * 1024
         self._max_blocks = blocks or env_int(BLOCKS_ENV, DEFAULT_BLOCKS)
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._block_bytes = 0  # the bytes in `_blocks`
         # Kept header blocks are reused only for a known version of the object (`version`: what tells it
         # from a rewrite, e.g. the store, size and ETag; a rewrite is another key).
         known = bool(version) and None not in version
         self._header_key = (self.name, version, self._block) if known else None
         if self._header_key is not None:
             self._blocks.update(_headers.get(self._header_key))
+            self._block_bytes = sum(map(len, self._blocks.values()))
         self._ranges = _Ranges(self._block * self._max_blocks)
+        with _shared.lock:
+            _shared.touch(self)
         self.hole = hole or env_int(HOLE_KB_ENV, DEFAULT_HOLE_KB) * 1024
         self._pos = 0
         self._last_end = -1  # where the previous read ended
@@ -130,7 +154,9 @@ class BlockFile(SeekableReader):
         """The container is open: keep the blocks read so far (the file's head and index) for this process's
         next `BlockFile` of the same object version."""
         if self._header_key is not None and self.failure is None:
-            _headers.put(self._header_key, dict(self._blocks))
+            with _shared.lock:
+                blocks = dict(self._blocks)
+            _headers.put(self._header_key, blocks)
 
     @property
     def prefetch_budget(self) -> int:
@@ -141,22 +167,37 @@ class BlockFile(SeekableReader):
         end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
         if end <= self._pos:
             return b""
-        out = self._ranges.read(self._pos, end)
+        with _shared.lock:
+            _shared.touch(self)
+            out = self._ranges.read(self._pos, end)
+            if out is None:
+                first, last = self._pos // self._block, (end - 1) // self._block
+                sequential = self._pos == self._last_end
+                self._ahead = min(self._ahead * 2, max(1, self._max_blocks // 2)) if sequential else 1
+                # the held blocks from `first` on: a short read, FFmpeg may need no more
+                if first in self._blocks:
+                    last = next((b - 1 for b in range(first + 1, last + 1) if b not in self._blocks), last)
+                    out = self._take_blocks(first, last, end)
         if out is None:
-            out = self._read_blocks(end)
+            stop = min(max(last, first + self._ahead - 1), (self._size - 1) // self._block)
+            data = self._fetch(first, stop)
+            with _shared.lock:
+                _shared.touch(self)
+                before = self._bytes()
+                for b in range(first, stop + 1):
+                    old = self._blocks.pop(b, None)
+                    block = self._blocks[b] = data[(b - first) * self._block : (b - first + 1) * self._block]
+                    self._block_bytes += len(block) - (len(old) if old is not None else 0)
+                grown = self._bytes() - before
+                out = self._take_blocks(first, last, end)
+                _shared.charge(self, grown)
         self._pos += len(out)
         self._last_end = self._pos
         return out
 
-    def _read_blocks(self, end: int) -> bytes:
-        first, last = self._pos // self._block, (end - 1) // self._block
-        sequential = self._pos == self._last_end
-        self._ahead = min(self._ahead * 2, max(1, self._max_blocks // 2)) if sequential else 1
-        if first in self._blocks:  # the held blocks from `first` on: a short read, FFmpeg may need no more
-            last = next((b - 1 for b in range(first + 1, last + 1) if b not in self._blocks), last)
-        else:
-            stop = min(max(last, first + self._ahead - 1), (self._size - 1) // self._block)
-            self._fetch(first, stop)
+    def _take_blocks(self, first: int, last: int, end: int) -> bytes:
+        """Bytes from `_pos` to `end` out of held blocks `first..last`, marked recently used; then the oldest
+        past this file's budget dropped (the caller holds the process's lock)."""
         parts = []
         for b in range(first, last + 1):
             data = self._blocks[b]
@@ -164,9 +205,25 @@ class BlockFile(SeekableReader):
             lo = max(self._pos - b * self._block, 0)
             hi = min(end - b * self._block, len(data))
             parts.append(data[lo:hi])
+        before = self._block_bytes
         while len(self._blocks) > max(self._max_blocks, last - first + 1):
-            self._blocks.popitem(last=False)
+            self._block_bytes -= len(self._blocks.popitem(last=False)[1])
+        _shared.held += self._block_bytes - before
         return b"".join(parts) if len(parts) > 1 else parts[0]
+
+    def _bytes(self) -> int:
+        """The bytes this file holds: blocks and prefetched ranges."""
+        return self._block_bytes + self._ranges.held
+
+    def _shed(self, excess: int) -> int:
+        """Drop this file's oldest prefetched ranges, then its oldest blocks, until `excess` bytes are gone or
+        none are left; returns the bytes dropped (the caller holds the process's lock)."""
+        before = self._bytes()
+        while self._bytes() > before - excess and self._ranges.held:
+            self._ranges.drop_oldest()
+        while self._bytes() > before - excess and self._blocks:
+            self._block_bytes -= len(self._blocks.popitem(last=False)[1])
+        return before - self._bytes()
 
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Fetch the byte ranges `[start, end)` not held yet, concurrently; returns the requests made.
@@ -177,17 +234,23 @@ class BlockFile(SeekableReader):
         `prefetch_budget` bytes per call: older ranges make room.
         """
         wanted = _merge(((max(lo, 0), min(hi, self._size)) for lo, hi in ranges), 0)
-        gaps = [g for lo, hi in wanted if not self._cached(lo, hi) for g in self._ranges.missing(lo, hi)]
+        with _shared.lock:
+            _shared.touch(self)
+            gaps = [g for lo, hi in wanted if not self._cached(lo, hi) for g in self._ranges.missing(lo, hi)]
         spans = _merge(gaps, self.hole)
         if not spans:
             return 0
         datas = all_within_deadline([functools.partial(self._read_at, lo, hi) for lo, hi in spans], self.name)
-        for (lo, _), data in zip(spans, datas):
-            self._ranges.add(lo, data)
+        with _shared.lock:
+            _shared.touch(self)
+            before = self._bytes()
+            for (lo, _), data in zip(spans, datas):
+                self._ranges.add(lo, data)
+            _shared.charge(self, self._bytes() - before)
         return len(spans)
 
     def _cached(self, lo: int, hi: int) -> bool:
-        """Whether blocks already held cover `[lo, hi)`."""
+        """Whether blocks already held cover `[lo, hi)` (the caller holds the process's lock)."""
         return all(b in self._blocks for b in range(lo // self._block, (hi - 1) // self._block + 1))
 
     def _read_at(self, lo: int, hi: int) -> bytes:
@@ -196,28 +259,79 @@ class BlockFile(SeekableReader):
         except OSError as e:
             raise classify(e, self.name) from None
 
-    def _fetch(self, first: int, last: int) -> None:
-        """Blocks `first..last` in one ranged read (a round trip costs more than re-reading a few cached
-        blocks among them)."""
+    def _fetch(self, first: int, last: int) -> bytes:
+        """The bytes of blocks `first..last`, in one ranged read (a round trip costs more than re-reading a
+        few cached blocks among them)."""
         if self.failure is not None:
             raise self.failure
         lo = first * self._block
         hi = min((last + 1) * self._block, self._size)
         try:
-            data = within_deadline(lambda: self._read_at(lo, hi), self.name)
+            return within_deadline(lambda: self._read_at(lo, hi), self.name)
         except OSError as e:  # StorageError is one
             self.failure = e
             raise
-        for b in range(first, last + 1):
-            at = (b - first) * self._block
-            self._blocks[b] = data[at : at + self._block]
 
     def close(self) -> None:
         if not self.closed:
-            self._blocks.clear()
-            self._ranges.clear()
+            with _shared.lock:
+                _shared.forget(self)
+                self._blocks.clear()
+                self._block_bytes = 0
+                self._ranges.clear()
             self._source.close()
         super().close()
+
+
+class _Shared:
+    """The open `BlockFile`s of this process, least recently read first, and the bytes they hold together;
+    past `process_budget()` the least recently read give up their oldest bytes. One lock guards every
+    file's blocks and ranges (each read's work under it is a few dictionary operations; requests are made
+    outside it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.files: OrderedDict[int, weakref.ref[BlockFile]] = OrderedDict()
+        self.held = 0
+
+    def touch(self, f: BlockFile) -> None:
+        """`f` is being read: the most recently used (the caller holds the lock)."""
+        key = id(f)
+        if key in self.files:
+            self.files.move_to_end(key)
+        else:  # new, or opened before a fork
+            self.files[key] = weakref.ref(f)
+            self.held += f._bytes()
+
+    def forget(self, f: BlockFile) -> None:
+        ref = self.files.get(id(f))
+        if ref is not None and ref() is f:
+            del self.files[id(f)]
+            self.held -= f._bytes()
+
+    def charge(self, f: BlockFile, grown: int) -> None:
+        """`f` (being read) grew by `grown` bytes: past the budget, other files give up their oldest bytes,
+        the least recently read first (the caller holds the lock)."""
+        self.held += grown
+        budget = process_budget()
+        if self.held <= budget:
+            return
+        for key in list(self.files):
+            ref = self.files.get(key)  # a file collected while shedding closes itself
+            victim = ref() if ref is not None else None
+            if victim is None:  # collected without a close: recount what the others hold
+                self.files.pop(key, None)
+                self.held = sum(g._bytes() for r in self.files.values() if (g := r()) is not None)
+                continue
+            if victim is not f:
+                self.held -= victim._shed(self.held - budget)
+            if self.held <= budget:
+                return
+
+    def after_fork(self) -> None:  # a fork while another thread held the lock would leave it held
+        self.lock = threading.RLock()
+        self.files = OrderedDict()
+        self.held = 0
 
 
 class _HeaderBlocks:
@@ -257,6 +371,8 @@ class _HeaderBlocks:
 
 _headers = _HeaderBlocks()
 os.register_at_fork(after_in_child=_headers.after_fork)
+_shared = _Shared()
+os.register_at_fork(after_in_child=_shared.after_fork)
 
 
 def _merge(ranges: Iterable[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
@@ -277,7 +393,7 @@ class _Ranges:
         self.budget = budget
         self._starts: list[int] = []  # sorted
         self._data: dict[int, bytes] = {}  # start -> bytes, oldest first
-        self._held = 0
+        self.held = 0
 
     def read(self, pos: int, end: int) -> bytes | None:
         """Bytes from `pos` to `end` or to the end of the range holding `pos`; None if no range holds it."""
@@ -320,13 +436,16 @@ class _Ranges:
                 i += 1
         bisect.insort(self._starts, start)
         self._data[start] = data
-        self._held += len(data)
-        while self._held > self.budget and len(self._data) > 1:
-            self._drop(next(iter(self._data)))
+        self.held += len(data)
+        while self.held > self.budget and len(self._data) > 1:
+            self.drop_oldest()
+
+    def drop_oldest(self) -> None:
+        self._drop(next(iter(self._data)))
 
     def _drop(self, start: int) -> None:
-        self._held -= len(self._data.pop(start))
+        self.held -= len(self._data.pop(start))
         self._starts.pop(bisect.bisect_left(self._starts, start))
 
     def clear(self) -> None:
-        self._starts, self._data, self._held = [], {}, 0
+        self._starts, self._data, self.held = [], {}, 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -13,7 +14,7 @@ from pathlib import Path
 from robotempo.env import descriptor_limit, env_int
 from robotempo.forksafe import ProcessLocal
 from robotempo.fs import FileRef, as_file
-from robotempo.fs.blockfile import held_bytes
+from robotempo.fs.blockfile import remote_bytes
 from robotempo.video.reader import VideoReader
 
 logger = logging.getLogger(__name__)
@@ -23,30 +24,41 @@ DEFAULT_CACHE_SIZE = 8
 # What a default-sized cache may spend to keep every file of its datasets open, per process (a DataLoader
 # worker is one): in a loader an open decoder holds ~1.5 MB at 224x224 (H.264), 3.5 MB (H.264) and 2.4 MB
 # (AV1) at 480x640 (`benchmarks/bench_video_cache.py`); estimated as 1 MB + 8 bytes per pixel, plus the
-# blocks a file in an object store keeps (`fs.blockfile.held_bytes`, 16 MB by default).
+# blocks files in an object store keep (`fs.blockfile.remote_bytes`: 16 MB each, at most 128 MB together).
 DECODER_BUDGET_BYTES = 1 << 30
 
 
-def decoder_bytes(pixels: int, remote: bool = False) -> int:
+def decoder_bytes(pixels: int) -> int:
     """Estimated memory of one open video file of frames of `pixels` pixels: its decoder's buffers, demuxer
-    and index, and for a file in an object store (`remote`) the blocks and prefetched ranges it keeps."""
-    return (1 << 20) + 8 * max(int(pixels), 0) + (held_bytes() if remote else 0)
+    and index (a file of an object store also holds blocks: `open_bytes`)."""
+    return (1 << 20) + 8 * max(int(pixels), 0)
 
 
-def fitted_size(cameras: int, files: int, file_bytes: int) -> int:
+def open_bytes(n: int, file_bytes: int, remote_share: float = 0.0) -> int:
+    """Estimated memory of `n` open video files costing `file_bytes` each (`decoder_bytes`), `remote_share`
+    of them in an object store (their blocks and prefetched ranges: `fs.blockfile.remote_bytes`)."""
+    return n * file_bytes + remote_bytes(math.ceil(n * remote_share))
+
+
+def fitted_size(cameras: int, files: int, file_bytes: int, remote: int = 0) -> int:
     """The default size for datasets of `cameras` video cameras (the most of any) reading `files` video files
     together (a dataset's own, a Mixture's all), each costing `file_bytes` open (`decoder_bytes`; a
-    Mixture's average): 8 files per camera (a random batch reads a file of each camera; sequential reads
-    keep a few), or every file as far as they fit in `DECODER_BUDGET_BYTES` and in a quarter of the process's
-    open-file limit, if that covers at least 3/4 of the files. A smaller cover stays at 8 per camera: a
-    random read hits an open file only about as often as the cache covers the files, less with LRU under a
-    mixture's batches (measured: 64 of 120 files open ran as slowly as 4; a simulation: 20% hits at 64 of
-    120, 72% at 225 of 300)."""
+    Mixture's average), `remote` of them in an object store: 8 files per camera (a random batch reads a file
+    of each camera; sequential reads keep a few), or every file as far as they fit in `DECODER_BUDGET_BYTES`
+    (`open_bytes`) and in a quarter of the process's open-file limit, if that covers at least 3/4 of the
+    files. A smaller cover stays at 8 per camera: a random read hits an open file only about as often as the
+    cache covers the files, less with LRU under a mixture's batches (measured: 64 of 120 files open ran as
+    slowly as 4; a simulation: 20% hits at 64 of 120, 72% at 225 of 300)."""
     floor = DEFAULT_CACHE_SIZE * max(cameras, 1)
     if files <= floor:
         return floor
-    cover = min(files, _descriptor_cap(), DECODER_BUDGET_BYTES // max(file_bytes, 1 << 20))
-    return cover if 4 * cover >= 3 * files else floor
+    share = min(max(remote, 0) / files, 1.0)
+    per = max(file_bytes, 1 << 20)
+    lo, hi = 0, min(files, _descriptor_cap())  # the most files that fit: open_bytes grows with n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if open_bytes(mid, per, share) <= DECODER_BUDGET_BYTES else (lo, mid - 1)
+    return lo if 4 * lo >= 3 * files else floor
 
 
 def _descriptor_cap() -> int:
@@ -57,7 +69,7 @@ def _descriptor_cap() -> int:
 _noted: set[tuple] = set()  # what this process has logged: ("warn", ...) and ("note", ...) keys
 
 
-def note_cover(cameras: int, files: int, file_bytes: int, size: int | None = None) -> None:
+def note_cover(cameras: int, files: int, file_bytes: int, remote: int = 0, size: int | None = None) -> None:
     """Log once per process, where the datasets are opened, when the default cache cannot keep every one of
     `files` video files open, and the size that would; and warn when an explicit size (`size`, a dataset's
     `video_cache_size`, or `ROBOTEMPO_VIDEO_CACHE_SIZE`) may keep more files open than half the open-file
@@ -78,20 +90,21 @@ def note_cover(cameras: int, files: int, file_bytes: int, size: int | None = Non
                 size, reachable, files, limit, CACHE_SIZE_ENV,
             )  # fmt: skip
         return
-    fitted = fitted_size(cameras, files, file_bytes)
-    if fitted >= files or ("note", cameras, files, file_bytes) in _noted:
+    fitted = fitted_size(cameras, files, file_bytes, remote)
+    if fitted >= files or ("note", cameras, files, file_bytes, remote) in _noted:
         return
-    _noted.add(("note", cameras, files, file_bytes))
+    _noted.add(("note", cameras, files, file_bytes, remote))
     first = (
         ""
         if limit is None or files <= limit // 2
         else f"raise the open-file limit ({limit}: ulimit -n), then "
     )
+    memory = open_bytes(files, file_bytes, remote / files) / 1e6
     logger.info(
         "%d video files are read through one decoder cache of %d per process: a random read often reopens "
         "its file. To keep them all open, %sset %s=%d (up to %.0f MB per process, each DataLoader worker is "
         "one, and %d open files)",
-        files, fitted, first, CACHE_SIZE_ENV, files, files * file_bytes / 1e6, files,
+        files, fitted, first, CACHE_SIZE_ENV, files, memory, files,
     )  # fmt: skip
 
 
@@ -146,11 +159,11 @@ class VideoDecoderCache:
         self.max_size = max_size
         self._state: ProcessLocal[_State] = ProcessLocal(_State)
 
-    def fit(self, cameras: int, files: int = 0, file_bytes: int = 0) -> None:
+    def fit(self, cameras: int, files: int = 0, file_bytes: int = 0, remote: int = 0) -> None:
         """Grow a cache sized by default for datasets reading through it to `fitted_size`; an explicit size
         (argument or `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
         if self.sized_by_default:
-            self.max_size = max(self.max_size, fitted_size(cameras, files, file_bytes))
+            self.max_size = max(self.max_size, fitted_size(cameras, files, file_bytes, remote))
 
     def __getstate__(self) -> dict:
         return {"max_size": self.max_size}

@@ -152,6 +152,8 @@ class VideoReader:
         self._drop_generator()
         self._prev = self._cur = None
         self._container.close()
+        if self._blocks is not None:  # its blocks leave the process's budget now, not when collected
+            self._blocks.close()
         self.closed = True
 
     # --- public --------------------------------------------------------------------------------------------
