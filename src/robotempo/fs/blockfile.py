@@ -183,14 +183,12 @@ class BlockFile(SeekableReader):
             data = self._fetch(first, stop)
             with _shared.lock:
                 _shared.touch(self)
-                before = self._bytes()
                 for b in range(first, stop + 1):
                     old = self._blocks.pop(b, None)
                     block = self._blocks[b] = data[(b - first) * self._block : (b - first + 1) * self._block]
                     self._block_bytes += len(block) - (len(old) if old is not None else 0)
-                grown = self._bytes() - before
                 out = self._take_blocks(first, last, end)
-                _shared.charge(self, grown)
+                _shared.charge(self)
         self._pos += len(out)
         self._last_end = self._pos
         return out
@@ -205,25 +203,23 @@ class BlockFile(SeekableReader):
             lo = max(self._pos - b * self._block, 0)
             hi = min(end - b * self._block, len(data))
             parts.append(data[lo:hi])
-        before = self._block_bytes
         while len(self._blocks) > max(self._max_blocks, last - first + 1):
             self._block_bytes -= len(self._blocks.popitem(last=False)[1])
-        _shared.held += self._block_bytes - before
+        _shared.settle(self)
         return b"".join(parts) if len(parts) > 1 else parts[0]
 
     def _bytes(self) -> int:
         """The bytes this file holds: blocks and prefetched ranges."""
         return self._block_bytes + self._ranges.held
 
-    def _shed(self, excess: int) -> int:
+    def _shed(self, excess: int) -> None:
         """Drop this file's oldest prefetched ranges, then its oldest blocks, until `excess` bytes are gone or
-        none are left; returns the bytes dropped (the caller holds the process's lock)."""
-        before = self._bytes()
-        while self._bytes() > before - excess and self._ranges.held:
+        none are left (the caller holds the process's lock)."""
+        floor = self._bytes() - excess
+        while self._bytes() > floor and self._ranges.held:
             self._ranges.drop_oldest()
-        while self._bytes() > before - excess and self._blocks:
+        while self._bytes() > floor and self._blocks:
             self._block_bytes -= len(self._blocks.popitem(last=False)[1])
-        return before - self._bytes()
 
     def prefetch(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Fetch the byte ranges `[start, end)` not held yet, concurrently; returns the requests made.
@@ -243,10 +239,9 @@ class BlockFile(SeekableReader):
         datas = all_within_deadline([functools.partial(self._read_at, lo, hi) for lo, hi in spans], self.name)
         with _shared.lock:
             _shared.touch(self)
-            before = self._bytes()
             for (lo, _), data in zip(spans, datas):
                 self._ranges.add(lo, data)
-            _shared.charge(self, self._bytes() - before)
+            _shared.charge(self)
         return len(spans)
 
     def _cached(self, lo: int, hi: int) -> bool:
@@ -283,6 +278,16 @@ class BlockFile(SeekableReader):
         super().close()
 
 
+class _Entry:
+    """A file's place in `_Shared`: the bytes counted for it, kept apart from the file so that a file the
+    garbage collector frees without a close (its weak reference already cleared) still leaves the count."""
+
+    __slots__ = ("key", "ref", "bytes")
+
+    def __init__(self, f: BlockFile):
+        self.key, self.ref, self.bytes = id(f), weakref.ref(f), 0
+
+
 class _Shared:
     """The open `BlockFile`s of this process, least recently read first, and the bytes they hold together;
     past `process_budget()` the least recently read give up their oldest bytes. One lock guards every
@@ -291,47 +296,66 @@ class _Shared:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.files: OrderedDict[int, weakref.ref[BlockFile]] = OrderedDict()
+        self.files: OrderedDict[int, _Entry] = OrderedDict()
         self.held = 0
 
     def touch(self, f: BlockFile) -> None:
         """`f` is being read: the most recently used (the caller holds the lock)."""
-        key = id(f)
-        if key in self.files:
-            self.files.move_to_end(key)
-        else:  # new, or opened before a fork
-            self.files[key] = weakref.ref(f)
-            self.held += f._bytes()
+        entry = self.files.get(id(f))
+        if entry is not None and entry.ref() is f:
+            self.files.move_to_end(entry.key)
+            return
+        if entry is not None:  # a freed file's, whose id `f` reuses
+            self.remove(entry)
+        entry = self.files[id(f)] = _Entry(f)  # new, or opened before a fork
+        weakref.finalize(f, _gone, entry).atexit = False
+        self.settle(f)
+
+    def settle(self, f: BlockFile) -> None:
+        """Count what `f` holds now (the caller holds the lock)."""
+        entry = self.files.get(id(f))
+        if entry is not None and entry.ref() is f:
+            now = f._bytes()
+            self.held += now - entry.bytes
+            entry.bytes = now
+
+    def remove(self, entry: _Entry) -> None:
+        """Take a file's entry and its bytes out of the count, if still in it (the caller holds the lock)."""
+        if self.files.get(entry.key) is entry:
+            del self.files[entry.key]
+            self.held -= entry.bytes
 
     def forget(self, f: BlockFile) -> None:
-        ref = self.files.get(id(f))
-        if ref is not None and ref() is f:
-            del self.files[id(f)]
-            self.held -= f._bytes()
+        entry = self.files.get(id(f))
+        if entry is not None and entry.ref() is f:
+            self.remove(entry)
 
-    def charge(self, f: BlockFile, grown: int) -> None:
-        """`f` (being read) grew by `grown` bytes: past the budget, other files give up their oldest bytes,
-        the least recently read first (the caller holds the lock)."""
-        self.held += grown
+    def charge(self, f: BlockFile) -> None:
+        """`f` (being read) may have grown: count it; past the budget, other files give up their oldest
+        bytes, the least recently read first (the caller holds the lock)."""
+        self.settle(f)
         budget = process_budget()
-        if self.held <= budget:
-            return
-        for key in list(self.files):
-            ref = self.files.get(key)  # a file collected while shedding closes itself
-            victim = ref() if ref is not None else None
-            if victim is None:  # collected without a close: recount what the others hold
-                self.files.pop(key, None)
-                self.held = sum(g._bytes() for r in self.files.values() if (g := r()) is not None)
-                continue
-            if victim is not f:
-                self.held -= victim._shed(self.held - budget)
+        for entry in list(self.files.values()):
             if self.held <= budget:
                 return
+            victim = entry.ref()
+            if victim is None:  # freed, its finalizer not run yet
+                self.remove(entry)
+            elif victim is not f:
+                victim._shed(self.held - budget)
+                self.settle(victim)
 
     def after_fork(self) -> None:  # a fork while another thread held the lock would leave it held
         self.lock = threading.RLock()
         self.files = OrderedDict()
         self.held = 0
+
+
+def _gone(entry: _Entry) -> None:
+    """A file freed, closed or not (the garbage collector clears a cycle's weak references before its
+    finalizers run, so the file's own close cannot find its entry)."""
+    with _shared.lock:
+        _shared.remove(entry)
 
 
 class _HeaderBlocks:
