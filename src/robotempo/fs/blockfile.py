@@ -335,15 +335,18 @@ class _Shared:
         bytes, the least recently read first (the caller holds the lock)."""
         self.settle(f)
         budget = process_budget()
-        for entry in list(self.files.values()):
-            if self.held <= budget:
-                return
+        while self.held > budget:
+            entry = next(iter(self.files.values()))  # the least recently read; `f` is the most recent
             victim = entry.ref()
+            if victim is f:  # only emptied files are newer: `f` keeps its own
+                return
             if victim is None:  # freed, its finalizer not run yet
                 self.remove(entry)
-            elif victim is not f:
-                victim._shed(self.held - budget)
-                self.settle(victim)
+                continue
+            victim._shed(self.held - budget)
+            self.settle(victim)
+            if entry.bytes == 0:  # emptied: behind the others, so the next charge does not walk past it
+                self.files.move_to_end(entry.key)
 
     def after_fork(self) -> None:  # a fork while another thread held the lock would leave it held
         self.lock = threading.RLock()
