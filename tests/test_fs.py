@@ -221,6 +221,8 @@ def test_blockfile_open_files_of_a_process_hold_one_budget_together(monkeypatch)
         got = files[i].read(int(rng.integers(1, 70_000)))
         assert got == datas[i][at : at + len(got)] and got
         assert sum(held()) <= budget + own and shared.held == sum(held())
+    # Only files holding bytes are in the shedding order (a charge walks no emptied file).
+    assert all(e.bytes > 0 for e in list(shared.order.values())[:-1])
     # A closed file, one dropped without a close, and one the garbage collector frees from a cycle (its weak
     # reference cleared before its close runs: a store failure's traceback holds the file) leave the count.
     files.pop().close()

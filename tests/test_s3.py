@@ -23,7 +23,13 @@ import pytest
 import torch
 
 from robotempo.dataset import LeRobotDataset, collate
-from robotempo.errors import DatasetFormatError, MissingFileError, StorageError, VideoMismatchError
+from robotempo.errors import (
+    ConfigError,
+    DatasetFormatError,
+    MissingFileError,
+    StorageError,
+    VideoMismatchError,
+)
 from robotempo.fs.store import abandoned_requests
 from robotempo.synth import CAMERA_KEY, write_synthetic
 
@@ -969,6 +975,14 @@ def test_open_files_of_a_store_keep_their_bytes_within_the_process_budget(
     assert len(readers) == remote._video_files > 1 and len(held_by) > 1  # all open, the bytes moved between
     remote._video().close()
     assert blockfile._shared.held == 0 and not blockfile._shared.files
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1", "1.5"])
+def test_a_bad_process_block_budget_fails_at_the_open(store, v30_video_dataset, monkeypatch, bad):
+    """Not inside a DataLoader worker's first read, raised through PyAV's open."""
+    monkeypatch.setenv("ROBOTEMPO_REMOTE_CACHE_MB", bad)
+    with pytest.raises(ConfigError, match=r"ROBOTEMPO_REMOTE_CACHE_MB=.*Fix: set it to e.g. 128"):
+        _fresh(store, v30_video_dataset, "bad-budget")
 
 
 def test_an_open_video_file_in_a_store_costs_its_blocks_in_the_decoder_cache_budget(

@@ -34,6 +34,7 @@ from robotempo.errors import (
 )
 from robotempo.format import DatasetMeta, read_metadata
 from robotempo.fs import FileRef, as_root
+from robotempo.fs.blockfile import process_budget
 from robotempo.selection import select_episodes
 from robotempo.shm_pool import pack_batch, shared_tensor
 from robotempo.store.frames import FrameTable
@@ -308,6 +309,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._video_files = sum(len(codes) for codes in self._video_codes.values())
         self._video_file_bytes = decoder_bytes(pixels)
         self._video_remote = not self.location.is_local  # its files hold blocks too (`cache.open_bytes`)
+        if self._video_remote and self.video_keys:
+            process_budget()  # a bad ROBOTEMPO_REMOTE_CACHE_MB fails here, not inside a worker's first read
         remote_files = self._video_files if self._video_remote else 0
         self._shared_video = (self._video_files, self._video_file_bytes, remote_files)
         if self._video_cache_size is not None or not OPENED_BY_MIXTURE.get():

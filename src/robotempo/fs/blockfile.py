@@ -46,8 +46,9 @@ def process_budget() -> int:
 
 
 def remote_bytes(files: int) -> int:
-    """What `files` open `BlockFile`s of a process may hold together, at most."""
-    return min(files * held_bytes(), max(process_budget(), held_bytes())) if files > 0 else 0
+    """What `files` open `BlockFile`s of a process may hold together, at most: 16 MB each, and at most the
+    process's budget plus the file being read."""
+    return min(files * held_bytes(), process_budget() + held_bytes()) if files > 0 else 0
 
 
 class SeekableReader(io.RawIOBase):
@@ -289,26 +290,26 @@ class _Entry:
 
 
 class _Shared:
-    """The open `BlockFile`s of this process, least recently read first, and the bytes they hold together;
-    past `process_budget()` the least recently read give up their oldest bytes. One lock guards every
-    file's blocks and ranges (each read's work under it is a few dictionary operations; requests are made
-    outside it)."""
+    """The open `BlockFile`s of this process and the bytes they hold together; past `process_budget()` the
+    least recently read give up their oldest bytes. One lock guards every file's blocks and ranges (each
+    read's work under it is a few dictionary operations; requests are made outside it)."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.files: OrderedDict[int, _Entry] = OrderedDict()
+        self.files: dict[int, _Entry] = {}  # every open file's entry
+        self.order: OrderedDict[int, _Entry] = OrderedDict()  # those holding bytes, least recently read first
         self.held = 0
 
     def touch(self, f: BlockFile) -> None:
         """`f` is being read: the most recently used (the caller holds the lock)."""
         entry = self.files.get(id(f))
-        if entry is not None and entry.ref() is f:
-            self.files.move_to_end(entry.key)
-            return
-        if entry is not None:  # a freed file's, whose id `f` reuses
-            self.remove(entry)
-        entry = self.files[id(f)] = _Entry(f)  # new, or opened before a fork
-        weakref.finalize(f, _gone, entry).atexit = False
+        if entry is None or entry.ref() is not f:
+            if entry is not None:  # a freed file's, whose id `f` reuses
+                self.remove(entry)
+            entry = self.files[id(f)] = _Entry(f)  # new, or opened before a fork
+            weakref.finalize(f, _gone, entry).atexit = False
+        self.order[entry.key] = entry
+        self.order.move_to_end(entry.key)
         self.settle(f)
 
     def settle(self, f: BlockFile) -> None:
@@ -323,6 +324,7 @@ class _Shared:
         """Take a file's entry and its bytes out of the count, if still in it (the caller holds the lock)."""
         if self.files.get(entry.key) is entry:
             del self.files[entry.key]
+            self.order.pop(entry.key, None)
             self.held -= entry.bytes
 
     def forget(self, f: BlockFile) -> None:
@@ -331,26 +333,28 @@ class _Shared:
             self.remove(entry)
 
     def charge(self, f: BlockFile) -> None:
-        """`f` (being read) may have grown: count it; past the budget, other files give up their oldest
-        bytes, the least recently read first (the caller holds the lock)."""
+        """`f` (being read, the most recent) may have grown: count it; past the budget, other files give up
+        their oldest bytes, the least recently read first (the caller holds the lock). An emptied file leaves
+        the order until it is read again, so each charge walks only files that hold bytes."""
         self.settle(f)
         budget = process_budget()
-        while self.held > budget:
-            entry = next(iter(self.files.values()))  # the least recently read; `f` is the most recent
+        while self.held > budget and self.order:
+            entry = next(iter(self.order.values()))
             victim = entry.ref()
-            if victim is f:  # only emptied files are newer: `f` keeps its own
+            if victim is f:  # the only file left holding bytes: it keeps its own
                 return
             if victim is None:  # freed, its finalizer not run yet
                 self.remove(entry)
                 continue
             victim._shed(self.held - budget)
             self.settle(victim)
-            if entry.bytes == 0:  # emptied: behind the others, so the next charge does not walk past it
-                self.files.move_to_end(entry.key)
+            if entry.bytes == 0:
+                self.order.pop(entry.key, None)
 
     def after_fork(self) -> None:  # a fork while another thread held the lock would leave it held
         self.lock = threading.RLock()
-        self.files = OrderedDict()
+        self.files = {}
+        self.order = OrderedDict()
         self.held = 0
 
 
