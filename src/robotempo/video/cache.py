@@ -24,7 +24,8 @@ DEFAULT_CACHE_SIZE = 8
 # What a default-sized cache may spend to keep every file of its datasets open, per process (a DataLoader
 # worker is one): in a loader an open decoder holds ~1.5 MB at 224x224 (H.264), 3.5 MB (H.264) and 2.4 MB
 # (AV1) at 480x640 (`benchmarks/bench_video_cache.py`); estimated as 1 MB + 8 bytes per pixel, plus the
-# blocks files in an object store keep (`fs.blockfile.remote_bytes`: 16 MB each, at most 128 MB together).
+# blocks files in an object store keep (`fs.blockfile.remote_bytes`: 16 MB each, at most 128 MB together
+# beyond the file being read).
 DECODER_BUDGET_BYTES = 1 << 30
 
 
