@@ -277,6 +277,38 @@ def test_blockfile_budget_holds_under_threads_reading_their_own_files(monkeypatc
     assert blockfile._shared.held == 0
 
 
+def test_a_fork_waits_for_the_store_operations_under_way():
+    """pyarrow's S3 client holds a lock shared by every operation under way: a child forked during one
+    inherits it held and its first client waits forever. A fork waits until none is under way, and holds new
+    ones back until it is done."""
+    import threading
+    import time
+
+    from robotempo.fs import store
+
+    started, log = threading.Event(), []
+
+    def slow() -> str:
+        started.set()
+        time.sleep(0.5)
+        log.append(("op done", time.monotonic()))
+        return "ok"
+
+    t = threading.Thread(target=lambda: log.append(("result", store.within_deadline(slow, "s3://b/x"))))
+    t.start()
+    assert started.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: no operation of its own under way, none held back
+        os._exit(0 if store._fork_gate.busy == 0 and not store._fork_gate.forking else 1)
+    forked = time.monotonic()
+    _, status = os.waitpid(pid, 0)
+    t.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert log[0][0] == "op done" and log[0][1] <= forked and ("result", "ok") in log
+    assert store._fork_gate.busy == 0 and not store._fork_gate.forking
+    assert store.within_deadline(lambda: "again", "s3://b/x") == "again"  # new operations run after the fork
+
+
 def test_blockfile_budget_starts_empty_in_a_forked_child(monkeypatch):
     from robotempo.fs import blockfile
 

@@ -4,6 +4,7 @@ one store operation."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -12,7 +13,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -118,7 +119,8 @@ def _retrying(call: Callable[[], T]) -> Callable[[], T]:
         attempt = 0
         while True:
             try:
-                result = call()
+                with _fork_gate.operation():
+                    result = call()
             except OSError as e:
                 text = str(e)
                 attempt += 1
@@ -134,6 +136,54 @@ def _retrying(call: Callable[[], T]) -> Callable[[], T]:
             return result
 
     return run
+
+
+class _ForkGate:
+    """The store operations under way in this process. A fork waits until none is (at most `FORK_WAIT_S`; ones
+    given up at their deadline do not count) and holds new ones back until it is done: pyarrow's S3 client
+    holds a lock shared by every operation under way, a child forked during one inherits it held, and the
+    child's first client then waits forever (QA, 2026-12-02: DataLoader workers forked while another thread of
+    the main process read a bucket hung in `ClientBuilder::BuildClient` in 8 of 20 rounds)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.busy = 0
+        self.forking = False
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        with self.cond:
+            while self.forking:
+                self.cond.wait()
+            self.busy += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.busy -= 1
+                self.cond.notify_all()
+
+    def before_fork(self) -> None:
+        with self.cond:
+            self.forking = True
+            self.cond.wait_for(lambda: self.busy <= abandoned_requests(), timeout=FORK_WAIT_S)
+
+    def after_fork_in_parent(self) -> None:
+        with self.cond:
+            self.forking = False
+            self.cond.notify_all()
+
+    def after_fork_in_child(self) -> None:  # the parent's operations are not this process's
+        self.__init__()  # type: ignore[misc]
+
+
+FORK_WAIT_S = 5.0
+_fork_gate = _ForkGate()
+os.register_at_fork(
+    before=_fork_gate.before_fork,
+    after_in_parent=_fork_gate.after_fork_in_parent,
+    after_in_child=_fork_gate.after_fork_in_child,
+)
 
 
 # The process that started this one, as it was when this one began (at import, or at fork): a DataLoader
