@@ -236,3 +236,20 @@ def shut_down_failed_loaders() -> None:
 def _failed_loaders_shut_down():
     yield
     shut_down_failed_loaders()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _children_use_the_sessions_temp_dir(tmp_path_factory):
+    """Processes the tests start (torchrun, whose agent makes a `torchelastic_*` log folder it never removes;
+    a killed worker's `pymp-*` folder) make their temporary files under the session's folder, which pytest
+    removes with its old sessions, not in the machine's /tmp (a whole run left ~60 folders there)."""
+    import os
+
+    scratch = tmp_path_factory.mktemp("children-tmp")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(scratch)
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
