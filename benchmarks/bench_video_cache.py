@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/bench_video_cache.py --size 224x224 --codecs av1 --sizes default,64,8
     .venv/bin/python benchmarks/bench_video_cache.py --store s3 --latency-ms 10 --before 912458d \
         --codecs h264 --sizes default,120
+    .venv/bin/python benchmarks/bench_video_cache.py --concat --before 6a33bc2 --sizes default
 
 Corpus (written once under DIR/video-cache/<version>-<size>-<codec>, reused): N datasets of 3 video cameras
 at 30 fps (LeRobot's codec settings: GOP 2), 4 episodes of ~40 frames each: v3.0 puts them in one MP4 file
@@ -21,7 +22,8 @@ picks: `max_size` in the table); a number sets it.
 `--store s3` reads the datasets from an S3 server on 127.0.0.1 (moto, as the tests start it) through a relay
 that holds each response back `--latency-ms` and counts requests; worker RSS then includes the blocks and
 prefetched ranges the open files keep. `--before COMMIT` runs that commit's `src/` (git archive) beside this
-checkout's, interleaved, for every cache size.
+checkout's, interleaved, for every cache size. `--concat` reads the datasets side by side as a LeRobot user
+combines them, a torch `ConcatDataset` with a `RandomSampler`, one item at a time, instead of a `Mixture`.
 """
 
 from __future__ import annotations
@@ -104,10 +106,18 @@ def worker(args) -> None:
     extra = {"storage_options": options} if options else {}
     specs = [{"repo_id": r.rstrip("/").rsplit("/", 1)[-1], "root": r, "speed_labels": False,
               "return_uint8": True, **extra} for r in roots]  # fmt: skip
-    mix = Mixture(specs, delta_timestamps=delta)
-    sampler = Sampler(mix, seed=0, rank=0, world_size=1)
+    if args.concat:  # side by side, as a LeRobot user combines datasets: one item at a time
+        from robotempo import LeRobotDataset
+
+        datasets = [LeRobotDataset(**spec, delta_timestamps=delta) for spec in specs]
+        data = torch.utils.data.ConcatDataset(datasets)
+        sampler = torch.utils.data.RandomSampler(data, generator=torch.Generator().manual_seed(0))
+    else:
+        data = Mixture(specs, delta_timestamps=delta)
+        datasets = data.datasets
+        sampler = Sampler(data, seed=0, rank=0, world_size=1)
     loader = torch.utils.data.DataLoader(
-        mix, batch_size=BATCH, sampler=sampler, num_workers=WORKERS, collate_fn=collate,
+        data, batch_size=BATCH, sampler=sampler, num_workers=WORKERS, collate_fn=collate,
         multiprocessing_context="fork", prefetch_factor=2,
     )  # fmt: skip
     peaks: dict[int, dict] = {}
@@ -135,10 +145,12 @@ def worker(args) -> None:
     sampler_thread.join()
     assert batch[CAMERAS[0]].shape[:2] == (BATCH, 2)
     workers = [p for p in peaks.values() if p["rss"] > 0]
+    for ds in datasets:  # every dataset joins this process's cache, as each has in the workers
+        ds._video()
     emit(
         {
             "cache_size": args.cache_size,
-            "max_size": mix.datasets[0]._video().cache.max_size,  # what each worker's cache grew to
+            "max_size": datasets[0]._video().cache.max_size,  # what each worker's cache grew to
             "samples_per_s": args.batches * BATCH / seconds,
             "worker_rss_mb": max(p["rss"] for p in workers) / 1e6,
             "worker_uss_mb": max(p["uss"] for p in workers) / 1e6,
@@ -148,7 +160,7 @@ def worker(args) -> None:
 
 
 def run(roots: list[str], cache_size: str, warmup: int, batches: int, src: Path | None = None,
-        options: dict | None = None, gate=None) -> dict:  # fmt: skip
+        options: dict | None = None, gate=None, concat: bool = False) -> dict:  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("ROBOTEMPO_VIDEO_CACHE_SIZE", None)
     if src is not None:
@@ -157,6 +169,8 @@ def run(roots: list[str], cache_size: str, warmup: int, batches: int, src: Path 
         env["ROBOTEMPO_VIDEO_CACHE_SIZE"] = cache_size
     cmd = [str(PYTHON), __file__, "--worker", "--roots", ",".join(map(str, roots)),
            "--cache-size", cache_size, "--warmup", str(warmup), "--batches", str(batches)]  # fmt: skip
+    if concat:
+        cmd.append("--concat")
     if options:
         cmd += ["--options", json.dumps(options)]
     if gate is not None:
@@ -189,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", default="local", choices=("local", "s3"), help="where the datasets are read")
     ap.add_argument("--latency-ms", type=float, default=10.0, help="with --store s3: per response")
     ap.add_argument("--before", help="also run this commit's src/ (git archive), interleaved")
+    ap.add_argument(
+        "--concat",
+        action="store_true",
+        help="a torch ConcatDataset of the datasets and a RandomSampler instead of a Mixture",
+    )
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--options", help=argparse.SUPPRESS)
@@ -227,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds):
                 for s in sizes:
                     for sy, src in systems.items():
-                        got = run(roots, s, warmup, batches, src, options, gate)
+                        got = run(roots, s, warmup, batches, src, options, gate, args.concat)
                         runs[sy, s].append(got)
                         print(f"{codec} round {r + 1}: {sy}: cache {s}: {got['samples_per_s']:.1f} samples/s",
                               flush=True)  # fmt: skip
@@ -240,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         if store is not None:
             store.stop()
     where = f"in S3 on 127.0.0.1 ({args.latency_ms:g} ms per response)" if store is not None else "local"
-    print(f"\n{n} {args.version} datasets x 3 cameras at {h}x{w}, {where}, {WORKERS} fork workers, "
+    how = "a ConcatDataset of" if args.concat else "a Mixture of"
+    print(f"\n{how} {n} {args.version} datasets x 3 cameras at {h}x{w}, {where}, {WORKERS} fork workers, "
           f"batch {BATCH}, medians of {args.rounds}")  # fmt: skip
     fetched = f" {'requests':>9} {'KB/sample':>10}" if store is not None else ""
     print(f"{'codec':6} {'system':>16} {'cache':>8} {'max_size':>8} {'samples/s':>10} {'vs first':>9} "
@@ -261,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     quick = "-quick" if args.quick else ""
     s3 = f"-s3-{args.latency_ms:g}ms" if store is not None else ""
     s3 += f"-noise{args.noise:g}" if args.noise is not None else ""
+    s3 += "-concat" if args.concat else ""
     path = out / f"{dt.date.today()}-video-cache-{args.version}-{h}x{w}-{n}ds{s3}{quick}.json"
     record = {"version": args.version, "datasets": n, "size": [h, w], "workers": WORKERS, "batch": BATCH,
-              "noise": args.noise, "store": args.store,
+              "noise": args.noise, "store": args.store, "concat": args.concat,
               "latency_ms": args.latency_ms if store is not None else None,
               "load": os.getloadavg(), "rows": rows}  # fmt: skip
     path.write_text(json.dumps(record, indent=1))

@@ -239,6 +239,62 @@ def test_datasets_size_the_process_decoder_cache_per_camera(tmp_path, monkeypatc
     capped._video().close()
 
 
+class _WithCache(torch.utils.data.Dataset):
+    """Items of `inner` with what the reading process's decoder cache holds after reading each."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        from robotempo.video import decoder
+
+        item = self.inner[i]
+        cache = decoder.default_fetcher().cache
+        return {"index": item["index"], "open": len(cache), "max_size": cache.max_size}
+
+
+def test_datasets_side_by_side_size_the_decoder_cache_together(tmp_path, monkeypatch):
+    """Datasets read side by side without a Mixture (a torch ConcatDataset, a train and a val set) share the
+    process's decoders: each sized alone, 5 datasets of 3 files kept 8 of 15 open and reopened files on
+    most random reads. The cache counts every dataset reading through it in the process (in a worker too),
+    and a freed dataset's files leave the count."""
+    import gc
+    import shutil
+
+    from robotempo.video import decoder
+
+    monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
+    monkeypatch.setattr(decoder, "_default_fetcher", None)  # the process's cache, grown here, not elsewhere
+    first = write_synthetic(  # one file per episode
+        tmp_path / "r0", version="v2.1", n_episodes=3, n_tasks=1, camera="video", image_size=(32, 32), fps=FPS
+    )
+    roots = [first] + [shutil.copytree(first, tmp_path / f"r{i}") for i in range(1, 7)]  # files of their own
+    datasets = [LeRobotDataset(f"d{i}", root=r, speed_labels=False) for i, r in enumerate(roots[:5])]
+    assert all(ds._video_files == 3 for ds in datasets)
+    both = torch.utils.data.ConcatDataset(datasets)
+    order = torch.randperm(len(both), generator=torch.Generator().manual_seed(0)).tolist()
+    loader = torch.utils.data.DataLoader(_WithCache(both), batch_size=None, sampler=order, num_workers=1)
+    seen = list(loader)  # a forked worker: nothing was read here before, every dataset joins there
+    assert [int(s["index"]) for s in seen] == [int(both[i]["index"]) for i in order]
+    assert seen[-1]["max_size"] == 15 and seen[-1]["open"] == 15
+    cache = decoder.default_fetcher().cache
+    for i in order:  # here too
+        both[i]
+    assert cache.max_size == 15 and len(cache) == 15
+    del both, loader, datasets[2:]
+    gc.collect()
+    late = LeRobotDataset("late", root=roots[5], speed_labels=False)
+    late[0]  # joins with the two still alive: 9 files, the three freed ones left
+    assert cache.max_size == 9
+    assert len(cache) <= 9
+    for ds in (*datasets, late):
+        ds[len(ds) - 1]
+    assert len(cache) == 9
+
+
 def test_an_episode_whose_timestamps_start_late_is_refused(video_root, tmp_path):
     """Episode 1's timestamps one frame late, each 1/fps after the one before: every row would be served its
     next row's video frame (the last one the next episode's first), silently. Checked at open."""

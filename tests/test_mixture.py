@@ -592,8 +592,12 @@ def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_files(tmp_path, m
     cost = cache_module.decoder_bytes(32 * 32)
     mix = Mixture(specs, names=[s["repo_id"] for s in specs])
     assert mix.datasets[12]._video_files == 3
-    assert all(ds._shared_video == (1 + 4 + 6, cost, 0) for ds in mix.datasets[:-1])
-    mix[0]
+    parts = [part for ds in mix.datasets[:-1] for part in ds._video_parts()]
+    assert cache_module.video_union(parts) == (1 + 4 + 6, cost, 0)
+    mix[0]  # the first dataset alone has joined the process's cache: 8 per camera
+    assert decoder.default_fetcher().cache.max_size == 8
+    for start in mix.offsets[:-1]:
+        mix[int(start)]
     assert decoder.default_fetcher().cache.max_size == 11
     mix.datasets[-1][0]
     assert mix.datasets[-1]._video().cache.max_size == 2
@@ -608,6 +612,7 @@ def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_files(tmp_path, m
     assert len(told) == 1 and "ROBOTEMPO_VIDEO_CACHE_SIZE=11 " in told[0], (
         told
     )  # the mixture's, not the copy's
-    small[0]
+    for start in small.offsets[:-1]:
+        small[int(start)]
     assert decoder.default_fetcher().cache.max_size == 8
     decoder.default_fetcher().close()

@@ -997,7 +997,7 @@ def test_an_open_video_file_in_a_store_costs_its_blocks_in_the_decoder_cache_bud
     from robotempo.mixture import Mixture
     from robotempo.video import cache as cache_module
     from robotempo.video import decoder
-    from robotempo.video.cache import DECODER_BUDGET_BYTES, decoder_bytes
+    from robotempo.video.cache import DECODER_BUDGET_BYTES, decoder_bytes, video_union
 
     monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
     monkeypatch.setenv("ROBOTEMPO_REMOTE_BLOCKS", "32")  # 2 MB of blocks + 2 MB of ranges per open file
@@ -1006,17 +1006,18 @@ def test_an_open_video_file_in_a_store_costs_its_blocks_in_the_decoder_cache_bud
     remote = _fresh(store, v30_video_dataset, "held")
     assert remote._video_file_bytes == decoder_bytes(pixels)
     files = remote._video_files
-    assert remote._shared_video == (files, decoder_bytes(pixels), files)
+    assert video_union(remote._video_parts()) == (files, decoder_bytes(pixels), files)
     local = LeRobotDataset("local", root=v30_video_dataset, speed_labels=False)
-    assert local._shared_video == (files, decoder_bytes(pixels), 0)
+    assert video_union(local._video_parts()) == (files, decoder_bytes(pixels), 0)
     assert 2 * files > 8  # two such datasets have more than the default's floor of 8 per camera
     mix = Mixture([local, remote])
-    assert all(d._shared_video == (2 * files, decoder_bytes(pixels), files) for d in mix.datasets)
+    both = [part for d in mix.datasets for part in d._video_parts()]
+    assert video_union(both) == (2 * files, decoder_bytes(pixels), files)
     monkeypatch.setattr(decoder, "_default_fetcher", None)  # the process's cache, grown here, not elsewhere
     # a budget that holds every file of both at the local cost, not at the store's
     monkeypatch.setattr(cache_module, "DECODER_BUDGET_BYTES", 2 * files * decoder_bytes(pixels))
     assert DECODER_BUDGET_BYTES != cache_module.DECODER_BUDGET_BYTES
-    mix[0]
+    mix[0], mix[len(mix) - 1]  # both datasets read: both joined the process's cache
     assert decoder.default_fetcher().cache.max_size == 8
     decoder.default_fetcher().close()
     monkeypatch.setattr(decoder, "_default_fetcher", None)
@@ -1024,6 +1025,6 @@ def test_an_open_video_file_in_a_store_costs_its_blocks_in_the_decoder_cache_bud
     local_only = Mixture(
         [LeRobotDataset(f"l{i}", root=r, speed_labels=False) for i, r in enumerate((copy, local.root))]
     )
-    local_only[0]
+    local_only[0], local_only[len(local_only) - 1]
     assert decoder.default_fetcher().cache.max_size == 2 * files
     decoder.default_fetcher().close()

@@ -40,7 +40,7 @@ from robotempo.shm_pool import pack_batch, shared_tensor
 from robotempo.store.frames import FrameTable
 from robotempo.store.shared import SharedInts, for_child_process
 from robotempo.temporal import check_timestamps, plan_deltas, query_rows
-from robotempo.video.cache import decoder_bytes, note_cover, video_identity
+from robotempo.video.cache import VideoFiles, decoder_bytes, note_cover, video_identity, video_union
 from robotempo.video.stream import VideoExpectation, check_stream
 
 logger = logging.getLogger(__name__)
@@ -302,8 +302,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._video_by_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._video_cache_size = None if video_cache_size is None else int(video_cache_size)
         # The video files this selection reads, and what one costs open (its largest frame's, and a store's
-        # blocks): what the process's decoder cache grows to hold (`VideoDecoderCache.fit`); a Mixture sets
-        # `_shared_video` to all its datasets' files and their average cost.
+        # blocks): what the process's decoder cache sizes itself for, with every other dataset reading
+        # through it (`VideoDecoderCache.join`; a Mixture's note counts all its datasets' files).
         pixels = max((int(np.prod(self.meta.info.features[k].hwc[:2])) for k in self.video_keys), default=0)
         self._video_codes = {k: np.unique(self._selected.videos[k].file) for k in self.video_keys}
         self._video_files = sum(len(codes) for codes in self._video_codes.values())
@@ -311,10 +311,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._video_remote = not self.location.is_local  # its files hold blocks too (`cache.open_bytes`)
         if self._video_remote and self.video_keys:
             process_budget()  # a bad ROBOTEMPO_REMOTE_CACHE_MB fails here, not inside a worker's first read
-        remote_files = self._video_files if self._video_remote else 0
-        self._shared_video = (self._video_files, self._video_file_bytes, remote_files)
         if self._video_cache_size is not None or not OPENED_BY_MIXTURE.get():
-            note_cover(len(self.video_keys), *self._shared_video, size=self._video_cache_size)
+            note_cover(len(self.video_keys), *video_union(self._video_parts()), size=self._video_cache_size)
         self._speed, self._speed_is_pad = self._speed_labels(speed_labels, speed_cache_dir)
         self._speed_dropout = _make_dropout(speed_dropout, seed)
         # With dropout on, items depend on the epoch: it lives in shared memory, so DataLoader workers (also
@@ -687,10 +685,18 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return self._fetcher
 
     def _fetch_fit(self) -> None:
-        """Grow the process's decoder cache for this dataset's files (with its Mixture's); a private one is
-        as the user sized it."""
+        """Size the process's decoder cache for this dataset's files with those of every other dataset
+        reading through it; a private one is as the user sized it."""
         if self._video_cache_size is None:
-            self._fetcher.cache.fit(len(self.video_keys), *self._shared_video)
+            self._fetcher.cache.join(self, len(self.video_keys), self._video_parts())
+
+    def _video_parts(self) -> list[VideoFiles]:
+        """The video files this selection reads, camera by camera (`robotempo.video.cache.VideoFiles`)."""
+        root = str(self.root)
+        return [
+            VideoFiles(f"{root}\0{key}", codes, self._video_file_bytes, self._video_remote)
+            for key, codes in self._video_codes.items()
+        ]
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

@@ -45,7 +45,7 @@ from robotempo.mixture_schema import Field, build_schema, conform, describe, out
 from robotempo.shm_pool import shared_tensor
 from robotempo.store.shared import for_child_process, share_tables
 from robotempo.temporal import grid_rows
-from robotempo.video.cache import note_cover
+from robotempo.video.cache import note_cover, video_union
 
 logger = logging.getLogger(__name__)
 
@@ -132,16 +132,13 @@ class Mixture(torch.utils.data.Dataset):
         for d, ds in enumerate(self.datasets):
             _check_key_map(d, self.names[d], ds, self.key_maps[d])
         self.dataset_lengths = [len(ds) for ds in self.datasets]
-        # The datasets share the process's video decoders: sized for one dataset's cameras, 10 datasets of 4
-        # cameras reopened ~39 MP4s per random batch (4x the CPU per sample). See `VideoDecoderCache.fit`.
+        # The datasets share the process's video decoders, sized for all their files together as each joins
+        # the cache at its first read (`VideoDecoderCache.join`; sized for one dataset's cameras, 10 datasets
+        # of 4 cameras reopened ~39 MP4s per random batch, 4x the CPU per sample). One note for them all.
         sharing = [ds for ds in self.datasets if ds._video_cache_size is None]
-        shared = _video_files(sharing)
-        for ds in sharing:
-            ds._shared_video = max(ds._shared_video, shared)  # the most files it is read with
-            if ds._fetcher is not None:  # used before joining the mixture
-                ds._fetch_fit()
         if sharing:
-            note_cover(max(len(ds.video_keys) for ds in sharing), *shared)
+            parts = [part for ds in sharing for part in ds._video_parts()]
+            note_cover(max(len(ds.video_keys) for ds in sharing), *video_union(parts))
         self.offsets = np.concatenate([[0], np.cumsum(self.dataset_lengths)]).astype(np.int64)
         self.weights = _weights(weights, self.dataset_lengths, self.names)
         _check_default_columns(self.datasets, self.names)
@@ -387,26 +384,6 @@ def _is_remote(spec: Any) -> bool:
     """Whether a spec's root names an object store (`s3://...`); specs without a root open the local cache."""
     root = spec.get("root") if isinstance(spec, Mapping) else None
     return root is not None and split_scheme(str(root))[0] not in ("", "file")
-
-
-def _video_files(datasets: list[LeRobotDataset]) -> tuple[int, int, int]:
-    """The distinct video files the datasets select (one listed twice, e.g. with another key map, counts
-    once), what one costs open on average (one 1080p dataset must not charge its cost to 400 small files),
-    and how many of them are in an object store."""
-    groups: dict[tuple[str, str], list[tuple[np.ndarray, int]]] = {}
-    remote: set[tuple[str, str]] = set()
-    for ds in datasets:
-        for key, codes in ds._video_codes.items():
-            groups.setdefault((str(ds.root), key), []).append((codes, ds._video_file_bytes))
-            if ds._video_remote:
-                remote.add((str(ds.root), key))
-    files = total = in_stores = 0
-    for group, parts in groups.items():
-        n = len(np.unique(np.concatenate([codes for codes, _ in parts])))
-        files += n
-        total += n * max(cost for _, cost in parts)
-        in_stores += n if group in remote else 0
-    return files, total // max(files, 1), in_stores
 
 
 def _merge(parts: list[tuple[np.ndarray, dict]], n: int, names: list[str]) -> dict:

@@ -7,9 +7,13 @@ import logging
 import math
 import os
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from robotempo.env import descriptor_limit, env_int
 from robotempo.forksafe import ProcessLocal
@@ -109,6 +113,99 @@ def note_cover(cameras: int, files: int, file_bytes: int, remote: int = 0, size:
     )  # fmt: skip
 
 
+class VideoFiles(NamedTuple):
+    """The video files one dataset selects for one camera: `group` names the folder and camera (the same
+    group in two datasets is the same files), `codes` the files' numbers in it, `file_bytes` what one costs
+    open (`decoder_bytes`), `remote` whether they are in an object store."""
+
+    group: str
+    codes: np.ndarray
+    file_bytes: int
+    remote: bool
+
+
+def video_union(parts: Iterable[VideoFiles]) -> tuple[int, int, int]:
+    """The distinct video files of `parts` (a file two datasets select counts once), what one costs open on
+    average (one 1080p dataset must not charge its cost to 400 small files), and how many of them are in an
+    object store: the arguments of `fitted_size`."""
+    groups: dict[str, list[VideoFiles]] = {}
+    for part in parts:
+        groups.setdefault(part.group, []).append(part)
+    files = total = remote = 0
+    for members in groups.values():
+        n, cost, in_store = _group_files(members)
+        files, total, remote = files + n, total + cost, remote + in_store
+    return files, total // max(files, 1), remote
+
+
+def _group_files(members: list[VideoFiles]) -> tuple[int, int, int]:
+    """One group's distinct files, their cost open, and how many are in a store."""
+    n = len(np.unique(np.concatenate([m.codes for m in members]) if len(members) > 1 else members[0].codes))
+    return n, n * max(m.file_bytes for m in members), n if any(m.remote for m in members) else 0
+
+
+# Guards every cache's registry of the datasets reading through it (`VideoDecoderCache.join`); a lock held
+# at a fork by a thread the child does not have would never be released there: each child gets a new one.
+_users_lock = threading.Lock()
+
+
+def _new_users_lock() -> None:
+    global _users_lock
+    _users_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_users_lock)
+
+
+class _Users:
+    """The datasets reading through one default-sized cache in this process, and the files they select
+    together, kept up to date group by group as datasets join and leave (a training process may hold a
+    thousand datasets: their union is never recounted whole)."""
+
+    def __init__(self) -> None:
+        self.cameras: dict[int, int] = {}  # token -> the dataset's video cameras
+        self.groups: dict[str, dict[int, VideoFiles]] = {}  # group -> token -> that dataset's part
+        self.counted: dict[str, tuple[int, int, int]] = {}  # group -> `_group_files`
+        self.totals = [0, 0, 0]  # files, their cost open, files in stores
+        self.gone: list[int] = []  # tokens of datasets freed since (appended by their finalizers)
+        self.next_token = 0
+
+    def add(self, cameras: int, parts: list[VideoFiles]) -> int:
+        token, self.next_token = self.next_token, self.next_token + 1
+        self.cameras[token] = cameras
+        for part in parts:
+            self.groups.setdefault(part.group, {})[token] = part
+        self._recount({part.group for part in parts})
+        return token
+
+    def drop_gone(self) -> None:
+        touched = set()
+        while self.gone:
+            token = self.gone.pop()
+            self.cameras.pop(token, None)
+            for group, members in self.groups.items():
+                if members.pop(token, None) is not None:
+                    touched.add(group)
+        self._recount(touched)
+
+    def _recount(self, groups: set[str]) -> None:
+        for group in groups:
+            members = self.groups.get(group)
+            old = self.counted.pop(group, (0, 0, 0))
+            new = _group_files(list(members.values())) if members else (0, 0, 0)
+            if not members:
+                self.groups.pop(group, None)
+            else:
+                self.counted[group] = new
+            self.totals = [t - o + n for t, o, n in zip(self.totals, old, new)]
+
+    def cover(self) -> tuple[int, int, int, int]:
+        """`fitted_size`'s arguments for every dataset still alive: cameras (the most), files, the average
+        cost of one open, files in stores."""
+        files, total, remote = self.totals
+        return max(self.cameras.values(), default=1), files, total // max(files, 1), remote
+
+
 def default_cache_size(cameras: int = 1) -> int:
     """`ROBOTEMPO_VIDEO_CACHE_SIZE` if set, else 8 per video camera (a random batch reads every camera)."""
     unset = "robotempo's size for the datasets (8 per video camera, or every file when they fit: fitted_size)"
@@ -158,13 +255,40 @@ class VideoDecoderCache:
         if not isinstance(max_size, int) or max_size < 1:
             raise ValueError(f"VideoDecoderCache max_size must be a positive int, got {max_size!r}")
         self.max_size = max_size
+        self._fitted = max_size  # the most `fit` asked for
+        # The datasets reading through this cache (`join`): inherited by a forked child, whose datasets are
+        # the same objects (and do not join again); not pickled: a spawned process's datasets join anew.
+        self._users = _Users()
         self._state: ProcessLocal[_State] = ProcessLocal(_State)
 
     def fit(self, cameras: int, files: int = 0, file_bytes: int = 0, remote: int = 0) -> None:
-        """Grow a cache sized by default for datasets reading through it to `fitted_size`; an explicit size
+        """Grow a cache sized by default to at least `fitted_size` of these arguments; an explicit size
         (argument or `ROBOTEMPO_VIDEO_CACHE_SIZE`) is kept."""
         if self.sized_by_default:
-            self.max_size = max(self.max_size, fitted_size(cameras, files, file_bytes, remote))
+            with _users_lock:
+                self._fitted = max(self._fitted, fitted_size(cameras, files, file_bytes, remote))
+                self._resize()
+
+    def join(self, user: object, cameras: int, parts: list[VideoFiles]) -> None:
+        """Size a cache sized by default for every dataset reading through it in this process: `user`'s
+        video files (`parts`, `cameras` video cameras) join those of the others still alive, and the size is
+        `fitted_size` of them all together (datasets side by side, e.g. in a torch `ConcatDataset`, each
+        sized alone, kept 24 of 120 files open and reopened files on most reads). A freed `user` leaves at
+        the next join. An explicit size is kept."""
+        if not self.sized_by_default:
+            return
+        with _users_lock:
+            users = self._users
+            token = users.add(cameras, parts)
+            weakref.finalize(user, users.gone.append, token)  # list.append: safe in any thread, at any time
+            users.drop_gone()
+            self._resize()
+
+    def _resize(self) -> None:
+        """The size for `fit`'s requests and the datasets joined (the caller holds `_users_lock`)."""
+        cameras, files, file_bytes, remote = self._users.cover()
+        joined = fitted_size(cameras, files, file_bytes, remote) if self._users.cameras else 0
+        self.max_size = max(self._fitted, joined)
 
     def __getstate__(self) -> dict:
         return {"max_size": self.max_size}
