@@ -426,6 +426,48 @@ def test_cache_size_knob(monkeypatch):
     assert VideoDecoderCache().max_size == 8
 
 
+class _User:
+    """Stands for a dataset reading through a cache (anything a weak reference can point to)."""
+
+
+def test_the_cache_counts_the_files_of_every_dataset_alive_as_they_join_and_leave(monkeypatch):
+    """The incremental count (group by group, freed datasets leaving at the next join) equals the union of
+    the live datasets' files counted whole, over a random sequence of joins and frees: datasets that share
+    folders (the same files selected twice count once), of several frame sizes, some in a store."""
+    import random
+
+    from robotempo.video import cache as cache_module
+
+    monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
+    rng = random.Random(0)
+    cache = VideoDecoderCache()
+    alive: dict[int, tuple[_User, int, list]] = {}
+    for step in range(300):
+        if alive and rng.random() < 0.3:
+            for token in rng.sample(sorted(alive), rng.randint(1, min(3, len(alive)))):
+                del alive[token]  # its last reference: freed here
+        user = _User()
+        cameras = rng.randint(1, 4)
+        parts = [
+            cache_module.VideoFiles(
+                f"root{rng.randint(0, 12)}/cam{c}",
+                np.unique(np.array(rng.sample(range(40), rng.randint(1, 12)))),
+                decoder_bytes(rng.choice((64 * 64, 224 * 224, 480 * 640))),
+                rng.random() < 0.3,
+            )
+            for c in range(cameras)
+        ]
+        alive[step] = (user, cameras, parts)
+        cache.join(user, cameras, parts)
+        whole = cache_module.video_union(p for _, _, ps in alive.values() for p in ps)
+        most = max(c for _, c, _ in alive.values())
+        assert cache._users.cover() == (most, *whole), step
+        assert cache.max_size == cache_module.fitted_size(most, *whole)
+    explicit = VideoDecoderCache(5)
+    explicit.join(_User(), 3, alive[max(alive)][2])
+    assert explicit.max_size == 5
+
+
 def test_default_cache_size_is_8_per_camera(monkeypatch):
     monkeypatch.delenv("ROBOTEMPO_VIDEO_CACHE_SIZE", raising=False)
     cache = VideoDecoderCache()

@@ -164,6 +164,7 @@ class _Users:
 
     def __init__(self) -> None:
         self.cameras: dict[int, int] = {}  # token -> the dataset's video cameras
+        self.joined: dict[int, set[str]] = {}  # token -> the groups of its files
         self.groups: dict[str, dict[int, VideoFiles]] = {}  # group -> token -> that dataset's part
         self.counted: dict[str, tuple[int, int, int]] = {}  # group -> `_group_files`
         self.totals = [0, 0, 0]  # files, their cost open, files in stores
@@ -175,17 +176,18 @@ class _Users:
         self.cameras[token] = cameras
         for part in parts:
             self.groups.setdefault(part.group, {})[token] = part
-        self._recount({part.group for part in parts})
+        self.joined[token] = {part.group for part in parts}
+        self._recount(self.joined[token])
         return token
 
     def drop_gone(self) -> None:
-        touched = set()
+        touched: set[str] = set()
         while self.gone:
             token = self.gone.pop()
             self.cameras.pop(token, None)
-            for group, members in self.groups.items():
-                if members.pop(token, None) is not None:
-                    touched.add(group)
+            for group in self.joined.pop(token, ()):
+                self.groups.get(group, {}).pop(token, None)
+                touched.add(group)
         self._recount(touched)
 
     def _recount(self, groups: set[str]) -> None:
@@ -280,7 +282,8 @@ class VideoDecoderCache:
         with _users_lock:
             users = self._users
             token = users.add(cameras, parts)
-            weakref.finalize(user, users.gone.append, token)  # list.append: safe in any thread, at any time
+            leave = weakref.finalize(user, users.gone.append, token)  # list.append: safe anywhere, any time
+            leave.atexit = False
             users.drop_gone()
             self._resize()
 
