@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/bench_video_cache.py --size 224x224 --codecs av1 --sizes default,64,8
     .venv/bin/python benchmarks/bench_video_cache.py --store s3 --latency-ms 10 --before 912458d \
         --codecs h264 --sizes default,120
-    .venv/bin/python benchmarks/bench_video_cache.py --concat --before 6a33bc2 --sizes default
+    .venv/bin/python benchmarks/bench_video_cache.py --read concat --before 6a33bc2 --sizes default
+    .venv/bin/python benchmarks/bench_video_cache.py --read both --store s3 --codecs h264 --sizes default
 
 Corpus (written once under DIR/video-cache/<version>-<size>-<codec>, reused): N datasets of 3 video cameras
 at 30 fps (LeRobot's codec settings: GOP 2), 4 episodes of ~40 frames each: v3.0 puts them in one MP4 file
@@ -22,8 +23,9 @@ picks: `max_size` in the table); a number sets it.
 `--store s3` reads the datasets from an S3 server on 127.0.0.1 (moto, as the tests start it) through a relay
 that holds each response back `--latency-ms` and counts requests; worker RSS then includes the blocks and
 prefetched ranges the open files keep. `--before COMMIT` runs that commit's `src/` (git archive) beside this
-checkout's, interleaved, for every cache size. `--concat` reads the datasets side by side as a LeRobot user
-combines them, a torch `ConcatDataset` with a `RandomSampler`, one item at a time, instead of a `Mixture`.
+checkout's, interleaved, for every cache size. `--read concat` reads the datasets side by side as a LeRobot
+user combines them, a torch `ConcatDataset` with a `RandomSampler`, one item at a time, instead of a `Mixture`
+(`--read both`: the two interleaved).
 """
 
 from __future__ import annotations
@@ -204,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-ms", type=float, default=10.0, help="with --store s3: per response")
     ap.add_argument("--before", help="also run this commit's src/ (git archive), interleaved")
     ap.add_argument(
-        "--concat",
-        action="store_true",
-        help="a torch ConcatDataset of the datasets and a RandomSampler instead of a Mixture",
+        "--read",
+        default="mixture",
+        choices=("mixture", "concat", "both"),
+        help="a Mixture, or a torch ConcatDataset with a RandomSampler, or both interleaved",
     )
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -223,10 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (8 if args.quick else 20)
     batches = args.batches or (20 if args.quick else 60)
     sizes = args.sizes.split(",")
-    systems: dict[str, Path | None] = {"this": None}
+    codes: dict[str, Path | None] = {"this": None}
     if args.before:
-        systems = {f"before {args.before}": commit_src(args.before, Path(os.environ.get("TMPDIR", "/tmp"))),
-                   **systems}  # fmt: skip
+        codes = {f"before {args.before}": commit_src(args.before, Path(os.environ.get("TMPDIR", "/tmp"))),
+                 **codes}  # fmt: skip
+    reads = ("mixture", "concat") if args.read == "both" else (args.read,)
+    systems: dict[str, tuple[Path | None, bool]] = {
+        f"{code}{f' {read}' if len(reads) > 1 else ''}": (src, read == "concat")
+        for code, src in codes.items() for read in reads
+    }  # fmt: skip
     store = gate = options = None
     if args.store == "s3":
         sys.path.insert(0, str(REPO / "tests"))
@@ -245,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[tuple, list[dict]] = {(sy, s): [] for sy in systems for s in sizes}
             for r in range(args.rounds):
                 for s in sizes:
-                    for sy, src in systems.items():
-                        got = run(roots, s, warmup, batches, src, options, gate, args.concat)
+                    for sy, (src, concat) in systems.items():
+                        got = run(roots, s, warmup, batches, src, options, gate, concat)
                         runs[sy, s].append(got)
                         print(f"{codec} round {r + 1}: {sy}: cache {s}: {got['samples_per_s']:.1f} samples/s",
                               flush=True)  # fmt: skip
@@ -259,11 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         if store is not None:
             store.stop()
     where = f"in S3 on 127.0.0.1 ({args.latency_ms:g} ms per response)" if store is not None else "local"
-    how = "a ConcatDataset of" if args.concat else "a Mixture of"
+    how = {"mixture": "a Mixture of", "concat": "a ConcatDataset of", "both": "a Mixture / ConcatDataset of"}
+    how = how[args.read]
     print(f"\n{how} {n} {args.version} datasets x 3 cameras at {h}x{w}, {where}, {WORKERS} fork workers, "
           f"batch {BATCH}, medians of {args.rounds}")  # fmt: skip
     fetched = f" {'requests':>9} {'KB/sample':>10}" if store is not None else ""
-    print(f"{'codec':6} {'system':>16} {'cache':>8} {'max_size':>8} {'samples/s':>10} {'vs first':>9} "
+    print(f"{'codec':6} {'system':>24} {'cache':>8} {'max_size':>8} {'samples/s':>10} {'vs first':>9} "
           f"{'worker RSS':>11} {'worker USS':>11}{fetched}")  # fmt: skip
     first = next(iter(systems))
     for row in rows:
@@ -273,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         if store is not None:
             per = row["mb_fetched"] * 1e3 / ((warmup + batches) * BATCH)
             extra = f" {row['requests']:9.0f} {per:10.1f}"
-        print(f"{row['codec']:6} {row['system'][-16:]:>16} {row['cache_size']:>8} {row['max_size']:8.0f} "
+        print(f"{row['codec']:6} {row['system'][-24:]:>24} {row['cache_size']:>8} {row['max_size']:8.0f} "
               f"{row['samples_per_s']:10.1f} {row['samples_per_s'] / base['samples_per_s']:8.2f}x "
               f"{row['worker_rss_mb']:8.0f} MB {row['worker_uss_mb']:8.0f} MB{extra}")  # fmt: skip
     out = Path(args.out)
@@ -281,10 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     quick = "-quick" if args.quick else ""
     s3 = f"-s3-{args.latency_ms:g}ms" if store is not None else ""
     s3 += f"-noise{args.noise:g}" if args.noise is not None else ""
-    s3 += "-concat" if args.concat else ""
+    s3 += f"-{args.read}" if args.read != "mixture" else ""
     path = out / f"{dt.date.today()}-video-cache-{args.version}-{h}x{w}-{n}ds{s3}{quick}.json"
     record = {"version": args.version, "datasets": n, "size": [h, w], "workers": WORKERS, "batch": BATCH,
-              "noise": args.noise, "store": args.store, "concat": args.concat,
+              "noise": args.noise, "store": args.store, "read": args.read,
               "latency_ms": args.latency_ms if store is not None else None,
               "load": os.getloadavg(), "rows": rows}  # fmt: skip
     path.write_text(json.dumps(record, indent=1))
