@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--options", help=argparse.SUPPRESS)
     ap.add_argument("--roots", help=argparse.SUPPRESS)
     ap.add_argument("--cache-size", help=argparse.SUPPRESS)
+    ap.add_argument("--concat", action="store_true", help=argparse.SUPPRESS)  # the worker's read
     args = ap.parse_args(argv)
     if args.worker:
         worker(args)
