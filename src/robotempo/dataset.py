@@ -270,7 +270,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
             self.frames.check_finite()
         self.image_keys = [k for k in info.image_keys if k in self.frames.heavy_keys]
         self.video_keys = info.video_keys
-        self.camera_keys = self.image_keys + self.video_keys
+        # in the features' order, as LeRobot's `meta.camera_keys`: random image transforms draw their
+        # parameters camera by camera in this order (image cameras first changed a training run's losses)
+        self.camera_keys = [k for k in info.camera_keys if k in self.image_keys or k in self.video_keys]
         self.string_keys = [
             k
             for k in self.frames.heavy_keys
@@ -490,9 +492,15 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if not transformed:
             return ItemBatch(stacked, len(rows))
         items = _split(stacked, len(rows))
+        # LeRobot's `return_uint8` leaves embedded images float32 in [0, 1]: its transforms see them so (on uint8
+        # images they gave other values and another loss); the transformed batch is float32 there as in LeRobot
+        as_float = {k for k in transformed if self.return_uint8 and k in self.image_keys}
         for item in items:
             for key in transformed:
-                item[key] = self.image_transforms(item[key])
+                pixels = item[key]
+                if key in as_float:
+                    pixels = pixels.to(torch.float32) / 255
+                item[key] = self.image_transforms(pixels)
         return ItemBatch(_restacked(stacked, items, transformed), len(items), items)
 
     def _add_cameras(self, stacked: dict, rows: np.ndarray, ep_from: np.ndarray, ep_to: np.ndarray) -> None:
