@@ -89,11 +89,16 @@ def test_items_equal_the_parquet_rows(tabular):
     assert ds[0]["observation.state"].dtype == torch.float32 and ds[0]["index"].dtype == torch.int64
 
 
-@pytest.mark.parametrize("episodes", [[5, 2, 8], [3, 7], [11], None])
-def test_selection_is_sorted_and_rows_align(tabular, episodes):
+@pytest.mark.parametrize("episodes", [[5, 2, 8], [3, 7], [11], np.array([9, 0, 4]), None])
+def test_selection_keeps_the_callers_order_and_rows_align(tabular, episodes):
+    """`episodes` and `episode_data_index` in the caller's order, as LeRobot keeps them (its training script
+    holds out the last episodes per task in that order: QA saw other episodes held out when sorted); the
+    items in the files' order, as LeRobot's."""
     ds = LeRobotDataset("t", root=tabular, episodes=episodes, speed_labels=False)
-    expected = sorted(episodes) if episodes is not None else list(range(12))
+    expected = [int(e) for e in episodes] if episodes is not None else list(range(12))
     assert ds.episodes == expected
+    served = ds.__getitems__(list(range(len(ds)))).stacked["episode_index"]
+    assert served.tolist() == sorted(served.tolist())
     edi = ds.episode_data_index
     lengths = read_metadata(tabular).episodes.length
     for pos, ep in enumerate(expected):

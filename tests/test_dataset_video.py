@@ -173,7 +173,8 @@ def test_transforms_see_the_cameras_as_lerobot_gives_them(tmp_path, return_uint8
     """LeRobot transforms an item's cameras in the features' order (a random transform draws its parameters
     camera by camera: another order, other parameters per camera), and its `return_uint8` leaves embedded
     images float32 in [0, 1]: a transform sees a video camera first here, then the image camera as float32
-    equal to the float path's pixels (QA: image cameras first, and as uint8, changed LeRobot's training loss)."""
+    equal to the float path's pixels (QA: image cameras first, and as uint8, changed LeRobot's training
+    loss)."""
     from robotempo.writer import DatasetWriter
 
     cam = {"dtype": "video", "shape": [16, 32, 3], "names": ["height", "width", "channels"]}
@@ -181,7 +182,8 @@ def test_transforms_see_the_cameras_as_lerobot_gives_them(tmp_path, return_uint8
     rng = np.random.default_rng(0)
     with DatasetWriter(tmp_path / "ds", fps=FPS, features=features, video_codec=available_codecs()[0]) as w:
         for n in (6, 5):
-            w.add_episode({k: rng.integers(0, 255, (n, 16, 32, 3), dtype=np.uint8) for k in features}, task="t")
+            pixels = {k: rng.integers(0, 255, (n, 16, 32, 3), dtype=np.uint8) for k in features}
+            w.add_episode(pixels, task="t")
     seen = []
 
     def transform(pixels):
@@ -199,7 +201,8 @@ def test_transforms_see_the_cameras_as_lerobot_gives_them(tmp_path, return_uint8
         wrist, side = seen[2 * j], seen[2 * j + 1]
         expected = plain[i]
         assert wrist.dtype == (torch.uint8 if return_uint8 else torch.float32)
-        assert torch.equal(wrist.float() / 255 if return_uint8 else wrist, expected["observation.images.wrist"])
+        as_float = wrist.float() / 255 if return_uint8 else wrist
+        assert torch.equal(as_float, expected["observation.images.wrist"])
         assert side.dtype == torch.float32 and torch.equal(side, expected["observation.images.side"])
         assert torch.equal(items[j]["observation.images.side"], expected["observation.images.side"].flip(-1))
 

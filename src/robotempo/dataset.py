@@ -252,12 +252,17 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._depth_videos, self._depth_images = self._depth_cameras()
         depth.rescale_stats(self.meta, self.depth_output_unit)
         self.tolerance_s = check_tolerance(tolerance_s, info.fps)
+        given = episodes
         if episode_filter is not None:
             episodes = _filtered(self.meta, episode_filter, episodes, self.root)
         self._selection_given = episodes is not None or excluded_episodes is not None
         positions = select_episodes(self.meta.episodes, episodes, excluded_episodes, self.root)
         self._selected = self.meta.episodes.take(positions)
-        self.episodes = self._selected.episode_index.tolist()
+        # `episodes` and `episode_data_index` in the caller's order, as LeRobot keeps them (its training
+        # script's eval split holds out the last episodes of each task in that order); items stay in the
+        # files' order, as LeRobot's
+        self._episode_order = _caller_order(self._selected.episode_index, given)
+        self.episodes = self._selected.episode_index[self._episode_order].tolist()
         self.frames = FrameTable(
             self.location,
             info,
@@ -379,8 +384,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
     @property
     def episode_data_index(self) -> dict[str, torch.Tensor]:
         return {
-            "from": torch.from_numpy(self.frames.ep_from.copy()),
-            "to": torch.from_numpy(self.frames.ep_to.copy()),
+            "from": torch.from_numpy(self.frames.ep_from[self._episode_order]),
+            "to": torch.from_numpy(self.frames.ep_to[self._episode_order]),
         }
 
     def __len__(self) -> int:
@@ -492,8 +497,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         if not transformed:
             return ItemBatch(stacked, len(rows))
         items = _split(stacked, len(rows))
-        # LeRobot's `return_uint8` leaves embedded images float32 in [0, 1]: its transforms see them so (on uint8
-        # images they gave other values and another loss); the transformed batch is float32 there as in LeRobot
+        # LeRobot's `return_uint8` leaves embedded images float32 in [0, 1]: its transforms see them so (on
+        # uint8 they gave other values and another loss); the transformed camera is float32, as in LeRobot
         as_float = {k for k in transformed if self.return_uint8 and k in self.image_keys}
         for item in items:
             for key in transformed:
@@ -772,6 +777,22 @@ def _make_dropout(p: float, seed: int):
     from robotempo.prompt import SpeedDropout
 
     return SpeedDropout(p, seed) if p else None
+
+
+def _caller_order(selected: np.ndarray, given) -> np.ndarray:
+    """Positions of the selected episodes (sorted) in the order `given` lists them (None: sorted)."""
+    if given is None:
+        return np.arange(len(selected))
+    rank: dict[int, int] = {}
+    try:
+        for i, e in enumerate(given):
+            rank.setdefault(int(e), i)
+    except TypeError:  # not a sequence of ints (select_episodes took it): sorted
+        return np.arange(len(selected))
+    order = [rank.get(int(e), -1) for e in selected]
+    if -1 in order:  # an iterator the selection consumed: sorted
+        return np.arange(len(selected))
+    return np.argsort(np.array(order, dtype=np.int64), kind="stable")
 
 
 def _filtered(meta: DatasetMeta, predicate: Callable[[dict], bool], episodes, root) -> list[int]:

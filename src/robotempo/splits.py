@@ -29,7 +29,7 @@ def _check_fraction(val_fraction) -> float:
 def _episode_tasks(dataset) -> tuple[np.ndarray, np.ndarray]:
     """(selected episode indices, task_index of each one's first frame) of a LeRobotDataset."""
     episodes = np.asarray(dataset.episodes, dtype=np.int64)
-    first_rows = dataset.episode_data_index["from"].numpy()
+    first_rows = dataset.episode_data_index["from"].numpy()  # in the order of `episodes`
     return episodes, np.asarray(dataset.frames.columns["task_index"][first_rows], dtype=np.int64)
 
 
