@@ -57,8 +57,8 @@ def test_episodes_table_columns_and_rows(root):
     assert row["episode_index"] == 2 and row["length"] == table["length"][2]
     assert row["videos/observation.images.top/from_timestamp"] >= 0
     assert table[-1]["episode_index"] == 5
-    with pytest.raises(KeyError, match="no column 'tasks'.*dataset_from_index"):
-        table["tasks"]
+    with pytest.raises(KeyError, match="no column 'data/chunk_index'.*dataset_from_index"):
+        table["data/chunk_index"]
     with pytest.raises(IndexError):
         table[6]
     with pytest.raises(TypeError):
@@ -154,3 +154,40 @@ def test_transformed_cameras_are_stacked_again_in_order(root):
     assert torch.equal(flipped, plain.flip(-1))
     ds.set_image_transforms(lambda x: x[:, :16])  # another shape: stacked all the same
     assert ds.__getitems__([3, 1]).stacked["observation.images.top"].shape == (2, 3, 16, 32)
+
+
+def test_the_episode_tasks_and_the_task_index_lerobots_training_script_reads(root, tmp_path):
+    """LeRobot 0.6.1's training script splits train / eval episodes by `meta.episodes["tasks"]` (each
+    episode's task strings, indexed by episode) and its policy card lists `meta.tasks.index` (the tasks in
+    task-index order): a KeyError and an AttributeError before (QA ran LeRobot's own training)."""
+    import pyarrow.parquet as pq
+
+    ds = LeRobotDataset("x", root=root, episodes=[5, 2, 0, 4, 1], speed_labels=False)
+    written = pq.read_table(root / "meta" / "episodes").to_pylist()
+    by_episode = {row["episode_index"]: row["tasks"] for row in written}
+    table = ds.meta.episodes  # the whole table: that script indexes it by episode index
+    assert "tasks" in table.column_names and table["episode_index"] == list(range(6))
+    assert table["tasks"] == [by_episode[e] for e in range(6)]
+    assert table[3]["tasks"] == by_episode[3] and len({t[0] for t in table["tasks"]}) == 2
+    assert ds.meta.tasks.index == [ds.meta.tasks[i] for i in range(ds.meta.total_tasks)]
+    assert ds._selected["tasks"] == [by_episode[e] for e in sorted(ds.episodes)]
+    # v2.1 metadata keeps each episode's first task only: no "tasks" column (the error lists the columns)
+    v21 = LeRobotDataset("v", root=write_synthetic(tmp_path / "v21", version="v2.1", n_episodes=3))
+    with pytest.raises(KeyError, match="has no column 'tasks'.*episode_index"):
+        v21.meta.episodes["tasks"]
+
+
+def test_language_annotation_columns_are_refused_by_name(tmp_path):
+    """LeRobot 0.6's language columns (features of dtype 'language', from `lerobot-annotate`) are not read:
+    a typed error naming the feature and the way out, not "unknown dtype" (QA)."""
+    import json
+
+    from robotempo.errors import UnsupportedFeatureError
+
+    root = write_synthetic(tmp_path / "lang", version="v3.0", n_episodes=2)
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["features"]["language_persistent"] = {"dtype": "language", "shape": [1], "names": None}
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(UnsupportedFeatureError, match="'language_persistent' is a LeRobot 0.6 language") as e:
+        LeRobotDataset("lang", root=root)
+    assert "info.json" in str(e.value) and "read it with LeRobot" in str(e.value)

@@ -24,7 +24,18 @@ __all__ = [
     "VideoLocation",
     "read_info",
     "read_metadata",
+    "TaskTable",
 ]
+
+
+class TaskTable(dict):
+    """`{task_index: task}`; `.index` lists the tasks in task-index order, as the index of LeRobot's task
+    table (a pandas DataFrame indexed by task) does: its policy card iterates `meta.tasks.index` (QA:
+    `AttributeError` at the end of a LeRobot training run)."""
+
+    @property
+    def index(self) -> list[str]:
+        return [self[i] for i in sorted(self)]
 
 
 @dataclass
@@ -33,7 +44,7 @@ class DatasetMeta:
 
     root: Path | str  # a local folder, or the URL of an object-store root
     info: DatasetInfo
-    tasks: dict[int, str]
+    tasks: dict[int, str]  # a `TaskTable`
     episodes: EpisodeTable
     location: DatasetRoot | None = field(default=None, repr=False)  # reads the files; set by read_metadata
     _stats: dict | None = field(default=None, repr=False)
@@ -44,6 +55,8 @@ class DatasetMeta:
     def __post_init__(self) -> None:
         if self.location is None:
             self.location = as_root(self.root)
+        if not isinstance(self.tasks, TaskTable):
+            self.tasks = TaskTable(self.tasks)
         self._features: dict | None = None
 
     @property

@@ -38,6 +38,9 @@ class EpisodeTable:
     # Whether the metadata states each episode's global `index` range (v3.0). v2.1's is the running sum of
     # the lengths, a position: its data may skip values (an episode deleted by hand keeps the others' index).
     index_stated: bool = True
+    # Each episode's task strings (v3.0's `tasks` column, a pyarrow list<string> array), as LeRobot's
+    # `meta.episodes["tasks"]` gives them (its training script's eval split reads it); None: not in metadata
+    tasks: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.episode_index)
@@ -74,19 +77,24 @@ class EpisodeTable:
 
     @property
     def column_names(self) -> list[str]:
-        return list(self._columns())
+        return list(self._columns()) + (["tasks"] if self.tasks is not None else [])
 
     def __getitem__(self, key: str | int) -> list | dict:
         columns = self._columns()
         if isinstance(key, str):
+            if key == "tasks" and self.tasks is not None:
+                return self.tasks.to_pylist()
             if key not in columns:
-                raise KeyError(f"the episode table has no column {key!r}; it has {list(columns)}")
+                raise KeyError(f"the episode table has no column {key!r}; it has {self.column_names}")
             return columns[key].tolist()
         if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
             i = int(key) + len(self) if key < 0 else int(key)
             if not 0 <= i < len(self):
                 raise IndexError(f"episode row {key} is out of range for {len(self)} episodes")
-            return {name: column[i].item() for name, column in columns.items()}
+            row = {name: column[i].item() for name, column in columns.items()}
+            if self.tasks is not None:
+                row["tasks"] = self.tasks[i].as_py()
+            return row
         raise TypeError(f"index the episode table with a column name or a row number, got {key!r}")
 
     def positions(self, episodes: np.ndarray) -> np.ndarray:
@@ -105,6 +113,7 @@ class EpisodeTable:
             data_row_from=self.data_row_from[positions],
             data_files=self.data_files,
             index_stated=self.index_stated,
+            tasks=None if self.tasks is None else self.tasks.take(np.asarray(positions)),
             videos={
                 k: VideoLocation(
                     v.file[positions],

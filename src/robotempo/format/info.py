@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from robotempo.errors import DatasetFormatError, MissingFileError, UnsafePathError, UnsupportedVersionError
+from robotempo.errors import (
+    DatasetFormatError,
+    MissingFileError,
+    UnsafePathError,
+    UnsupportedFeatureError,
+    UnsupportedVersionError,
+)
 from robotempo.fs import DatasetRoot, as_root
 from robotempo.io import read_json
 
@@ -88,6 +94,14 @@ class FeatureSpec:
         dtype = d["dtype"]
         if not isinstance(dtype, str):
             raise DatasetFormatError(path, f"feature {name!r} has a non-string dtype {dtype!r}", INFO_FIX)
+        if dtype == "language":  # LeRobot 0.6's language annotation columns (`lerobot-annotate`)
+            raise UnsupportedFeatureError(
+                path,
+                f"feature {name!r} is a LeRobot 0.6 language annotation column (dtype 'language'), which "
+                "robotempo does not read yet (it would not serve the items LeRobot serves)",
+                "open a copy of the dataset without the language columns (their features in meta/info.json "
+                "and their parquet columns), or read it with LeRobot",
+            )
         if dtype not in CAMERA_DTYPES and dtype != "string":
             try:
                 if np.dtype(dtype).kind not in "biuf":

@@ -244,4 +244,5 @@ def read_episodes_v30(root: DatasetRoot, info: DatasetInfo, tasks: dict[int, str
         data_row_from=data_row_from,
         data_files=data_files,
         videos=videos,
+        tasks=table.column("tasks") if "tasks" in table.column_names else None,
     )
