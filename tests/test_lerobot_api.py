@@ -41,6 +41,12 @@ def test_info_reads_as_a_dict_and_features_have_tuple_shapes(root):
     info = ds.meta.info
     assert info["fps"] == 10 and "features" in info and info.get("nope", 7) == 7
     assert info.features["action"]["shape"] == tuple(info.features["action"].shape)
+    # through the dict view too, as LeRobot's info dict holds them (QA: a list there)
+    assert isinstance(info["features"]["action"]["shape"], tuple)
+    assert info.get("features")["action"]["shape"] == info.features["action"]["shape"]
+    assert ds.meta.episodes.num_rows == len(ds.meta.episodes) == 6
+    assert ds.revision == ds.meta.revision == "v3.0" == LeRobotDatasetMetadata("x", root=root).revision
+    assert LeRobotDataset("x", root=root, speed_labels=False, revision="main").meta.revision == "main"
     assert ds.features is ds.meta.features  # one dict: a script's edit is what the next reader sees
     assert isinstance(ds.features["observation.state"]["shape"], tuple)
     del ds.meta.features["observation.images.top"]

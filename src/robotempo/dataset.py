@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 OPENED_BY_MIXTURE: contextvars.ContextVar[bool] = contextvars.ContextVar("opened_by_mixture", default=False)
 
 
+LEROBOT_REVISION = "v3.0"  # LeRobot 0.6.1's CODEBASE_VERSION: its `revision` when none is given
+
+
 def default_root(repo_id: str, revision: str | None = None) -> Path:
     """Where LeRobot keeps `repo_id` when no root is given: `$HF_LEROBOT_HOME/<repo_id>`, else the snapshot
     LeRobot 0.6.1 downloaded into its hub cache (`$HF_LEROBOT_HOME/hub/datasets--<org>--<name>/snapshots/
@@ -247,6 +250,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 "repo_type='dataset', local_dir=...))",
             ) from None
         self.meta.repo_id = repo_id
+        # LeRobot 0.6.1 names its codebase version when no revision is given ("v3.0", whatever the dataset's)
+        self.revision = self.meta.revision = revision if revision else LEROBOT_REVISION
         info = self.meta.info
         self.depth_output_unit = depth.output_unit(depth_output_unit)
         self._depth_videos, self._depth_images = self._depth_cameras()
@@ -840,7 +845,7 @@ class LeRobotDatasetMetadata(DatasetMeta):
             episodes=meta.episodes,
             location=meta.location,
             repo_id=repo_id,
-            revision=revision,
+            revision=revision if revision else LEROBOT_REVISION,
         )
 
 

@@ -76,6 +76,11 @@ class EpisodeTable:
         return out
 
     @property
+    def num_rows(self) -> int:
+        """The episodes (rows), as a Hugging Face Dataset's `num_rows`."""
+        return len(self)
+
+    @property
     def column_names(self) -> list[str]:
         return list(self._columns()) + (["tasks"] if self.tasks is not None else [])
 

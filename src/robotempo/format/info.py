@@ -260,15 +260,21 @@ class DatasetInfo:
     def data_file(self, **fields: int) -> str:
         return self.data_path.format(**fields)
 
-    # LeRobot 0.6 keeps a read-only dict view of info.json (`meta.info["fps"]`): the same here.
+    # LeRobot 0.6 keeps a read-only dict view of info.json (`meta.info["fps"]`), its features' shapes as
+    # tuples (a script comparing `info["features"][k]["shape"] == (3, 96, 96)`): the same here.
+    def _view(self) -> dict:
+        view = self.to_dict()
+        view["features"] = {k: f.as_lerobot() for k, f in self.features.items()}
+        return view
+
     def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
+        return self._view()[key]
 
     def __contains__(self, key: object) -> bool:
         return key in self.to_dict()
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.to_dict().get(key, default)
+        return self._view().get(key, default)
 
     def video_file(self, video_key: str, **fields: int) -> str:
         if self.video_path is None:
