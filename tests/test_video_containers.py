@@ -306,9 +306,10 @@ def test_keyframes_that_do_not_refresh_the_decoder_are_not_seeked_to(tmp_path, c
                     c.mux(p)
             for p in s.encode():
                 c.mux(p)
+        with av.open(str(path)) as c:  # the sync samples x264 marked
+            assert sum(p.is_keyframe for p in c.demux(video=0) if p.size) > 2
         with av.open(str(path)) as c:
             stream = c.streams.video[0]
-            assert sum(e.is_keyframe for e in stream.index_entries) > 2
             episode = int(path.stem.rsplit("_", 1)[1])
             expected[episode] = [f.to_ndarray(format="rgb24").transpose(2, 0, 1) for f in c.decode(stream)]
     ds = LeRobotDataset("x", root=root, return_uint8=True, speed_labels=False)

@@ -21,7 +21,7 @@ from robotempo.video import encoder as encoder_module
 from robotempo.video.cache import DECODER_BUDGET_BYTES, decoder_bytes
 from robotempo.video.decoder import FrameFetcher, VideoDecoderCache, decode_frames
 from robotempo.video.encoder import VideoEncoder, available_codecs
-from robotempo.video.reader import VideoReader
+from robotempo.video.reader import FFMPEG_INDEX, VideoReader
 from robotempo.video.seek_plan import plan_seeks
 
 FPS = 30
@@ -617,3 +617,109 @@ def test_fetcher_parallel_equals_sequential(small_files, episodes_file):
         np.testing.assert_array_equal(b, c)
     with FrameFetcher(max_workers=2) as fetcher, pytest.raises(VideoDecodeError, match="missing"):
         fetcher.fetch([(small_files[0], [0.0]), (path.parent / "missing.mp4", [0.0])], 1e-4)
+
+
+def _encode(path: Path, codec: str, options: dict, n: int = 48, size: int = 32) -> Path:
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream(codec, rate=10, options=options)
+        s.width = s.height = size
+        s.pix_fmt = "yuv420p"
+        for k in range(n):
+            pixels = np.full((size, size, 3), (5 * k) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = k
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def _cut(path: Path, first: int, cut: int) -> Path:
+    """What `ffmpeg -ss` with stream copy makes: the packets from the keyframe at `first` on, shifted so the
+    frame at `cut` shows first: the ones before it hidden by an edit list."""
+    out = path.with_name(path.stem + "-cut.mp4")
+    with av.open(str(path)) as src, av.open(str(out), "w", format="mp4") as dst:
+        si = src.streams.video[0]
+        so = dst.add_stream_from_template(si)
+        step = round(1 / (10 * si.time_base))
+        for p in src.demux(si):
+            if p.dts is None or p.pts < first * step:
+                continue
+            p.pts -= cut * step
+            p.dts -= cut * step
+            p.stream = so
+            dst.mux(p)
+    return out
+
+
+def _index_files(tmp_path: Path) -> list[Path]:
+    from robotempo.synth import write_synthetic
+
+    h264 = "libx264" if "libx264" in av.codecs_available else "h264"
+    files = [
+        _encode(tmp_path / "bframes.mp4", h264, {"g": "12", "bf": "2"}),
+        _encode(tmp_path / "gop10.mp4", h264, {"g": "10", "bf": "0"}),
+    ]
+    files += [_cut(files[1], 10, 13), _cut(files[0], 12, 15)]  # edit lists, without and with B-frames
+    for codec in available_codecs():  # v3.0 files of several episodes, as the writer makes them
+        root = write_synthetic(tmp_path / codec, version="v3.0", n_episodes=4, camera="video",
+                               image_size=(32, 32), codec=codec, mean_length=20.0)  # fmt: skip
+        files += sorted(root.glob("videos/**/*.mp4"))
+    return files
+
+
+@pytest.mark.skipif(not FFMPEG_INDEX, reason="PyAV < 17: no FFmpeg index to compare with")
+def test_the_packet_index_is_ffmpegs_index(tmp_path):
+    """Older PyAV (15, LeRobot 0.6.1's pin) has no `index_entries`: the reader rebuilds FFmpeg's index from
+    one demux pass. Entry by entry (decode time, byte position, size, keyframe and discard flags) and lookup
+    by lookup (every timestamp around every entry, forward and backward, keyframes or any frame) it is
+    FFmpeg's, on files with B-frames, edit lists hiding samples, and every codec the writer makes."""
+    from robotempo.video.stream_index import PacketIndex
+
+    files = _index_files(tmp_path)
+    hidden = 0
+    for path in files:
+        with av.open(str(path)) as c, av.open(str(path)) as other:
+            theirs = c.streams.video[0].index_entries
+            ours = PacketIndex(other)
+            assert len(ours) == len(theirs) > 0, path
+            for i in range(len(theirs)):
+                a, b = theirs[i], ours[i]
+                got = (b.timestamp, b.pos, b.size, b.is_keyframe, b.is_discard)
+                assert got == (a.timestamp, a.pos, a.size, a.is_keyframe, a.is_discard), (path, i)
+                hidden += b.is_discard
+            times = sorted({theirs[i].timestamp for i in range(len(theirs))})
+            probes = {t + d for t in times for d in (-1, 0, 1)} | {times[0] - 10**6, times[-1] + 10**6}
+            for t in sorted(probes):
+                for backward in (True, False):
+                    for any_frame in (True, False):
+                        want = theirs.search_timestamp(t, backward=backward, any_frame=any_frame)
+                        got = ours.search_timestamp(t, backward=backward, any_frame=any_frame)
+                        assert got == want, (path, t, backward, any_frame)
+    assert hidden >= 3  # an edit-listed file's hidden samples were compared too
+
+
+@pytest.mark.skipif(not FFMPEG_INDEX, reason="PyAV < 17: the packet index is the only one")
+def test_the_reader_serves_the_same_frames_from_the_packet_index(tmp_path, monkeypatch):
+    """The reader on the rebuilt index (what PyAV 15 and 16 get) decodes the same frames as on FFmpeg's, in
+    order and at random, on the same files."""
+    from robotempo.video import reader as reader_module
+
+    files = _index_files(tmp_path)
+    rng = np.random.default_rng(0)
+    for path in files:
+        with av.open(str(path)) as c:  # the frames shown, as FFmpeg decodes them
+            times = np.array([f.time for f in c.decode(video=0)])
+        picks = np.concatenate([times, rng.choice(times, 40)])
+        r = VideoReader(path)
+        info = r.info
+        expected = r.frames_at(picks, 0.02)
+        r.close()
+        monkeypatch.setattr(reader_module, "FFMPEG_INDEX", False)
+        r = VideoReader(path)
+        assert type(r._index).__name__ == "PacketIndex"
+        assert r.info == info
+        assert np.array_equal(r.frames_at(picks, 0.02), expected), path
+        r.close()
+        monkeypatch.setattr(reader_module, "FFMPEG_INDEX", True)

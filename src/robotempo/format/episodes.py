@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from robotempo.arrays import take
+
 
 @dataclass
 class VideoLocation:
@@ -118,7 +120,7 @@ class EpisodeTable:
             data_row_from=self.data_row_from[positions],
             data_files=self.data_files,
             index_stated=self.index_stated,
-            tasks=None if self.tasks is None else self.tasks.take(np.asarray(positions)),
+            tasks=None if self.tasks is None else take(self.tasks, positions),  # no numpy.ma (arrays.py)
             videos={
                 k: VideoLocation(
                     v.file[positions],

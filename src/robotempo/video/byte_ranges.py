@@ -20,24 +20,26 @@ import math
 
 import av
 
+from robotempo.video.stream_index import reorder_depth
+
 
 class FrameByteIndex:
     """Byte ranges of frame windows of one open video stream (times in the stream's pts units)."""
 
-    def __init__(self, stream: av.video.stream.VideoStream, index_shift: int):
-        self._entries = stream.index_entries
+    def __init__(self, stream: av.video.stream.VideoStream, index, index_shift: int):
+        self._entries = index
         self._count = len(self._entries)
         self._shift = index_shift  # pts - dts of the first frame (the index holds decode times)
-        depth = max(int(stream.codec_context.reorder_depth or 0), 0)
+        depth = reorder_depth(stream.codec_context)
         self._margin = 2 * depth + 2  # samples past the last frame's own: reordering, then decoder delay
 
     @classmethod
-    def of(cls, stream: av.video.stream.VideoStream, index_shift: int) -> FrameByteIndex | None:
+    def of(cls, stream: av.video.stream.VideoStream, index, index_shift: int) -> FrameByteIndex | None:
         """The index of `stream`, or None when FFmpeg's index is not one entry per frame (a fragmented MP4
         indexes its fragments as it reads them): its windows would be guesses."""
-        if not stream.frames or len(stream.index_entries) != stream.frames:
+        if not stream.frames or len(index) != stream.frames:
             return None
-        return cls(stream, index_shift)
+        return cls(stream, index, index_shift)
 
     def window(self, first: float, last: float, from_keyframe: bool) -> tuple[int, int] | None:
         """Bytes `[start, end)` that decoding the frames from `first` to `last` reads: from the keyframe at

@@ -26,6 +26,7 @@ PLANAR_EXACT = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p
 PLANAR_WIDTH_STEP = 16  # the planar path only for widths that are multiples of this (module docstring)
 _SCALE = np.float32(255)
 GRAY12 = "gray12le"  # LeRobot's depth pixel format (12-bit codes in little-endian uint16)
+_THREADS_ARG = True  # whether this PyAV's `reformat` takes `threads=` (found at the first call)
 
 
 class PixelWriter:
@@ -35,9 +36,18 @@ class PixelWriter:
     def __init__(self) -> None:
         self._reformatter = VideoReformatter()
 
+    def _reformat(self, frame: av.VideoFrame, pixel_format: str) -> av.VideoFrame:
+        global _THREADS_ARG
+        if _THREADS_ARG:
+            try:
+                return self._reformatter.reformat(frame, format=pixel_format, threads=1)
+            except TypeError:  # an older PyAV: no `threads` (its swscale converts in one thread)
+                _THREADS_ARG = False
+        return self._reformatter.reformat(frame, format=pixel_format)
+
     def rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """uint8 (H, W, 3) RGB."""
-        return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        return self._reformat(frame, "rgb24").to_ndarray()
 
     def write_chw(self, frame: av.VideoFrame, out: np.ndarray) -> None:
         """Write `frame` as RGB into `out`, a (3, H, W) uint8 or float32 array (float32: value / 255); a
@@ -46,7 +56,7 @@ class PixelWriter:
             self.write_gray12(frame, out)
             return
         if frame.format.name in PLANAR_EXACT and not (frame.width % PLANAR_WIDTH_STEP or frame.height % 2):
-            planar = self._reformatter.reformat(frame, format="gbrp", threads=1)
+            planar = self._reformat(frame, "gbrp")
             g, b, r = (_plane(p, frame.height, frame.width) for p in planar.planes)
             for channel, plane in zip(out, (r, g, b)):
                 store(channel, plane)

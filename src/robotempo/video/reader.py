@@ -36,6 +36,7 @@ from robotempo.video.byte_ranges import FrameByteIndex
 from robotempo.video.pixels import PixelWriter
 from robotempo.video.seek_plan import plan_seeks, seek_cost_frames
 from robotempo.video.stream import StreamInfo
+from robotempo.video.stream_index import PacketIndex
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 # last read ended (SHORT_SEEK_THRESHOLD): those skipped bytes are read from the file too.
 _FORWARD_READ = 32768
 _OUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+# PyAV >= 17 exposes FFmpeg's per-stream sample index; older PyAV gets it rebuilt (`stream_index`)
+FFMPEG_INDEX = hasattr(av.video.stream.VideoStream, "index_entries")
 _FIX_CORRUPT = "the file is damaged or not a video: re-encode or re-download it"
 _FIX_SHORT = (
     "the video is shorter than its episode: re-encode the episode's video, or check the episode's "
@@ -56,6 +59,7 @@ class VideoReader:
     def __init__(self, path: str | Path | FileRef):
         ref = as_file(path)
         self.path = ref.where
+        self._ref = ref
         source = None
         try:
             source = ref.open_video()
@@ -84,7 +88,7 @@ class VideoReader:
         self._pixels = PixelWriter()
         self._byte_index = None
         if self._blocks is not None:
-            self._byte_index = FrameByteIndex.of(self._stream, self._index_shift)
+            self._byte_index = FrameByteIndex.of(self._stream, self._index, self._index_shift)
             self._blocks.mark_opened()
         # Decoder state: a live decode generator (None after a decode error), the last two frames it produced
         # (`_prev`, `_cur`: consecutive in presentation order), whether it reached the end, and whether it
@@ -122,7 +126,7 @@ class VideoReader:
             raise VideoDecodeError(self.path, "its frame rate is unknown", _FIX_CORRUPT)
         self.step = 1.0 / (float(rate) * self.time_base)  # frame spacing, in pts units
         self.start_pts = int(stream.start_time) if stream.start_time is not None else 0
-        self._index = index = stream.index_entries
+        self._index = index = self._index_of(stream)
         self._index_is_per_frame = bool(stream.frames) and len(index) == stream.frames
         # Samples an edit list hides (a clip cut by stream copy keeps the frames from the keyframe before
         # its start) are in the index and in stream.frames, but never presented.
@@ -147,6 +151,19 @@ class VideoReader:
             height=self.height,
         )
         self._seek_cost = seek_cost_frames(context.name)
+
+    def _index_of(self, stream) -> object:
+        """FFmpeg's sample index of the stream (PyAV >= 17), or the same entries from a demux pass over the
+        file opened once more (older PyAV: `stream_index.PacketIndex`)."""
+        if FFMPEG_INDEX:
+            return stream.index_entries
+        source = self._ref.open_video()
+        try:
+            with av.open(source, format=DEMUXER) as container:
+                return PacketIndex(container)
+        finally:
+            if hasattr(source, "close"):
+                source.close()
 
     def close(self) -> None:
         self._drop_generator()
