@@ -207,6 +207,23 @@ def check_video_identity(root: Path) -> None:
         ]
 
 
+def encode_frames(path: Path, codec: str, options: dict, frames, rate: int = 10) -> Path:
+    """Encode RGB `frames` (N, H, W, 3) uint8 into an MP4 at `path` with `codec` and its `options`, one
+    frame per tick (pts 0, 1, ...): files as other tools make them, not as robotempo's writer does."""
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream(codec, rate=rate, options=options)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        for k, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+            frame.pts = k
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
 _LOADER_ITERATORS: weakref.WeakSet = weakref.WeakSet()
 _start_iterator = torch.utils.data.dataloader._MultiProcessingDataLoaderIter.__init__
 

@@ -284,6 +284,8 @@ def test_keyframes_that_do_not_refresh_the_decoder_are_not_seeked_to(tmp_path, c
     off); the file is now decoded from its start, with a warning."""
     import random
 
+    from conftest import encode_frames
+
     from robotempo.synth import CAMERA_KEY, write_synthetic
 
     if "libx264" not in av.codecs_available:
@@ -296,16 +298,7 @@ def test_keyframes_that_do_not_refresh_the_decoder_are_not_seeked_to(tmp_path, c
     for path in sorted(root.glob("videos/**/*.mp4")):
         with av.open(str(path)) as c:
             frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
-        with av.open(str(path), "w", format="mp4") as c:
-            s = c.add_stream("libx264", rate=10, options={"x264-params": "intra-refresh=1:keyint=10"})
-            s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
-            for k, pixels in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-                frame.pts = k
-                for p in s.encode(frame):
-                    c.mux(p)
-            for p in s.encode():
-                c.mux(p)
+        encode_frames(path, "libx264", {"x264-params": "intra-refresh=1:keyint=10"}, frames)
         with av.open(str(path)) as c:  # the sync samples x264 marked
             assert sum(p.is_keyframe for p in c.demux(video=0) if p.size) > 2
         with av.open(str(path)) as c:

@@ -620,19 +620,10 @@ def test_fetcher_parallel_equals_sequential(small_files, episodes_file):
 
 
 def _encode(path: Path, codec: str, options: dict, n: int = 48, size: int = 32) -> Path:
-    with av.open(str(path), "w", format="mp4") as c:
-        s = c.add_stream(codec, rate=10, options=options)
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        for k in range(n):
-            pixels = np.full((size, size, 3), (5 * k) % 256, np.uint8)
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = k
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    from conftest import encode_frames
+
+    levels = ((5 * np.arange(n)) % 256).astype(np.uint8)
+    return encode_frames(path, codec, options, np.repeat(levels, size * size * 3).reshape(n, size, size, 3))
 
 
 def _cut(path: Path, first: int, cut: int) -> Path:
