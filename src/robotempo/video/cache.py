@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from robotempo.arrays import distinct
 from robotempo.env import descriptor_limit, env_int
 from robotempo.forksafe import ProcessLocal
 from robotempo.fs import FileRef, as_file
@@ -140,7 +141,7 @@ def video_union(parts: Iterable[VideoFiles]) -> tuple[int, int, int]:
 
 def _group_files(members: list[VideoFiles]) -> tuple[int, int, int]:
     """One group's distinct files, their cost open, and how many are in a store."""
-    n = len(np.unique(np.concatenate([m.codes for m in members]) if len(members) > 1 else members[0].codes))
+    n = len(distinct(np.concatenate([m.codes for m in members])))  # not np.unique: it imports numpy.ma
     return n, n * max(m.file_bytes for m in members), n if any(m.remote for m in members) else 0
 
 
