@@ -20,6 +20,10 @@ samples/s, and per worker the peak RSS and the unique memory (USS: what each fur
 sampled every 0.2 s over the pass. `default` leaves `ROBOTEMPO_VIDEO_CACHE_SIZE` unset (the size robotempo
 picks: `max_size` in the table); a number sets it.
 
+Per timed batch, also: the storages its worker took from its shared-memory pool (`shm takes`: one per camera
+tensor and one for the packed numeric columns, plus any a dataset's part took) and how many of them were fresh
+shared memory (`fresh`: new pages, each a fault and a clear, or storages the pool could not keep).
+
 `--store s3` reads the datasets from an S3 server on 127.0.0.1 (moto, as the tests start it) through a relay
 that holds each response back `--latency-ms` and counts requests; worker RSS then includes the blocks and
 prefetched ranges the open files keep. `--before COMMIT` runs that commit's `src/` (git archive) beside this
@@ -94,10 +98,40 @@ def corpus(n: int, size: tuple[int, int], codec: str, version: str, noise: float
 
 
 # -- one run, in a fresh process -----------------------------------------------------------------------------
+def _collate_counting(samples) -> dict:
+    """`collate`, plus the worker's id and its shared-memory pool's counters (storages taken, fresh, unpooled)
+    as the batch's `_pool`: how much fresh shared memory each batch costs."""
+    import torch
+
+    from robotempo import collate
+    from robotempo.shm_pool import worker_pool_stats
+
+    out = collate(samples)
+    stats = worker_pool_stats() or {}
+    worker = torch.utils.data.get_worker_info()
+    out["_pool"] = torch.tensor(
+        [worker.id if worker else -1, stats.get("takes", -1), stats.get("fresh", 0), stats.get("unpooled", 0)]
+    )
+    return out
+
+
+def _pool_per_batch(first: dict, last: dict, counted: dict) -> dict:
+    """Storages each timed batch took from its worker's pool, and how many of them were fresh shared memory
+    (new or unpooled), from the counters of each worker's first and last timed batch."""
+    batches = sum(counted[w] - 1 for w in last)
+    if batches <= 0:
+        return {}
+    fresh = sum(last[w][2] + last[w][3] - first[w][2] - first[w][3] for w in last)
+    out = {"pool_fresh_per_batch": fresh / batches}
+    if all(first[w][1] >= 0 for w in last):  # robotempo before 2026-12-02 did not count takes
+        out["pool_takes_per_batch"] = sum(last[w][1] - first[w][1] for w in last) / batches
+    return out
+
+
 def worker(args) -> None:
     import torch
 
-    from robotempo import Mixture, Sampler, collate
+    from robotempo import Mixture, Sampler
 
     roots = args.roots.split(",")
     options = json.loads(args.options) if args.options else None
@@ -119,7 +153,7 @@ def worker(args) -> None:
         datasets = data.datasets
         sampler = Sampler(data, seed=0, rank=0, world_size=1)
     loader = torch.utils.data.DataLoader(
-        data, batch_size=BATCH, sampler=sampler, num_workers=WORKERS, collate_fn=collate,
+        data, batch_size=BATCH, sampler=sampler, num_workers=WORKERS, collate_fn=_collate_counting,
         multiprocessing_context="fork", prefetch_factor=2,
     )  # fmt: skip
     peaks: dict[int, dict] = {}
@@ -140,8 +174,13 @@ def worker(args) -> None:
     for _ in range(args.warmup):
         next(it)
     t0 = time.perf_counter()
+    first, last, counted = {}, {}, {}
     for _ in range(args.batches):
         batch = next(it)
+        pool = batch.pop("_pool").tolist()
+        first.setdefault(pool[0], pool)
+        last[pool[0]] = pool
+        counted[pool[0]] = counted.get(pool[0], 0) + 1
     seconds = time.perf_counter() - t0
     stop.set()
     sampler_thread.join()
@@ -156,6 +195,7 @@ def worker(args) -> None:
             "samples_per_s": args.batches * BATCH / seconds,
             "worker_rss_mb": max(p["rss"] for p in workers) / 1e6,
             "worker_uss_mb": max(p["uss"] for p in workers) / 1e6,
+            **_pool_per_batch(first, last, counted),
         }
     )
     del it
@@ -261,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                               flush=True)  # fmt: skip
             for (sy, s), got in runs.items():
                 med = {k: float(np.median([x[k] for x in got])) for k in got[0] if k != "cache_size"}
+                med.setdefault("pool_takes_per_batch", float("nan"))
+                med.setdefault("pool_fresh_per_batch", float("nan"))
                 rows.append({"codec": codec, "system": sy, "cache_size": s, **med, "runs": got})
     finally:
         if gate is not None:
@@ -274,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {BATCH}, medians of {args.rounds}")  # fmt: skip
     fetched = f" {'requests':>9} {'KB/sample':>10}" if store is not None else ""
     print(f"{'codec':6} {'system':>24} {'cache':>8} {'max_size':>8} {'samples/s':>10} {'vs first':>9} "
-          f"{'worker RSS':>11} {'worker USS':>11}{fetched}")  # fmt: skip
+          f"{'worker RSS':>11} {'worker USS':>11} {'shm takes':>9} {'fresh':>6}{fetched}")  # fmt: skip
     first = next(iter(systems))
     for row in rows:
         base = next(x for x in rows if x["codec"] == row["codec"] and x["cache_size"] == sizes[0]
@@ -285,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             extra = f" {row['requests']:9.0f} {per:10.1f}"
         print(f"{row['codec']:6} {row['system'][-24:]:>24} {row['cache_size']:>8} {row['max_size']:8.0f} "
               f"{row['samples_per_s']:10.1f} {row['samples_per_s'] / base['samples_per_s']:8.2f}x "
-              f"{row['worker_rss_mb']:8.0f} MB {row['worker_uss_mb']:8.0f} MB{extra}")  # fmt: skip
+              f"{row['worker_rss_mb']:8.0f} MB {row['worker_uss_mb']:8.0f} MB "
+              f"{row['pool_takes_per_batch']:9.1f} {row['pool_fresh_per_batch']:6.2f}{extra}")  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     quick = "-quick" if args.quick else ""

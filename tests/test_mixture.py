@@ -557,7 +557,7 @@ def test_merged_batches_keep_shared_camera_memory_and_request_order():
         }
 
     for shared in (True, False):
-        merged = _merge([part(0, [3, 0], shared), part(1, [1, 4, 2], shared)], 5, ["a", "b"])
+        merged = _merge([part(0, [3, 0], shared), part(1, [1, 4, 2], shared)], 5, ["a", "b"], {})
         assert merged["cam"].is_shared() == shared
         assert merged["index"].tolist() == [0, 1, 2, 3, 4] and not merged["index"].is_shared()
         assert merged["cam"][:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
@@ -616,3 +616,100 @@ def test_a_mixture_sizes_the_shared_video_decoders_for_all_its_files(tmp_path, m
         small[int(start)]
     assert decoder.default_fetcher().cache.max_size == 8
     decoder.default_fetcher().close()
+
+
+class _PoolCounting(Mixture):
+    """The mixture, with its worker's shared-memory pool counters in each batch (`pool`: takes, fresh)."""
+
+    def __getitems__(self, indices):
+        from robotempo.shm_pool import worker_pool_stats
+
+        batch = super().__getitems__(indices)
+        stats = worker_pool_stats()
+        batch.stacked["pool"] = torch.tensor([stats["takes"], stats["fresh"]]).expand(len(indices), 2).clone()
+        return batch
+
+
+def _flip(frames: torch.Tensor) -> torch.Tensor:
+    return frames.flip(-1)
+
+
+def test_cameras_of_many_datasets_are_decoded_into_one_batch_tensor(roots, tmp_path):
+    """Under a mixture each dataset's frames are decoded straight into the batch's camera tensor at its rows:
+    decoded in each dataset's shape then copied, a worker took one more shared-memory storage per dataset in
+    the batch, of as many sizes (the QA soak: ~20 per batch, 6% of the camera bytes fresh). A worker takes as
+    many storages for a batch of four datasets as for a batch of one, and every frame is the source's: the
+    pool reuses storages, so a row left unwritten (a dataset lacking the camera, one whose transformed frames
+    are copied in, image and video cameras, windows of 2 frames) would show another batch's pixels."""
+    v21 = write_synthetic(
+        tmp_path / "v21", version="v2.1", n_episodes=3, n_tasks=1, camera="video", image_size=(32, 32),
+        fps=10, seed=3, mean_length=10.0,
+    )  # fmt: skip
+    window = {CAM: [-0.1, 0.0]}
+    specs = [
+        {"repo_id": "video10", "root": roots["video10"]},
+        {"repo_id": "v21", "root": v21},
+        {"repo_id": "flipped", "root": v21, "image_transforms": _flip},
+        {"repo_id": "tab15", "root": roots["tab15"]},
+    ]
+    mix = _PoolCounting(specs, key_maps=[{CAMERA_KEY: CAM}] * 3 + [None], delta_timestamps=window)
+    alone = _PoolCounting(specs[:1], key_maps=[{CAMERA_KEY: CAM}], delta_timestamps=window)
+
+    def batches(dataset, n: int):
+        sampler = torch.utils.data.RandomSampler(
+            dataset, replacement=True, num_samples=8 * n, generator=torch.Generator().manual_seed(1)
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=8, sampler=sampler, num_workers=1, collate_fn=collate, drop_last=True
+        )
+        return iter(loader)  # each batch dropped before the next: the worker's pool can reuse its storages
+
+    def takes_per_batch(pools: list) -> set[int]:
+        return set(np.diff([takes for takes, _ in pools]).tolist())
+
+    pools, mixed, seen = [], 0, set()
+    for batch in batches(mix, 30):
+        pools.append(batch["pool"][0].tolist())
+        mixed += len(set(batch["dataset_index"].tolist())) > 1
+        for i, (d, index) in enumerate(zip(batch["dataset_index"].tolist(), batch["index"].tolist())):
+            ds = mix.datasets[d]
+            if ds.camera_keys:
+                source = ds[int(np.flatnonzero(ds.frames.columns["index"] == index)[0])]
+                assert torch.equal(batch[CAM][i], source[CAMERA_KEY]), (d, index)
+                assert torch.equal(batch[f"{CAM}_is_pad"][i], source[f"{CAMERA_KEY}_is_pad"])
+            else:
+                assert not batch[CAM][i].any() and batch[f"{CAM}_is_pad"][i].all()
+            seen.add(d)
+    assert seen == {0, 1, 2, 3} and mixed >= 20
+    assert pools[-1][1] < 10, pools  # a few fresh storages, then the same ones again
+    assert takes_per_batch(pools) == takes_per_batch([b["pool"][0].tolist() for b in batches(alone, 10)])
+
+
+class _Crops:
+    """image_transforms that crop one more column on every call after the first (item 0, read for the
+    mixture's schema, comes out whole)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return frames if self.calls == 1 else frames[..., : -min(self.calls, 8)]
+
+
+@pytest.mark.parametrize("transform", [_Crops, lambda: lambda f: f.double()])
+def test_transforms_that_break_the_batch_shape_or_dtype_are_typed_errors(roots, transform):
+    """Transformed frames are written into the mixture's batch: a transform that changes its output's shape
+    from item to item, or makes a dtype other than the schema's, is an error naming the dataset, the camera
+    and both shapes, never a silently cast or truncated frame."""
+    specs = [
+        {"repo_id": "video10", "root": roots["video10"], "image_transforms": transform()},
+        {"repo_id": "tab15", "root": roots["tab15"]},
+    ]
+    mix = Mixture(specs, key_maps=[{CAMERA_KEY: CAM}, None])
+    both = [0, len(mix) - 1]
+    if transform is _Crops:
+        with pytest.raises(MixtureError, match=r"'video10' made 'observation.images.\w+' torch.float32"):
+            mix.__getitems__(both)
+    else:  # one dtype in every item: the schema takes it
+        assert mix.__getitems__(both)[0][CAM].dtype == torch.float64

@@ -58,16 +58,35 @@ def decode_images(
     hwc: tuple[int, ...],
     lead: Sequence[int],
     return_uint8: bool,
+    shared: bool = True,
 ) -> torch.Tensor:
     """Embedded image cells (and the data file each comes from, for errors) decoded into one new camera
     tensor `(*lead, 3, H, W)` (`frames_tensor`; `prod(lead) == len(cells)`), uint8 or float32 in [0, 1]."""
+    _check_rgb(cells, paths, key, hwc)
+    out = frames_tensor(lead, 3, hwc[0], hwc[1], return_uint8, shared)
+    flat = out.view(-1, 3, hwc[0], hwc[1]).numpy()
+    decode_images_at(cells, paths, key, hwc, flat, range(len(flat)))
+    return out
+
+
+def decode_images_at(
+    cells: Sequence,
+    paths: Sequence[Path | str],
+    key: str,
+    hwc: tuple[int, ...],
+    flat: np.ndarray,
+    positions: Sequence[int],
+) -> None:
+    """Embedded image cells decoded into `flat[positions[i]]` (`flat`: `(N, 3, H, W)` uint8 or float32)."""
+    _check_rgb(cells, paths, key, hwc)
+    for value, path, p in zip(cells, paths, positions):
+        decode_image_into(value, flat[p], path, key, hwc)
+
+
+def _check_rgb(cells: Sequence, paths: Sequence[Path | str], key: str, hwc: tuple[int, ...]) -> None:
     if len(hwc) != 3 or hwc[2] != 3:  # no RGB image has this shape: the first cell's check names its file
         for value, path in zip(cells, paths):
             decode_image(value, path, key, hwc)
-    out = frames_tensor(lead, 3, hwc[0], hwc[1], return_uint8)
-    for value, path, slot in zip(cells, paths, out.view(-1, 3, hwc[0], hwc[1]).numpy()):
-        decode_image_into(value, slot, path, key, hwc)
-    return out
 
 
 # PIL modes of a depth image LeRobot 0.6.1 serves as its pixel values in float32 (`pil_to_chw_tensor`:
@@ -168,7 +187,7 @@ def _undecodable(path: Path | str, key: str, e: Exception) -> DatasetFormatError
 
 
 def frames_tensor(
-    lead: Sequence[int], channels: int, height: int, width: int, return_uint8: bool
+    lead: Sequence[int], channels: int, height: int, width: int, return_uint8: bool, shared: bool = True
 ) -> torch.Tensor:
     """An uninitialised contiguous `(*lead, channels, height, width)` camera tensor, uint8 or float32.
 
@@ -177,9 +196,10 @@ def frames_tensor(
     shared memory, and every fresh page costs a page fault and a clear: at 480x640 float32 that copy cost
     more CPU than decoding the frames). The worker takes it from its pool of storages that no process uses
     any more (`robotempo.shm_pool`), so pages are reused from batch to batch. Every element must be written.
+    `shared=False`: private memory, for frames that never leave the process (transformed, then dropped).
     """
     shape = (*lead, channels, height, width)
     dtype = torch.uint8 if return_uint8 else torch.float32
-    if torch.utils.data.get_worker_info() is None:
+    if not shared or torch.utils.data.get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
     return shared_tensor(shape, dtype)

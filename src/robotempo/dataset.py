@@ -23,11 +23,18 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 from robotempo import depth
 from robotempo.arguments import check_size, check_tolerance
 from robotempo.arrays import distinct
-from robotempo.cameras import decode_depth_images, decode_image, decode_images, frames_tensor
+from robotempo.cameras import (
+    decode_depth_images,
+    decode_image,
+    decode_images,
+    decode_images_at,
+    frames_tensor,
+)
 from robotempo.errors import (
     ArgumentError,
     DeltaTimestampsError,
     MissingFileError,
+    MixtureError,
     SelectionError,
     VideoDecodeError,
     VideoMismatchError,
@@ -470,6 +477,24 @@ class LeRobotDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {bad} is out of range for a dataset of {n} frames")
         if len(rows) and rows.min() < 0:  # from the end, as `ds[-1]` and a one-by-one DataLoader fetch do
             rows = np.where(rows < 0, rows + n, rows)
+        return self._batch(rows, {})
+
+    def fills(self, key: str) -> bool:
+        """Whether `_batch` can write a camera's item frames into a caller's batch: RGB video and image
+        cameras (decoded there, or transformed there with image_transforms); depth cameras are converted
+        after decoding, in a tensor of their own."""
+        return key in self.camera_keys and key not in self._depth_videos and key not in self._depth_images
+
+    def _transformed(self) -> list[str]:
+        """The cameras image_transforms apply to (LeRobot leaves depth cameras untransformed)."""
+        if self.image_transforms is None:
+            return []
+        return [k for k in self.camera_keys if k not in self._depth_videos and k not in self._depth_images]
+
+    def _batch(self, rows: np.ndarray, into: dict[str, tuple[np.ndarray, np.ndarray]]) -> ItemBatch:
+        """The items at table rows (in range, not negative). `into`: camera key -> (flat frames `(N, C, H,
+        W)` of a caller's batch, the position there of each of this batch's frames in `(row, window)`
+        order); those cameras (each one that `fills`) are written there and left out of the items."""
         frames = self.frames
         ep = frames.episode_of(rows)
         ep_from, ep_to = frames.ep_from[ep], frames.ep_to[ep]
@@ -485,7 +510,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         for key in self.string_keys:  # LeRobot serves a declared "string" feature as the row's str
             stacked[key] = frames.read_heavy(key, rows)
         if self.camera_keys:
-            self._add_cameras(stacked, rows, ep_from, ep_to)
+            self._add_cameras(stacked, rows, ep_from, ep_to, into)
         task_index = frames.columns["task_index"][rows]
         stacked["task"] = [self.meta.tasks.get(int(t), "") for t in task_index]
         stacked["speed"] = torch.from_numpy(self._speed[ep])
@@ -494,11 +519,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         else:
             drop = self._speed_dropout.drop_many(rows, self.epoch) | self._speed_is_pad
         stacked["speed_is_pad"] = torch.from_numpy(drop)
-        if self.image_transforms is None or not self.camera_keys:
-            return ItemBatch(stacked, len(rows))
-        # LeRobot leaves depth cameras untransformed
-        plain = self._depth_videos.keys() | self._depth_images.keys()
-        transformed = [k for k in self.camera_keys if k not in plain]
+        transformed = self._transformed()
         if not transformed:
             return ItemBatch(stacked, len(rows))
         items = _split(stacked, len(rows))
@@ -511,11 +532,43 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 if key in as_float:
                     pixels = pixels.to(torch.float32) / 255
                 item[key] = self.image_transforms(pixels)
-        return ItemBatch(_restacked(stacked, items, transformed), len(items), items)
+        for key in [k for k in transformed if k in into]:
+            self._place(key, items, *into[key])
+            del stacked[key]
+            for item in items:
+                del item[key]
+        restack = [k for k in transformed if k not in into]
+        return ItemBatch(_restacked(stacked, items, restack), len(items), items)
 
-    def _add_cameras(self, stacked: dict, rows: np.ndarray, ep_from: np.ndarray, ep_to: np.ndarray) -> None:
+    def _place(self, key: str, items: list[dict], flat: np.ndarray, positions: np.ndarray) -> None:
+        """Each item's transformed frames of a camera written into a caller's batch (`_batch`'s `into`)."""
+        per_item = len(positions) // max(len(items), 1)
+        dtype = torch.from_numpy(flat[:0]).dtype
+        for i, item in enumerate(items):
+            value = item[key]
+            tensor = isinstance(value, torch.Tensor)
+            good = tensor and value.dtype == dtype and value.device.type == "cpu"
+            if not good or value.shape[-3:] != flat.shape[1:] or value.numel() != per_item * flat[0].size:
+                what = f"{value.dtype} {tuple(value.shape)}" if tensor else type(value).__name__
+                raise MixtureError(
+                    f"image_transforms of {self.repo_id!r} made {key!r} {what} on one item and the batch "
+                    f"holds {dtype} frames of {tuple(flat.shape[1:])} ({per_item} per item)",
+                    "make the image_transforms return one shape and dtype for every item",
+                )
+            rows = positions[i * per_item : (i + 1) * per_item]
+            flat[rows] = value.reshape(per_item, *flat.shape[1:]).numpy()
+
+    def _add_cameras(
+        self,
+        stacked: dict,
+        rows: np.ndarray,
+        ep_from: np.ndarray,
+        ep_to: np.ndarray,
+        into: dict[str, tuple[np.ndarray, np.ndarray]],
+    ) -> None:
         """Camera frames (and pad masks) of a batch, each frame written straight into the batch's tensor
-        (`frames_tensor`); the video files of all cameras are decoded in one parallel fetch."""
+        (`frames_tensor`), or into the caller's (`into`, see `_batch`); the video files of all cameras are
+        decoded in one parallel fetch."""
         where = {}
         for key in self.camera_keys:
             offsets = self._deltas.get(key)
@@ -526,6 +579,19 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 stacked[f"{key}_is_pad"] = torch.from_numpy(pad)
         requests, depth_videos = [], []
         for key in self.camera_keys:
+            shared = key not in into  # transformed into a caller's batch: these frames are scratch
+            if key in into and self.image_transforms is None:
+                flat, positions = into[key]
+                if key in self.image_keys:
+                    cells, paths = self._image_cells(key, where[key].reshape(-1))
+                    hwc = self.meta.info.features[key].hwc
+                    decode_images_at(cells, paths, key, hwc, flat, positions)
+                else:
+                    requests += [
+                        (ref, times, flat, positions[sel])
+                        for ref, times, sel in self._video_requests(key, where[key].reshape(-1))
+                    ]
+                continue
             if key in self.image_keys:
                 cells, paths = self._image_cells(key, where[key].reshape(-1))
                 hwc = self.meta.info.features[key].hwc
@@ -533,12 +599,12 @@ class LeRobotDataset(torch.utils.data.Dataset):
                     out = decode_depth_images(cells, paths, key, hwc, where[key].shape)
                     depth.convert_image_units_(out, self._depth_images[key], self.depth_output_unit)
                 else:
-                    out = decode_images(cells, paths, key, hwc, where[key].shape, self.return_uint8)
+                    out = decode_images(cells, paths, key, hwc, where[key].shape, self.return_uint8, shared)
             else:
                 height, width = self.meta.info.features[key].hwc[:2]
                 channels = 1 if key in self._depth_videos else 3  # depth: 12-bit codes, then dequantized
                 uint8 = self.return_uint8 and channels == 3
-                out = frames_tensor(where[key].shape, channels, height, width, uint8)
+                out = frames_tensor(where[key].shape, channels, height, width, uint8, shared)
                 if channels == 1:
                     depth_videos.append((self._depth_videos[key], out))
                 flat = out.view(-1, channels, height, width).numpy()

@@ -76,14 +76,15 @@ def describe(ds, key_map: dict[str, str]) -> dict[str, tuple[bool, torch.dtype, 
         dtype = torch.from_numpy(column[:0]).dtype
         w = windows.get(key)
         out[key_map.get(key, key)] = (False, dtype, tuple(column.shape[1:]), None if w is None else len(w))
+    transformed = ds._transformed()
+    first = ds[0] if transformed else {}
     for key in ds.camera_keys:
         w = windows.get(key)
-        out[key_map.get(key, key)] = (
-            True,
-            _camera_dtype(ds, key),
-            camera_shape(ds, key),
-            None if w is None else len(w),
-        )
+        if key in transformed:  # what the transforms make of item 0
+            dtype, shape = first[key].dtype, tuple(first[key].shape[-3:])
+        else:
+            dtype, shape = _camera_dtype(ds, key), camera_shape(ds, key)
+        out[key_map.get(key, key)] = (True, dtype, shape, None if w is None else len(w))
     return out
 
 
@@ -93,9 +94,7 @@ def _camera_dtype(ds, key: str) -> torch.dtype:
 
 
 def camera_shape(ds, key: str) -> tuple[int, ...]:
-    """(C, H, W) of a camera's item frames: from the metadata, or from item 0 when image_transforms is set."""
-    if ds.image_transforms is not None:
-        return tuple(ds[0][key].shape[-3:])
+    """(C, H, W) of an untransformed camera's item frames, from the metadata."""
     h, w, c = ds.meta.info.features[key].hwc
     return (c, h, w)
 
@@ -173,17 +172,29 @@ def output_keys(schema: dict[str, Field]) -> list[str]:
 
 
 def conform(
-    stacked: dict, n: int, d: int, schema: dict[str, Field], key_map: dict[str, str], name: str
+    stacked: dict,
+    n: int,
+    d: int,
+    schema: dict[str, Field],
+    key_map: dict[str, str],
+    name: str,
+    filled: frozenset[str] = frozenset(),
 ) -> dict:
-    """One dataset's stacked batch, renamed by its key map and padded onto the schema."""
+    """One dataset's stacked batch, renamed by its key map and padded onto the schema. Keys in `filled`
+    (mixture keys) are already in the merged batch, written there by the dataset or zeroed by the mixture
+    where the dataset lacks them: they get their masks here and no value."""
     out = {}
     for key, value in stacked.items():
         base, suffix = (key[: -len("_is_pad")], "_is_pad") if key.endswith("_is_pad") else (key, "")
         out[key_map.get(base, base) + suffix] = value
     for f in schema.values():
         if not f.present[d]:
-            out[f.key] = torch.zeros((n, *f.item_shape()), dtype=f.dtype)
+            if f.key not in filled:
+                out[f.key] = torch.zeros((n, *f.item_shape()), dtype=f.dtype)
             out[f"{f.key}_is_pad"] = torch.ones((n,) if f.window is None else (n, f.window), dtype=torch.bool)
+        elif f.key in filled:
+            if f.window is None and not all(f.present):
+                out[f"{f.key}_is_pad"] = torch.zeros(n, dtype=torch.bool)
         else:
             value = out[f.key]
             if f.camera and f.window == 1 and value.dim() == len(f.item_shape()):

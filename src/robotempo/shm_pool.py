@@ -276,13 +276,14 @@ class WorkerPool:
                     self.retired += 1
 
     def stats(self) -> dict[str, int]:
-        """Counters for benchmarks and tests: storages reused, fresh and kept, fresh and not kept, retired,
-        trimmed (freed after `_IDLE_TAKES` idle takes); slots and bytes held now, and the budget in bytes."""
+        """Counters for benchmarks and tests: storages taken, reused, fresh and kept, fresh and not kept,
+        retired, trimmed (freed after `_IDLE_TAKES` idle takes); slots and bytes held now, and the budget in
+        bytes."""
         with self.lock:
             live = len(self.slots)
-            return {"reused": self.reused, "fresh": self.fresh, "unpooled": self.unpooled,
-                    "retired": self.retired, "trimmed": self.trimmed, "slots": live, "held_bytes": self.held,
-                    "budget_bytes": self.budget}  # fmt: skip
+            return {"takes": self.takes, "reused": self.reused, "fresh": self.fresh,
+                    "unpooled": self.unpooled, "retired": self.retired, "trimmed": self.trimmed,
+                    "slots": live, "held_bytes": self.held, "budget_bytes": self.budget}  # fmt: skip
 
 
 def _new_pool() -> WorkerPool | None:
