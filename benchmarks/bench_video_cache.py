@@ -7,6 +7,8 @@
         --codecs h264 --sizes default,120
     .venv/bin/python benchmarks/bench_video_cache.py --read concat --before 6a33bc2 --sizes default
     .venv/bin/python benchmarks/bench_video_cache.py --read both --store s3 --codecs h264 --sizes default
+    PYTHONPATH=DIR_OF_PYAV15 .venv/bin/python benchmarks/bench_video_cache.py --store s3 --before 065ecaf \
+        --codecs h264 --sizes default --rounds 1 --tag av15
 
 Corpus (written once under DIR/video-cache/<version>-<size>-<codec>, reused): N datasets of 3 video cameras
 at 30 fps (LeRobot's codec settings: GOP 2), 4 episodes of ~40 frames each: v3.0 puts them in one MP4 file
@@ -205,8 +207,8 @@ def run(roots: list[str], cache_size: str, warmup: int, batches: int, src: Path 
         options: dict | None = None, gate=None, concat: bool = False) -> dict:  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("ROBOTEMPO_VIDEO_CACHE_SIZE", None)
-    if src is not None:
-        env["PYTHONPATH"] = str(src)
+    if src is not None:  # first on the path; what the caller's PYTHONPATH adds (another PyAV) stays behind it
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH")) if p)
     if cache_size != "default":
         env["ROBOTEMPO_VIDEO_CACHE_SIZE"] = cache_size
     cmd = [str(PYTHON), __file__, "--worker", "--roots", ",".join(map(str, roots)),
@@ -252,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a Mixture, or a torch ConcatDataset with a RandomSampler, or both interleaved",
     )
     ap.add_argument("--out", default=str(BENCH / "results"))
+    ap.add_argument("--tag", default="", help="appended to the results file's name (-TAG)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--options", help=argparse.SUPPRESS)
     ap.add_argument("--roots", help=argparse.SUPPRESS)
@@ -335,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     s3 = f"-s3-{args.latency_ms:g}ms" if store is not None else ""
     s3 += f"-noise{args.noise:g}" if args.noise is not None else ""
     s3 += f"-{args.read}" if args.read != "mixture" else ""
+    s3 += f"-{args.tag}" if args.tag else ""
     path = out / f"{dt.date.today()}-video-cache-{args.version}-{h}x{w}-{n}ds{s3}{quick}.json"
     record = {"version": args.version, "datasets": n, "size": [h, w], "workers": WORKERS, "batch": BATCH,
               "noise": args.noise, "store": args.store, "read": args.read,

@@ -82,10 +82,18 @@ def av1_dataset(tmp_path_factory) -> Path:
     )  # fmt: skip
 
 
-# PyAV < 17 has no FFmpeg index: the reader rebuilds it by reading each file once per open (stream_index.py)
-NEEDS_FFMPEG_INDEX = pytest.mark.skipif(
-    not FFMPEG_INDEX, reason="PyAV < 17: each open reads the whole file to rebuild the index"
-)
+@pytest.fixture(params=["ffmpeg index", "rebuilt index"])
+def index_kind(request, monkeypatch):
+    """Each video file's sample index: FFmpeg's (PyAV >= 17), or rebuilt by a demux pass that reads no
+    sample (what PyAV 15 and 16 get, `stream_index.rebuilt_index`): both must cost the same requests."""
+    if request.param == "ffmpeg index":
+        if not FFMPEG_INDEX:
+            pytest.skip("PyAV < 17 has no FFmpeg index")
+    else:
+        from robotempo.video import reader as reader_module
+
+        monkeypatch.setattr(reader_module, "FFMPEG_INDEX", False)
+    return request.param
 
 
 def assert_same_batches(a: dict, b: dict) -> None:
@@ -219,14 +227,13 @@ def test_a_small_data_file_costs_two_requests_to_open(store, tmp_path):
     assert counts[1] - counts[0] == 2 * 20, counts
 
 
-@NEEDS_FFMPEG_INDEX
-def test_one_episode_of_a_long_video_file_fetches_a_bounded_share(store, tmp_path, monkeypatch):
+def test_one_episode_of_a_long_video_file_fetches_a_bounded_share(store, tmp_path, monkeypatch, index_kind):
     root = write_synthetic(
         tmp_path / "long", version="v3.0", n_episodes=80, n_tasks=1, camera="video", image_size=(64, 64),
         seed=3, fps=10, state_dim=3, action_dim=3, mean_length=20.0,
     )  # fmt: skip
     monkeypatch.setenv("ROBOTEMPO_REMOTE_BLOCK_KB", "16")
-    url = store.upload(root, "long-video")
+    url = store.upload(root, f"long-video-{index_kind.split()[0]}")
     mp4 = next(p for p in root.rglob("*.mp4"))
     ds = LeRobotDataset("long", root=url, storage_options=store.options(), episodes=[57], speed_labels=False)
     store.gate.reset_counts()
@@ -274,17 +281,16 @@ def test_frame_windows_cost_a_request_each_at_most_in_a_file_larger_than_the_cac
         assert_same_batches(got, local.__getitems__(rows).stacked)
 
 
-@NEEDS_FFMPEG_INDEX
 @pytest.mark.parametrize("kept_mb", ["16", "0"])
 def test_a_video_file_reopened_costs_its_head_only_and_serves_the_same_frames(
-    store, v21_video_dataset, monkeypatch, kept_mb
+    store, v21_video_dataset, monkeypatch, kept_mb, index_kind
 ):
     """A v2.1 dataset holds one MP4 per episode and camera: a random pass reopens files the video cache
     evicted all the time. A reopen of an object whose version (size, ETag) the HEAD confirms starts from the
     blocks its first open read (its head and index; these small files whole), so it costs that HEAD alone;
     with the kept blocks turned off, the index is read again. Items equal the local ones either way."""
     monkeypatch.setenv("ROBOTEMPO_REMOTE_HEADERS_MB", kept_mb)
-    remote = _fresh(store, v21_video_dataset, f"reopen-{kept_mb}", video_cache_size=1)
+    remote = _fresh(store, v21_video_dataset, f"reopen-{kept_mb}-{index_kind.split()[0]}", video_cache_size=1)
     local = LeRobotDataset("local", root=v21_video_dataset, speed_labels=False)
     groups = _rows_by_video_file(remote)[:3]
     for rows in groups:  # first opens: the head, the index and the frames

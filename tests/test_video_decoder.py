@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import io
 import multiprocessing
 import pickle
 from concurrent.futures import ThreadPoolExecutor
@@ -644,6 +645,34 @@ def _cut(path: Path, first: int, cut: int) -> Path:
     return out
 
 
+def _remux(path: Path, movflags: str) -> Path:
+    """The same packets in another MP4 layout (`movflags`: the index before the samples, or fragments)."""
+    out = path.with_name(f"{path.stem}-{movflags.split('+')[1]}.mp4")
+    options = {"movflags": movflags}
+    with av.open(str(path)) as src, av.open(str(out), "w", format="mp4", options=options) as dst:
+        si = src.streams.video[0]
+        so = dst.add_stream_from_template(si)
+        for p in src.demux(si):
+            if p.dts is not None:
+                p.stream = so
+                dst.mux(p)
+    return out
+
+
+class _Reads(io.FileIO):
+    """A file that records the byte ranges read from it."""
+
+    def __init__(self, path):
+        super().__init__(path, "r")
+        self.ranges: list[tuple[int, int]] = []
+
+    def read(self, n=-1):
+        start = self.tell()
+        data = super().read(n)
+        self.ranges.append((start, start + len(data)))
+        return data
+
+
 def _index_files(tmp_path: Path) -> list[Path]:
     from robotempo.synth import write_synthetic
 
@@ -653,6 +682,10 @@ def _index_files(tmp_path: Path) -> list[Path]:
         _encode(tmp_path / "gop10.mp4", h264, {"g": "10", "bf": "0"}),
     ]
     files += [_cut(files[1], 10, 13), _cut(files[0], 12, 15)]  # edit lists, without and with B-frames
+    files += [
+        _remux(files[0], "+faststart"),
+        _remux(files[3], "+frag_keyframe+empty_moov"),
+    ]  # moov first; moofs
     for codec in available_codecs():  # v3.0 files of several episodes, as the writer makes them
         root = write_synthetic(tmp_path / codec, version="v3.0", n_episodes=4, camera="video",
                                image_size=(32, 32), codec=codec, mean_length=20.0)  # fmt: skip
@@ -663,18 +696,23 @@ def _index_files(tmp_path: Path) -> list[Path]:
 @pytest.mark.skipif(not FFMPEG_INDEX, reason="PyAV < 17: no FFmpeg index to compare with")
 def test_the_packet_index_is_ffmpegs_index(tmp_path):
     """Older PyAV (15, LeRobot 0.6.1's pin) has no `index_entries`: the reader rebuilds FFmpeg's index from
-    one demux pass. Entry by entry (decode time, byte position, size, keyframe and discard flags) and lookup
-    by lookup (every timestamp around every entry, forward and backward, keyframes or any frame) it is
-    FFmpeg's, on files with B-frames, edit lists hiding samples, and every codec the writer makes."""
-    from robotempo.video.stream_index import PacketIndex
+    one demux pass that reads no sample. Entry by entry (decode time, byte position, size, keyframe and
+    discard flags) and lookup by lookup (every timestamp around every entry, forward and backward, keyframes
+    or any frame) it is FFmpeg's, on files with B-frames, edit lists hiding samples, the index first or in
+    fragments, and every codec the writer makes; and no byte the pass read lies in a sample (the pass read
+    whole files: from an object store, each open downloaded the file)."""
+    from robotempo.video.stream_index import rebuilt_index
 
     files = _index_files(tmp_path)
     hidden = 0
     for path in files:
-        with av.open(str(path)) as c, av.open(str(path)) as other:
+        with av.open(str(path)) as c, _Reads(path) as f:
             theirs = c.streams.video[0].index_entries
-            ours = PacketIndex(other)
+            ours = rebuilt_index(f)
             assert len(ours) == len(theirs) > 0, path
+            samples = [(theirs[i].pos, theirs[i].pos + theirs[i].size) for i in range(len(theirs))]
+            read = [r for r in f.ranges if r[1] > r[0]]
+            assert read and not [(r, s) for r in read for s in samples if r[0] < s[1] and s[0] < r[1]], path
             for i in range(len(theirs)):
                 a, b = theirs[i], ours[i]
                 got = (b.timestamp, b.pos, b.size, b.is_keyframe, b.is_discard)

@@ -36,7 +36,7 @@ from robotempo.video.byte_ranges import FrameByteIndex
 from robotempo.video.pixels import PixelWriter
 from robotempo.video.seek_plan import plan_seeks, seek_cost_frames
 from robotempo.video.stream import StreamInfo
-from robotempo.video.stream_index import PacketIndex
+from robotempo.video.stream_index import DEMUXER, rebuilt_index
 
 logger = logging.getLogger(__name__)
 
@@ -153,17 +153,19 @@ class VideoReader:
         self._seek_cost = seek_cost_frames(context.name)
 
     def _index_of(self, stream) -> object:
-        """FFmpeg's sample index of the stream (PyAV >= 17), or the same entries from a demux pass over the
-        file opened once more (older PyAV: `stream_index.PacketIndex`)."""
+        """FFmpeg's sample index of the stream (PyAV >= 17), or the same entries from a demux pass that reads
+        the file's boxes but not its samples (older PyAV: `stream_index.rebuilt_index`), through the
+        container's own block-cached file from an object store (its open fetched those boxes already)."""
         if FFMPEG_INDEX:
             return stream.index_entries
-        source = self._ref.open_video()
         try:
-            with av.open(source, format=DEMUXER) as container:
-                return PacketIndex(container)
-        finally:
-            if hasattr(source, "close"):
-                source.close()
+            if self._blocks is not None:
+                return rebuilt_index(self._blocks)
+            with open(self._ref.open_video(), "rb") as f:
+                return rebuilt_index(f)
+        except (av.FFmpegError, OSError) as e:
+            bad = VideoDecodeError(self.path, f"FFmpeg cannot index it ({e})", _FIX_CORRUPT)
+            raise self._store_failure() or self._ref.root.fault(e, self._ref.rel, bad) from None
 
     def close(self) -> None:
         self._drop_generator()
@@ -549,9 +551,6 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream) -> I
             yield from packet.decode()
     finally:
         packets.close()
-
-
-DEMUXER = "mp4"  # FFmpeg's mov/mp4 demuxer: LeRobot's videos are MP4 (fragmented ones included)
 
 
 def _discarded_run(index, positions) -> int:
