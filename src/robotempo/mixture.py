@@ -437,13 +437,9 @@ def _merge(
         for sel, part in parts:
             if key in part:
                 value = part.pop(key)
-                if value.dtype != merged.dtype or value.shape[1:] != merged.shape[1:]:
-                    d = int(part["dataset_index"][0])
-                    raise MixtureError(
-                        f"{key!r} comes as {value.dtype} {tuple(value.shape[1:])} from dataset {d} "
-                        f"({names[d]!r}), expected {merged.dtype} {tuple(merged.shape[1:])}",
-                        "make its image_transforms produce one fixed shape and dtype",
-                    )
+                _check_part(
+                    key, value, part, merged, names, "make its image_transforms produce one fixed shape"
+                )
                 merged.numpy()[sel] = value.numpy()
         out[key] = merged
     for key, first in parts[0][1].items():
@@ -454,14 +450,7 @@ def _merge(
             out[key] = values
             continue
         for _, part in parts:
-            value = part[key]
-            if value.dtype != first.dtype or value.shape[1:] != first.shape[1:]:
-                d = int(part["dataset_index"][0])
-                raise MixtureError(
-                    f"{key!r} comes as {value.dtype} {tuple(value.shape[1:])} from dataset {d} "
-                    f"({names[d]!r}) and as {first.dtype} {tuple(first.shape[1:])} from another",
-                    "store the column with one dtype and shape in every dataset",
-                )
+            _check_part(key, part[key], part, first, names, "store the column with one dtype and shape")
         # Camera batches a worker built in shared memory (its reused pool) are merged into shared memory too:
         # a fresh private tensor cost a page fault per page and one more copy when the batch was packed.
         shape = (n, *first.shape[1:])
@@ -479,6 +468,19 @@ def _merge(
             merged.numpy()[order] = torch.cat([part[key] for _, part in parts]).numpy()
         out[key] = merged
     return out
+
+
+def _check_part(
+    key: str, value: torch.Tensor, part: dict, like: torch.Tensor, names: list[str], fix: str
+) -> None:
+    """A dataset's part of a batch must have the dtype and per-item shape of the batch's tensor `like`."""
+    if value.dtype != like.dtype or value.shape[1:] != like.shape[1:]:
+        d = int(part["dataset_index"][0])
+        raise MixtureError(
+            f"{key!r} comes as {value.dtype} {tuple(value.shape[1:])} from dataset {d} ({names[d]!r}) and as "
+            f"{like.dtype} {tuple(like.shape[1:])} from another",
+            f"{fix} in every dataset",
+        )
 
 
 def _check_default_columns(datasets: list[LeRobotDataset], names: list[str]) -> None:

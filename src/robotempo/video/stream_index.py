@@ -28,6 +28,8 @@ from typing import BinaryIO, NamedTuple
 import av
 import numpy as np
 
+from robotempo.fs.blockfile import SeekableReader
+
 # FFmpeg's mov/mp4 demuxer only: LeRobot's videos are MP4 (fragmented ones included), and a probed format
 # follows the file's own references (an HLS playlist named .mp4 made FFmpeg read video outside the folder)
 DEMUXER = "mp4"
@@ -105,7 +107,7 @@ def rebuilt_index(f: BinaryIO) -> PacketIndex:
         return PacketIndex(container)
 
 
-class SamplesUnread(io.RawIOBase):
+class SamplesUnread(SeekableReader):
     """A read-only view of an MP4 file object in which every top-level `mdat` box's payload reads as zeros
     (its header, and every other box, as it is). Reads never move `f`'s own position."""
 
@@ -157,22 +159,6 @@ class SamplesUnread(io.RawIOBase):
         self.read_bytes += len(data)
         return data
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
-
     def read(self, n: int = -1) -> bytes:
         end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
         if end <= self._pos:
@@ -189,11 +175,6 @@ class SamplesUnread(io.RawIOBase):
         data = self._read_at(pos, end - pos)
         self._pos += len(data)
         return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def reorder_depth(context) -> int:
