@@ -479,7 +479,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             rows = np.where(rows < 0, rows + n, rows)
         return self._batch(rows, {})
 
-    def fills(self, key: str) -> bool:
+    def _fills(self, key: str) -> bool:
         """Whether `_batch` can write a camera's item frames into a caller's batch: RGB video and image
         cameras (decoded there, or transformed there with image_transforms); depth cameras are converted
         after decoding, in a tensor of their own."""
@@ -494,7 +494,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
     def _batch(self, rows: np.ndarray, into: dict[str, tuple[np.ndarray, np.ndarray]]) -> ItemBatch:
         """The items at table rows (in range, not negative). `into`: camera key -> (flat frames `(N, C, H,
         W)` of a caller's batch, the position there of each of this batch's frames in `(row, window)`
-        order); those cameras (each one that `fills`) are written there and left out of the items."""
+        order); those cameras (each one that `_fills`) are written there and left out of the items."""
         frames = self.frames
         ep = frames.episode_of(rows)
         ep_from, ep_to = frames.ep_from[ep], frames.ep_to[ep]

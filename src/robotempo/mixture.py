@@ -410,7 +410,7 @@ class Mixture(torch.utils.data.Dataset):
             if not f.present[d]:
                 merged.numpy()[sel] = 0
                 filled.add(key)
-            elif ds.fills(own[key]):
+            elif ds._fills(own[key]):
                 t = f.window or 1
                 positions = (sel[:, None] * t + np.arange(t)).reshape(-1)
                 into[own[key]] = (merged.view(-1, *f.shape).numpy(), positions)
